@@ -1,0 +1,125 @@
+"""The connector's configuration: parsed once, validated with messages that name the field.
+
+spec.json is the user's form; this model is what the code reads. Validation errors never quote
+the values the user typed, because two of the fields are secrets.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Any, Mapping, Optional
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from destination_planhat.errors import config_error
+from destination_planhat.planhat import DEFAULT_ANALYTICS_BASE_URL, Endpoint
+
+TENANT_PATTERN = r"^[A-Za-z0-9-]+$"
+LOOPBACK_NAMES = ("localhost",)
+
+
+class StreamSettings(BaseModel):
+    """One entry of `streams`: where a stream goes (and, later, how its fields map)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1)
+    namespace: Optional[str] = None
+    endpoint: Endpoint
+
+    def matches(self, name: str, namespace: Optional[str]) -> bool:
+        """An entry without a namespace matches the stream of that name in any namespace."""
+        return self.name == name and (self.namespace is None or self.namespace == namespace)
+
+
+class PlanhatConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tenant_uuid: SecretStr
+    api_token: Optional[SecretStr] = None
+    batch_size: int = Field(default=10_000, ge=1, le=100_000)
+    streams: tuple[StreamSettings, ...] = ()
+    analytics_base_url: str = DEFAULT_ANALYTICS_BASE_URL
+    max_in_flight_requests: int = Field(default=4, ge=1, le=32)
+    request_timeout_seconds: float = Field(default=300.0, ge=1, le=3600)
+    max_attempts: int = Field(default=8, ge=1, le=50)
+    max_retry_seconds: float = Field(default=900.0, ge=0, le=86_400)
+    flush_interval_seconds: float = Field(default=60.0, ge=1, le=900)
+
+    @field_validator("tenant_uuid")
+    @classmethod
+    def _tenant_is_a_token(cls, value: SecretStr) -> SecretStr:
+        if not re.fullmatch(TENANT_PATTERN, value.get_secret_value().strip()):
+            raise ValueError(
+                "must be your Planhat Tenant UUID: letters, digits and dashes only "
+                "(Planhat > Settings > Developer > Tokens)"
+            )
+        return SecretStr(value.get_secret_value().strip())
+
+    @field_validator("api_token")
+    @classmethod
+    def _blank_token_is_none(cls, value: Optional[SecretStr]) -> Optional[SecretStr]:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        return SecretStr(value.get_secret_value().strip())
+
+    @field_validator("analytics_base_url")
+    @classmethod
+    def _https_unless_loopback(cls, value: str) -> str:
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http(s) URL such as https://analytics.planhat.com")
+        if parts.query or parts.fragment or parts.username or parts.password:
+            raise ValueError("must not carry a query, a fragment or credentials")
+        if parts.scheme == "http" and not is_loopback(parts.hostname):
+            raise ValueError(
+                "must use https: tokens travel only over TLS (plain http is allowed for "
+                "127.0.0.1, ::1 and localhost, e.g. a local test server)"
+            )
+        return value.strip().rstrip("/")
+
+    @property
+    def tenant(self) -> str:
+        return self.tenant_uuid.get_secret_value()
+
+    @property
+    def token(self) -> Optional[str]:
+        return self.api_token.get_secret_value() if self.api_token else None
+
+    def settings_for(self, name: str, namespace: Optional[str]) -> Optional[StreamSettings]:
+        """The most specific `streams` entry for a stream: one naming its namespace wins."""
+        matches = [s for s in self.streams if s.matches(name, namespace)]
+        matches.sort(key=lambda s: s.namespace is None)
+        return matches[0] if matches else None
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_config(raw: Mapping[str, Any]) -> PlanhatConfig:
+    """Parse the user's config, or raise one config error that lists every field to fix."""
+    try:
+        return PlanhatConfig.model_validate(dict(raw))
+    except ValidationError as exc:
+        problems = [_describe(error) for error in exc.errors(include_input=False, include_url=False)]
+        raise config_error(
+            "The configuration is not valid: " + "; ".join(problems) + ".",
+        ) from None
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    field = ".".join(str(part) for part in error["loc"]) or "config"
+    message = error["msg"]
+    if error["type"] == "extra_forbidden":
+        return f"`{field}` is not a setting of this connector (remove it)"
+    if message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    return f"`{field}` {message[0].lower()}{message[1:]}"

@@ -1,0 +1,193 @@
+"""DestinationPlanhat: wires config, routing, the client and the writer into spec/check/write."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import sys
+import threading
+from importlib import resources
+from typing import Any, BinaryIO, Callable, Iterable, Mapping, Optional
+
+import orjson
+from airbyte_cdk.destinations import Destination
+from airbyte_cdk.models import (
+    AirbyteConnectionStatus,
+    AirbyteMessage,
+    AirbyteMessageSerializer,
+    ConfiguredAirbyteCatalog,
+    ConfiguredAirbyteCatalogSerializer,
+    ConnectorSpecification,
+    ConnectorSpecificationSerializer,
+    Status,
+    Type,
+)
+from airbyte_cdk.utils.traced_exception import AirbyteTracedException
+
+from destination_planhat.client import (
+    PlanhatAuthError,
+    PlanhatClient,
+    PlanhatError,
+    RetryPolicy,
+)
+from destination_planhat.config import PlanhatConfig, parse_config
+from destination_planhat.planhat import Endpoint
+from destination_planhat.routing import route_streams
+from destination_planhat.writer import PlanhatWriter, SyncAborted
+
+logger = logging.getLogger("airbyte")
+
+CHECK_ATTEMPTS = 2
+
+
+def build_client(config: PlanhatConfig, *, attempts: Optional[int] = None, sleep: Optional[Callable[[float], None]] = None) -> PlanhatClient:
+    policy = RetryPolicy(max_attempts=attempts or config.max_attempts, max_total_wait=config.max_retry_seconds)
+    kwargs: dict[str, Any] = {"sleep": sleep} if sleep else {}
+    return PlanhatClient(
+        config.analytics_base_url,
+        config.tenant,
+        config.token,
+        retry_policy=policy,
+        read_timeout=config.request_timeout_seconds,
+        pool_size=config.max_in_flight_requests,
+        **kwargs,
+    )
+
+
+class DestinationPlanhat(Destination):
+    def spec(self, logger: logging.Logger) -> ConnectorSpecification:
+        text = resources.files("destination_planhat").joinpath("spec.json").read_text(encoding="utf-8")
+        return ConnectorSpecificationSerializer.load(json.loads(text))
+
+    def check(self, logger: logging.Logger, config: Mapping[str, Any]) -> AirbyteConnectionStatus:
+        """Post an empty array to each endpoint the config can write to; writes no data."""
+        try:
+            parsed = parse_config(config)
+        except AirbyteTracedException as exc:
+            return AirbyteConnectionStatus(status=Status.FAILED, message=exc.message)
+        client = build_client(parsed, attempts=CHECK_ATTEMPTS)
+        endpoints = [Endpoint.USER_ACTIVITIES] + ([Endpoint.METRICS] if parsed.token else [])
+        try:
+            for endpoint in endpoints:
+                try:
+                    client.post(endpoint, b"[]", context="check: ")
+                except PlanhatAuthError as exc:
+                    field = "api_token" if endpoint is Endpoint.METRICS else "tenant_uuid"
+                    return AirbyteConnectionStatus(
+                        status=Status.FAILED,
+                        message=f"Planhat {endpoint.label} refused the credentials (HTTP {exc.status}): check `{field}`.",
+                    )
+                except PlanhatError as exc:
+                    return AirbyteConnectionStatus(
+                        status=Status.FAILED,
+                        message=f"Could not reach Planhat {endpoint.label} at {client.url_for_logs(endpoint)}: {exc}",
+                    )
+        finally:
+            client.close()
+        if not parsed.token:
+            logger.info("check: no api_token set, so only User Activities were checked (Metrics needs the token)")
+        return AirbyteConnectionStatus(status=Status.SUCCEEDED)
+
+    def write(
+        self,
+        config: Mapping[str, Any],
+        configured_catalog: ConfiguredAirbyteCatalog,
+        input_messages: Iterable[AirbyteMessage],
+    ) -> Iterable[AirbyteMessage]:
+        """The CDK's interface: messages in, released states out (yielded as they are released)."""
+        released: list[AirbyteMessage] = []
+        lock = threading.Lock()
+
+        def collect(message: AirbyteMessage) -> None:
+            with lock:
+                released.append(message)
+
+        def drain() -> list[AirbyteMessage]:
+            with lock:
+                out, released[:] = list(released), []
+            return out
+
+        writer = self._start_writer(config, configured_catalog, collect)
+        try:
+            for message in input_messages:
+                if message.type == Type.RECORD and message.record is not None:
+                    record = message.record
+                    writer.record(record.stream, record.namespace, record.data)
+                elif message.type == Type.STATE:
+                    writer.state(message)
+                else:
+                    writer.other_message(message.type.value if message.type else None)
+                yield from drain()
+            writer.finish()
+            yield from drain()
+        finally:
+            writer.close()
+
+    def _run_write(
+        self, config: Mapping[str, Any], configured_catalog_path: str, input_stream: io.TextIOWrapper
+    ) -> Iterable[AirbyteMessage]:
+        """The CLI path: parse stdin's bytes ourselves (faster than the CDK, and bad lines are skipped
+        and counted instead of crashing the sync) and print each state the moment it is released."""
+        with open(configured_catalog_path, "rb") as file:
+            catalog = ConfiguredAirbyteCatalogSerializer.load(orjson.loads(file.read()))
+        writer = self._start_writer(config, catalog, print_message)
+        try:
+            read_input(getattr(input_stream, "buffer", input_stream), writer)
+            writer.finish()
+        finally:
+            writer.close()
+        return iter(())
+
+    def _start_writer(
+        self, config: Mapping[str, Any], catalog: ConfiguredAirbyteCatalog, emit: Callable[[AirbyteMessage], None]
+    ) -> PlanhatWriter:
+        parsed = parse_config(config)
+        routes = route_streams(parsed, catalog)
+        if not routes:
+            logger.warning("the configured catalog has no streams: nothing will be written")
+        return PlanhatWriter(parsed, routes, build_client(parsed), emit).start()
+
+
+_stdout_lock = threading.Lock()
+
+
+def print_message(message: AirbyteMessage) -> None:
+    """Print one message as a single write, so lines from several threads never interleave."""
+    line = orjson.dumps(AirbyteMessageSerializer.dump(message)) + b"\n"
+    with _stdout_lock:
+        sys.stdout.write(line.decode())
+        sys.stdout.flush()
+
+
+def read_input(stream: BinaryIO, writer: PlanhatWriter) -> None:
+    """Parse JSON lines and hand each message to the writer. Bad lines are counted, never fatal."""
+    record, state, other = writer.record, writer.state, writer.other_message
+    line_number = 0
+    for line in stream:
+        line_number += 1
+        try:
+            message = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            if line.strip():
+                why = "it is not valid JSON" if line.endswith(b"\n") else "the input ended in the middle of a line"
+                writer.unparseable_line(line_number, line, f"{why} ({exc})")
+            continue
+        kind = message.get("type") if type(message) is dict else None
+        if kind == "RECORD":
+            body = message.get("record")
+            if type(body) is dict:
+                record(body.get("stream"), body.get("namespace"), body.get("data"))
+            else:
+                writer.unparseable_line(line_number, line, "a RECORD message without a record object")
+        elif kind == "STATE":
+            try:
+                parsed = AirbyteMessageSerializer.load(message)
+            except Exception as exc:  # serpyco raises its own validation errors
+                writer.unparseable_line(line_number, line, f"a STATE message that is not valid ({exc})")
+                continue
+            state(parsed)
+        elif kind is None:
+            writer.unparseable_line(line_number, line, "not an Airbyte message (no 'type')")
+        else:
+            other(kind)

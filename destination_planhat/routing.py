@@ -1,0 +1,104 @@
+"""Which Planhat endpoint each configured stream goes to, decided once before anything is sent."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional
+
+from airbyte_cdk.models import ConfiguredAirbyteCatalog, ConfiguredAirbyteStream, DestinationSyncMode
+
+from destination_planhat.config import PlanhatConfig, StreamSettings
+from destination_planhat.errors import config_error
+from destination_planhat.planhat import (
+    ENDPOINT_NEEDS_API_TOKEN,
+    METRIC_REQUIRED_FIELDS,
+    USER_ACTIVITY_IDENTITY_FIELDS,
+    Endpoint,
+)
+
+StreamKey = tuple[Optional[str], str]  # (namespace, name), as Airbyte identifies a stream
+
+
+@dataclass(frozen=True)
+class StreamRoute:
+    key: StreamKey
+    endpoint: Endpoint
+    why: str  # shown in the log, so users can see how the decision was made
+    settings: Optional[StreamSettings]
+    json_schema: Mapping[str, Any]
+
+    @property
+    def name(self) -> str:
+        return stream_label(self.key)
+
+
+def stream_label(key: StreamKey) -> str:
+    namespace, name = key
+    return f"{namespace}.{name}" if namespace else name
+
+
+def schema_properties(json_schema: Mapping[str, Any]) -> set[str]:
+    properties = json_schema.get("properties") if isinstance(json_schema, Mapping) else None
+    return set(properties) if isinstance(properties, Mapping) else set()
+
+
+def endpoint_from_schema(json_schema: Mapping[str, Any]) -> Optional[Endpoint]:
+    """Metrics when every required metric field is declared, else User Activities when an end user id is."""
+    properties = schema_properties(json_schema)
+    if all(field in properties for field in METRIC_REQUIRED_FIELDS):
+        return Endpoint.METRICS
+    if any(field in properties for field in USER_ACTIVITY_IDENTITY_FIELDS):
+        return Endpoint.USER_ACTIVITIES
+    return None
+
+
+def route_streams(config: PlanhatConfig, catalog: ConfiguredAirbyteCatalog) -> dict[StreamKey, StreamRoute]:
+    """Route every configured stream, or raise ONE config error naming every stream to fix."""
+    routes: dict[StreamKey, StreamRoute] = {}
+    problems: list[str] = []
+    for configured in catalog.streams:
+        route, problem = _route(config, configured)
+        if problem:
+            problems.append(problem)
+        elif route:
+            if ENDPOINT_NEEDS_API_TOKEN[route.endpoint] and not config.token:
+                problems.append(
+                    f"stream '{route.name}' goes to {route.endpoint.label} ({route.why}), which needs an "
+                    "API token: fill in `api_token` (Planhat > Settings > Developer > Tokens)"
+                )
+            routes[route.key] = route
+    if problems:
+        raise config_error(
+            "Some streams cannot be written to Planhat: " + "; ".join(problems) + ".",
+        )
+    return routes
+
+
+def _route(config: PlanhatConfig, configured: ConfiguredAirbyteStream) -> tuple[Optional[StreamRoute], Optional[str]]:
+    stream = configured.stream
+    key: StreamKey = (stream.namespace or None, stream.name)
+    label = stream_label(key)
+    mode = configured.destination_sync_mode
+    if mode != DestinationSyncMode.append:
+        mode_name = getattr(mode, "value", mode)
+        return None, (
+            f"stream '{label}' uses the destination sync mode '{mode_name}', but Planhat's analytics "
+            "endpoints only append: choose 'append' for this stream"
+        )
+    json_schema = stream.json_schema or {}
+    settings = config.settings_for(stream.name, key[0])
+    if settings is not None:
+        why = "set in the connector's `streams` setting"
+        return StreamRoute(key, settings.endpoint, why, settings, json_schema), None
+    endpoint = endpoint_from_schema(json_schema)
+    if endpoint is Endpoint.METRICS:
+        why = "its schema has " + ", ".join(METRIC_REQUIRED_FIELDS)
+    elif endpoint is Endpoint.USER_ACTIVITIES:
+        why = "its schema has " + " or ".join(USER_ACTIVITY_IDENTITY_FIELDS)
+    else:
+        return None, (
+            f"stream '{label}' has neither the Metrics fields ({', '.join(METRIC_REQUIRED_FIELDS)}) nor a User "
+            f"Activities field ({' or '.join(USER_ACTIVITY_IDENTITY_FIELDS)}) in its schema: add an entry for it "
+            "under `streams` with its `endpoint`, or rename its columns at the source"
+        )
+    return StreamRoute(key, endpoint, why, None, json_schema), None

@@ -1,0 +1,56 @@
+"""STATE messages wait here until every record that came before them is acknowledged by Planhat.
+
+Why batch ids rather than record counts: streams interleave, and a state must wait for records of
+every stream. Each batch gets an increasing id when its first record arrives; a state that arrives
+when the next id is `b` depends exactly on the batches with ids below `b` (they hold every record
+read so far). It is released once none of those is still unacknowledged. A batch that also holds
+records read after the state only delays the state, never releases it early.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from typing import Callable
+
+from airbyte_cdk.models import AirbyteMessage
+
+
+class StateBarrier:
+    def __init__(self, emit: Callable[[AirbyteMessage], None]) -> None:
+        self._emit = emit
+        self._lock = threading.Lock()
+        self._next_batch_id = 0
+        self._unacknowledged: set[int] = set()
+        self._waiting: deque[tuple[int, AirbyteMessage]] = deque()
+        self.emitted = 0
+
+    def open_batch(self) -> int:
+        with self._lock:
+            batch_id = self._next_batch_id
+            self._next_batch_id += 1
+            self._unacknowledged.add(batch_id)
+            return batch_id
+
+    def acknowledge(self, batch_id: int) -> None:
+        with self._lock:
+            self._unacknowledged.discard(batch_id)
+            self._release()
+
+    def add_state(self, message: AirbyteMessage) -> None:
+        with self._lock:
+            self._waiting.append((self._next_batch_id, message))
+            self._release()
+
+    @property
+    def waiting(self) -> int:
+        with self._lock:
+            return len(self._waiting)
+
+    def _release(self) -> None:
+        # Emitting under the lock keeps states in their input order across sender threads.
+        oldest_unacknowledged = min(self._unacknowledged, default=None)
+        while self._waiting and (oldest_unacknowledged is None or self._waiting[0][0] <= oldest_unacknowledged):
+            _, message = self._waiting.popleft()
+            self._emit(message)
+            self.emitted += 1

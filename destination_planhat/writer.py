@@ -1,0 +1,350 @@
+"""The write loop: records in, batches out, states released only behind acknowledged batches.
+
+Reading runs on the caller's thread; batches are posted by a small pool of sender threads, so
+reading goes on while Planhat answers. Back-pressure: at most `max_in_flight_requests` batches are
+on their way at once; the reader waits for a free slot before it hands over another.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Optional
+
+import orjson
+from airbyte_cdk.models import AirbyteMessage, AirbyteStateMessage, AirbyteStateStats, AirbyteStateType
+from airbyte_cdk.utils.traced_exception import AirbyteTracedException
+
+from destination_planhat.accounting import Ledger, StreamStats
+from destination_planhat.batching import Batch, ItemTooLarge, StreamBuffer
+from destination_planhat.client import (
+    PlanhatAuthError,
+    PlanhatClient,
+    PlanhatError,
+    PlanhatPayloadTooLarge,
+    PlanhatRejectedRequest,
+    PlanhatUnavailable,
+    PostResult,
+)
+from destination_planhat.config import PlanhatConfig
+from destination_planhat.errors import config_error, system_error, transient_error
+from destination_planhat.mapping import Mapper, RecordRejected, build_mapper
+from destination_planhat.planhat import SAFE_BODY_BYTES, Endpoint
+from destination_planhat.routing import StreamKey, StreamRoute, stream_label
+from destination_planhat.state import StateBarrier
+
+logger = logging.getLogger("airbyte")
+
+SAMPLE_ERRORS = 3
+SAMPLE_CHARS = 300
+TICK_SECONDS = 1.0
+
+
+class SyncAborted(Exception):
+    """Raised inside sender threads once the sync has failed, to stop their retries early."""
+
+
+@dataclass
+class _Sink:
+    """Everything the hot path needs for one stream, looked up once per record."""
+
+    route: StreamRoute
+    mapper: Mapper
+    buffer: StreamBuffer
+    stats: StreamStats
+    records_since_state: int = 0
+
+
+class PlanhatWriter:
+    def __init__(
+        self,
+        config: PlanhatConfig,
+        routes: Mapping[StreamKey, StreamRoute],
+        client: PlanhatClient,
+        emit: Callable[[AirbyteMessage], None],
+        *,
+        max_body_bytes: int = SAFE_BODY_BYTES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._config = config
+        self._client = client
+        self._clock = clock
+        self.ledger = Ledger()
+        self._barrier = StateBarrier(emit)
+        self._sinks: dict[StreamKey, _Sink] = {}
+        for key, route in routes.items():
+            stats = self.ledger.stats(route.name, route.endpoint.value)
+            self._sinks[key] = _Sink(route, build_mapper(route), StreamBuffer(route, config.batch_size, max_body_bytes), stats)
+        self._unknown_streams: dict[StreamKey, int] = {}
+        self._records_since_global_state = 0
+        # Guards the buffers against the ticker thread, which sends batches that waited too long.
+        self._buffers_lock = threading.Lock()
+        self._slots = threading.Semaphore(config.max_in_flight_requests)
+        self._queue: queue.SimpleQueue[Optional[Batch]] = queue.SimpleQueue()
+        self._failure: Optional[BaseException] = None
+        self._failure_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._senders = [
+            threading.Thread(target=self._sender_loop, name=f"planhat-sender-{i}", daemon=True)
+            for i in range(config.max_in_flight_requests)
+        ]
+        self._ticker = threading.Thread(target=self._tick_loop, name="planhat-ticker", daemon=True)
+        self._started = False
+
+    # ----- life cycle -------------------------------------------------------------------------
+
+    def start(self) -> "PlanhatWriter":
+        for route in (sink.route for sink in self._sinks.values()):
+            logger.info(f"stream '{route.name}' -> Planhat {route.endpoint.label} ({route.why})")
+        for thread in (*self._senders, self._ticker):
+            thread.start()
+        self._started = True
+        return self
+
+    def finish(self) -> None:
+        """End of input: send what is buffered, wait for every answer, release the last states."""
+        with self._buffers_lock:
+            for sink in self._sinks.values():
+                self._submit(sink.buffer.take())
+        self._wait_for_senders()
+        self._raise_if_failed()
+        self._log_summary()
+
+    def close(self) -> None:
+        """Stop the threads whatever happened; safe to call twice."""
+        self._stopping.set()
+        if self._started:
+            for _ in self._senders:
+                self._queue.put(None)
+            self._started = False
+
+    # ----- input ------------------------------------------------------------------------------
+
+    def record(self, stream: Any, namespace: Any, data: Any) -> None:
+        """One RECORD message. The hot path: keep it lean."""
+        key = (namespace or None, stream)
+        sink = self._sinks.get(key)
+        self._records_since_global_state += 1
+        if sink is None:
+            self._skip_unknown(key)
+            return
+        sink.records_since_state += 1
+        stats = sink.stats
+        # Only this thread writes read/sent/rejected_locally/skipped, so no lock is needed for them.
+        stats.read += 1
+        if type(data) is not dict:
+            self.ledger.reject_locally(stats.stream, "the record's data is not a JSON object")
+            return
+        try:
+            items = sink.mapper(data)
+        except RecordRejected as rejected:
+            self.ledger.reject_locally(stats.stream, rejected.reason)
+            return
+        for item in items:
+            self._add_item(sink, item)
+
+    def state(self, message: AirbyteMessage) -> None:
+        """One STATE message: stamped with the records it covers, then held until they are acknowledged."""
+        state = message.state
+        if state is None:
+            return
+        if state.type == AirbyteStateType.STREAM and state.stream is not None:
+            descriptor = state.stream.stream_descriptor
+            key = (descriptor.namespace or None, descriptor.name)
+            sink = self._sinks.get(key)
+            if sink is not None:
+                count, sink.records_since_state = sink.records_since_state, 0
+            else:
+                count = self._unknown_streams.get(key, 0)
+        else:
+            count = self._records_since_global_state
+            self._records_since_global_state = 0
+            for sink in self._sinks.values():
+                sink.records_since_state = 0
+        state.destinationStats = AirbyteStateStats(recordCount=float(count))
+        self._raise_if_failed()
+        self._barrier.add_state(message)
+
+    def unparseable_line(self, line_number: int, line: bytes, why: str) -> None:
+        self.ledger.unparseable_lines += 1
+        preview = line[:120].decode("utf-8", "replace").rstrip()
+        logger.warning(f"input line {line_number} skipped: {why} (starts with: {preview!r})")
+
+    def other_message(self, kind: Any) -> None:
+        """Messages a destination may receive but has nothing to do with (TRACE, LOG, CONTROL...)."""
+        self.ledger.ignored_messages += 1
+        if self.ledger.ignored_messages <= 5:
+            logger.info(f"ignoring an input message of type {kind!r}")
+
+    # ----- batching ---------------------------------------------------------------------------
+
+    def _add_item(self, sink: _Sink, item: dict[str, Any]) -> None:
+        stream = sink.stats.stream
+        buffer = sink.buffer
+        try:
+            part = orjson.dumps(item)
+            buffer.fits_alone(part)
+        except orjson.JSONEncodeError as exc:
+            self.ledger.reject_locally(stream, f"cannot be encoded as JSON ({exc})")
+            return
+        except ItemTooLarge as exc:
+            self.ledger.reject_locally(stream, "larger than Planhat's request size limit")
+            logger.warning(f"stream '{stream}': one record was not sent: {exc}")
+            return
+        with self._buffers_lock:
+            if buffer.would_overflow(part):
+                self._submit(buffer.take())
+            new_id = self._barrier.open_batch() if buffer.open is None else -1
+            if buffer.add(part, new_id):
+                self._submit(buffer.take())
+
+    def _submit(self, batch: Optional[Batch]) -> None:
+        """Hand a batch to the senders; waits while `max_in_flight_requests` are already out."""
+        if batch is None or not batch.parts:
+            return
+        self._raise_if_failed()
+        self.ledger.stats(batch.route.name).sent += len(batch)
+        self._slots.acquire()
+        self._queue.put(batch)
+
+    def _tick_loop(self) -> None:
+        """Sends batches whose oldest record waited longer than the flush interval."""
+        interval = self._config.flush_interval_seconds
+        while not self._stopping.wait(TICK_SECONDS):
+            now = self._clock()
+            try:
+                with self._buffers_lock:
+                    for sink in self._sinks.values():
+                        batch = sink.buffer.open
+                        if batch is not None and now - batch.opened_at >= interval:
+                            self._submit(sink.buffer.take())
+            except BaseException as exc:  # a failure is already recorded; the reader will raise it
+                self._record_failure(exc)
+
+    # ----- sending ----------------------------------------------------------------------------
+
+    def _sender_loop(self) -> None:
+        while True:
+            batch = self._queue.get()
+            if batch is None:
+                return
+            try:
+                if self._failure is None:
+                    self._deliver(batch, f"stream '{batch.route.name}' batch {batch.number}")
+                    self._barrier.acknowledge(batch.batch_id)
+            except BaseException as exc:
+                self._record_failure(exc)
+            finally:
+                self._slots.release()
+
+    def _deliver(self, batch: Batch, label: str) -> None:
+        """POST one batch; on 413 split it and post the halves, down to single items."""
+        try:
+            result = self._client.post(batch.endpoint, batch.body(), context=f"{label}: ")
+        except PlanhatPayloadTooLarge as exc:
+            if len(batch) == 1:
+                self.ledger.record_answer(batch.route.name, 1, 0, ["too large for Planhat (HTTP 413)"], 0)
+                logger.warning(f"{label}: Planhat refused one item as too large (HTTP 413): {exc.body}")
+                return
+            first, second = batch.split()
+            logger.warning(f"{label}: Planhat answered 413 for {len(batch)} items; sending them in two halves")
+            self._deliver(first, label + "a")
+            self._deliver(second, label + "b")
+            return
+        self._account(batch, label, result)
+
+    def _account(self, batch: Batch, label: str, result: PostResult) -> None:
+        stream = batch.route.name
+        resent = len(batch) * result.ambiguous_failures
+        self.ledger.record_answer(stream, len(batch), result.processed, [e.reason for e in result.errors], resent)
+        line = f"{label} -> {batch.endpoint.label}: sent {len(batch)}"
+        if result.processed is None:
+            logger.warning(f"{line}; Planhat acknowledged the request without counts ({result.note})")
+        else:
+            line += f", processed {result.processed}, errors {len(result.errors)}"
+            if result.attempts > 1:
+                line += f" (after {result.attempts} attempts)"
+            for error in result.errors[:SAMPLE_ERRORS]:
+                sample = orjson.dumps(error.item).decode()[:SAMPLE_CHARS]
+                line += f"; e.g. {sample} -> {error.reason}"
+            logger.info(line)
+            if result.processed + len(result.errors) != len(batch):
+                logger.warning(
+                    f"{label}: Planhat counted {result.processed} processed and {len(result.errors)} errors "
+                    f"for {len(batch)} items sent"
+                )
+        if resent:
+            logger.warning(
+                f"{label}: re-sent {len(batch)} items after {result.ambiguous_failures} failure(s) where Planhat may "
+                "already have received them: these items may be counted twice in Planhat"
+            )
+
+    def _wait_for_senders(self) -> None:
+        # Every slot free means every batch handed over has been answered (or the sync failed).
+        limit = self._config.max_in_flight_requests
+        for _ in range(limit):
+            self._slots.acquire()
+        for _ in range(limit):
+            self._slots.release()
+
+    def _record_failure(self, exc: BaseException) -> None:
+        with self._failure_lock:
+            if self._failure is None:
+                self._failure = exc
+                self._stopping.set()
+
+    def _raise_if_failed(self) -> None:
+        failure = self._failure
+        if failure is None:
+            return
+        self._log_summary()
+        if isinstance(failure, PlanhatError):
+            raise _traced(failure, self._client) from failure
+        raise failure
+
+    # ----- reporting --------------------------------------------------------------------------
+
+    def _skip_unknown(self, key: StreamKey) -> None:
+        count = self._unknown_streams.get(key, 0) + 1
+        self._unknown_streams[key] = count
+        label = stream_label(key) if isinstance(key[1], str) else repr(key[1])
+        stats = self.ledger.stats(label)
+        stats.read += 1
+        stats.skipped += 1
+        if count == 1:
+            logger.warning(
+                f"records of stream '{label}' are skipped: the stream is not in the configured catalog"
+            )
+
+    def _log_summary(self) -> None:
+        if getattr(self, "_summary_logged", False):
+            return
+        self._summary_logged = True
+        for stats in self.ledger.all():
+            logger.info("summary: " + stats.summary_line())
+        if self.ledger.unparseable_lines:
+            logger.warning(f"summary: {self.ledger.unparseable_lines} input line(s) were not valid JSON and were skipped")
+        logger.info(f"summary: {self._barrier.emitted} state message(s) emitted, {self._barrier.waiting} held back")
+
+
+def _traced(failure: PlanhatError, client: PlanhatClient) -> AirbyteTracedException:
+    endpoint = failure.endpoint
+    where = f"Planhat {endpoint.label} ({client.url_for_logs(endpoint)})"
+    if isinstance(failure, PlanhatAuthError):
+        if endpoint is Endpoint.METRICS:
+            fix = "check `api_token` (Planhat > Settings > Developer > Tokens) and that it may write metrics"
+        else:
+            fix = "check `tenant_uuid` (Planhat > Settings > Developer > Tokens)"
+        return config_error(f"{where} refused the credentials (HTTP {failure.status}): {fix}.", str(failure))
+    if isinstance(failure, PlanhatUnavailable):
+        return transient_error(
+            f"{where} could not take a batch: {failure}. Records after the last emitted state will be sent "
+            "again by the next attempt of the sync.",
+            str(failure),
+        )
+    if isinstance(failure, PlanhatRejectedRequest):
+        return system_error(f"{where} rejected a request: {failure}", str(failure))
+    return system_error(f"{where} failed: {failure}", str(failure))

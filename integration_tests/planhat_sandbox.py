@@ -1,0 +1,951 @@
+"""An embedded, Planhat-compatible analytics server for tests, demos and benchmarks.
+
+Why this exists: Planhat offers no sandbox for its analytics host, answers 200 even when it rejects
+items, and documents little about how it fails. The connector's reliability code (retries, batch
+splitting on 413, per-item errors, state only after acknowledgement) can only be exercised against
+a server that behaves like Planhat *and* misbehaves on demand. This is that server: stdlib
+``http.server`` plus orjson, loopback only, fast enough to absorb a million items in seconds.
+
+In-process (pytest)::
+
+    with PlanhatSandbox() as sandbox:
+        requests.post(f"{sandbox.url}/dimensiondata/{sandbox.tenant}", json=[...],
+                      headers={"Authorization": f"Bearer {sandbox.api_token}"})
+        assert sandbox.summary()["metrics"]["processed"] == 1
+
+As a process (demo, benchmark); control it through ``/_sandbox/*``::
+
+    python -m integration_tests.planhat_sandbox --port 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import hmac
+import math
+import os
+import re
+import select
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass
+from datetime import datetime
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from ipaddress import ip_address
+from random import Random
+from types import TracebackType
+from typing import IO, Any, Callable, Mapping, Sequence
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import orjson
+
+METRICS = "metrics"
+USER_ACTIVITIES = "user_activities"
+ENDPOINTS = (METRICS, USER_ACTIVITIES)
+
+DEFAULT_TENANT = "demo-tenant-0001"
+DEFAULT_API_TOKEN = "demo-api-token"
+# Planhat's documented hard limit per request body.
+DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
+
+# Path prefix of each data endpoint; the tenant token is the rest of the path.
+_DATA_ROUTES = (("/dimensiondata/", METRICS), ("/analytics/bulk/", USER_ACTIVITIES))
+_CONTROL_PREFIX = "/_sandbox/"
+_DRAIN_CHUNK_BYTES = 1024 * 1024
+_TOP_REASONS = 10
+
+
+# --------------------------------------------------------------------------------------------
+# Item validation: mirrors what Planhat reports in the "errors" list of its 200 answer.
+# Written as flat, type()-based checks because it runs once per item (a million per benchmark).
+# --------------------------------------------------------------------------------------------
+
+_DIMENSION_ID_OK = re.compile(r"[A-Za-z0-9_.\-]+").fullmatch
+_METRIC_MODELS = ("Company", "EndUser", "Asset", "Project")
+_METRIC_FIELDS = frozenset({"dimensionId", "value", "externalId", "model", "date"})
+_NOT_AN_OBJECT = "item must be a JSON object"
+
+
+def _is_number(value: object) -> bool:
+    """True for finite JSON numbers; bool is excluded on purpose (Python's bool is an int)."""
+    kind = type(value)
+    return kind is int or (kind is float and math.isfinite(value))  # type: ignore[arg-type]
+
+
+def _is_string(value: object) -> bool:
+    return type(value) is str
+
+
+def _is_object(value: object) -> bool:
+    return type(value) is dict
+
+
+def _is_iso_date(value: object) -> bool:
+    """ISO 8601 date or datetime, with a trailing Z accepted on every Python version."""
+    if type(value) is not str:
+        return False
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        if not value.endswith(("Z", "z")):
+            return False
+        try:
+            datetime.fromisoformat(value[:-1] + "+00:00")
+        except ValueError:
+            return False
+    return True
+
+
+def validate_metric(item: object) -> str | None:
+    """Planhat's rejection reason for one Metrics item, or None when it would be accepted.
+
+    Optional fields must be valid when present: an explicit null ``model`` or ``date`` is an error,
+    so that a connector sending nulls is caught here rather than in a customer's Failed Metrics.
+    """
+    if type(item) is not dict:
+        return _NOT_AN_OBJECT
+    dimension_id = item.get("dimensionId")
+    if type(dimension_id) is not str or not dimension_id:
+        return "dimensionId must be specified"
+    if _DIMENSION_ID_OK(dimension_id) is None:
+        return "dimensionId contains invalid characters"
+    if not _is_number(item.get("value")):
+        return "value must be a number"
+    external_id = item.get("externalId")
+    if type(external_id) is not str or not external_id:
+        return "externalId must be specified"
+    if len(item) == 3:  # the common case: required fields only
+        return None
+    if "model" in item:
+        model = item["model"]
+        if type(model) is not str or model not in _METRIC_MODELS:
+            return "model must be one of Company, EndUser, Asset, Project"
+    if "date" in item and not _is_iso_date(item["date"]):
+        return "date must be a valid ISO date"
+    for key in item:
+        if key not in _METRIC_FIELDS:
+            return f"unknown field {key}"
+    return None
+
+
+# field -> (check, reason when the check fails), in Planhat's documented order.
+_ACTIVITY_CHECKS: dict[str, tuple[Callable[[object], bool], str]] = {
+    "email": (_is_string, "email must be a string"),
+    "euExtId": (_is_string, "euExtId must be a string"),
+    "action": (_is_string, "action must be a string"),
+    "count": (_is_number, "count must be a number"),
+    "companyExternalId": (_is_string, "companyExternalId must be a string"),
+    "weight": (_is_number, "weight must be a number"),
+    "date": (_is_iso_date, "date must be a valid ISO date"),
+    "info": (_is_object, "info must be an object"),
+    "name": (_is_string, "name must be a string"),
+}
+
+
+def validate_user_activity(item: object) -> str | None:
+    """Planhat's rejection reason for one User Activity item, or None when it would be accepted."""
+    if type(item) is not dict:
+        return _NOT_AN_OBJECT
+    email = item.get("email")
+    eu_ext_id = item.get("euExtId")
+    if not ((type(email) is str and email) or (type(eu_ext_id) is str and eu_ext_id)):
+        return "email or euExtId must be specified"
+    for key, value in item.items():
+        check = _ACTIVITY_CHECKS.get(key)
+        if check is None:
+            return f"unknown field {key}"
+        if not check[0](value):
+            return check[1]
+    return None
+
+
+_VALIDATORS: dict[str, Callable[[object], str | None]] = {
+    METRICS: validate_metric,
+    USER_ACTIVITIES: validate_user_activity,
+}
+
+
+def _summary_key(endpoint: str, item: dict[str, Any]) -> str:
+    """What the summary counts accepted items by: the metric's name, or the activity's action."""
+    if endpoint == METRICS:
+        return item["dimensionId"]
+    return item.get("action") or "(no action)"
+
+
+# --------------------------------------------------------------------------------------------
+# Faults
+# --------------------------------------------------------------------------------------------
+
+FAULT_KINDS = ("ok", "status", "reset_before", "reset_after", "delay", "bad_body", "bad_json")
+_FAULT_FIELDS = frozenset({"kind", "status", "retry_after", "body", "seconds", "process"})
+_DEFAULT_FAULT_BODIES = {
+    "bad_body": "<html><body><h1>502 Bad Gateway</h1></body></html>",
+    "bad_json": '{"ok": true}',
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    """One way to (mis)answer one data request; see `PlanhatSandbox.set_faults`."""
+
+    kind: str = "ok"
+    status: int = 200
+    retry_after: str | None = None
+    body: str | None = None
+    seconds: float = 0.0
+    process: bool = True
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> Fault:
+        """Build a fault from its dict form, rejecting typos early rather than silently ignoring them."""
+        unknown = set(spec) - _FAULT_FIELDS
+        if unknown:
+            raise ValueError(f"unknown fault field(s) {sorted(unknown)} in {dict(spec)!r}")
+        kind = spec.get("kind", "ok")
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"fault kind must be one of {', '.join(FAULT_KINDS)}, got {kind!r}")
+        if kind == "status" and "status" not in spec:
+            raise ValueError("a status fault needs a 'status'")
+        retry_after = spec.get("retry_after")
+        return cls(
+            kind=kind,
+            status=int(spec.get("status", 200)),
+            retry_after=None if retry_after is None else str(retry_after),
+            body=spec.get("body", _DEFAULT_FAULT_BODIES.get(kind)),
+            seconds=float(spec.get("seconds", 0.0)),
+            process=bool(spec.get("process", True)),
+        )
+
+    @classmethod
+    def from_random_key(cls, key: str) -> Fault:
+        """A fault named by a key of the ``random`` table: an HTTP status ("503") or a kind."""
+        if key.isdigit():
+            status = int(key)
+            return cls(kind="status", status=status, retry_after="0" if status == 429 else None)
+        if key in ("reset_before", "reset_after", "bad_body", "bad_json"):
+            return cls.from_spec({"kind": key})
+        raise ValueError(f"random fault keys are HTTP statuses or reset_before/reset_after/bad_body/bad_json, got {key!r}")
+
+    @property
+    def label(self) -> str | None:
+        """How the request log names this fault; None for a normal answer."""
+        return None if self.kind == "ok" else self.kind
+
+
+_NO_FAULT = Fault()
+
+
+class _FaultPlan:
+    """The faults still to come. Not thread-safe by itself: the sandbox calls `draw` under its lock."""
+
+    def __init__(
+        self,
+        script: Sequence[Mapping[str, Any]] = (),
+        random: Mapping[str, float] | None = None,
+        seed: int = 0,
+        latency_s: float = 0.0,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    ) -> None:
+        self.script = deque(Fault.from_spec(spec) for spec in script)
+        self.table: list[tuple[float, Fault]] = []
+        cumulative = 0.0
+        for key, probability in (random or {}).items():
+            if not 0.0 <= float(probability) <= 1.0:
+                raise ValueError(f"probability of {key!r} must be within [0, 1], got {probability!r}")
+            cumulative += float(probability)
+            self.table.append((cumulative, Fault.from_random_key(str(key))))
+        if cumulative > 1.0 + 1e-9:
+            raise ValueError(f"random fault probabilities add up to {cumulative:.3f} > 1")
+        self.rng = Random(seed)
+        if latency_s < 0:
+            raise ValueError("latency_s must be >= 0")
+        self.latency_s = float(latency_s)
+        if max_body_bytes <= 0:
+            raise ValueError("max_body_bytes must be > 0")
+        self.max_body_bytes = int(max_body_bytes)
+
+    def draw(self) -> Fault:
+        """The fault for the next data request: the script first, then one random draw per request."""
+        if self.script:
+            return self.script.popleft()
+        if not self.table:
+            return _NO_FAULT
+        roll = self.rng.random()
+        for threshold, fault in self.table:
+            if roll < threshold:
+                return fault
+        return _NO_FAULT
+
+
+# --------------------------------------------------------------------------------------------
+# Records and statistics
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    """What the sandbox saw and did for one data request (control requests are not logged)."""
+
+    endpoint: str
+    tenant: str
+    authorization_present: bool
+    # The header equals "Bearer <api_token>": on User Activities this means the token leaked.
+    authorization_matched: bool
+    items: int  # items in the body; 0 when it was not parsed (refused, reset, bad JSON)
+    body_bytes: int
+    status: int | None  # None when no answer was sent (connection reset, client gone)
+    fault: str | None  # the injected fault's kind, None for a normal answer
+    processed: int  # items accepted (recorded as valid)
+    errors: int  # items rejected with a reason
+    at: float  # time.monotonic() when the request headers were read
+    duration_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """Result of handing a body to Planhat's logic: the answer, and what was recorded."""
+
+    status: int
+    payload: dict[str, Any]
+    items: int = 0
+    processed: int = 0
+    errors: int = 0
+
+
+class _EndpointStats:
+    """Running counts for one endpoint, so that the summary stays cheap with keep_items=False."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.items = 0
+        self.processed = 0
+        self.errors = 0
+        self.max_items_per_request = 0
+        self.authorization_sent = 0
+        self.error_reasons: Counter[str] = Counter()
+        self.accepted_by_key: Counter[str] = Counter()
+        self.statuses: Counter[str] = Counter()
+        self.faults: Counter[str] = Counter()
+
+    def as_dict(self, key_name: str, top: int) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "items": self.items,
+            "processed": self.processed,
+            "errors": self.errors,
+            "max_items_per_request": self.max_items_per_request,
+            "authorization_sent": self.authorization_sent,
+            "error_reasons": dict(self.error_reasons.most_common(_TOP_REASONS)),
+            key_name: dict(self.accepted_by_key.most_common(top)),
+            "statuses": dict(sorted(self.statuses.items())),
+            "faults": dict(sorted(self.faults.items())),
+        }
+
+
+_SUMMARY_KEY_NAMES = {METRICS: "by_dimension_id", USER_ACTIVITIES: "by_action"}
+
+
+# --------------------------------------------------------------------------------------------
+# HTTP
+# --------------------------------------------------------------------------------------------
+
+
+def _peer_closed(sock: socket.socket) -> bool:
+    """Whether the client has hung up (e.g. after its own timeout), without consuming any bytes."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        if not readable:
+            return False
+        return sock.recv(1, socket.MSG_PEEK) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+class _Server(ThreadingHTTPServer):
+    """ThreadingHTTPServer that knows its sandbox and can cut its open keep-alive connections."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], sandbox: PlanhatSandbox) -> None:
+        self.sandbox = sandbox
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def track(self, sock: socket.socket) -> None:
+        with self._connections_lock:
+            self._connections.add(sock)
+
+    def untrack(self, sock: socket.socket) -> None:
+        with self._connections_lock:
+            self._connections.discard(sock)
+
+    def close_connections(self) -> None:
+        """Wake handler threads parked on idle keep-alive connections, so stop() leaves none behind."""
+        with self._connections_lock:
+            connections = list(self._connections)
+        for sock in connections:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Clients going away is part of the job (timeouts, fault tests); only report real bugs."""
+        error = sys.exc_info()[1]
+        if isinstance(error, (ConnectionError, TimeoutError)) or self.sandbox._stopping.is_set():
+            return
+        super().handle_error(request, client_address)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """HTTP plumbing only; Planhat's behaviour and all state live in `PlanhatSandbox`."""
+
+    protocol_version = "HTTP/1.1"  # keep-alive, like the real host behind its load balancer
+    disable_nagle_algorithm = True  # headers and body go out as separate writes
+    timeout = 300  # drop a keep-alive connection idle this long
+    server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.track(self.connection)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.untrack(self.connection)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        """Silence the stdlib's one stderr line per request: it would swamp test and benchmark output."""
+
+    # ---- dispatch -------------------------------------------------------------------------
+
+    def do_GET(self) -> None:
+        url = urlsplit(self.path)
+        if url.path.startswith(_CONTROL_PREFIX):
+            self._control_get(url.path[len(_CONTROL_PREFIX) :], parse_qs(url.query))
+        else:
+            self._send_json(HTTPStatus.NOT_FOUND, {"message": "Not Found"})
+
+    def do_POST(self) -> None:
+        path = urlsplit(self.path).path
+        if path.startswith(_CONTROL_PREFIX):
+            self._control_post(path[len(_CONTROL_PREFIX) :])
+            return
+        for prefix, endpoint in _DATA_ROUTES:
+            if path.startswith(prefix):
+                tenant = unquote(path[len(prefix) :].rstrip("/"))
+                if tenant and "/" not in tenant:
+                    self._serve_data(endpoint, tenant)
+                    return
+        length = self._content_length()
+        if length is not None:
+            self._drain(length)
+        self._send_json(HTTPStatus.NOT_FOUND, {"message": "Not Found"})
+
+    # ---- data endpoints -------------------------------------------------------------------
+
+    def _serve_data(self, endpoint: str, tenant: str) -> None:
+        """One data request: size limit, then the injected fault, then Planhat's own logic."""
+        sandbox = self.server.sandbox
+        started = time.monotonic()
+        authorization = self.headers.get("Authorization")
+        auth_matched = authorization is not None and sandbox._bearer_matches(authorization)
+
+        def log(status: int | None, fault: Fault = _NO_FAULT, outcome: _Outcome | None = None, body_bytes: int = 0) -> None:
+            # Logged before answering, so a client that just got its answer always finds the record.
+            outcome = outcome or _Outcome(status or 0, {})
+            sandbox._log_request(
+                RequestRecord(
+                    endpoint=endpoint,
+                    tenant=tenant,
+                    authorization_present=authorization is not None,
+                    authorization_matched=auth_matched,
+                    items=outcome.items,
+                    body_bytes=body_bytes,
+                    status=None if status is None else int(status),
+                    fault=fault.label,
+                    processed=outcome.processed,
+                    errors=outcome.errors,
+                    at=started,
+                    duration_s=time.monotonic() - started,
+                )
+            )
+
+        length = self._content_length()
+        if length is None:
+            log(HTTPStatus.LENGTH_REQUIRED)
+            self.close_connection = True
+            self._send_json(HTTPStatus.LENGTH_REQUIRED, {"message": "Content-Length required"})
+            return
+        # Like a front proxy's body limit: checked before any fault, and it consumes none.
+        limit = sandbox._max_body_bytes()
+        if length > limit:
+            self._drain(length)  # so the client reads a clean 413 rather than a reset
+            log(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, body_bytes=length)
+            self._send_json(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                {"message": f"request body of {length} bytes exceeds the limit of {limit} bytes"},
+            )
+            return
+
+        fault = sandbox._next_fault()
+        if fault.kind == "reset_before":
+            log(None, fault, body_bytes=length)
+            self._abort()
+            return
+        body = self.rfile.read(length)
+        if len(body) < length:  # the client hung up mid-body
+            log(None, fault, body_bytes=len(body))
+            self.close_connection = True
+            return
+        if fault.kind == "status":
+            sandbox._sleep(sandbox._latency_s())
+            log(fault.status, fault, body_bytes=length)
+            payload = fault.body if fault.body is not None else orjson.dumps({"message": HTTPStatus(fault.status).phrase}).decode()
+            headers = [("Retry-After", fault.retry_after)] if fault.retry_after is not None else []
+            self._send(fault.status, payload.encode(), "application/json", headers)
+            return
+        if fault.kind == "delay" and not fault.process:
+            sandbox._sleep(fault.seconds)
+            if _peer_closed(self.connection):  # the client gave up: nothing is processed
+                log(None, fault, body_bytes=length)
+                self.close_connection = True
+                return
+
+        outcome = sandbox._ingest(endpoint, tenant, authorization, body)
+        if fault.kind == "delay" and fault.process:
+            sandbox._sleep(fault.seconds)
+        sandbox._sleep(sandbox._latency_s())
+
+        if fault.kind == "reset_after":
+            log(None, fault, outcome, length)
+            self._abort()
+        elif fault.kind in ("bad_body", "bad_json"):
+            log(HTTPStatus.OK, fault, outcome, length)
+            content_type = "text/html" if fault.kind == "bad_body" else "application/json"
+            self._send(HTTPStatus.OK, (fault.body or "").encode(), content_type)
+        else:
+            log(outcome.status, fault, outcome, length)
+            self._send_json(outcome.status, outcome.payload)
+
+    # ---- control endpoints ----------------------------------------------------------------
+
+    def _control_get(self, name: str, query: dict[str, list[str]]) -> None:
+        sandbox = self.server.sandbox
+        if name == "summary":
+            self._send_json(HTTPStatus.OK, sandbox.summary())
+        elif name == "requests":
+            self._send_json(HTTPStatus.OK, sandbox.requests)
+        elif name == "received":
+            endpoint = query.get("endpoint", [None])[0]
+            try:
+                self._send_json(HTTPStatus.OK, sandbox.received_records(endpoint))
+            except (RuntimeError, ValueError) as error:
+                self._send_json(HTTPStatus.CONFLICT, {"message": str(error)})
+        elif name == "health":
+            self._send_json(HTTPStatus.OK, {"ok": True, "url": sandbox.url, "tenant": sandbox.tenant})
+        else:
+            self._send_json(HTTPStatus.NOT_FOUND, {"message": "Not Found"})
+
+    def _control_post(self, name: str) -> None:
+        sandbox = self.server.sandbox
+        length = self._content_length() or 0
+        body = self.rfile.read(length)
+        if name == "reset":
+            sandbox.reset()
+            self._send_json(HTTPStatus.OK, {"ok": True})
+        elif name == "faults":
+            try:
+                faults = orjson.loads(body or b"{}")
+                if not isinstance(faults, dict):
+                    raise ValueError("the faults config must be a JSON object")
+                sandbox.set_faults(**faults)
+            except (orjson.JSONDecodeError, TypeError, ValueError) as error:
+                self._send_json(HTTPStatus.BAD_REQUEST, {"message": str(error)})
+                return
+            self._send_json(HTTPStatus.OK, {"ok": True})
+        else:
+            self._send_json(HTTPStatus.NOT_FOUND, {"message": "Not Found"})
+
+    # ---- I/O helpers ----------------------------------------------------------------------
+
+    def _content_length(self) -> int | None:
+        value = self.headers.get("Content-Length")
+        try:
+            length = int(value) if value is not None else None
+        except ValueError:
+            length = None
+        return length if length is not None and length >= 0 else None
+
+    def _drain(self, length: int) -> None:
+        """Read and discard a body, keeping the keep-alive connection usable."""
+        remaining = length
+        while remaining > 0:
+            chunk = self.rfile.read(min(remaining, _DRAIN_CHUNK_BYTES))
+            if not chunk:
+                self.close_connection = True
+                return
+            remaining -= len(chunk)
+
+    def _abort(self) -> None:
+        """Close with a TCP RST and no answer: SO_LINGER 0 turns close() into an abortive close."""
+        self.close_connection = True
+        sock = self.connection
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            # detach() + os.close() closes the descriptor now; a plain close() would wait for the
+            # handler's file objects, and socketserver's shutdown(SHUT_WR) would send a FIN first.
+            os.close(sock.detach())
+        except OSError:
+            pass
+
+    def _send_json(self, status: int, payload: Any) -> None:
+        self._send(status, orjson.dumps(payload), "application/json")
+
+    def _send(self, status: int, body: bytes, content_type: str, headers: Sequence[tuple[str, str]] = ()) -> None:
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            for name, value in headers:
+                self.send_header(name, value)
+            if self.close_connection:
+                self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(body)
+        except OSError:  # the client is gone (timed out, reset): nobody to answer
+            self.close_connection = True
+
+
+# --------------------------------------------------------------------------------------------
+# The sandbox
+# --------------------------------------------------------------------------------------------
+
+
+class PlanhatSandbox:
+    """A Planhat analytics host on 127.0.0.1 that records what it receives and fails on demand.
+
+    Every public method is thread-safe: the server answers each request on its own thread while
+    tests read `received()`, `requests` and `summary()` from theirs.
+    """
+
+    def __init__(
+        self,
+        tenant: str = DEFAULT_TENANT,
+        api_token: str = DEFAULT_API_TOKEN,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        record_file: str | None = None,
+        keep_items: bool = True,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        latency_s: float = 0.0,
+    ) -> None:
+        """`max_body_bytes` and `latency_s` are the baseline that `reset()` and `set_faults()` return to."""
+        address = ip_address("127.0.0.1" if host == "localhost" else host)
+        if address.version != 4 or not address.is_loopback:
+            raise ValueError(f"the sandbox binds to an IPv4 loopback address only, not {host!r}")
+        self.tenant = tenant
+        self.api_token = api_token
+        self.host = str(address)
+        self.port = port
+        self.record_file = record_file
+        self.keep_items = keep_items
+        self.max_body_bytes = max_body_bytes
+        self.latency_s = latency_s
+        self._expected_authorization = f"Bearer {api_token}".encode("utf-8", "surrogateescape")
+        self._lock = threading.Lock()
+        self._faults = _FaultPlan(latency_s=latency_s, max_body_bytes=max_body_bytes)
+        self._received: list[tuple[str, Any, bool]] = []
+        self._requests: list[RequestRecord] = []
+        self._stats = {endpoint: _EndpointStats() for endpoint in ENDPOINTS}
+        self._record_lock = threading.Lock()
+        self._record_fh: IO[bytes] | None = None
+        self._stopping = threading.Event()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # ---- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> PlanhatSandbox:
+        """Bind (port 0 picks a free port) and serve on a background thread; returns self for chaining."""
+        if self._server is not None:
+            return self
+        self._stopping.clear()
+        server = _Server((self.host, self.port), self)
+        if self.record_file is not None:
+            self._record_fh = open(self.record_file, "ab")  # noqa: SIM115 - closed in stop()
+        self.port = server.server_address[1]
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name=f"planhat-sandbox-{self.port}", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, cut open connections, wake sleeping faults and join the server thread. Idempotent."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        self._stopping.set()
+        server.shutdown()
+        server.server_close()
+        server.close_connections()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        with self._record_lock:
+            if self._record_fh is not None:
+                self._record_fh.close()
+                self._record_fh = None
+
+    def __enter__(self) -> PlanhatSandbox:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        """Base URL to configure the connector with, e.g. ``http://127.0.0.1:41234``."""
+        if self._server is None:
+            raise RuntimeError("the sandbox is not running; call start() first")
+        return f"http://{self.host}:{self.port}"
+
+    # ---- inspection -----------------------------------------------------------------------
+
+    def received(self, endpoint: str | None = None, *, accepted_only: bool = False) -> list[Any]:
+        """Items as sent, in arrival order, rejected ones included unless `accepted_only`.
+
+        Only items of processed requests appear: a request answered with a fault status, or reset
+        before it was read, left no trace in Planhat either.
+        """
+        return [item for _, item, _ in self._select(endpoint, accepted_only)]
+
+    def received_records(self, endpoint: str | None = None) -> list[dict[str, Any]]:
+        """Like `received`, as ``{"endpoint", "item", "accepted"}`` dicts (the record-file shape)."""
+        return [{"endpoint": e, "item": item, "accepted": ok} for e, item, ok in self._select(endpoint, False)]
+
+    def _select(self, endpoint: str | None, accepted_only: bool) -> list[tuple[str, Any, bool]]:
+        if not self.keep_items:
+            raise RuntimeError("this sandbox was started with keep_items=False: it only counts items")
+        if endpoint is not None and endpoint not in ENDPOINTS:
+            raise ValueError(f"endpoint must be one of {ENDPOINTS}, got {endpoint!r}")
+        with self._lock:
+            entries = list(self._received)
+        return [e for e in entries if (endpoint is None or e[0] == endpoint) and (e[2] or not accepted_only)]
+
+    @property
+    def requests(self) -> list[RequestRecord]:
+        """A snapshot of the request log, oldest first (data endpoints only)."""
+        with self._lock:
+            return list(self._requests)
+
+    def summary(self, top: int = 50) -> dict[str, Any]:
+        """Per-endpoint counts; the `top` most frequent dimensionIds / actions of accepted items."""
+        with self._lock:
+            return {endpoint: stats.as_dict(_SUMMARY_KEY_NAMES[endpoint], top) for endpoint, stats in self._stats.items()}
+
+    def summary_text(self) -> str:
+        """`summary()` for humans, as printed by ``make demo`` and the CLI on exit."""
+        summary = self.summary(top=10)
+        lines = [f"Planhat sandbox summary (tenant {self.tenant})"]
+        for endpoint, stats in summary.items():
+            path = "/dimensiondata/" if endpoint == METRICS else "/analytics/bulk/"
+            lines.append(f"  {endpoint} (POST {path}{{tenant}})")
+            lines.append(
+                f"    requests {stats['requests']:,}  items {stats['items']:,}  processed {stats['processed']:,}"
+                f"  rejected {stats['errors']:,}  max items/request {stats['max_items_per_request']:,}"
+            )
+            if stats["statuses"]:
+                lines.append("    answers   " + ", ".join(f"{status} x{n:,}" for status, n in stats["statuses"].items()))
+            if stats["faults"]:
+                lines.append("    faults    " + ", ".join(f"{kind} x{n:,}" for kind, n in stats["faults"].items()))
+            if stats["authorization_sent"]:
+                lines.append(f"    requests carrying an Authorization header: {stats['authorization_sent']:,}")
+            key_name = _SUMMARY_KEY_NAMES[endpoint]
+            for title, counts in (("top rejection reasons", stats["error_reasons"]), (f"accepted {key_name}", stats[key_name])):
+                if counts:
+                    lines.append(f"    {title}:")
+                    lines.extend(f"      {n:>12,}  {key}" for key, n in counts.items())
+        return "\n".join(lines)
+
+    # ---- faults -----------------------------------------------------------------------------
+
+    def set_faults(
+        self,
+        *,
+        script: Sequence[Mapping[str, Any]] = (),
+        random: Mapping[str, float] | None = None,
+        seed: int = 0,
+        latency_s: float | None = None,
+        max_body_bytes: int | None = None,
+    ) -> None:
+        """Replace the fault configuration (it is not merged with the previous one).
+
+        `script`: faults for the next data requests, one each, in order (see `Fault`, `FAULT_KINDS`).
+        `random`: then, per request, e.g. ``{"503": 0.1, "429": 0.05, "reset_before": 0.02}``, drawn
+        from ``Random(seed)`` so a run is reproducible; a random 429 carries ``Retry-After: 0``.
+        `latency_s` / `max_body_bytes`: None keeps the constructor's values.
+        Raises ValueError on an unknown kind or field, before changing anything.
+        """
+        plan = _FaultPlan(
+            script=script,
+            random=random,
+            seed=seed,
+            latency_s=self.latency_s if latency_s is None else latency_s,
+            max_body_bytes=self.max_body_bytes if max_body_bytes is None else max_body_bytes,
+        )
+        with self._lock:
+            self._faults = plan
+
+    def reset(self) -> None:
+        """Forget received items, the request log, statistics and faults (the record file is kept)."""
+        with self._lock:
+            self._faults = _FaultPlan(latency_s=self.latency_s, max_body_bytes=self.max_body_bytes)
+            self._received.clear()
+            self._requests.clear()
+            self._stats = {endpoint: _EndpointStats() for endpoint in ENDPOINTS}
+
+    # ---- used by the request handler ------------------------------------------------------
+
+    def _next_fault(self) -> Fault:
+        with self._lock:
+            return self._faults.draw()
+
+    def _latency_s(self) -> float:
+        return self._faults.latency_s
+
+    def _max_body_bytes(self) -> int:
+        return self._faults.max_body_bytes
+
+    def _sleep(self, seconds: float) -> None:
+        """Sleep on the request's own thread; stop() cuts it short."""
+        if seconds > 0:
+            self._stopping.wait(seconds)
+
+    def _bearer_matches(self, authorization: str) -> bool:
+        return hmac.compare_digest(authorization.encode("utf-8", "surrogateescape"), self._expected_authorization)
+
+    def _ingest(self, endpoint: str, tenant: str, authorization: str | None, body: bytes) -> _Outcome:
+        """Planhat's side of a data request: tenant and token, then parse, validate and record."""
+        unauthorized = _Outcome(HTTPStatus.UNAUTHORIZED, {"message": "Unauthorized"})
+        if not hmac.compare_digest(tenant.encode("utf-8", "surrogateescape"), self.tenant.encode("utf-8", "surrogateescape")):
+            return unauthorized
+        if endpoint == METRICS and (authorization is None or not self._bearer_matches(authorization)):
+            return unauthorized
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError as error:
+            return _Outcome(HTTPStatus.BAD_REQUEST, {"message": f"request body is not valid JSON: {error}"})
+        if isinstance(payload, dict):
+            items: list[Any] = [payload]
+        elif isinstance(payload, list):
+            items = payload
+        else:
+            return _Outcome(HTTPStatus.BAD_REQUEST, {"message": "request body must be a JSON array of items"})
+
+        validate = _VALIDATORS[endpoint]
+        verdicts = [validate(item) for item in items]
+        errors = [{"item": item, "error": reason} for item, reason in zip(items, verdicts) if reason is not None]
+        accepted_keys = [_summary_key(endpoint, item) for item, reason in zip(items, verdicts) if reason is None]
+        self._record_items(endpoint, items, verdicts, accepted_keys, errors)
+        processed = len(accepted_keys)
+        return _Outcome(HTTPStatus.OK, {"processed": processed, "errors": errors}, len(items), processed, len(errors))
+
+    def _record_items(
+        self,
+        endpoint: str,
+        items: list[Any],
+        verdicts: list[str | None],
+        accepted_keys: list[str],
+        errors: list[dict[str, Any]],
+    ) -> None:
+        if self._record_fh is not None:
+            lines = b"".join(
+                orjson.dumps({"endpoint": endpoint, "item": item, "accepted": reason is None}) + b"\n"
+                for item, reason in zip(items, verdicts)
+            )
+            with self._record_lock:
+                if self._record_fh is not None:
+                    self._record_fh.write(lines)
+                    self._record_fh.flush()
+        with self._lock:
+            if self.keep_items:
+                self._received.extend((endpoint, item, reason is None) for item, reason in zip(items, verdicts))
+            stats = self._stats[endpoint]
+            stats.items += len(items)
+            stats.processed += len(accepted_keys)
+            stats.errors += len(errors)
+            stats.max_items_per_request = max(stats.max_items_per_request, len(items))
+            stats.accepted_by_key.update(accepted_keys)
+            stats.error_reasons.update(error["error"] for error in errors)
+
+    def _log_request(self, record: RequestRecord) -> None:
+        with self._lock:
+            self._requests.append(record)
+            stats = self._stats[record.endpoint]
+            stats.requests += 1
+            stats.statuses["no response" if record.status is None else str(int(record.status))] += 1
+            if record.fault is not None:
+                stats.faults[record.fault] += 1
+            if record.authorization_present:
+                stats.authorization_sent += 1
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Serve until SIGINT/SIGTERM; print the listening line first and the summary last."""
+    parser = argparse.ArgumentParser(
+        prog="python -m integration_tests.planhat_sandbox",
+        description="A local, Planhat-compatible analytics server (127.0.0.1 only). Control: /_sandbox/*",
+    )
+    parser.add_argument("--port", type=int, default=8080, help="port to bind; 0 picks a free one (default 8080)")
+    parser.add_argument("--tenant", default=DEFAULT_TENANT, help="tenant token expected in the paths")
+    parser.add_argument("--api-token", default=DEFAULT_API_TOKEN, help="API token expected by Metrics")
+    parser.add_argument("--record-file", default=None, help="append every received item to this JSON-lines file")
+    parser.add_argument("--no-keep-items", dest="keep_items", action="store_false", help="count items, do not keep them")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds to wait before each data answer")
+    parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES, help="413 above this body size")
+    args = parser.parse_args(argv)
+
+    stop_requested = threading.Event()
+
+    def request_stop(signum: int, frame: Any) -> None:
+        stop_requested.set()
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    sandbox = PlanhatSandbox(
+        tenant=args.tenant,
+        api_token=args.api_token,
+        port=args.port,
+        record_file=args.record_file,
+        keep_items=args.keep_items,
+        max_body_bytes=args.max_body_bytes,
+        latency_s=args.latency,
+    )
+    with sandbox:
+        print(f"planhat-sandbox listening on {sandbox.url}", flush=True)
+        while not stop_requested.wait(0.2):  # a timed wait keeps signal delivery prompt
+            pass
+    print(sandbox.summary_text(), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,27 @@
+from setuptools import find_packages, setup
+
+MAIN_REQUIREMENTS = [
+    "airbyte-cdk>=7.39,<8",
+    "requests>=2.31,<3",
+    "pydantic>=2,<3",
+]
+
+TEST_REQUIREMENTS = [
+    "pytest>=8",
+    "requests-mock>=1.11",
+    "airbyte-connector-models>=0.1.12",
+]
+
+setup(
+    name="destination-planhat",
+    version="0.1.0",
+    description="Airbyte destination that writes metrics and user activities to Planhat Analytics.",
+    author="destination-planhat developers",
+    license="MIT",
+    python_requires=">=3.10,<3.14",
+    packages=find_packages(include=["destination_planhat", "destination_planhat.*"]),
+    package_data={"destination_planhat": ["spec.json"]},
+    install_requires=MAIN_REQUIREMENTS,
+    extras_require={"dev": TEST_REQUIREMENTS},
+    entry_points={"console_scripts": ["destination-planhat=destination_planhat.run:run"]},
+)
