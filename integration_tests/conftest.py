@@ -1,0 +1,18 @@
+from __future__ import annotations
+
+from typing import Iterator
+
+import pytest
+
+from integration_tests.harness import API_TOKEN, TENANT
+from integration_tests.planhat_sandbox import PlanhatSandbox
+
+
+@pytest.fixture
+def sandbox() -> Iterator[PlanhatSandbox]:
+    """A fresh Planhat sandbox on a free loopback port, always stopped."""
+    server = PlanhatSandbox(tenant=TENANT, api_token=API_TOKEN).start()
+    try:
+        yield server
+    finally:
+        server.stop()
