@@ -1,0 +1,121 @@
+"""`make demo`: a real sync into the embedded Planhat sandbox, printed for a human.
+
+Starts the sandbox on a free loopback port, runs the connector's `spec`, `check` and `write`
+commands as Airbyte would (subprocesses, JSON lines), then shows what the connector said and what
+the sandbox received. Nothing leaves this machine.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+from integration_tests.harness import (
+    ACTIVITY_SCHEMA,
+    API_TOKEN,
+    METRIC_SCHEMA,
+    TENANT,
+    CliRun,
+    catalog,
+    configured_stream,
+    encode_lines,
+    record,
+    run_cli,
+    sandbox_config,
+    stream_state,
+)
+from integration_tests.planhat_sandbox import PlanhatSandbox
+
+COMPANIES = ["acme", "globex", "initech", "umbrella", "hooli", "stark"]
+ACTIONS = ["logged_in", "exported_report", "invited_user", "created_dashboard"]
+
+
+def sample_messages(days: int = 5) -> Iterator[dict[str, Any]]:
+    """Three streams over a few days, a state per stream per day, and two rows Planhat will reject."""
+    rng = random.Random(7)
+    for day in range(1, days + 1):
+        date = f"2026-11-{day:02d}"
+        for company in COMPANIES:
+            for dimension in ("active_users", "api_calls"):
+                yield record("product_usage", {"dimensionId": dimension, "value": rng.randint(1, 500), "externalId": company,
+                                               "model": "Company", "date": date, "_ab_cdc_updated_at": None})
+            yield record("nps_scores", {"dimensionId": "nps", "value": rng.randint(0, 10), "externalId": f"{company}-admin",
+                                        "model": "EndUser", "date": date})
+        for n in range(40):
+            company = rng.choice(COMPANIES)
+            yield record("feature_events", {"email": f"user{n}@{company}.example", "action": rng.choice(ACTIONS),
+                                            "count": 1, "companyExternalId": company, "date": f"{date}T09:{n:02d}:00Z"})
+        for stream in ("product_usage", "nps_scores", "feature_events"):
+            yield stream_state(stream, date)
+    # Planhat answers 200 to these too, and lists them as errors: the connector logs and counts them.
+    yield record("product_usage", {"dimensionId": "weekly active", "value": 3, "externalId": "acme"})
+    yield record("feature_events", {"action": "logged_in", "count": 1})
+    yield stream_state("product_usage", "end")
+    yield stream_state("feature_events", "end")
+
+
+def demo_catalog() -> dict[str, Any]:
+    # nps_scores has no dimensionId column in its schema: it is routed by the `streams` setting.
+    nps_schema = {"type": "object", "properties": {k: v for k, v in METRIC_SCHEMA["properties"].items() if k != "dimensionId"}}
+    return catalog(
+        configured_stream("product_usage", METRIC_SCHEMA),
+        configured_stream("feature_events", ACTIVITY_SCHEMA),
+        configured_stream("nps_scores", nps_schema),
+    )
+
+
+def heading(text: str) -> None:
+    print(f"\n=== {text} " + "=" * max(0, 74 - len(text)))
+
+
+def show_logs(run: CliRun, *, prefixes: tuple[str, ...] = ()) -> None:
+    for line in run.logs:
+        if not prefixes or line.startswith(prefixes) or "->" in line:
+            print(f"  log: {line}")
+
+
+def main() -> int:
+    with PlanhatSandbox(tenant=TENANT, api_token=API_TOKEN) as sandbox, tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        config = sandbox_config(sandbox.url, batch_size=100, streams=[{"name": "nps_scores", "endpoint": "metrics"}])
+        print(f"Planhat sandbox listening on {sandbox.url} (tenant {TENANT})")
+
+        heading("spec")
+        spec = run_cli("spec", tmp_path).of_type("SPEC")[0]["spec"]
+        fields = spec["connectionSpecification"]["properties"]
+        print("  fields:", ", ".join(name for name in fields if not fields[name].get("airbyte_hidden")))
+        print("  hidden:", ", ".join(name for name in fields if fields[name].get("airbyte_hidden")))
+
+        heading("check")
+        check = run_cli("check", tmp_path, config=config)
+        print(f"  {json.dumps(check.connection_status)}")
+
+        heading("write")
+        messages = list(sample_messages())
+        records = sum(1 for m in messages if m["type"] == "RECORD")
+        print(f"  sending {records} records and {len(messages) - records} states on stdin")
+        run = run_cli("write", tmp_path, config=config, catalog=demo_catalog(), stdin=encode_lines(messages))
+        show_logs(run, prefixes=("stream", "summary"))
+        for state in run.states:
+            stream = state["stream"]["stream_descriptor"]["name"]
+            cursor = state["stream"]["stream_state"]["cursor"]
+            print(f"  STATE {stream} cursor={cursor} recordCount={state['destinationStats']['recordCount']:.0f}")
+        for error in run.errors:
+            print(f"  ERROR {error['message']}")
+
+        heading("what the sandbox received")
+        print(sandbox.summary_text())
+        for endpoint in ("metrics", "user_activities"):
+            items = sandbox.received(endpoint)
+            print(f"  first {endpoint} items: " + "; ".join(json.dumps(i) for i in items[:2]))
+        ok = run.returncode == 0 and check.connection_status and check.connection_status["status"] == "SUCCEEDED"
+        print("\ndemo " + ("succeeded" if ok else "FAILED"))
+        return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
