@@ -199,6 +199,7 @@ def _summary_key(endpoint: str, item: dict[str, Any]) -> str:
 
 FAULT_KINDS = ("ok", "status", "reset_before", "reset_after", "delay", "bad_body", "bad_json")
 _FAULT_FIELDS = frozenset({"kind", "status", "retry_after", "body", "seconds", "process"})
+_RANDOM_KINDS = ("reset_before", "reset_after", "bad_body", "bad_json")
 _DEFAULT_FAULT_BODIES = {
     "bad_body": "<html><body><h1>502 Bad Gateway</h1></body></html>",
     "bad_json": '{"ok": true}',
@@ -227,13 +228,19 @@ class Fault:
             raise ValueError(f"fault kind must be one of {', '.join(FAULT_KINDS)}, got {kind!r}")
         if kind == "status" and "status" not in spec:
             raise ValueError("a status fault needs a 'status'")
+        status = int(spec.get("status", 200))
+        if not 100 <= status <= 599:
+            raise ValueError(f"status must be an HTTP status (100-599), got {status}")
+        seconds = float(spec.get("seconds", 0.0))
+        if seconds < 0:
+            raise ValueError(f"seconds must be >= 0, got {seconds}")
         retry_after = spec.get("retry_after")
         return cls(
             kind=kind,
-            status=int(spec.get("status", 200)),
+            status=status,
             retry_after=None if retry_after is None else str(retry_after),
             body=spec.get("body", _DEFAULT_FAULT_BODIES.get(kind)),
-            seconds=float(spec.get("seconds", 0.0)),
+            seconds=seconds,
             process=bool(spec.get("process", True)),
         )
 
@@ -243,9 +250,9 @@ class Fault:
         if key.isdigit():
             status = int(key)
             return cls(kind="status", status=status, retry_after="0" if status == 429 else None)
-        if key in ("reset_before", "reset_after", "bad_body", "bad_json"):
+        if key in _RANDOM_KINDS:
             return cls.from_spec({"kind": key})
-        raise ValueError(f"random fault keys are HTTP statuses or reset_before/reset_after/bad_body/bad_json, got {key!r}")
+        raise ValueError(f"a random fault key is an HTTP status or one of {_RANDOM_KINDS}, not {key!r}")
 
     @property
     def label(self) -> str | None:
@@ -371,6 +378,19 @@ _SUMMARY_KEY_NAMES = {METRICS: "by_dimension_id", USER_ACTIVITIES: "by_action"}
 # --------------------------------------------------------------------------------------------
 
 
+def _utf8(text: str) -> bytes:
+    """Bytes for hmac.compare_digest, which refuses non-ASCII str (headers may carry anything)."""
+    return text.encode("utf-8", "surrogateescape")
+
+
+def _phrase(status: int) -> str:
+    """The standard reason phrase, or a generic one for codes http.HTTPStatus does not know."""
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return f"HTTP {status}"
+
+
 def _peer_closed(sock: socket.socket) -> bool:
     """Whether the client has hung up (e.g. after its own timeout), without consuming any bytes."""
     try:
@@ -476,7 +496,9 @@ class _Handler(BaseHTTPRequestHandler):
         authorization = self.headers.get("Authorization")
         auth_matched = authorization is not None and sandbox._bearer_matches(authorization)
 
-        def log(status: int | None, fault: Fault = _NO_FAULT, outcome: _Outcome | None = None, body_bytes: int = 0) -> None:
+        def log(
+            status: int | None, fault: Fault = _NO_FAULT, outcome: _Outcome | None = None, body_bytes: int = 0
+        ) -> None:
             # Logged before answering, so a client that just got its answer always finds the record.
             outcome = outcome or _Outcome(status or 0, {})
             sandbox._log_request(
@@ -526,9 +548,13 @@ class _Handler(BaseHTTPRequestHandler):
         if fault.kind == "status":
             sandbox._sleep(sandbox._latency_s())
             log(fault.status, fault, body_bytes=length)
-            payload = fault.body if fault.body is not None else orjson.dumps({"message": HTTPStatus(fault.status).phrase}).decode()
+            if fault.body is None:
+                body_out, content_type = orjson.dumps({"message": _phrase(fault.status)}), "application/json"
+            else:
+                body_out = fault.body.encode()
+                content_type = "application/json" if fault.body.lstrip()[:1] in ("{", "[") else "text/plain"
             headers = [("Retry-After", fault.retry_after)] if fault.retry_after is not None else []
-            self._send(fault.status, payload.encode(), "application/json", headers)
+            self._send(fault.status, body_out, content_type, headers)
             return
         if fault.kind == "delay" and not fault.process:
             sandbox._sleep(fault.seconds)
@@ -537,7 +563,10 @@ class _Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
                 return
 
-        outcome = sandbox._ingest(endpoint, tenant, authorization, body)
+        if fault.kind in ("bad_body", "bad_json") and not fault.process:
+            outcome = _Outcome(HTTPStatus.OK, {})  # a broken proxy answered; Planhat never saw it
+        else:
+            outcome = sandbox._ingest(endpoint, tenant, authorization, body)
         if fault.kind == "delay" and fault.process:
             sandbox._sleep(fault.seconds)
         sandbox._sleep(sandbox._latency_s())
@@ -565,7 +594,9 @@ class _Handler(BaseHTTPRequestHandler):
             endpoint = query.get("endpoint", [None])[0]
             try:
                 self._send_json(HTTPStatus.OK, sandbox.received_records(endpoint))
-            except (RuntimeError, ValueError) as error:
+            except ValueError as error:  # unknown endpoint name
+                self._send_json(HTTPStatus.BAD_REQUEST, {"message": str(error)})
+            except RuntimeError as error:  # keep_items=False
                 self._send_json(HTTPStatus.CONFLICT, {"message": str(error)})
         elif name == "health":
             self._send_json(HTTPStatus.OK, {"ok": True, "url": sandbox.url, "tenant": sandbox.tenant})
@@ -677,7 +708,7 @@ class PlanhatSandbox:
         self.keep_items = keep_items
         self.max_body_bytes = max_body_bytes
         self.latency_s = latency_s
-        self._expected_authorization = f"Bearer {api_token}".encode("utf-8", "surrogateescape")
+        self._expected_authorization = _utf8(f"Bearer {api_token}")
         self._lock = threading.Lock()
         self._faults = _FaultPlan(latency_s=latency_s, max_body_bytes=max_body_bytes)
         self._received: list[tuple[str, Any, bool]] = []
@@ -696,13 +727,24 @@ class PlanhatSandbox:
         if self._server is not None:
             return self
         self._stopping.clear()
-        server = _Server((self.host, self.port), self)
         if self.record_file is not None:
             self._record_fh = open(self.record_file, "ab")  # noqa: SIM115 - closed in stop()
+        try:
+            server = _Server((self.host, self.port), self)
+        except OSError:
+            with self._record_lock:
+                if self._record_fh is not None:
+                    self._record_fh.close()
+                    self._record_fh = None
+            raise
         self.port = server.server_address[1]
         self._server = server
+        # A short poll interval makes stop() (which waits for the loop to notice) take ~10 ms.
         self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name=f"planhat-sandbox-{self.port}", daemon=True
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.01},
+            name=f"planhat-sandbox-{self.port}",
+            daemon=True,
         )
         self._thread.start()
         return self
@@ -727,7 +769,9 @@ class PlanhatSandbox:
     def __enter__(self) -> PlanhatSandbox:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
     @property
@@ -769,7 +813,7 @@ class PlanhatSandbox:
     def summary(self, top: int = 50) -> dict[str, Any]:
         """Per-endpoint counts; the `top` most frequent dimensionIds / actions of accepted items."""
         with self._lock:
-            return {endpoint: stats.as_dict(_SUMMARY_KEY_NAMES[endpoint], top) for endpoint, stats in self._stats.items()}
+            return {name: stats.as_dict(_SUMMARY_KEY_NAMES[name], top) for name, stats in self._stats.items()}
 
     def summary_text(self) -> str:
         """`summary()` for humans, as printed by ``make demo`` and the CLI on exit."""
@@ -783,13 +827,17 @@ class PlanhatSandbox:
                 f"  rejected {stats['errors']:,}  max items/request {stats['max_items_per_request']:,}"
             )
             if stats["statuses"]:
-                lines.append("    answers   " + ", ".join(f"{status} x{n:,}" for status, n in stats["statuses"].items()))
+                lines.append("    answers   " + ", ".join(f"{code} x{n:,}" for code, n in stats["statuses"].items()))
             if stats["faults"]:
                 lines.append("    faults    " + ", ".join(f"{kind} x{n:,}" for kind, n in stats["faults"].items()))
             if stats["authorization_sent"]:
                 lines.append(f"    requests carrying an Authorization header: {stats['authorization_sent']:,}")
-            key_name = _SUMMARY_KEY_NAMES[endpoint]
-            for title, counts in (("top rejection reasons", stats["error_reasons"]), (f"accepted {key_name}", stats[key_name])):
+            counted_by = "dimensionId" if endpoint == METRICS else "action"
+            sections = (
+                ("top rejection reasons", stats["error_reasons"]),
+                (f"accepted items by {counted_by}", stats[_SUMMARY_KEY_NAMES[endpoint]]),
+            )
+            for title, counts in sections:
                 if counts:
                     lines.append(f"    {title}:")
                     lines.extend(f"      {n:>12,}  {key}" for key, n in counts.items())
@@ -850,12 +898,12 @@ class PlanhatSandbox:
             self._stopping.wait(seconds)
 
     def _bearer_matches(self, authorization: str) -> bool:
-        return hmac.compare_digest(authorization.encode("utf-8", "surrogateescape"), self._expected_authorization)
+        return hmac.compare_digest(_utf8(authorization), self._expected_authorization)
 
     def _ingest(self, endpoint: str, tenant: str, authorization: str | None, body: bytes) -> _Outcome:
         """Planhat's side of a data request: tenant and token, then parse, validate and record."""
         unauthorized = _Outcome(HTTPStatus.UNAUTHORIZED, {"message": "Unauthorized"})
-        if not hmac.compare_digest(tenant.encode("utf-8", "surrogateescape"), self.tenant.encode("utf-8", "surrogateescape")):
+        if not hmac.compare_digest(_utf8(tenant), _utf8(self.tenant)):
             return unauthorized
         if endpoint == METRICS and (authorization is None or not self._bearer_matches(authorization)):
             return unauthorized
@@ -933,7 +981,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tenant", default=DEFAULT_TENANT, help="tenant token expected in the paths")
     parser.add_argument("--api-token", default=DEFAULT_API_TOKEN, help="API token expected by Metrics")
     parser.add_argument("--record-file", default=None, help="append every received item to this JSON-lines file")
-    parser.add_argument("--no-keep-items", dest="keep_items", action="store_false", help="count items, do not keep them")
+    parser.add_argument(
+        "--no-keep-items", dest="keep_items", action="store_false", help="count items without keeping them"
+    )
     parser.add_argument("--latency", type=float, default=0.0, help="seconds to wait before each data answer")
     parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES, help="413 above this body size")
     args = parser.parse_args(argv)
