@@ -1,0 +1,83 @@
+"""Small builders shared by the unit tests: configs, catalogs and routes as the connector sees them."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional
+
+from airbyte_cdk.models import AirbyteMessage, AirbyteMessageSerializer, ConfiguredAirbyteCatalogSerializer
+
+from destination_planhat.config import PlanhatConfig, parse_config
+from destination_planhat.routing import StreamRoute, route_streams
+
+TENANT = "unit-tenant-0001"
+API_TOKEN = "unit-api-token-secret"
+
+METRIC_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "dimensionId": {"type": "string"},
+        "value": {"type": "number"},
+        "externalId": {"type": "string"},
+        "model": {"type": "string"},
+        "date": {"type": "string"},
+    },
+}
+ACTIVITY_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"email": {"type": "string"}, "action": {"type": "string"}, "count": {"type": "number"}},
+}
+UNROUTABLE_SCHEMA: dict[str, Any] = {"type": "object", "properties": {"id": {"type": "integer"}}}
+
+
+def config(**overrides: Any) -> PlanhatConfig:
+    raw: dict[str, Any] = {"tenant_uuid": TENANT, "api_token": API_TOKEN, "analytics_base_url": "http://127.0.0.1:9"}
+    raw.update(overrides)
+    return parse_config({k: v for k, v in raw.items() if v is not None})
+
+
+def configured_stream(
+    name: str, schema: Mapping[str, Any], namespace: Optional[str] = None, mode: str = "append"
+) -> dict[str, Any]:
+    stream: dict[str, Any] = {"name": name, "json_schema": dict(schema), "supported_sync_modes": ["full_refresh", "incremental"]}
+    if namespace:
+        stream["namespace"] = namespace
+    return {"stream": stream, "sync_mode": "incremental", "destination_sync_mode": mode}
+
+
+def catalog(*streams: dict[str, Any]):
+    return ConfiguredAirbyteCatalogSerializer.load({"streams": list(streams)})
+
+
+def route(name: str = "s", schema: Mapping[str, Any] = METRIC_SCHEMA, **config_overrides: Any) -> StreamRoute:
+    routes = route_streams(config(**config_overrides), catalog(configured_stream(name, schema)))
+    return routes[(None, name)]
+
+
+def stream_state(name: str, cursor: Any, namespace: Optional[str] = None) -> AirbyteMessage:
+    descriptor: dict[str, Any] = {"name": name}
+    if namespace:
+        descriptor["namespace"] = namespace
+    return AirbyteMessageSerializer.load(
+        {"type": "STATE", "state": {"type": "STREAM", "stream": {"stream_descriptor": descriptor, "stream_state": {"cursor": cursor}}}}
+    )
+
+
+def global_state(cursor: Any) -> AirbyteMessage:
+    return AirbyteMessageSerializer.load(
+        {"type": "STATE", "state": {"type": "GLOBAL", "global": {"shared_state": {"cursor": cursor}, "stream_states": []}}}
+    )
+
+
+def legacy_state(cursor: Any) -> AirbyteMessage:
+    return AirbyteMessageSerializer.load({"type": "STATE", "state": {"type": "LEGACY", "data": {"cursor": cursor}}})
+
+
+def state_cursor(message: AirbyteMessage) -> Any:
+    state = message.state
+    if state.stream is not None:
+        return state.stream.stream_state.cursor if hasattr(state.stream.stream_state, "cursor") else state.stream.stream_state["cursor"]
+    if state.global_ is not None:
+        shared = state.global_.shared_state
+        return shared.cursor if hasattr(shared, "cursor") else shared["cursor"]
+    data = state.data
+    return data.cursor if hasattr(data, "cursor") else data["cursor"]

@@ -1,0 +1,160 @@
+"""The config, as a table: what parses, and for what does not, one error naming each bad field."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from airbyte_cdk.models import FailureType
+from airbyte_cdk.utils.traced_exception import AirbyteTracedException
+
+from destination_planhat.config import parse_config
+from destination_planhat.planhat import DEFAULT_ANALYTICS_BASE_URL, Endpoint
+
+SECRET_TENANT = "tenant-0000-SECRET"
+SECRET_TOKEN = "tok-SECRET-value-123"
+
+
+def raw(**overrides: Any) -> dict[str, Any]:
+    config: dict[str, Any] = {"tenant_uuid": SECRET_TENANT, "api_token": SECRET_TOKEN}
+    config.update(overrides)
+    return {k: v for k, v in config.items() if v is not ...}
+
+
+def test_defaults():
+    parsed = parse_config({"tenant_uuid": SECRET_TENANT})
+    assert parsed.tenant == SECRET_TENANT
+    assert parsed.token is None
+    assert parsed.batch_size == 10_000
+    assert parsed.streams == ()
+    assert parsed.analytics_base_url == DEFAULT_ANALYTICS_BASE_URL
+
+
+@pytest.mark.parametrize(
+    "overrides, attribute, expected",
+    [
+        ({"batch_size": 1}, "batch_size", 1),
+        ({"batch_size": 100_000}, "batch_size", 100_000),
+        ({"tenant_uuid": "  abc-DEF-123  "}, "tenant", "abc-DEF-123"),
+        ({"api_token": "  tok  "}, "token", "tok"),
+        ({"api_token": ""}, "token", None),
+        ({"api_token": "   "}, "token", None),
+        ({"api_token": ...}, "token", None),
+        ({"analytics_base_url": "https://proxy.example.com/planhat/"}, "analytics_base_url", "https://proxy.example.com/planhat"),
+        ({"analytics_base_url": "http://127.0.0.1:8080"}, "analytics_base_url", "http://127.0.0.1:8080"),
+        ({"analytics_base_url": "http://localhost:8080"}, "analytics_base_url", "http://localhost:8080"),
+        ({"analytics_base_url": "http://[::1]:8080"}, "analytics_base_url", "http://[::1]:8080"),
+        ({"analytics_base_url": "http://127.5.6.7"}, "analytics_base_url", "http://127.5.6.7"),
+        ({"max_in_flight_requests": 1}, "max_in_flight_requests", 1),
+        ({"max_in_flight_requests": 32}, "max_in_flight_requests", 32),
+        ({"request_timeout_seconds": 1}, "request_timeout_seconds", 1),
+        ({"request_timeout_seconds": 3600}, "request_timeout_seconds", 3600),
+        ({"max_attempts": 1}, "max_attempts", 1),
+        ({"max_attempts": 50}, "max_attempts", 50),
+        ({"max_retry_seconds": 0}, "max_retry_seconds", 0),
+        ({"max_retry_seconds": 86_400}, "max_retry_seconds", 86_400),
+        ({"flush_interval_seconds": 1}, "flush_interval_seconds", 1),
+        ({"flush_interval_seconds": 900}, "flush_interval_seconds", 900),
+    ],
+)
+def test_valid_values(overrides, attribute, expected):
+    assert getattr(parse_config(raw(**overrides)), attribute) == expected
+
+
+@pytest.mark.parametrize(
+    "overrides, fields",
+    [
+        ({"tenant_uuid": ...}, ["tenant_uuid"]),
+        ({"tenant_uuid": ""}, ["tenant_uuid"]),
+        ({"tenant_uuid": "   "}, ["tenant_uuid"]),
+        ({"tenant_uuid": "SECRET/../x"}, ["tenant_uuid"]),
+        ({"tenant_uuid": "SECRET tenant"}, ["tenant_uuid"]),
+        ({"tenant_uuid": "SECRET?x=1"}, ["tenant_uuid"]),
+        ({"tenant_uuid": "SECRET_under"}, ["tenant_uuid"]),
+        ({"batch_size": 0}, ["batch_size"]),
+        ({"batch_size": 100_001}, ["batch_size"]),
+        ({"batch_size": "many"}, ["batch_size"]),
+        ({"max_in_flight_requests": 0}, ["max_in_flight_requests"]),
+        ({"max_in_flight_requests": 33}, ["max_in_flight_requests"]),
+        ({"request_timeout_seconds": 0.5}, ["request_timeout_seconds"]),
+        ({"request_timeout_seconds": 3601}, ["request_timeout_seconds"]),
+        ({"max_attempts": 0}, ["max_attempts"]),
+        ({"max_attempts": 51}, ["max_attempts"]),
+        ({"max_retry_seconds": -1}, ["max_retry_seconds"]),
+        ({"max_retry_seconds": 86_401}, ["max_retry_seconds"]),
+        ({"flush_interval_seconds": 0}, ["flush_interval_seconds"]),
+        ({"flush_interval_seconds": 901}, ["flush_interval_seconds"]),
+        ({"analytics_base_url": "http://analytics.planhat.com"}, ["analytics_base_url"]),
+        ({"analytics_base_url": "http://10.0.0.1:8080"}, ["analytics_base_url"]),
+        ({"analytics_base_url": "ftp://analytics.planhat.com"}, ["analytics_base_url"]),
+        ({"analytics_base_url": "analytics.planhat.com"}, ["analytics_base_url"]),
+        ({"analytics_base_url": "https://user:SECRET@analytics.planhat.com"}, ["analytics_base_url"]),
+        ({"analytics_base_url": "https://analytics.planhat.com?x=1"}, ["analytics_base_url"]),
+        ({"streams": [{"name": "a", "endpoint": "crm"}]}, ["streams.0.endpoint"]),
+        ({"streams": [{"name": "", "endpoint": "metrics"}]}, ["streams.0.name"]),
+        ({"streams": [{"endpoint": "metrics"}]}, ["streams.0.name"]),
+        ({"streams": [{"name": "a"}]}, ["streams.0.endpoint"]),
+        ({"streams": [{"name": "a", "endpoint": "metrics", "colour": "red"}]}, ["streams.0.colour"]),
+        ({"tenant_id": "x"}, ["tenant_id"]),
+        # Every bad field is reported in the same error, not one per attempt.
+        ({"tenant_uuid": "SECRET tenant", "batch_size": 0, "max_attempts": 0, "surprise": 1},
+         ["tenant_uuid", "batch_size", "max_attempts", "surprise"]),
+    ],
+)
+def test_invalid_values_raise_one_config_error_naming_each_field(overrides, fields):
+    with pytest.raises(AirbyteTracedException) as raised:
+        parse_config(raw(**overrides))
+    error = raised.value
+    assert error.failure_type == FailureType.config_error
+    for field in fields:
+        assert f"`{field}`" in error.message
+    for text in (error.message, error.internal_message or ""):
+        assert "SECRET" not in text, "a validation error quoted a secret value"
+
+
+def test_unknown_key_says_to_remove_it():
+    with pytest.raises(AirbyteTracedException) as raised:
+        parse_config(raw(tenant_id="x"))
+    assert "remove" in raised.value.message
+
+
+def test_stream_overrides_parse_to_endpoints():
+    parsed = parse_config(
+        raw(streams=[{"name": "a", "endpoint": "metrics"}, {"name": "b", "namespace": "n", "endpoint": "user_activities"}])
+    )
+    assert [(s.name, s.namespace, s.endpoint) for s in parsed.streams] == [
+        ("a", None, Endpoint.METRICS),
+        ("b", "n", Endpoint.USER_ACTIVITIES),
+    ]
+
+
+def test_secrets_are_not_in_the_config_repr():
+    parsed = parse_config(raw())
+    assert SECRET_TENANT not in repr(parsed) and SECRET_TOKEN not in repr(parsed)
+
+
+def _spec_properties() -> dict[str, Any]:
+    from destination_planhat.destination import DestinationPlanhat
+    import logging
+
+    spec = DestinationPlanhat().spec(logging.getLogger("airbyte"))
+    return spec.connectionSpecification["properties"]
+
+
+def test_spec_and_config_know_the_same_fields():
+    from destination_planhat.config import PlanhatConfig
+
+    assert set(_spec_properties()) == set(PlanhatConfig.model_fields)
+
+
+@pytest.mark.parametrize("name", ["batch_size", "max_in_flight_requests", "request_timeout_seconds", "max_attempts",
+                                  "max_retry_seconds", "flush_interval_seconds"])
+def test_spec_bounds_are_the_config_bounds(name):
+    prop = _spec_properties()[name]
+    step = 1 if prop["type"] == "integer" else 0.001
+    assert getattr(parse_config(raw(**{name: prop["minimum"]})), name) == prop["minimum"]
+    assert getattr(parse_config(raw(**{name: prop["maximum"]})), name) == prop["maximum"]
+    assert getattr(parse_config(raw()), name) == prop["default"]
+    for outside in (prop["minimum"] - step, prop["maximum"] + step):
+        with pytest.raises(AirbyteTracedException, match=name):
+            parse_config(raw(**{name: outside}))
