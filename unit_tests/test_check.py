@@ -1,0 +1,99 @@
+"""check(): posts `[]` to each endpoint the config can write to, against the sandbox on loopback."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from typing import Any, Iterator
+
+import pytest
+from airbyte_cdk.models import Status
+
+from destination_planhat.destination import DestinationPlanhat
+from integration_tests.planhat_sandbox import PlanhatSandbox
+
+TENANT = "check-tenant-0001"
+TOKEN = "check-token-SECRET"
+LOGGER = logging.getLogger("airbyte")
+
+
+@pytest.fixture
+def sandbox() -> Iterator[PlanhatSandbox]:
+    server = PlanhatSandbox(tenant=TENANT, api_token=TOKEN).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def check(url: str, **overrides: Any):
+    config = {"tenant_uuid": TENANT, "api_token": TOKEN, "analytics_base_url": url, **overrides}
+    return DestinationPlanhat().check(LOGGER, {k: v for k, v in config.items() if v is not None})
+
+
+def test_succeeds_and_writes_nothing(sandbox):
+    status = check(sandbox.url)
+    assert status.status == Status.SUCCEEDED, status.message
+    assert sorted((r.endpoint, r.items, r.status) for r in sandbox.requests) == [
+        ("metrics", 0, 200),
+        ("user_activities", 0, 200),
+    ]
+    assert sandbox.received() == []
+
+
+def test_without_api_token_checks_user_activities_only(sandbox):
+    status = check(sandbox.url, api_token=None)
+    assert status.status == Status.SUCCEEDED, status.message
+    assert [(r.endpoint, r.authorization_present) for r in sandbox.requests] == [("user_activities", False)]
+
+
+def test_the_token_is_sent_to_metrics_only(sandbox):
+    check(sandbox.url)
+    assert {r.endpoint: r.authorization_matched for r in sandbox.requests} == {"metrics": True, "user_activities": False}
+    assert not any(r.authorization_present for r in sandbox.requests if r.endpoint == "user_activities")
+
+
+@pytest.mark.parametrize(
+    "overrides, named, not_named",
+    [
+        ({"api_token": "wrong-token-SECRET"}, "`api_token`", "`tenant_uuid`"),
+        ({"tenant_uuid": "wrong-tenant-SECRET"}, "`tenant_uuid`", "`api_token`"),
+    ],
+)
+def test_refused_credentials_fail_naming_the_credential(sandbox, overrides, named, not_named):
+    status = check(sandbox.url, **overrides)
+    assert status.status == Status.FAILED
+    assert named in status.message and not_named not in status.message
+    assert "SECRET" not in status.message
+    assert sandbox.received() == []
+
+
+def test_nothing_listening_fails_naming_the_url():
+    url = f"http://127.0.0.1:{free_port()}"
+    status = check(url)
+    assert status.status == Status.FAILED
+    assert url in status.message
+    assert TENANT not in status.message and TOKEN not in status.message
+
+
+@pytest.mark.parametrize(
+    "overrides, named",
+    [
+        ({"tenant_uuid": "   "}, "tenant_uuid"),
+        ({"tenant_uuid": None}, "tenant_uuid"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"analytics_base_url": "ftp://127.0.0.1"}, "analytics_base_url"),
+        ({"analytics_base_url": "http://analytics.planhat.com"}, "analytics_base_url"),
+    ],
+)
+def test_an_invalid_config_fails_without_any_request(sandbox, overrides, named):
+    status = check(sandbox.url, **overrides)
+    assert status.status == Status.FAILED
+    assert named in status.message
+    assert sandbox.requests == []
