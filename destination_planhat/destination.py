@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import logging
@@ -56,6 +57,20 @@ def build_client(config: PlanhatConfig, *, attempts: Optional[int] = None, sleep
 
 
 class DestinationPlanhat(Destination):
+    def run_cmd(self, parsed_args: argparse.Namespace) -> Iterable[AirbyteMessage]:
+        """Validate the config with our own model before the CDK's spec check: ours names every bad
+        field and the fix in one message, the CDK's quotes only the first problem and not its field."""
+        if parsed_args.command in ("check", "write"):
+            try:
+                parse_config(self.read_config(config_path=parsed_args.config))
+            except AirbyteTracedException as exc:
+                if parsed_args.command == "check":
+                    status = AirbyteConnectionStatus(status=Status.FAILED, message=exc.message)
+                    yield AirbyteMessage(type=Type.CONNECTION_STATUS, connectionStatus=status)
+                    return
+                raise
+        yield from super().run_cmd(parsed_args)
+
     def spec(self, logger: logging.Logger) -> ConnectorSpecification:
         text = resources.files("destination_planhat").joinpath("spec.json").read_text(encoding="utf-8")
         return ConnectorSpecificationSerializer.load(json.loads(text))
