@@ -79,6 +79,7 @@ class PlanhatWriter:
             stats = self.ledger.stats(route.name, route.endpoint.value)
             self._sinks[key] = _Sink(route, build_mapper(route), StreamBuffer(route, config.batch_size, max_body_bytes), stats)
         self._unknown_streams: dict[StreamKey, int] = {}
+        self._unknown_since_state: dict[StreamKey, int] = {}
         self._records_since_global_state = 0
         # Guards the buffers against the ticker thread, which sends batches that waited too long.
         self._buffers_lock = threading.Lock()
@@ -158,10 +159,11 @@ class PlanhatWriter:
             if sink is not None:
                 count, sink.records_since_state = sink.records_since_state, 0
             else:
-                count = self._unknown_streams.get(key, 0)
+                count = self._unknown_since_state.pop(key, 0)
         else:
             count = self._records_since_global_state
             self._records_since_global_state = 0
+            self._unknown_since_state.clear()
             for sink in self._sinks.values():
                 sink.records_since_state = 0
         state.destinationStats = AirbyteStateStats(recordCount=float(count))
@@ -310,6 +312,7 @@ class PlanhatWriter:
     def _skip_unknown(self, key: StreamKey) -> None:
         count = self._unknown_streams.get(key, 0) + 1
         self._unknown_streams[key] = count
+        self._unknown_since_state[key] = self._unknown_since_state.get(key, 0) + 1
         label = stream_label(key) if isinstance(key[1], str) else repr(key[1])
         stats = self.ledger.stats(label)
         stats.read += 1
