@@ -282,6 +282,9 @@ def test_planhat_per_item_errors_do_not_fail_the_sync():
         # Records of a stream that is not in the catalog are received too.
         (["m", "x", global_state("g")], [("g", 2)]),
         (["x", "m", stream_state("m", "a")], [("a", 1)]),
+        # A state of a stream not in the catalog counts that stream's records since its previous state.
+        (["x", "x", stream_state("x", "a"), "x", stream_state("x", "b"), "m", stream_state("x", "c")],
+         [("a", 2), ("b", 1), ("c", 0)]),
     ],
 )
 def test_record_count_of_each_state(steps, expected):
