@@ -8,7 +8,7 @@ What runs here (in-process, `DestinationTestSuiteBase`):
 - `test_spec` (added here: the CDK's destination base has none in-process): exactly one SPEC
   message that passes the CDK's spec lint, the one its Docker test applies to the image.
 What is skipped, and why: see conftest.py (`requires_creds` without secrets/config.json,
-`image_tests` without a Docker engine) and docs/planhat.md, "Running the connector tests".
+`image_tests` without a Docker engine) and the README, "The CDK's standard tests".
 
 The sandbox listens on a free port, which acceptance-test-config.yml cannot know. The session
 fixture below starts it and writes the configs that the YAML names under
