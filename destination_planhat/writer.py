@@ -227,7 +227,7 @@ class PlanhatWriter:
                             self._submit(sink.buffer.take())
             except BaseException as exc:  # a failure is already recorded; the reader will raise it
                 self._record_failure(exc)
-            if self._progress.due(now):
+            if self._progress.due(now) and not getattr(self, "_summary_logged", False):
                 logger.info(self.progress_line(now))
 
     def progress_line(self, now: float) -> str:
