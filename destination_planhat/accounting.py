@@ -62,6 +62,7 @@ class Ledger:
         self._streams: dict[str, StreamStats] = {}
         self.unparseable_lines = 0
         self.ignored_messages = 0
+        self._in_flight: Counter = Counter()
 
     def stats(self, stream: str, endpoint: str = "") -> StreamStats:
         stats = self._streams.get(stream)
@@ -96,6 +97,20 @@ class Ledger:
             stats.processed += processed
             stats.rejected_by_planhat += len(rejected_reasons)
             stats.planhat_reasons.update(rejected_reasons)
+
+    def request_started(self, endpoint: str) -> None:
+        """A batch was handed to the senders: it is in flight until `request_finished`."""
+        with self._lock:
+            self._in_flight[endpoint] += 1
+
+    def request_finished(self, endpoint: str) -> None:
+        with self._lock:
+            self._in_flight[endpoint] -= 1
+
+    def in_flight(self) -> dict[str, int]:
+        """Batches handed over and not yet answered, per endpoint (for the progress line)."""
+        with self._lock:
+            return dict(self._in_flight)
 
     def all(self) -> list[StreamStats]:
         with self._lock:

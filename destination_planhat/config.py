@@ -47,6 +47,7 @@ class PlanhatConfig(BaseModel):
     max_attempts: int = Field(default=8, ge=1, le=50)
     max_retry_seconds: float = Field(default=900.0, ge=0, le=86_400)
     flush_interval_seconds: float = Field(default=60.0, ge=1, le=900)
+    progress_interval_seconds: float = Field(default=30.0, ge=1, le=3600)
 
     @field_validator("tenant_uuid")
     @classmethod

@@ -33,6 +33,7 @@ from destination_planhat.config import PlanhatConfig
 from destination_planhat.errors import config_error, system_error, transient_error
 from destination_planhat.mapping import Mapper, RecordRejected, build_mapper
 from destination_planhat.planhat import SAFE_BODY_BYTES, Endpoint
+from destination_planhat.reporting import ProgressReporter, summary_notes, summary_table
 from destination_planhat.routing import StreamKey, StreamRoute, stream_label
 from destination_planhat.state import StateBarrier
 
@@ -78,6 +79,8 @@ class PlanhatWriter:
         for key, route in routes.items():
             stats = self.ledger.stats(route.name, route.endpoint.value)
             self._sinks[key] = _Sink(route, build_mapper(route), StreamBuffer(route, config.batch_size, max_body_bytes), stats)
+        self._endpoints = [endpoint for endpoint in Endpoint if any(r.endpoint is endpoint for r in routes.values())]
+        self._progress = ProgressReporter(self.ledger, config.progress_interval_seconds, clock())
         self._unknown_streams: dict[StreamKey, int] = {}
         self._unknown_since_state: dict[StreamKey, int] = {}
         self._records_since_global_state = 0
@@ -210,10 +213,11 @@ class PlanhatWriter:
         self._raise_if_failed()
         self.ledger.stats(batch.route.name).sent += len(batch)
         self._slots.acquire()
+        self.ledger.request_started(batch.endpoint)
         self._queue.put(batch)
 
     def _tick_loop(self) -> None:
-        """Sends batches whose oldest record waited longer than the flush interval."""
+        """Sends batches whose oldest record waited longer than the flush interval, and logs progress."""
         interval = self._config.flush_interval_seconds
         while not self._stopping.wait(TICK_SECONDS):
             now = self._clock()
@@ -225,6 +229,14 @@ class PlanhatWriter:
                             self._submit(sink.buffer.take())
             except BaseException as exc:  # a failure is already recorded; the reader will raise it
                 self._record_failure(exc)
+            if self._progress.due(now) and not getattr(self, "_summary_logged", False):
+                logger.info(self.progress_line(now))
+
+    def progress_line(self, now: float) -> str:
+        in_flight = self.ledger.in_flight()
+        per_endpoint = {endpoint: in_flight.get(endpoint, 0) for endpoint in self._endpoints}
+        line = self._progress.line(now, per_endpoint, self._config.max_in_flight_requests)
+        return f"{line}; states emitted {self._barrier.emitted}, waiting {self._barrier.waiting}"
 
     # ----- sending ----------------------------------------------------------------------------
 
@@ -240,6 +252,7 @@ class PlanhatWriter:
             except BaseException as exc:
                 self._record_failure(exc)
             finally:
+                self.ledger.request_finished(batch.endpoint)
                 self._slots.release()
 
     def _deliver(self, batch: Batch, label: str) -> None:
@@ -326,8 +339,11 @@ class PlanhatWriter:
         if getattr(self, "_summary_logged", False):
             return
         self._summary_logged = True
-        for stats in self.ledger.all():
-            logger.info("summary: " + stats.summary_line())
+        streams = self.ledger.all()
+        for line in summary_table(streams):
+            logger.info("summary: " + line)
+        for line in summary_notes(streams):
+            logger.info("summary: " + line)
         if self.ledger.unparseable_lines:
             logger.warning(f"summary: {self.ledger.unparseable_lines} input line(s) were not valid JSON and were skipped")
         logger.info(f"summary: {self._barrier.emitted} state message(s) emitted, {self._barrier.waiting} held back")

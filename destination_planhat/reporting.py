@@ -1,0 +1,151 @@
+"""What the log says while a sync runs and when it ends: progress lines and the summary table.
+
+Everything is computed from the Ledger, so the numbers a user reads in the log are the numbers
+the sync accounts with. Nothing here reads a clock: callers pass `now`, so tests can drive it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, fields
+from typing import Iterable, Mapping, Sequence
+
+from destination_planhat.accounting import TOP_REASONS, Ledger, StreamStats
+from destination_planhat.planhat import Endpoint
+
+STREAM_COLUMN_MAX = 48
+
+
+@dataclass(frozen=True)
+class Totals:
+    read: int = 0
+    sent: int = 0
+    acknowledged: int = 0
+    processed: int = 0
+    rejected_by_planhat: int = 0
+    rejected_locally: int = 0
+    skipped: int = 0
+
+    @classmethod
+    def of(cls, streams: Iterable[StreamStats]) -> "Totals":
+        sums = {f.name: 0 for f in fields(cls)}
+        for stats in streams:
+            for name in sums:
+                sums[name] += getattr(stats, name)
+        return cls(**sums)
+
+
+class ProgressReporter:
+    """Decides when a progress line is due and writes it, with rates since the previous line.
+
+    A long sync is otherwise silent between batch lines; a user watching the Airbyte log (or a
+    stuck sync) needs to see whether records still come in and whether Planhat still answers.
+    """
+
+    def __init__(self, ledger: Ledger, interval_seconds: float, started_at: float) -> None:
+        self._ledger = ledger
+        self._interval = interval_seconds
+        self._started_at = started_at
+        self._last_at = started_at
+        self._last = Totals()
+
+    def due(self, now: float) -> bool:
+        return now - self._last_at >= self._interval
+
+    def line(self, now: float, in_flight: Mapping[Endpoint, int], max_in_flight: int) -> str:
+        """One progress line; the rates cover the time since the previous line."""
+        totals = Totals.of(self._ledger.all())
+        window = max(now - self._last_at, 1e-9)
+        read_rate = (totals.read - self._last.read) / window
+        ack_rate = (totals.acknowledged - self._last.acknowledged) / window
+        self._last_at, self._last = now, totals
+        rejected = totals.rejected_locally + totals.rejected_by_planhat
+        flying = ", ".join(f"{endpoint.label} {count}" for endpoint, count in in_flight.items()) or "none"
+        return (
+            f"progress after {format_duration(now - self._started_at)}: "
+            f"read {totals.read:,} ({read_rate:,.0f}/s), sent {totals.sent:,}, "
+            f"acknowledged by Planhat {totals.acknowledged:,} ({ack_rate:,.0f}/s), "
+            f"rejected {rejected:,} ({totals.rejected_locally:,} locally, {totals.rejected_by_planhat:,} by Planhat); "
+            f"requests in flight: {flying} (at most {max_in_flight})"
+        )
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m{secs:02d}s"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+# (StreamStats attribute, column title), in the order printed.
+SUMMARY_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("read", "read"),
+    ("sent", "sent"),
+    ("acknowledged", "acknowledged"),
+    ("processed", "processed"),
+    ("rejected_by_planhat", "rejected by Planhat"),
+    ("rejected_locally", "rejected locally"),
+    ("skipped", "skipped"),
+)
+
+
+def summary_table(streams: Sequence[StreamStats]) -> list[str]:
+    """The final per-stream counts as fixed-width lines: a header, one row per stream, a total.
+
+    One log line per row, so that each line stays aligned under the log viewer's own prefix.
+    """
+    names = [_clip(stats.stream) for stats in streams]
+    endpoints = [_endpoint_label(stats.endpoint) for stats in streams]
+    totals = Totals.of(streams)
+    rows = [
+        [name, endpoint, *(f"{getattr(stats, attribute):,}" for attribute, _ in SUMMARY_COLUMNS)]
+        for name, endpoint, stats in zip(names, endpoints, streams)
+    ]
+    header = ["stream", "endpoint", *(title for _, title in SUMMARY_COLUMNS)]
+    total = ["total", "", *(f"{getattr(totals, attribute):,}" for attribute, _ in SUMMARY_COLUMNS)]
+    table = [header, *rows, total]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+
+    def render(row: list[str]) -> str:
+        text = [cell.ljust(widths[i]) if i < 2 else cell.rjust(widths[i]) for i, cell in enumerate(row)]
+        return "  ".join(text).rstrip()
+
+    return [render(row) for row in table]
+
+
+def summary_notes(streams: Sequence[StreamStats]) -> list[str]:
+    """What the table cannot hold: the top rejection reasons and counts that need a word of warning."""
+    notes: list[str] = []
+    for stats in streams:
+        where = f"stream '{stats.stream}'"
+        if stats.planhat_reasons:
+            notes.append(f"{where}: rejected by Planhat: {_top(stats.planhat_reasons)}")
+        if stats.local_reasons:
+            notes.append(f"{where}: rejected locally (not sent): {_top(stats.local_reasons)}")
+        if stats.unconfirmed:
+            notes.append(f"{where}: {stats.unconfirmed:,} acknowledged by Planhat without a processed count")
+        if stats.resent_after_ambiguous_failure:
+            notes.append(
+                f"{where}: {stats.resent_after_ambiguous_failure:,} re-sent after a failure where Planhat may "
+                "already have received them (possible duplicates)"
+            )
+    return notes
+
+
+def _top(reasons: Counter) -> str:
+    return "; ".join(f"{reason!r} x{count:,}" for reason, count in reasons.most_common(TOP_REASONS))
+
+
+def _clip(name: str) -> str:
+    return name if len(name) <= STREAM_COLUMN_MAX else name[: STREAM_COLUMN_MAX - 3] + "..."
+
+
+def _endpoint_label(value: str) -> str:
+    try:
+        return Endpoint(value).label
+    except ValueError:
+        return value or "(not written)"
