@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from destination_planhat.errors import config_error
-from destination_planhat.planhat import DEFAULT_ANALYTICS_BASE_URL, Endpoint
+from destination_planhat.planhat import DEFAULT_ANALYTICS_BASE_URL, WHERE_TENANT_TOKEN, Endpoint
 
 TENANT_PATTERN = r"^[A-Za-z0-9-]+$"
 LOOPBACK_NAMES = ("localhost",)
@@ -54,8 +54,7 @@ class PlanhatConfig(BaseModel):
     def _tenant_is_a_token(cls, value: SecretStr) -> SecretStr:
         if not re.fullmatch(TENANT_PATTERN, value.get_secret_value().strip()):
             raise ValueError(
-                "must be your Planhat Tenant UUID: letters, digits and dashes only "
-                "(Planhat > Settings > Developer > Tokens)"
+                f"must be your Planhat tenant token, letters, digits and dashes only: {WHERE_TENANT_TOKEN}"
             )
         return SecretStr(value.get_secret_value().strip())
 

@@ -68,3 +68,7 @@ RESPONSE_ERROR_REASON = "error"
 def endpoint_path(endpoint: Endpoint, tenant: str) -> str:
     """The URL path of an endpoint; `tenant` must already be validated (letters, digits, dashes)."""
     return ENDPOINT_PATHS[endpoint].format(tenant=tenant)
+
+# Where users find their credentials, quoted in error messages.
+WHERE_TENANT_TOKEN = "the Tenant UUID in Planhat's Developer section (app.planhat.com/developer)"
+WHERE_API_TOKEN = "a Planhat API access token of a Service Account (a Private App in upgraded Planhat)"

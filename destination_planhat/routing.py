@@ -13,6 +13,7 @@ from destination_planhat.planhat import (
     ENDPOINT_NEEDS_API_TOKEN,
     METRIC_REQUIRED_FIELDS,
     USER_ACTIVITY_IDENTITY_FIELDS,
+    WHERE_API_TOKEN,
     Endpoint,
 )
 
@@ -64,7 +65,7 @@ def route_streams(config: PlanhatConfig, catalog: ConfiguredAirbyteCatalog) -> d
             if ENDPOINT_NEEDS_API_TOKEN[route.endpoint] and not config.token:
                 problems.append(
                     f"stream '{route.name}' goes to {route.endpoint.label} ({route.why}), which needs an "
-                    "API token: fill in `api_token` (Planhat > Settings > Developer > Tokens)"
+                    f"API token: fill in `api_token` with {WHERE_API_TOKEN}"
                 )
             routes[route.key] = route
     if problems:

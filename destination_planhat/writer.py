@@ -32,7 +32,7 @@ from destination_planhat.client import (
 from destination_planhat.config import PlanhatConfig
 from destination_planhat.errors import config_error, system_error, transient_error
 from destination_planhat.mapping import Mapper, RecordRejected, build_mapper
-from destination_planhat.planhat import SAFE_BODY_BYTES, Endpoint
+from destination_planhat.planhat import SAFE_BODY_BYTES, WHERE_API_TOKEN, WHERE_TENANT_TOKEN, Endpoint
 from destination_planhat.reporting import ProgressReporter, summary_notes, summary_table
 from destination_planhat.routing import StreamKey, StreamRoute, stream_label
 from destination_planhat.state import StateBarrier
@@ -354,9 +354,9 @@ def _traced(failure: PlanhatError, client: PlanhatClient) -> AirbyteTracedExcept
     where = f"Planhat {endpoint.label} ({client.url_for_logs(endpoint)})"
     if isinstance(failure, PlanhatAuthError):
         if endpoint is Endpoint.METRICS:
-            fix = "check `api_token` (Planhat > Settings > Developer > Tokens) and that it may write metrics"
+            fix = f"check `api_token`: it must be {WHERE_API_TOKEN}, allowed to write metrics"
         else:
-            fix = "check `tenant_uuid` (Planhat > Settings > Developer > Tokens)"
+            fix = f"check `tenant_uuid`: it must be {WHERE_TENANT_TOKEN}"
         return config_error(f"{where} refused the credentials (HTTP {failure.status}): {fix}.", str(failure))
     if isinstance(failure, PlanhatUnavailable):
         return transient_error(
