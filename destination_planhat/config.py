@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from enum import Enum
 from typing import Any, Mapping, Optional
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from destination_planhat.errors import config_error
 from destination_planhat.planhat import DEFAULT_ANALYTICS_BASE_URL, WHERE_TENANT_TOKEN, Endpoint
@@ -20,14 +21,59 @@ TENANT_PATTERN = r"^[A-Za-z0-9-]+$"
 LOOPBACK_NAMES = ("localhost",)
 
 
+class InvalidRecords(str, Enum):
+    """What happens to an item that fails local validation."""
+
+    REJECT = "reject"  # not sent; counted per reason, first examples logged
+    SEND = "send"  # sent as it is, so that Planhat judges it (and lists it under Failed Metrics)
+
+
+class FieldMapping(BaseModel):
+    """One entry of a stream's `field_mappings`: where one Planhat field takes its value from.
+
+    Which Planhat fields exist, and which endpoint they belong to, is checked with the stream's
+    catalog in routing (so that every mistake of every stream is reported at once).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    planhat_field: str = Field(min_length=1)
+    source_field: Optional[str] = None
+    constant: Optional[str] = None
+
+
 class StreamSettings(BaseModel):
-    """One entry of `streams`: where a stream goes (and, later, how its fields map)."""
+    """One entry of `streams`: where a stream goes and how its fields map to Planhat's."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(min_length=1)
     namespace: Optional[str] = None
     endpoint: Endpoint
+    field_mappings: tuple[FieldMapping, ...] = ()
+    unpivot_columns: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _each_mapping_has_one_source(self) -> "StreamSettings":
+        """Exactly one of source_field/constant per entry; named by stream and entry, all at once."""
+        problems = []
+        for number, mapping in enumerate(self.field_mappings, start=1):
+            where = f"stream '{self.name}', field_mappings entry {number} (planhat_field '{mapping.planhat_field}')"
+            has_source = mapping.source_field is not None
+            has_constant = mapping.constant is not None
+            if has_source == has_constant:
+                problems.append(f"{where}: set exactly one of `source_field` or `constant`")
+            elif has_source and not _is_dot_path(mapping.source_field or ""):
+                problems.append(
+                    f"{where}: `source_field` must be a column name or a dot path such as account.id "
+                    "(no empty parts)"
+                )
+        for number, column in enumerate(self.unpivot_columns, start=1):
+            if not column.strip():
+                problems.append(f"stream '{self.name}', unpivot_columns entry {number}: must not be empty")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     def matches(self, name: str, namespace: Optional[str]) -> bool:
         """An entry without a namespace matches the stream of that name in any namespace."""
@@ -48,6 +94,9 @@ class PlanhatConfig(BaseModel):
     max_retry_seconds: float = Field(default=900.0, ge=0, le=86_400)
     flush_interval_seconds: float = Field(default=60.0, ge=1, le=900)
     progress_interval_seconds: float = Field(default=30.0, ge=1, le=3600)
+    invalid_records: InvalidRecords = InvalidRecords.REJECT
+    max_error_percent: float = Field(default=100.0, ge=0, le=100)
+    dry_run: bool = False
 
     @field_validator("tenant_uuid")
     @classmethod
@@ -95,6 +144,10 @@ class PlanhatConfig(BaseModel):
         return matches[0] if matches else None
 
 
+def _is_dot_path(path: str) -> bool:
+    return bool(path) and all(part for part in path.split("."))
+
+
 def is_loopback(host: str) -> bool:
     if host.lower() in LOOPBACK_NAMES:
         return True
@@ -122,4 +175,6 @@ def _describe(error: Mapping[str, Any]) -> str:
         return f"`{field}` is not a setting of this connector (remove it)"
     if message.startswith("Value error, "):
         message = message[len("Value error, ") :]
+        if message.startswith("stream '"):
+            return message  # already names the stream and the entry
     return f"`{field}` {message[0].lower()}{message[1:]}"

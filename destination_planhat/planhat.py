@@ -58,6 +58,56 @@ USER_ACTIVITY_IDENTITY_FIELDS = ("email", "euExtId")
 
 ENDPOINT_FIELDS = {Endpoint.METRICS: METRIC_FIELDS, Endpoint.USER_ACTIVITIES: USER_ACTIVITY_FIELDS}
 
+# Every Planhat field a `field_mappings` entry may name (the spec's enum), in a stable order.
+ALL_FIELDS = tuple(dict.fromkeys(METRIC_FIELDS + USER_ACTIVITY_FIELDS))
+
+
+class FieldKind(str, Enum):
+    """What local validation checks, and what a constant in `field_mappings` is converted to."""
+
+    STRING = "string"  # numbers are converted to strings (ids often arrive as integers)
+    DIMENSION_ID = "dimension_id"  # a string of DIMENSION_ID_CHARACTERS only
+    NUMBER = "number"  # a finite number; numeric strings are converted
+    MODEL = "model"  # one of METRIC_MODELS
+    DATE = "date"  # ISO 8601 date or date-time, see DATE_FORMAT_NOTE
+    OBJECT = "object"  # a JSON object
+
+
+FIELD_KINDS = {
+    Endpoint.METRICS: {
+        "dimensionId": FieldKind.DIMENSION_ID,
+        "value": FieldKind.NUMBER,
+        "externalId": FieldKind.STRING,
+        "model": FieldKind.MODEL,
+        "date": FieldKind.DATE,
+    },
+    Endpoint.USER_ACTIVITIES: {
+        "email": FieldKind.STRING,
+        "euExtId": FieldKind.STRING,
+        "action": FieldKind.STRING,
+        "count": FieldKind.NUMBER,
+        "companyExternalId": FieldKind.STRING,
+        "weight": FieldKind.NUMBER,
+        "date": FieldKind.DATE,
+        "info": FieldKind.OBJECT,
+        "name": FieldKind.STRING,
+    },
+}
+
+# A metric's name (dimensionId): Planhat says "no spaces or special characters". The connector
+# allows exactly these characters (ASCII letters, digits, underscore, dash, dot), which the
+# sandbox accepts too; anything else is rejected locally before it reaches Planhat.
+DIMENSION_ID_PATTERN = r"[A-Za-z0-9_.\-]+"
+DIMENSION_ID_CHARACTERS = "letters A-Z and a-z, digits 0-9, underscore (_), dash (-) and dot (.)"
+
+# How dates are sent: a date (2026-11-01) as it is; a date-time converted to UTC and written like
+# JavaScript's Date.toISOString(), 2026-11-01T08:30:00.000Z (milliseconds, Z). A date-time without
+# a time zone is taken as UTC.
+DATE_FORMAT_NOTE = (
+    "an ISO 8601 date (2026-11-01) or date-time (2026-11-01T10:30:00+02:00); date-times are sent "
+    "in UTC as 2026-11-01T08:30:00.000Z"
+)
+
 # Keys of the JSON answer of both endpoints: {"processed": N, "errors": [{"item": ..., "error": ...}]}
 RESPONSE_PROCESSED = "processed"
 RESPONSE_ERRORS = "errors"

@@ -9,6 +9,7 @@ from airbyte_cdk.models import ConfiguredAirbyteCatalog, ConfiguredAirbyteStream
 
 from destination_planhat.config import PlanhatConfig, StreamSettings
 from destination_planhat.errors import config_error
+from destination_planhat.mapping import mapping_problems
 from destination_planhat.planhat import (
     ENDPOINT_NEEDS_API_TOKEN,
     METRIC_REQUIRED_FIELDS,
@@ -54,7 +55,11 @@ def endpoint_from_schema(json_schema: Mapping[str, Any]) -> Optional[Endpoint]:
 
 
 def route_streams(config: PlanhatConfig, catalog: ConfiguredAirbyteCatalog) -> dict[StreamKey, StreamRoute]:
-    """Route every configured stream, or raise ONE config error naming every stream to fix."""
+    """Route every configured stream, or raise ONE config error naming every stream to fix.
+
+    The mapping settings of each stream (field_mappings, unpivot_columns) are checked here too,
+    against the stream's schema, so that one error lists every mistake of every stream.
+    """
     routes: dict[StreamKey, StreamRoute] = {}
     problems: list[str] = []
     for configured in catalog.streams:
@@ -67,6 +72,8 @@ def route_streams(config: PlanhatConfig, catalog: ConfiguredAirbyteCatalog) -> d
                     f"stream '{route.name}' goes to {route.endpoint.label} ({route.why}), which needs an "
                     f"API token: fill in `api_token` with {WHERE_API_TOKEN}"
                 )
+            if route.settings is not None:
+                problems.extend(mapping_problems(route.name, route.endpoint, route.settings, route.json_schema))
             routes[route.key] = route
     if problems:
         raise config_error(
@@ -103,3 +110,12 @@ def _route(config: PlanhatConfig, configured: ConfiguredAirbyteStream) -> tuple[
             "under `streams` with its `endpoint`, or rename its columns at the source"
         )
     return StreamRoute(key, endpoint, why, None, json_schema), None
+
+
+def settings_problems(config: PlanhatConfig) -> list[str]:
+    """What is wrong in the `streams` settings without looking at a catalog (for the `check` command)."""
+    problems: list[str] = []
+    for settings in config.streams:
+        label = f"{settings.namespace}.{settings.name}" if settings.namespace else settings.name
+        problems.extend(mapping_problems(label, settings.endpoint, settings, None))
+    return problems
