@@ -1,7 +1,14 @@
 """What happened to every record, per stream: the numbers behind the logs and the final summary.
 
-Invariant, per stream: read = sent + rejected_locally + skipped. Where Planhat's answers carry
-counts: sent = processed + rejected_by_planhat + unconfirmed (sent, acknowledged without counts).
+Units: `read` and `empty_records` count records; everything after mapping counts items. A record
+is one item, except with unpivot_columns, where one record becomes one item per non-null column:
+`extra_items` counts the items beyond the first that records produced, `empty_records` the
+records that produced none (every unpivot column null).
+
+Invariant, per stream: read + extra_items = sent + rejected_locally + skipped + empty_records
+(without unpivot: read = sent + rejected_locally + skipped). Where Planhat's answers carry counts:
+sent = processed + rejected_by_planhat + unconfirmed (sent, acknowledged without counts).
+`sent_invalid` (invalid_records: send) counts items among `sent` that failed the local checks.
 """
 
 from __future__ import annotations
@@ -28,11 +35,30 @@ class StreamStats:
     skipped: int = 0
     resent_after_ambiguous_failure: int = 0
     requests: int = 0
+    extra_items: int = 0
+    empty_records: int = 0
+    sent_invalid: int = 0
     planhat_reasons: Counter = field(default_factory=Counter)
     local_reasons: Counter = field(default_factory=Counter)
+    sent_invalid_reasons: Counter = field(default_factory=Counter)
 
     def invariant_holds(self) -> bool:
-        return self.read == self.sent + self.rejected_locally + self.skipped
+        return self.read + self.extra_items == self.sent + self.rejected_locally + self.skipped + self.empty_records
+
+    def error_share(self, *, judged_without_answers: bool = False) -> tuple[float, int]:
+        """(percent of judged items that were rejected, judged items).
+
+        Judged: rejected locally, or answered by Planhat. With `judged_without_answers` (dry run,
+        where nothing is answered) every item that would be sent counts as judged and accepted.
+        """
+        judged = self.rejected_locally + (self.sent if judged_without_answers else self.acknowledged)
+        if judged == 0:
+            return 0.0, 0
+        return 100.0 * (self.rejected_locally + self.rejected_by_planhat) / judged, judged
+
+    def top_reasons(self) -> str:
+        reasons = self.local_reasons + self.planhat_reasons
+        return "; ".join(f"{reason!r} x{count}" for reason, count in reasons.most_common(TOP_REASONS))
 
     def summary_line(self) -> str:
         line = (
@@ -41,6 +67,15 @@ class StreamStats:
             f"rejected by Planhat {self.rejected_by_planhat}{_top(self.planhat_reasons)}, "
             f"rejected locally {self.rejected_locally}{_top(self.local_reasons)}, skipped {self.skipped}"
         )
+        if self.extra_items or self.empty_records:
+            items = self.read + self.extra_items - self.empty_records - self.skipped
+            line += (
+                f"; unpivot made {items} items of {self.read - self.skipped} records "
+                f"({self.extra_items} items beyond one per record, {self.empty_records} records with no "
+                "non-null unpivot column), so sent and rejected count items"
+            )
+        if self.sent_invalid:
+            line += f", sent although invalid (invalid_records: send) {self.sent_invalid}{_top(self.sent_invalid_reasons)}"
         if self.unconfirmed:
             line += f", sent without a count from Planhat {self.unconfirmed}"
         if self.resent_after_ambiguous_failure:
@@ -77,11 +112,21 @@ class Ledger:
             for name, delta in deltas.items():
                 setattr(stats, name, getattr(stats, name) + delta)
 
-    def reject_locally(self, stream: str, reason: str, records: int = 1) -> None:
+    def reject_locally(self, stream: str, reason: str, records: int = 1) -> int:
+        """Count items not sent; returns how many were rejected for this reason so far (to log the first)."""
         with self._lock:
             stats = self._streams[stream]
             stats.rejected_locally += records
             stats.local_reasons[reason] += records
+            return stats.local_reasons[reason]
+
+    def sent_invalid(self, stream: str, reason: str) -> int:
+        """Count an item sent although it failed the local checks; returns the count for this reason."""
+        with self._lock:
+            stats = self._streams[stream]
+            stats.sent_invalid += 1
+            stats.sent_invalid_reasons[reason] += 1
+            return stats.sent_invalid_reasons[reason]
 
     def record_answer(
         self, stream: str, items: int, processed: Optional[int], rejected_reasons: list[str], resent: int

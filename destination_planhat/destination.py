@@ -34,7 +34,8 @@ from destination_planhat.client import (
 )
 from destination_planhat.config import PlanhatConfig, parse_config
 from destination_planhat.planhat import Endpoint
-from destination_planhat.routing import route_streams
+from destination_planhat.dry_run import DryRunWriter
+from destination_planhat.routing import route_streams, settings_problems
 from destination_planhat.writer import PlanhatWriter, SyncAborted
 
 logger = logging.getLogger("airbyte")
@@ -81,6 +82,11 @@ class DestinationPlanhat(Destination):
             parsed = parse_config(config)
         except AirbyteTracedException as exc:
             return AirbyteConnectionStatus(status=Status.FAILED, message=exc.message)
+        problems = settings_problems(parsed)
+        if problems:
+            return AirbyteConnectionStatus(
+                status=Status.FAILED, message="The stream settings are not valid: " + "; ".join(problems) + "."
+            )
         client = build_client(parsed, attempts=CHECK_ATTEMPTS)
         endpoints = [Endpoint.USER_ACTIVITIES] + ([Endpoint.METRICS] if parsed.token else [])
         try:
@@ -161,6 +167,8 @@ class DestinationPlanhat(Destination):
         routes = route_streams(parsed, catalog)
         if not routes:
             logger.warning("the configured catalog has no streams: nothing will be written")
+        if parsed.dry_run:
+            return DryRunWriter(parsed, routes, emit).start()  # builds no client: nothing can be sent
         return PlanhatWriter(parsed, routes, build_client(parsed), emit).start()
 
 

@@ -126,6 +126,19 @@ def summary_notes(streams: Sequence[StreamStats]) -> list[str]:
             notes.append(f"{where}: rejected by Planhat: {_top(stats.planhat_reasons)}")
         if stats.local_reasons:
             notes.append(f"{where}: rejected locally (not sent): {_top(stats.local_reasons)}")
+        if stats.extra_items or stats.empty_records:
+            records = stats.read - stats.skipped
+            items = records + stats.extra_items - stats.empty_records
+            notes.append(
+                f"{where}: unpivot made {items:,} items of {records:,} records ({stats.extra_items:,} items beyond "
+                f"one per record, {stats.empty_records:,} records with no non-null unpivot column); from sent on, "
+                "the columns count items"
+            )
+        if stats.sent_invalid:
+            notes.append(
+                f"{where}: sent although they fail the local checks (invalid_records: send): "
+                f"{stats.sent_invalid:,}: {_top(stats.sent_invalid_reasons)}"
+            )
         if stats.unconfirmed:
             notes.append(f"{where}: {stats.unconfirmed:,} acknowledged by Planhat without a processed count")
         if stats.resent_after_ambiguous_failure:

@@ -29,9 +29,9 @@ from destination_planhat.client import (
     PlanhatUnavailable,
     PostResult,
 )
-from destination_planhat.config import PlanhatConfig
+from destination_planhat.config import InvalidRecords, PlanhatConfig
 from destination_planhat.errors import config_error, system_error, transient_error
-from destination_planhat.mapping import Mapper, RecordRejected, build_mapper
+from destination_planhat.mapping import Invalid, Mapper, RecordRejected, build_mapper
 from destination_planhat.planhat import SAFE_BODY_BYTES, WHERE_API_TOKEN, WHERE_TENANT_TOKEN, Endpoint
 from destination_planhat.reporting import ProgressReporter, summary_notes, summary_table
 from destination_planhat.routing import StreamKey, StreamRoute, stream_label
@@ -42,6 +42,12 @@ logger = logging.getLogger("airbyte")
 SAMPLE_ERRORS = 3
 SAMPLE_CHARS = 300
 TICK_SECONDS = 1.0
+# Local rejections: the first few of each reason per stream are logged with the offending value.
+EXAMPLES_PER_REASON = 3
+# max_error_percent is judged during the sync only once a stream has this many judged items (so a
+# few bad rows at the start do not fail it), and always at the end of the sync.
+EARLY_CHECK_MIN_ITEMS = 10_000
+EARLY_CHECK_EVERY = 1_000
 
 
 class SyncAborted(Exception):
@@ -72,6 +78,7 @@ class PlanhatWriter:
     ) -> None:
         self._config = config
         self._client = client
+        self._send_invalid = config.invalid_records is InvalidRecords.SEND
         self._clock = clock
         self.ledger = Ledger()
         self._barrier = StateBarrier(emit)
@@ -116,6 +123,7 @@ class PlanhatWriter:
         self._wait_for_senders()
         self._raise_if_failed()
         self._log_summary()
+        self._check_error_share(final=True)
 
     def close(self) -> None:
         """Stop the threads whatever happened; safe to call twice."""
@@ -140,15 +148,24 @@ class PlanhatWriter:
         # Only this thread writes read/sent/rejected_locally/skipped, so no lock is needed for them.
         stats.read += 1
         if type(data) is not dict:
-            self.ledger.reject_locally(stats.stream, "the record's data is not a JSON object")
+            self._reject(sink, "the record's data is not a JSON object", repr(data)[:SAMPLE_CHARS])
             return
         try:
             items = sink.mapper(data)
         except RecordRejected as rejected:
-            self.ledger.reject_locally(stats.stream, rejected.reason)
+            self._reject(sink, rejected.reason, repr(data)[:SAMPLE_CHARS])
             return
+        produced = len(items)
+        if produced != 1:  # unpivot: a record makes one item per non-null column, maybe none
+            if produced == 0:
+                stats.empty_records += 1
+                return
+            stats.extra_items += produced - 1
         for item in items:
-            self._add_item(sink, item)
+            if type(item) is dict:
+                self._add_item(sink, item)
+            else:
+                self._invalid(sink, item)
 
     def state(self, message: AirbyteMessage) -> None:
         """One STATE message: stamped with the records it covers, then held until they are acknowledged."""
@@ -184,6 +201,62 @@ class PlanhatWriter:
         if self.ledger.ignored_messages <= 5:
             logger.info(f"ignoring an input message of type {kind!r}")
 
+    # ----- local validation -------------------------------------------------------------------
+
+    def _invalid(self, sink: _Sink, invalid: Invalid) -> None:
+        """An item that failed the local checks: rejected, or sent as it is (invalid_records: send)."""
+        if not self._send_invalid:
+            self._reject(sink, invalid.reason, invalid.example)
+            return
+        seen = self.ledger.sent_invalid(sink.stats.stream, invalid.reason)
+        if seen <= EXAMPLES_PER_REASON:
+            logger.warning(
+                f"stream '{sink.stats.stream}': sending an item that fails the local checks "
+                f"(invalid_records: send): {invalid.reason} ({invalid.example})"
+            )
+        self._add_item(sink, invalid.item)
+
+    def _reject(self, sink: _Sink, reason: str, example: str) -> None:
+        stats = sink.stats
+        seen = self.ledger.reject_locally(stats.stream, reason)
+        if seen <= EXAMPLES_PER_REASON:
+            logger.warning(f"stream '{stats.stream}': an item was not sent: {reason} ({example})")
+        if stats.rejected_locally % EARLY_CHECK_EVERY == 0:
+            self._check_error_share(final=False, only=stats)
+
+    def _check_error_share(self, *, final: bool, only: Optional[StreamStats] = None) -> None:
+        """Fail the sync (config error) when a stream's rejected share passes max_error_percent.
+
+        Why config_error: the records do not fit the mapping or the data does not meet Planhat's
+        rules; only the user can fix that (mapping, source data, or the threshold itself). A retry
+        of the same sync would fail the same way, so it is not transient, and nothing is broken
+        in the connector or Planhat, so it is not a system error.
+        """
+        limit = self._config.max_error_percent
+        if limit >= 100:
+            return
+        failing = []
+        for stats in [only] if only is not None else self.ledger.all():
+            share, judged = stats.error_share(judged_without_answers=self._config.dry_run)
+            if judged == 0 or (not final and judged < EARLY_CHECK_MIN_ITEMS):
+                continue
+            if share > limit:
+                failing.append(
+                    f"stream '{stats.stream}': {share:.1f}% of {judged} items were rejected "
+                    f"({stats.rejected_locally} by the connector's checks, {stats.rejected_by_planhat} by Planhat); "
+                    f"top reasons: {stats.top_reasons()}"
+                )
+        if failing:
+            when = "" if final else f" (checked during the sync, after at least {EARLY_CHECK_MIN_ITEMS} items)"
+            error = config_error(
+                f"More than max_error_percent ({limit:g}%) of the items were rejected{when}: " + "; ".join(failing)
+                + ". Fix the stream's field_mappings or the source data, or raise max_error_percent.",
+            )
+            if not final:
+                self._record_failure(error)
+                self._log_summary()
+            raise error
+
     # ----- batching ---------------------------------------------------------------------------
 
     def _add_item(self, sink: _Sink, item: dict[str, Any]) -> None:
@@ -211,7 +284,9 @@ class PlanhatWriter:
         if batch is None or not batch.parts:
             return
         self._raise_if_failed()
-        self.ledger.stats(batch.route.name).sent += len(batch)
+        stats = self.ledger.stats(batch.route.name)
+        stats.sent += len(batch)
+        self._check_error_share(final=False, only=stats)
         self._slots.acquire()
         self.ledger.request_started(batch.endpoint)
         self._queue.put(batch)
