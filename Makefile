@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test unit integration bench clean
+.PHONY: setup demo test unit integration bench clean e2e-pyairbyte
 
 $(INSTALLED): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -29,8 +29,30 @@ unit: setup
 integration: setup
 	$(BIN)/python -m pytest -m "not image_tests" $(PYTEST_ARGS) integration_tests
 
+# PyAirbyte end to end: source-faker -> this connector -> the sandbox, driven by PyPI `airbyte`.
+# PyAirbyte and source-faker each get a virtual environment of their own (heavy dependencies; faker
+# needs airbyte-cdk 6, the connector and PyAirbyte 7). Run by .ci/run after `make test`.
+PYAIRBYTE_VENV ?= .venv-pyairbyte
+FAKER_VENV ?= .venv-source-faker
+
+$(PYAIRBYTE_VENV)/.installed: e2e_pyairbyte/requirements-pyairbyte.txt
+	$(PYTHON) -m venv $(PYAIRBYTE_VENV)
+	$(PYAIRBYTE_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(PYAIRBYTE_VENV)/bin/python -m pip install --quiet -r e2e_pyairbyte/requirements-pyairbyte.txt
+	touch $@
+
+$(FAKER_VENV)/.installed: e2e_pyairbyte/requirements-source-faker.txt
+	$(PYTHON) -m venv $(FAKER_VENV)
+	$(FAKER_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(FAKER_VENV)/bin/python -m pip install --quiet -r e2e_pyairbyte/requirements-source-faker.txt
+	touch $@
+
+e2e-pyairbyte: setup $(PYAIRBYTE_VENV)/.installed $(FAKER_VENV)/.installed
+	AIRBYTE_OFFLINE_MODE=1 DO_NOT_TRACK=1 $(PYAIRBYTE_VENV)/bin/python -m pytest -p no:cacheprovider \
+		-W ignore::FutureWarning $(PYTEST_ARGS) e2e_pyairbyte
+
 bench: setup
 	$(BIN)/python bench/run_benchmark.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(PYAIRBYTE_VENV) $(FAKER_VENV) build *.egg-info .pytest_cache

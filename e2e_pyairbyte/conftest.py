@@ -1,0 +1,9 @@
+"""PyAirbyte end-to-end tests run in their own virtual environment (.venv-pyairbyte), not the connector's."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))  # for integration_tests.planhat_sandbox (stdlib + orjson only)
