@@ -78,12 +78,12 @@ class RecordRejected(Exception):
 # Each returns the value to send, or _BAD. They run once per field per record: keep them flat.
 
 _BAD: Any = object()
-_NUMBER_TEXT = re.compile(r"\s*[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\s*").fullmatch
-_INTEGER_TEXT = re.compile(r"\s*[+-]?\d+\s*").fullmatch
+_NUMBER_TEXT = re.compile(r"\s*[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\s*", re.ASCII).fullmatch
+_INTEGER_TEXT = re.compile(r"\s*[+-]?\d+\s*", re.ASCII).fullmatch
 _DIMENSION_ID_OK = re.compile(DIMENSION_ID_PATTERN).fullmatch
 _MODELS = frozenset(METRIC_MODELS)
 # A date-time in UTC (Z, +00:00, +0000, +00) or without a zone, which is taken as UTC.
-_UTC_DATE_TIME = re.compile(r"(\d{4}-\d\d-\d\d)[Tt ](\d\d:\d\d:\d\d)(?:[.,](\d{1,9}))?(?:[Zz]|[+-]00(?::?00)?)?").fullmatch
+_UTC_DATE_TIME = re.compile(r"(\d{4}-\d\d-\d\d)[Tt ](\d\d:\d\d:\d\d)(?:[.,](\d{1,9}))?(?:[Zz]|[+-]00(?::?00)?)?", re.ASCII).fullmatch
 _GOOD_DIMENSION_IDS: set[str] = set()  # a memo of valid dimensionIds (few per stream); bounded
 GOOD_DIMENSION_IDS_SIZE = 10_000
 _DATE_MEMO: dict[str, Any] = {}  # a memo of the pure function _normalize_date; bounded, never evicted
