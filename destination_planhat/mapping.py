@@ -355,7 +355,7 @@ def _compile(
                     f"{_columns(properties)}); fix the name, or refresh the source schema"
                 )
 
-    if settings is not None and json_schema is not None:
+    if (mappings or unpivot) and json_schema is not None:  # an `endpoint`-only entry keeps its old meaning
         problems.extend(_unsourced_required(where, endpoint, mapped, unpivot, properties))
 
     sources: list[_Source] = []

@@ -176,9 +176,9 @@ def test_an_invalid_item_carries_what_send_mode_sends():
 
 
 def test_the_sandbox_and_the_connector_allow_the_same_dimension_id_characters():
-    from integration_tests.planhat_sandbox import _DIMENSION_ID_OK
+    from integration_tests.planhat_sandbox import _DIMENSION_ID_PATTERN
 
-    assert _DIMENSION_ID_OK.__self__.pattern == DIMENSION_ID_PATTERN
+    assert _DIMENSION_ID_PATTERN.pattern == DIMENSION_ID_PATTERN
 
 
 @pytest.mark.parametrize(

@@ -27,7 +27,7 @@ AIRBYTE_COLUMNS = {"_ab_cdc_updated_at": "x", "_ab_source_file_url": "y", "_airb
     [
         # Every documented field of the endpoint is sent as is.
         (METRIC_SCHEMA, METRIC, METRIC),
-        (ACTIVITY_SCHEMA, ACTIVITY, ACTIVITY),
+        (ACTIVITY_SCHEMA, ACTIVITY, {**ACTIVITY, "date": "2026-11-01T09:30:00.000Z"}),  # date-times go in UTC, ms, Z
         # Null and absent fields are omitted, not sent as null.
         (METRIC_SCHEMA, {**METRIC, "model": None, "date": None}, {"dimensionId": "logins", "value": 3, "externalId": "acme"}),
         (METRIC_SCHEMA, {"dimensionId": "logins", "value": 3, "externalId": "acme"}, {"dimensionId": "logins", "value": 3, "externalId": "acme"}),
@@ -37,7 +37,7 @@ AIRBYTE_COLUMNS = {"_ab_cdc_updated_at": "x", "_ab_source_file_url": "y", "_airb
         (ACTIVITY_SCHEMA, {"euExtId": "u", "count": 0, "action": "", "info": {}}, {"euExtId": "u", "count": 0, "action": "", "info": {}}),
         # Airbyte's own columns and unknown columns are dropped.
         (METRIC_SCHEMA, {**METRIC, **AIRBYTE_COLUMNS, "extra": 1}, METRIC),
-        (ACTIVITY_SCHEMA, {**ACTIVITY, **AIRBYTE_COLUMNS, "phone": "555"}, ACTIVITY),
+        (ACTIVITY_SCHEMA, {**ACTIVITY, **AIRBYTE_COLUMNS, "phone": "555"}, {**ACTIVITY, "date": "2026-11-01T09:30:00.000Z"}),
         # Fields of the other endpoint are unknown columns too.
         (METRIC_SCHEMA, {**METRIC, "email": "a@b.c", "action": "x"}, METRIC),
         (ACTIVITY_SCHEMA, {"email": "a@b.c", "dimensionId": "d", "value": 1, "externalId": "e"}, {"email": "a@b.c"}),
