@@ -87,25 +87,19 @@ def _route(config: PlanhatConfig, configured: ConfiguredAirbyteStream) -> tuple[
     key: StreamKey = (stream.namespace or None, stream.name)
     label = stream_label(key)
     mode = configured.destination_sync_mode
-    if mode not in (DestinationSyncMode.append, DestinationSyncMode.append_dedup):
+    if mode != DestinationSyncMode.append:
+        # Planhat has no primary keys to deduplicate on and nothing can be replaced or deleted, so
+        # append_dedup and overwrite would silently mean "append", and re-sent rows inflate totals.
         mode_name = getattr(mode, "value", mode)
         return None, (
             f"stream '{label}' uses the destination sync mode '{mode_name}', but Planhat's analytics "
-            "endpoints only append (nothing can be replaced or deleted): choose 'append' for this stream"
+            "endpoints only append (nothing can be deduplicated, replaced or deleted): choose 'append' for "
+            "this stream (in PyAirbyte: destination.write(source, cache=False, write_strategy='append'))"
         )
-    # append_dedup is written as append: the Airbyte UI offers only append (the spec says so), but
-    # PyAirbyte's default write strategy asks for append_dedup on every stream with a primary key.
-    # Planhat keeps one value per metric and day (summed or last, by the metric's settings); it has
-    # no primary keys to deduplicate on, so the note in the log says what happens instead.
-    dedup_note = (
-        "; sync mode append_dedup is written as append: Planhat cannot deduplicate by primary key"
-        if mode == DestinationSyncMode.append_dedup
-        else ""
-    )
     json_schema = stream.json_schema or {}
     settings = config.settings_for(stream.name, key[0])
     if settings is not None:
-        why = "set in the connector's `streams` setting" + dedup_note
+        why = "set in the connector's `streams` setting"
         return StreamRoute(key, settings.endpoint, why, settings, json_schema), None
     endpoint = endpoint_from_schema(json_schema)
     if endpoint is Endpoint.METRICS:
@@ -118,7 +112,7 @@ def _route(config: PlanhatConfig, configured: ConfiguredAirbyteStream) -> tuple[
             f"Activities field ({' or '.join(USER_ACTIVITY_IDENTITY_FIELDS)}) in its schema: add an entry for it "
             "under `streams` with its `endpoint`, or rename its columns at the source"
         )
-    return StreamRoute(key, endpoint, why + dedup_note, None, json_schema), None
+    return StreamRoute(key, endpoint, why, None, json_schema), None
 
 
 def settings_problems(config: PlanhatConfig) -> list[str]:

@@ -127,7 +127,7 @@ def test_faker_users_and_purchases_reach_planhat_mapped(sandbox, tmp_path, monke
     users = read_all(source, "users")
     purchases = read_all(source, "purchases")
 
-    result = destination.write(source, cache=False)  # raises when the write fails
+    result = destination.write(source, cache=False, write_strategy="append")  # raises when the write fails
 
     assert len(users) == FAKER_CONFIG["count"]
     assert purchases, "faker made no purchases: the test would prove nothing"

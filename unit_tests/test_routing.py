@@ -108,7 +108,12 @@ def test_user_activities_alone_need_no_api_token():
     assert routes[(None, "u")].endpoint is U
 
 
-def test_append_dedup_is_written_as_append_and_the_route_says_so():
-    # PyAirbyte asks for append_dedup on every stream with a primary key; Planhat cannot deduplicate.
-    routes = route_streams(config(), catalog(configured_stream("u", ACTIVITY_SCHEMA, mode="append_dedup")))
-    assert "append_dedup is written as append" in routes[(None, "u")].why
+@pytest.mark.parametrize("mode", ["append_dedup", "overwrite", "update", "soft_delete"])
+def test_modes_other_than_append_are_refused_with_the_fix_for_the_ui_and_pyairbyte(mode):
+    # PyAirbyte's default strategy asks for append_dedup on streams with a primary key: the error says
+    # how to ask for append instead, since Planhat cannot deduplicate (re-sent rows inflate totals).
+    with pytest.raises(AirbyteTracedException) as raised:
+        route_streams(config(), catalog(configured_stream("u", ACTIVITY_SCHEMA, mode=mode)))
+    assert raised.value.failure_type == FailureType.config_error
+    for text in ("'u'", f"'{mode}'", "choose 'append'", "write_strategy='append'"):
+        assert text in raised.value.message
