@@ -5,10 +5,16 @@ is one item, except with unpivot_columns, where one record becomes one item per 
 `extra_items` counts the items beyond the first that records produced, `empty_records` the
 records that produced none (every unpivot column null).
 
-Invariant, per stream: read + extra_items = sent + rejected_locally + skipped + empty_records
-(without unpivot: read = sent + rejected_locally + skipped). Where Planhat's answers carry counts:
-sent = processed + rejected_by_planhat + unconfirmed (sent, acknowledged without counts).
-`sent_invalid` (invalid_records: send) counts items among `sent` that failed the local checks.
+Invariants, per stream (`books_balance`):
+  read + extra_items = sent + rejected_locally + skipped + empty_records + not_sent
+  sent = processed + rejected_by_planhat + unconfirmed + not_acknowledged
+(without unpivot and without a failure: read = sent + rejected_locally + skipped). `unconfirmed`
+are items Planhat acknowledged without counting them (a 200 whose body has no counts).
+`not_sent` and `not_acknowledged` are zero unless the sync failed: items still buffered, and items
+handed to a sender whose batch never got a 2xx answer. Items re-sent after an ambiguous failure
+(the server may have kept the first copy) are counted apart, as possible duplicates; they do not
+enter the invariants. `sent_invalid` (invalid_records: send) counts items among `sent` that failed
+the local checks.
 """
 
 from __future__ import annotations
@@ -38,12 +44,53 @@ class StreamStats:
     extra_items: int = 0
     empty_records: int = 0
     sent_invalid: int = 0
+    retries: int = 0
+    not_sent: int = 0
+    not_acknowledged: int = 0
     planhat_reasons: Counter = field(default_factory=Counter)
     local_reasons: Counter = field(default_factory=Counter)
     sent_invalid_reasons: Counter = field(default_factory=Counter)
+    skip_reasons: Counter = field(default_factory=Counter)
 
     def invariant_holds(self) -> bool:
-        return self.read + self.extra_items == self.sent + self.rejected_locally + self.skipped + self.empty_records
+        """Every record read is accounted for: sent, rejected here, skipped, or left behind by a failure."""
+        return (
+            self.read + self.extra_items
+            == self.sent + self.rejected_locally + self.skipped + self.empty_records + self.not_sent
+        )
+
+    def answers_add_up(self) -> bool:
+        """Every item sent is accounted for by Planhat's answers, or by the failure that ended the sync."""
+        return self.sent == self.processed + self.rejected_by_planhat + self.unconfirmed + self.not_acknowledged
+
+    def books_balance(self) -> bool:
+        return self.invariant_holds() and self.answers_add_up()
+
+    def as_dict(self) -> dict[str, object]:
+        """The counts for the machine-readable summary line."""
+        return {
+            "endpoint": self.endpoint,
+            "read": self.read,
+            "extra_items": self.extra_items,
+            "empty_records": self.empty_records,
+            "sent": self.sent,
+            "acknowledged": self.acknowledged,
+            "processed": self.processed,
+            "rejected_by_planhat": self.rejected_by_planhat,
+            "unconfirmed": self.unconfirmed,
+            "rejected_locally": self.rejected_locally,
+            "skipped": self.skipped,
+            "not_sent": self.not_sent,
+            "not_acknowledged": self.not_acknowledged,
+            "sent_invalid": self.sent_invalid,
+            "resent_after_ambiguous_failure": self.resent_after_ambiguous_failure,
+            "requests": self.requests,
+            "retries": self.retries,
+            "planhat_reasons": dict(self.planhat_reasons.most_common(10)),
+            "local_reasons": dict(self.local_reasons.most_common(10)),
+            "skip_reasons": dict(self.skip_reasons.most_common(10)),
+            "books_balance": self.books_balance(),
+        }
 
     def error_share(self, *, judged_without_answers: bool = False) -> tuple[float, int]:
         """(percent of judged items that were rejected, judged items).
@@ -95,8 +142,9 @@ class Ledger:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._streams: dict[str, StreamStats] = {}
-        self.unparseable_lines = 0
+        self.unparseable_lines = 0  # lines that could not be read and named no stream of the catalog
         self.ignored_messages = 0
+        self.unknown_messages = 0  # of which: a type the Airbyte protocol does not have
         self._in_flight: Counter = Counter()
 
     def stats(self, stream: str, endpoint: str = "") -> StreamStats:
@@ -120,6 +168,14 @@ class Ledger:
             stats.local_reasons[reason] += records
             return stats.local_reasons[reason]
 
+    def skip(self, stream: str, reason: str, records: int = 1) -> None:
+        """Records of a stream that were read but cannot be used at all (unreadable line, unknown stream)."""
+        with self._lock:
+            stats = self._streams[stream]
+            stats.read += records
+            stats.skipped += records
+            stats.skip_reasons[reason] += records
+
     def sent_invalid(self, stream: str, reason: str) -> int:
         """Count an item sent although it failed the local checks; returns the count for this reason."""
         with self._lock:
@@ -129,19 +185,46 @@ class Ledger:
             return stats.sent_invalid_reasons[reason]
 
     def record_answer(
-        self, stream: str, items: int, processed: Optional[int], rejected_reasons: list[str], resent: int
+        self,
+        stream: str,
+        items: int,
+        processed: Optional[int],
+        rejected_reasons: list[str],
+        resent: int,
+        attempts: int = 1,
     ) -> None:
+        """A 2xx answer for `items` items. Counts Planhat's answer gave for more items than were sent
+        are capped, and items its counts leave out are `unconfirmed`, so the books always balance
+        (the writer logs such answers)."""
         with self._lock:
             stats = self._streams[stream]
             stats.requests += 1
+            stats.retries += max(attempts - 1, 0)
             stats.acknowledged += items
             stats.resent_after_ambiguous_failure += resent
             if processed is None:
                 stats.unconfirmed += items
                 return
-            stats.processed += processed
-            stats.rejected_by_planhat += len(rejected_reasons)
+            counted_processed = min(max(processed, 0), items)
+            counted_rejected = min(len(rejected_reasons), items - counted_processed)
+            stats.processed += counted_processed
+            stats.rejected_by_planhat += counted_rejected
+            stats.unconfirmed += items - counted_processed - counted_rejected
             stats.planhat_reasons.update(rejected_reasons)
+
+    def close_books(self, failed: bool, buffered: dict[str, int]) -> None:
+        """At the end of a sync: what a failure left behind (buffered items, unanswered batches)."""
+        with self._lock:
+            for stream, items in buffered.items():
+                if stream in self._streams:
+                    self._streams[stream].not_sent += items
+            if failed:
+                for stats in self._streams.values():
+                    stats.not_acknowledged = max(stats.sent - stats.acknowledged, 0)
+
+    def snapshot(self) -> dict[str, dict[str, object]]:
+        with self._lock:
+            return {stats.stream: stats.as_dict() for stats in self._streams.values()}
 
     def request_started(self, endpoint: str) -> None:
         """A batch was handed to the senders: it is in flight until `request_finished`."""

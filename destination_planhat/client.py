@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import random
+import ssl
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
@@ -22,6 +24,7 @@ from urllib3.util.retry import Retry
 
 from destination_planhat.planhat import (
     ENDPOINT_NEEDS_API_TOKEN,
+    ENDPOINT_PATHS,
     RESPONSE_ERROR_ITEM,
     RESPONSE_ERROR_REASON,
     RESPONSE_ERRORS,
@@ -43,11 +46,21 @@ USER_AGENT = "airbyte-destination-planhat"
 class PlanhatError(Exception):
     """A request that did not succeed; carries what the server said, never the request's secrets."""
 
-    def __init__(self, message: str, *, endpoint: Endpoint, status: Optional[int] = None, body: str = "") -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        endpoint: Endpoint,
+        status: Optional[int] = None,
+        body: str = "",
+        ambiguous_failures: int = 0,
+    ) -> None:
         super().__init__(message)
         self.endpoint = endpoint
         self.status = status
         self.body = body
+        # Failed attempts before this one after which Planhat may have kept the items anyway.
+        self.ambiguous_failures = ambiguous_failures
 
 
 class PlanhatAuthError(PlanhatError):
@@ -64,6 +77,14 @@ class PlanhatRejectedRequest(PlanhatError):
 
 class PlanhatUnavailable(PlanhatError):
     """Retries exhausted on 429/5xx/timeouts/connection errors."""
+
+
+class PlanhatTLSError(PlanhatError):
+    """The server's TLS certificate could not be verified: retrying cannot help, and the token stays home."""
+
+
+class RequestAborted(PlanhatError):
+    """The sync failed elsewhere and `abort()` was called: this request is not tried (again)."""
 
 
 @dataclass(frozen=True)
@@ -145,6 +166,23 @@ def _quote(body: bytes | str) -> str:
     return text[:BODY_QUOTE_CHARS] + ("..." if len(text) > BODY_QUOTE_CHARS else "")
 
 
+def _tls_reason(exc: BaseException) -> str:
+    """The TLS reason (e.g. "certificate verify failed: self-signed certificate"), without the URL."""
+    seen: set[int] = set()
+    pending: list[Any] = [exc]
+    while pending:
+        current = pending.pop(0)
+        if not isinstance(current, BaseException) or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return f"certificate verify failed: {current.verify_message}"
+        if isinstance(current, ssl.SSLError) and current.reason:
+            return str(current.reason)
+        pending.extend((getattr(current, "reason", None), current.__cause__, current.__context__, *current.args))
+    return "TLS handshake failed"
+
+
 def _is_connect_failure(exc: requests.RequestException) -> bool:
     """True when the request never reached the server (refused, DNS, connect timeout): safe to resend."""
     if isinstance(exc, requests.ConnectTimeout):
@@ -175,15 +213,17 @@ class PlanhatClient:
         connect_timeout: float = 10.0,
         read_timeout: float = 300.0,
         session: Optional[requests.Session] = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Optional[Callable[[float], None]] = None,
         pool_size: int = 8,
     ) -> None:
+        """`sleep`: how to wait between attempts; by default a wait that `abort()` cuts short."""
         self._base_url = base_url
         self._urls = {endpoint: base_url + endpoint_path(endpoint, tenant) for endpoint in Endpoint}
         self._api_token = api_token
         self._policy = retry_policy
         self._timeout = (connect_timeout, read_timeout)
-        self._sleep = sleep
+        self._aborted = threading.Event()
+        self._sleep = sleep or self._aborted.wait
         self._session = session or requests.Session()
         adapter = requests.adapters.HTTPAdapter(pool_connections=2, pool_maxsize=pool_size, max_retries=0)
         self._session.mount("https://", adapter)
@@ -193,9 +233,21 @@ class PlanhatClient:
     def close(self) -> None:
         self._session.close()
 
+    def abort(self) -> None:
+        """Stop every retry in progress: waits end now, and no further attempt is made.
+
+        Called when the sync has failed, so that sender threads waiting out a long Retry-After do
+        not keep sending (or keep the process alive) after the failure is reported.
+        """
+        self._aborted.set()
+
+    def _check_aborted(self, endpoint: Endpoint, attempt: int) -> None:
+        if self._aborted.is_set():
+            raise RequestAborted(f"not sent: the sync was stopped (attempt {attempt})", endpoint=endpoint)
+
     def url_for_logs(self, endpoint: Endpoint) -> str:
         """The endpoint URL with the tenant token masked."""
-        return self._base_url + endpoint_path(endpoint, "***")
+        return self._base_url + ENDPOINT_PATHS[endpoint].format(tenant="***")
 
     def _headers(self, endpoint: Endpoint) -> dict[str, str]:
         headers = {"Content-Type": "application/json"}
@@ -211,9 +263,18 @@ class PlanhatClient:
         attempt = 0
         while True:
             attempt += 1
+            self._check_aborted(endpoint, attempt)
             retry_after: Optional[float] = None
             try:
-                response = self._session.post(url, data=body, headers=headers, timeout=self._timeout)
+                # Redirects are not followed: a redirected POST would carry the token (and the data)
+                # to wherever the Location header points.
+                response = self._session.post(url, data=body, headers=headers, timeout=self._timeout, allow_redirects=False)
+            except requests.exceptions.SSLError as exc:
+                raise PlanhatTLSError(
+                    f"the TLS connection failed ({_tls_reason(exc)}); certificates are always verified",
+                    endpoint=endpoint,
+                    ambiguous_failures=ambiguous,
+                ) from None
             except requests.RequestException as exc:
                 clean = _is_connect_failure(exc)
                 failure = f"{type(exc).__name__} ({'not connected' if clean else 'the server may have received it'})"
@@ -224,12 +285,19 @@ class PlanhatClient:
                     result.attempts, result.ambiguous_failures = attempt, ambiguous
                     return result
                 text = _quote(response.content)
+                known = {"endpoint": endpoint, "status": status, "body": text, "ambiguous_failures": ambiguous}
                 if status in (401, 403):
-                    raise PlanhatAuthError(f"HTTP {status}: {text}", endpoint=endpoint, status=status, body=text)
+                    raise PlanhatAuthError(f"HTTP {status}: {text}", **known)
                 if status == 413:
-                    raise PlanhatPayloadTooLarge(f"HTTP 413: {text}", endpoint=endpoint, status=status, body=text)
+                    raise PlanhatPayloadTooLarge(f"HTTP 413: {text}", **known)
+                if 300 <= status < 400:
+                    raise PlanhatRejectedRequest(
+                        f"HTTP {status}: a redirect, which is not followed (requests carry credentials); "
+                        "set `analytics_base_url` to the final address",
+                        **known,
+                    )
                 if status not in RETRYABLE_STATUSES:
-                    raise PlanhatRejectedRequest(f"HTTP {status}: {text}", endpoint=endpoint, status=status, body=text)
+                    raise PlanhatRejectedRequest(f"HTTP {status}: {text}", **known)
                 clean = status in CLEAN_REFUSAL_STATUSES
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
                 failure = f"HTTP {status}" + (f" (Retry-After {retry_after:g}s)" if retry_after is not None else "")
@@ -238,6 +306,7 @@ class PlanhatClient:
                 raise PlanhatUnavailable(
                     f"{failure} after {attempt} attempt(s) and {waited:.0f}s of waiting",
                     endpoint=endpoint,
+                    ambiguous_failures=ambiguous,
                 )
             if not clean:
                 ambiguous += 1

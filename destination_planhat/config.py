@@ -15,9 +15,18 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from destination_planhat.errors import config_error
-from destination_planhat.planhat import DEFAULT_ANALYTICS_BASE_URL, WHERE_TENANT_TOKEN, Endpoint
+from destination_planhat.planhat import (
+    DEFAULT_ANALYTICS_BASE_URL,
+    SAFE_BODY_BYTES,
+    TENANT_TOKEN_PATTERN,
+    WHERE_TENANT_TOKEN,
+    Endpoint,
+)
 
-TENANT_PATTERN = r"^[A-Za-z0-9-]+$"
+TENANT_PATTERN = TENANT_TOKEN_PATTERN
+# The smallest request body limit that still fits any sensible item, so a typo cannot make every
+# record "too large".
+MIN_REQUEST_BODY_BYTES = 1024
 LOOPBACK_NAMES = ("localhost",)
 
 
@@ -97,6 +106,8 @@ class PlanhatConfig(BaseModel):
     invalid_records: InvalidRecords = InvalidRecords.REJECT
     max_error_percent: float = Field(default=100.0, ge=0, le=100)
     dry_run: bool = False
+    retry_initial_delay_seconds: float = Field(default=1.0, ge=0, le=60)
+    max_request_body_bytes: int = Field(default=SAFE_BODY_BYTES, ge=MIN_REQUEST_BODY_BYTES, le=SAFE_BODY_BYTES)
 
     @field_validator("tenant_uuid")
     @classmethod

@@ -24,7 +24,10 @@ from airbyte_cdk.models import (
     Status,
     Type,
 )
+from airbyte_cdk.utils.airbyte_secrets_utils import get_secrets, update_secrets
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
+
+from destination_planhat.bad_input import guess_stream, is_clean_text, parse_leniently
 
 from destination_planhat.client import (
     PlanhatAuthError,
@@ -44,7 +47,11 @@ CHECK_ATTEMPTS = 2
 
 
 def build_client(config: PlanhatConfig, *, attempts: Optional[int] = None, sleep: Optional[Callable[[float], None]] = None) -> PlanhatClient:
-    policy = RetryPolicy(max_attempts=attempts or config.max_attempts, max_total_wait=config.max_retry_seconds)
+    policy = RetryPolicy(
+        max_attempts=attempts or config.max_attempts,
+        base_delay=config.retry_initial_delay_seconds,
+        max_total_wait=config.max_retry_seconds,
+    )
     kwargs: dict[str, Any] = {"sleep": sleep} if sleep else {}
     return PlanhatClient(
         config.analytics_base_url,
@@ -60,14 +67,18 @@ def build_client(config: PlanhatConfig, *, attempts: Optional[int] = None, sleep
 class DestinationPlanhat(Destination):
     def run_cmd(self, parsed_args: argparse.Namespace) -> Iterable[AirbyteMessage]:
         """Validate the config with our own model before the CDK's spec check: ours names every bad
-        field and the fix in one message, the CDK's quotes only the first problem and not its field."""
+        field and the fix in one message, the CDK's quotes only the first problem and not its field
+        (e.g. "0 is less than the minimum of 1"). The CDK's check still runs afterwards as a backstop."""
         if parsed_args.command in ("check", "write"):
+            config = self.read_config(config_path=parsed_args.config)
+            # Registered before anything can print: the CDK masks these values in logs and traces.
+            update_secrets(get_secrets(self.spec(logger).connectionSpecification, config))
             try:
-                parse_config(self.read_config(config_path=parsed_args.config))
+                parse_config(config)
             except AirbyteTracedException as exc:
-                if parsed_args.command == "check":
-                    status = AirbyteConnectionStatus(status=Status.FAILED, message=exc.message)
-                    yield AirbyteMessage(type=Type.CONNECTION_STATUS, connectionStatus=status)
+                status = exc.as_connection_status_message()
+                if parsed_args.command == "check" and status is not None:
+                    yield status
                     return
                 raise
         yield from super().run_cmd(parsed_args)
@@ -192,10 +203,13 @@ def read_input(stream: BinaryIO, writer: PlanhatWriter) -> None:
         try:
             message = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
-            if line.strip():
+            if not line.strip():
+                continue
+            message = _salvage_record(line)
+            if message is None:
                 why = "it is not valid JSON" if line.endswith(b"\n") else "the input ended in the middle of a line"
-                writer.unparseable_line(line_number, line, f"{why} ({exc})")
-            continue
+                writer.unparseable_line(line_number, line, f"{why} ({exc})", guess_stream(line))
+                continue
         kind = message.get("type") if type(message) is dict else None
         if kind == "RECORD":
             body = message.get("record")
@@ -214,3 +228,21 @@ def read_input(stream: BinaryIO, writer: PlanhatWriter) -> None:
             writer.unparseable_line(line_number, line, "not an Airbyte message (no 'type')")
         else:
             other(kind)
+
+
+def _salvage_record(line: bytes) -> Optional[dict[str, Any]]:
+    """A RECORD line orjson refused (NaN, invalid UTF-8, lone surrogates), read leniently.
+
+    Its bad values stay marked, so the writer rejects the record naming the field if that field is
+    sent. Only RECORDs are salvaged: a STATE or anything else must be exact, or it is skipped.
+    """
+    message = parse_leniently(line)
+    if type(message) is not dict or message.get("type") != "RECORD":
+        return None
+    body = message.get("record")
+    if type(body) is not dict or not is_clean_text(body.get("stream")):
+        return None
+    namespace = body.get("namespace")
+    if namespace is not None and not is_clean_text(namespace):
+        return None
+    return message

@@ -5,6 +5,7 @@ A change on Planhat's side (a path, a field name, a limit) should be a one-line 
 
 from __future__ import annotations
 
+import re
 from enum import Enum
 
 DEFAULT_ANALYTICS_BASE_URL = "https://analytics.planhat.com"
@@ -115,8 +116,17 @@ RESPONSE_ERROR_ITEM = "item"
 RESPONSE_ERROR_REASON = "error"
 
 
+# What a tenant token looks like. It goes into the URL path, so nothing else may: no "/", "?",
+# "#", "%" or ".." can then change which URL a request (and the API token with it) goes to.
+TENANT_TOKEN_PATTERN = r"^[A-Za-z0-9-]+$"
+_TENANT_TOKEN_OK = re.compile(TENANT_TOKEN_PATTERN).fullmatch
+
+
 def endpoint_path(endpoint: Endpoint, tenant: str) -> str:
-    """The URL path of an endpoint; `tenant` must already be validated (letters, digits, dashes)."""
+    """The URL path of an endpoint. Refuses a tenant token that is not letters, digits and dashes,
+    so that no caller can build a URL from unchecked text (the value itself is never quoted)."""
+    if not isinstance(tenant, str) or _TENANT_TOKEN_OK(tenant) is None:
+        raise ValueError("`tenant_uuid` must contain only letters, digits and dashes")
     return ENDPOINT_PATHS[endpoint].format(tenant=tenant)
 
 # Where users find their credentials, quoted in error messages.

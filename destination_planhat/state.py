@@ -23,7 +23,13 @@ class StateBarrier:
         self._next_batch_id = 0
         self._unacknowledged: set[int] = set()
         self._waiting: deque[tuple[int, AirbyteMessage]] = deque()
+        self._closed = False
         self.emitted = 0
+
+    def close(self) -> None:
+        """Emit nothing more, even if batches are acknowledged later (the sync is over or failed)."""
+        with self._lock:
+            self._closed = True
 
     def open_batch(self) -> int:
         with self._lock:
@@ -49,6 +55,8 @@ class StateBarrier:
 
     def _release(self) -> None:
         # Emitting under the lock keeps states in their input order across sender threads.
+        if self._closed:
+            return
         oldest_unacknowledged = min(self._unacknowledged, default=None)
         while self._waiting and (oldest_unacknowledged is None or self._waiting[0][0] <= oldest_unacknowledged):
             _, message = self._waiting.popleft()

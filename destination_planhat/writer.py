@@ -19,6 +19,7 @@ from airbyte_cdk.models import AirbyteMessage, AirbyteStateMessage, AirbyteState
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 from destination_planhat.accounting import Ledger, StreamStats
+from destination_planhat.bad_input import why_not_encodable
 from destination_planhat.batching import Batch, ItemTooLarge, StreamBuffer
 from destination_planhat.client import (
     PlanhatAuthError,
@@ -26,6 +27,7 @@ from destination_planhat.client import (
     PlanhatError,
     PlanhatPayloadTooLarge,
     PlanhatRejectedRequest,
+    PlanhatTLSError,
     PlanhatUnavailable,
     PostResult,
 )
@@ -40,6 +42,7 @@ from destination_planhat.state import StateBarrier
 logger = logging.getLogger("airbyte")
 
 SAMPLE_ERRORS = 3
+PAYLOAD_TOO_LARGE_REASON = "too large for Planhat (HTTP 413)"
 SAMPLE_CHARS = 300
 TICK_SECONDS = 1.0
 # Local rejections: the first few of each reason per stream are logged with the offending value.
@@ -48,6 +51,13 @@ EXAMPLES_PER_REASON = 3
 # few bad rows at the start do not fail it), and always at the end of the sync.
 EARLY_CHECK_MIN_ITEMS = 10_000
 EARLY_CHECK_EVERY = 1_000
+# The end-of-sync summary as one JSON object, for machines (tests, log scrapers); the lines before it
+# say the same for people.
+SUMMARY_JSON_PREFIX = "sync summary (JSON): "
+# Message types of the Airbyte protocol that a destination may receive and has nothing to do with.
+KNOWN_MESSAGE_TYPES = frozenset(
+    {"RECORD", "STATE", "LOG", "TRACE", "CONTROL", "SPEC", "CONNECTION_STATUS", "CATALOG", "DESTINATION_CATALOG"}
+)
 
 
 class SyncAborted(Exception):
@@ -73,7 +83,7 @@ class PlanhatWriter:
         client: PlanhatClient,
         emit: Callable[[AirbyteMessage], None],
         *,
-        max_body_bytes: int = SAFE_BODY_BYTES,
+        max_body_bytes: Optional[int] = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._config = config
@@ -83,6 +93,8 @@ class PlanhatWriter:
         self.ledger = Ledger()
         self._barrier = StateBarrier(emit)
         self._sinks: dict[StreamKey, _Sink] = {}
+        # The request body limit: the config's (a proxy may need less than Planhat's), unless a test overrides it.
+        max_body_bytes = max_body_bytes or getattr(config, "max_request_body_bytes", SAFE_BODY_BYTES)
         for key, route in routes.items():
             stats = self.ledger.stats(route.name, route.endpoint.value)
             self._sinks[key] = _Sink(route, build_mapper(route), StreamBuffer(route, config.batch_size, max_body_bytes), stats)
@@ -103,6 +115,7 @@ class PlanhatWriter:
             for i in range(config.max_in_flight_requests)
         ]
         self._ticker = threading.Thread(target=self._tick_loop, name="planhat-ticker", daemon=True)
+        self._handing_over: Optional[Batch] = None
         self._started = False
 
     # ----- life cycle -------------------------------------------------------------------------
@@ -122,12 +135,24 @@ class PlanhatWriter:
                 self._submit(sink.buffer.take())
         self._wait_for_senders()
         self._raise_if_failed()
+        try:
+            self._check_error_share(final=True)
+        except BaseException as exc:
+            self._record_failure(exc)  # so that the summary says the sync failed
+            self._log_summary()
+            raise
         self._log_summary()
-        self._check_error_share(final=True)
 
     def close(self) -> None:
-        """Stop the threads whatever happened; safe to call twice."""
+        """Stop the threads whatever happened; safe to call twice.
+
+        No state is emitted after this: when the sync failed, the error is reported next, and a
+        state printed by a sender thread while the process exits would race with it.
+        """
+        self._barrier.close()
         self._stopping.set()
+        if self._client is not None:  # a dry run has none
+            self._client.abort()
         if self._started:
             for _ in self._senders:
                 self._queue.put(None)
@@ -138,7 +163,10 @@ class PlanhatWriter:
     def record(self, stream: Any, namespace: Any, data: Any) -> None:
         """One RECORD message. The hot path: keep it lean."""
         key = (namespace or None, stream)
-        sink = self._sinks.get(key)
+        try:
+            sink = self._sinks.get(key)
+        except TypeError:  # a stream name or namespace that is a list or an object
+            key, sink = (None, repr(stream) if namespace is None else f"{namespace!r}.{stream!r}"), None
         self._records_since_global_state += 1
         if sink is None:
             self._skip_unknown(key)
@@ -190,15 +218,34 @@ class PlanhatWriter:
         self._raise_if_failed()
         self._barrier.add_state(message)
 
-    def unparseable_line(self, line_number: int, line: bytes, why: str) -> None:
-        self.ledger.unparseable_lines += 1
+    def unparseable_line(
+        self, line_number: int, line: bytes, why: str, stream_guess: tuple[Optional[str], Optional[str]] = (None, None)
+    ) -> None:
+        """A line that cannot be read. When it names a stream of the catalog, it counts as a skipped
+        record of that stream (and towards that stream's next state), so per-stream counts still add up."""
         preview = line[:120].decode("utf-8", "replace").rstrip()
-        logger.warning(f"input line {line_number} skipped: {why} (starts with: {preview!r})")
+        namespace, name = stream_guess
+        sink = self._sinks.get((namespace or None, name)) if name is not None else None
+        if sink is None:
+            self.ledger.unparseable_lines += 1
+            hint = f" (it seems to belong to stream '{name}', which is not in the catalog)" if name else ""
+            logger.warning(f"input line {line_number} skipped: {why}{hint} (starts with: {preview!r})")
+            return
+        self.ledger.skip(sink.stats.stream, "unreadable input line")
+        sink.records_since_state += 1
+        self._records_since_global_state += 1
+        logger.warning(
+            f"stream '{sink.stats.stream}': input line {line_number} skipped: {why} (starts with: {preview!r})"
+        )
 
     def other_message(self, kind: Any) -> None:
         """Messages a destination may receive but has nothing to do with (TRACE, LOG, CONTROL...)."""
         self.ledger.ignored_messages += 1
-        if self.ledger.ignored_messages <= 5:
+        if kind not in KNOWN_MESSAGE_TYPES:
+            self.ledger.unknown_messages += 1
+            if self.ledger.unknown_messages <= 5:
+                logger.warning(f"ignoring an input message of type {kind!r}, which is not an Airbyte message type")
+        elif self.ledger.ignored_messages <= 5:
             logger.info(f"ignoring an input message of type {kind!r}")
 
     # ----- local validation -------------------------------------------------------------------
@@ -260,17 +307,15 @@ class PlanhatWriter:
     # ----- batching ---------------------------------------------------------------------------
 
     def _add_item(self, sink: _Sink, item: dict[str, Any]) -> None:
-        stream = sink.stats.stream
         buffer = sink.buffer
         try:
             part = orjson.dumps(item)
             buffer.fits_alone(part)
         except orjson.JSONEncodeError as exc:
-            self.ledger.reject_locally(stream, f"cannot be encoded as JSON ({exc})")
+            self._reject(sink, why_not_encodable(item, exc), repr(item)[:SAMPLE_CHARS])
             return
         except ItemTooLarge as exc:
-            self.ledger.reject_locally(stream, "larger than Planhat's request size limit")
-            logger.warning(f"stream '{stream}': one record was not sent: {exc}")
+            self._reject(sink, "larger than the request size limit (`max_request_body_bytes`)", f"{exc}{_largest_field(item)}")
             return
         with self._buffers_lock:
             if buffer.would_overflow(part):
@@ -280,14 +325,21 @@ class PlanhatWriter:
                 self._submit(buffer.take())
 
     def _submit(self, batch: Optional[Batch]) -> None:
-        """Hand a batch to the senders; waits while `max_in_flight_requests` are already out."""
+        """Hand a batch to the senders; waits while `max_in_flight_requests` are already out.
+
+        A failure wakes the wait (see `_record_failure`); the batch then counts as not sent.
+        """
         if batch is None or not batch.parts:
             return
-        self._raise_if_failed()
         stats = self.ledger.stats(batch.route.name)
-        stats.sent += len(batch)
+        # Until it is queued, the batch counts as buffered (not sent) should the sync fail meanwhile.
+        self._handing_over = batch
+        self._raise_if_failed()
         self._check_error_share(final=False, only=stats)
         self._slots.acquire()
+        self._raise_if_failed()
+        self._handing_over = None
+        stats.sent += len(batch)
         self.ledger.request_started(batch.endpoint)
         self._queue.put(batch)
 
@@ -335,8 +387,10 @@ class PlanhatWriter:
         try:
             result = self._client.post(batch.endpoint, batch.body(), context=f"{label}: ")
         except PlanhatPayloadTooLarge as exc:
+            if exc.ambiguous_failures:
+                self.ledger.count(batch.route.name, resent_after_ambiguous_failure=len(batch) * exc.ambiguous_failures)
             if len(batch) == 1:
-                self.ledger.record_answer(batch.route.name, 1, 0, ["too large for Planhat (HTTP 413)"], 0)
+                self.ledger.record_answer(batch.route.name, 1, 0, [PAYLOAD_TOO_LARGE_REASON], 0)
                 logger.warning(f"{label}: Planhat refused one item as too large (HTTP 413): {exc.body}")
                 return
             first, second = batch.split()
@@ -344,12 +398,19 @@ class PlanhatWriter:
             self._deliver(first, label + "a")
             self._deliver(second, label + "b")
             return
+        except PlanhatError as exc:
+            # The batch failed for good; copies Planhat may have kept from earlier attempts still count.
+            if exc.ambiguous_failures:
+                self.ledger.count(batch.route.name, resent_after_ambiguous_failure=len(batch) * exc.ambiguous_failures)
+            raise
         self._account(batch, label, result)
 
     def _account(self, batch: Batch, label: str, result: PostResult) -> None:
         stream = batch.route.name
         resent = len(batch) * result.ambiguous_failures
-        self.ledger.record_answer(stream, len(batch), result.processed, [e.reason for e in result.errors], resent)
+        self.ledger.record_answer(
+            stream, len(batch), result.processed, [e.reason for e in result.errors], resent, attempts=result.attempts
+        )
         line = f"{label} -> {batch.endpoint.label}: sent {len(batch)}"
         if result.processed is None:
             logger.warning(f"{line}; Planhat acknowledged the request without counts ({result.note})")
@@ -381,10 +442,20 @@ class PlanhatWriter:
             self._slots.release()
 
     def _record_failure(self, exc: BaseException) -> None:
+        """The first failure ends the sync: retries stop, and the reader, wherever it waits, wakes up
+        to raise it. Later failures (e.g. requests aborted because of this one) are ignored."""
         with self._failure_lock:
-            if self._failure is None:
-                self._failure = exc
-                self._stopping.set()
+            if self._failure is not None:
+                return
+            self._failure = exc
+        self._stopping.set()
+        if self._client is not None:
+            self._client.abort()
+        # Extra permits wake a reader blocked in `_submit` or `_wait_for_senders`; nothing waits
+        # for sender threads after this (they are daemons), so an answer that never comes cannot
+        # hold the failed sync open.
+        for _ in range(self._config.max_in_flight_requests):
+            self._slots.release()
 
     def _raise_if_failed(self) -> None:
         failure = self._failure
@@ -402,9 +473,8 @@ class PlanhatWriter:
         self._unknown_streams[key] = count
         self._unknown_since_state[key] = self._unknown_since_state.get(key, 0) + 1
         label = stream_label(key) if isinstance(key[1], str) else repr(key[1])
-        stats = self.ledger.stats(label)
-        stats.read += 1
-        stats.skipped += 1
+        self.ledger.stats(label)
+        self.ledger.skip(label, "the stream is not in the configured catalog")
         if count == 1:
             logger.warning(
                 f"records of stream '{label}' are skipped: the stream is not in the configured catalog"
@@ -414,14 +484,50 @@ class PlanhatWriter:
         if getattr(self, "_summary_logged", False):
             return
         self._summary_logged = True
+        failed = self._failure is not None
+        # Items still buffered (or being handed over) were never sent: after a failure they count as not sent.
+        buffered = {sink.stats.stream: len(sink.buffer.open) for sink in self._sinks.values() if sink.buffer.open}
+        handing_over = self._handing_over
+        if handing_over is not None:
+            stream = handing_over.route.name
+            buffered[stream] = buffered.get(stream, 0) + len(handing_over)
+        self.ledger.close_books(failed, buffered)
         streams = self.ledger.all()
         for line in summary_table(streams):
             logger.info("summary: " + line)
         for line in summary_notes(streams):
             logger.info("summary: " + line)
         if self.ledger.unparseable_lines:
-            logger.warning(f"summary: {self.ledger.unparseable_lines} input line(s) were not valid JSON and were skipped")
-        logger.info(f"summary: {self._barrier.emitted} state message(s) emitted, {self._barrier.waiting} held back")
+            logger.warning(
+                f"summary: {self.ledger.unparseable_lines} input line(s) could not be read and named no stream "
+                "of the catalog; they were skipped"
+            )
+        emitted, waiting = self._barrier.emitted, self._barrier.waiting
+        logger.info(f"summary: {emitted} state message(s) emitted, {waiting} held back")
+        summary = {
+            "status": "failed" if failed else "succeeded",
+            "streams": self.ledger.snapshot(),
+            "unreadable_lines_without_stream": self.ledger.unparseable_lines,
+            "ignored_messages": self.ledger.ignored_messages,
+            "unknown_message_types": self.ledger.unknown_messages,
+            "states_emitted": emitted,
+            "states_held_back": waiting,
+        }
+        logger.info(SUMMARY_JSON_PREFIX + orjson.dumps(summary).decode())
+
+
+def _largest_field(item: Mapping[str, Any]) -> str:
+    """Which field makes an item too large, for the warning."""
+    sizes = []
+    for name, value in item.items():
+        try:
+            sizes.append((len(orjson.dumps(value)), name))
+        except orjson.JSONEncodeError:
+            continue
+    if not sizes:
+        return ""
+    size, name = max(sizes)
+    return f" (its largest field is '{name}', {size:,} bytes)"
 
 
 def _traced(failure: PlanhatError, client: PlanhatClient) -> AirbyteTracedException:
@@ -437,6 +543,12 @@ def _traced(failure: PlanhatError, client: PlanhatClient) -> AirbyteTracedExcept
         return transient_error(
             f"{where} could not take a batch: {failure}. Records after the last emitted state will be sent "
             "again by the next attempt of the sync.",
+            str(failure),
+        )
+    if isinstance(failure, PlanhatTLSError):
+        return config_error(
+            f"{where}: {failure}. Check `analytics_base_url`: it must be Planhat's analytics host or a proxy "
+            "with a certificate your system trusts.",
             str(failure),
         )
     if isinstance(failure, PlanhatRejectedRequest):

@@ -18,6 +18,18 @@ def sandbox() -> Iterator[PlanhatSandbox]:
         server.stop()
 
 
+@pytest.fixture
+def planhat() -> Iterator[PlanhatSandbox]:
+    """A fresh sandbox that expects the distinctive secrets of `sync_checks`, so leaks can be searched for."""
+    from integration_tests.sync_checks import SECRET_API_TOKEN, SECRET_TENANT
+
+    server = PlanhatSandbox(tenant=SECRET_TENANT, api_token=SECRET_API_TOKEN).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 def pytest_configure(config: pytest.Config) -> None:
     # `make test` selects with -m "not image_tests" only, so slow tests still run there.
     config.addinivalue_line("markers", "slow: takes tens of seconds (e.g. a fresh virtualenv install); run by `make test`")

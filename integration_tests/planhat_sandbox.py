@@ -28,6 +28,7 @@ import re
 import select
 import signal
 import socket
+import ssl
 import struct
 import sys
 import threading
@@ -60,6 +61,7 @@ _DATA_ROUTES = (("/dimensiondata/", METRICS), ("/analytics/bulk/", USER_ACTIVITI
 _CONTROL_PREFIX = "/_sandbox/"
 _DRAIN_CHUNK_BYTES = 1024 * 1024
 _TOP_REASONS = 10
+_CLIENT_POLL_S = 0.05  # how often a delayed answer checks whether its client is still there
 
 
 # --------------------------------------------------------------------------------------------
@@ -198,7 +200,7 @@ def _summary_key(endpoint: str, item: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------------------------
 
 FAULT_KINDS = ("ok", "status", "reset_before", "reset_after", "delay", "bad_body", "bad_json")
-_FAULT_FIELDS = frozenset({"kind", "status", "retry_after", "body", "seconds", "process"})
+_FAULT_FIELDS = frozenset({"kind", "status", "retry_after", "body", "seconds", "process", "headers"})
 _RANDOM_KINDS = ("reset_before", "reset_after", "bad_body", "bad_json")
 _DEFAULT_FAULT_BODIES = {
     "bad_body": "<html><body><h1>502 Bad Gateway</h1></body></html>",
@@ -216,6 +218,7 @@ class Fault:
     body: str | None = None
     seconds: float = 0.0
     process: bool = True
+    headers: tuple[tuple[str, str], ...] = ()  # extra answer headers of a status fault, e.g. a Location
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any]) -> Fault:
@@ -242,6 +245,7 @@ class Fault:
             body=spec.get("body", _DEFAULT_FAULT_BODIES.get(kind)),
             seconds=seconds,
             process=bool(spec.get("process", True)),
+            headers=tuple((str(name), str(value)) for name, value in dict(spec.get("headers") or {}).items()),
         )
 
     @classmethod
@@ -327,6 +331,8 @@ class RequestRecord:
     errors: int  # items rejected with a reason
     at: float  # time.monotonic() when the request headers were read
     duration_s: float
+    path: str = ""  # the request target as sent (path and query), to check what URLs carry
+    number: int = 0  # 1-based arrival number; `acknowledged()` uses it to tell answered items apart
 
 
 @dataclass(frozen=True, slots=True)
@@ -398,7 +404,7 @@ def _peer_closed(sock: socket.socket) -> bool:
         if not readable:
             return False
         return sock.recv(1, socket.MSG_PEEK) == b""
-    except BlockingIOError:
+    except (BlockingIOError, ValueError):  # ValueError: a TLS socket cannot peek
         return False
     except OSError:
         return True
@@ -490,9 +496,17 @@ class _Handler(BaseHTTPRequestHandler):
     # ---- data endpoints -------------------------------------------------------------------
 
     def _serve_data(self, endpoint: str, tenant: str) -> None:
-        """One data request: size limit, then the injected fault, then Planhat's own logic."""
         sandbox = self.server.sandbox
+        sandbox._request_started()
+        try:
+            self._serve_data_request(sandbox, endpoint, tenant)
+        finally:
+            sandbox._request_finished()
+
+    def _serve_data_request(self, sandbox: PlanhatSandbox, endpoint: str, tenant: str) -> None:
+        """One data request: size limit, then the injected fault, then Planhat's own logic."""
         started = time.monotonic()
+        number = sandbox._new_request_number()
         authorization = self.headers.get("Authorization")
         auth_matched = authorization is not None and sandbox._bearer_matches(authorization)
 
@@ -515,6 +529,8 @@ class _Handler(BaseHTTPRequestHandler):
                     errors=outcome.errors,
                     at=started,
                     duration_s=time.monotonic() - started,
+                    path=self.path,
+                    number=number,
                 )
             )
 
@@ -554,11 +570,11 @@ class _Handler(BaseHTTPRequestHandler):
                 body_out = fault.body.encode()
                 content_type = "application/json" if fault.body.lstrip()[:1] in ("{", "[") else "text/plain"
             headers = [("Retry-After", fault.retry_after)] if fault.retry_after is not None else []
+            headers.extend(fault.headers)
             self._send(fault.status, body_out, content_type, headers)
             return
         if fault.kind == "delay" and not fault.process:
-            sandbox._sleep(fault.seconds)
-            if _peer_closed(self.connection):  # the client gave up: nothing is processed
+            if self._wait_unless_client_leaves(fault.seconds):  # the client gave up: nothing is processed
                 log(None, fault, body_bytes=length)
                 self.close_connection = True
                 return
@@ -566,9 +582,12 @@ class _Handler(BaseHTTPRequestHandler):
         if fault.kind in ("bad_body", "bad_json") and not fault.process:
             outcome = _Outcome(HTTPStatus.OK, {})  # a broken proxy answered; Planhat never saw it
         else:
-            outcome = sandbox._ingest(endpoint, tenant, authorization, body)
+            outcome = sandbox._ingest(endpoint, tenant, authorization, body, number)
         if fault.kind == "delay" and fault.process:
-            sandbox._sleep(fault.seconds)
+            if self._wait_unless_client_leaves(fault.seconds):  # processed, but the client gave up waiting
+                log(None, fault, outcome, length)
+                self.close_connection = True
+                return
         sandbox._sleep(sandbox._latency_s())
 
         if fault.kind == "reset_after":
@@ -581,6 +600,18 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             log(outcome.status, fault, outcome, length)
             self._send_json(outcome.status, outcome.payload)
+
+    def _wait_unless_client_leaves(self, seconds: float) -> bool:
+        """Sleep `seconds`, or less if the client hangs up (its read timeout); True when it did."""
+        sandbox = self.server.sandbox
+        deadline = time.monotonic() + seconds
+        while True:
+            if _peer_closed(self.connection):
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or sandbox._stopping.is_set():
+                return _peer_closed(self.connection)
+            sandbox._sleep(min(remaining, _CLIENT_POLL_S))
 
     # ---- control endpoints ----------------------------------------------------------------
 
@@ -695,8 +726,13 @@ class PlanhatSandbox:
         keep_items: bool = True,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         latency_s: float = 0.0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        """`max_body_bytes` and `latency_s` are the baseline that `reset()` and `set_faults()` return to."""
+        """`max_body_bytes` and `latency_s` are the baseline that `reset()` and `set_faults()` return to.
+
+        `ssl_context`: a server-side TLS context; the sandbox then serves https (to test that the
+        connector verifies certificates).
+        """
         address = ip_address("127.0.0.1" if host == "localhost" else host)
         if address.version != 4 or not address.is_loopback:
             raise ValueError(f"the sandbox binds to an IPv4 loopback address only, not {host!r}")
@@ -708,10 +744,15 @@ class PlanhatSandbox:
         self.keep_items = keep_items
         self.max_body_bytes = max_body_bytes
         self.latency_s = latency_s
+        self.ssl_context = ssl_context
         self._expected_authorization = _utf8(f"Bearer {api_token}")
         self._lock = threading.Lock()
         self._faults = _FaultPlan(latency_s=latency_s, max_body_bytes=max_body_bytes)
         self._received: list[tuple[str, Any, bool]] = []
+        self._received_in: list[int] = []  # per received item, the number of its request
+        self._request_count = 0
+        self._in_flight = 0
+        self._idle = threading.Condition(self._lock)
         self._requests: list[RequestRecord] = []
         self._stats = {endpoint: _EndpointStats() for endpoint in ENDPOINTS}
         self._record_lock = threading.Lock()
@@ -731,6 +772,8 @@ class PlanhatSandbox:
             self._record_fh = open(self.record_file, "ab")  # noqa: SIM115 - closed in stop()
         try:
             server = _Server((self.host, self.port), self)
+            if self.ssl_context is not None:
+                server.socket = self.ssl_context.wrap_socket(server.socket, server_side=True)
         except OSError:
             with self._record_lock:
                 if self._record_fh is not None:
@@ -779,7 +822,8 @@ class PlanhatSandbox:
         """Base URL to configure the connector with, e.g. ``http://127.0.0.1:41234``."""
         if self._server is None:
             raise RuntimeError("the sandbox is not running; call start() first")
-        return f"http://{self.host}:{self.port}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://{self.host}:{self.port}"
 
     # ---- inspection -----------------------------------------------------------------------
 
@@ -803,6 +847,19 @@ class PlanhatSandbox:
         with self._lock:
             entries = list(self._received)
         return [e for e in entries if (endpoint is None or e[0] == endpoint) and (e[2] or not accepted_only)]
+
+    def acknowledged(self, endpoint: str | None = None) -> list[Any]:
+        """Items of requests answered with a 2xx, rejected ones included: what a client can know arrived.
+
+        Unlike `received`, this leaves out items processed by a request whose answer never reached
+        the client (reset after processing, client timed out): a client may not build on those.
+        """
+        if not self.keep_items:
+            raise RuntimeError("this sandbox was started with keep_items=False: it only counts items")
+        with self._lock:
+            answered = {r.number for r in self._requests if r.status is not None and 200 <= r.status < 300}
+            entries = list(zip(self._received, self._received_in))
+        return [item for (e, item, _), n in entries if n in answered and (endpoint is None or e == endpoint)]
 
     @property
     def requests(self) -> list[RequestRecord]:
@@ -877,6 +934,7 @@ class PlanhatSandbox:
         with self._lock:
             self._faults = _FaultPlan(latency_s=self.latency_s, max_body_bytes=self.max_body_bytes)
             self._received.clear()
+            self._received_in.clear()
             self._requests.clear()
             self._stats = {endpoint: _EndpointStats() for endpoint in ENDPOINTS}
 
@@ -900,7 +958,27 @@ class PlanhatSandbox:
     def _bearer_matches(self, authorization: str) -> bool:
         return hmac.compare_digest(_utf8(authorization), self._expected_authorization)
 
-    def _ingest(self, endpoint: str, tenant: str, authorization: str | None, body: bytes) -> _Outcome:
+    def wait_idle(self, timeout: float = 30.0) -> bool:
+        """Wait until no data request is being handled (a client that timed out leaves its request
+        running here for a moment); True when idle. Call before reading `requests` after a sync."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._in_flight == 0, timeout)
+
+    def _request_started(self) -> None:
+        with self._lock:
+            self._in_flight += 1
+
+    def _request_finished(self) -> None:
+        with self._idle:
+            self._in_flight -= 1
+            self._idle.notify_all()
+
+    def _new_request_number(self) -> int:
+        with self._lock:
+            self._request_count += 1
+            return self._request_count
+
+    def _ingest(self, endpoint: str, tenant: str, authorization: str | None, body: bytes, number: int = 0) -> _Outcome:
         """Planhat's side of a data request: tenant and token, then parse, validate and record."""
         unauthorized = _Outcome(HTTPStatus.UNAUTHORIZED, {"message": "Unauthorized"})
         if not hmac.compare_digest(_utf8(tenant), _utf8(self.tenant)):
@@ -922,7 +1000,7 @@ class PlanhatSandbox:
         verdicts = [validate(item) for item in items]
         errors = [{"item": item, "error": reason} for item, reason in zip(items, verdicts) if reason is not None]
         accepted_keys = [_summary_key(endpoint, item) for item, reason in zip(items, verdicts) if reason is None]
-        self._record_items(endpoint, items, verdicts, accepted_keys, errors)
+        self._record_items(endpoint, items, verdicts, accepted_keys, errors, number)
         processed = len(accepted_keys)
         return _Outcome(HTTPStatus.OK, {"processed": processed, "errors": errors}, len(items), processed, len(errors))
 
@@ -933,6 +1011,7 @@ class PlanhatSandbox:
         verdicts: list[str | None],
         accepted_keys: list[str],
         errors: list[dict[str, Any]],
+        number: int = 0,
     ) -> None:
         if self._record_fh is not None:
             lines = b"".join(
@@ -946,6 +1025,7 @@ class PlanhatSandbox:
         with self._lock:
             if self.keep_items:
                 self._received.extend((endpoint, item, reason is None) for item, reason in zip(items, verdicts))
+                self._received_in.extend([number] * len(items))
             stats = self._stats[endpoint]
             stats.items += len(items)
             stats.processed += len(accepted_keys)

@@ -1,0 +1,298 @@
+"""Every fault Planhat or the network can throw at a sync, through the real CLI against the sandbox.
+
+For each fault the sync either completes with every record received exactly once, or at least once
+with the duplicates counted and logged (the failure was ambiguous: the server may have processed
+the request), or fails with a TRACE of the right failure_type and no STATE for records that were
+not acknowledged. `check_sync` asserts the accounting invariants and the state rule on every run.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from typing import Any, Optional
+
+import pytest
+
+from destination_planhat.client import PlanhatClient, RequestAborted, RetryPolicy
+from destination_planhat.planhat import Endpoint
+from integration_tests.sync_checks import (
+    SECRET_API_TOKEN,
+    SECRET_TENANT,
+    Workload,
+    check_sync,
+    connector_config,
+    mixed_workload,
+    retry_waits,
+    run_connector,
+)
+from integration_tests.planhat_sandbox import METRICS, USER_ACTIVITIES
+
+# Two normal answers first, so that every fault hits a sync in the middle of its work.
+OK = {"kind": "ok"}
+MID_SYNC = [OK, OK]
+# One request at a time, so a scripted fault hits a known batch.
+SEQUENTIAL = {"batch_size": 50, "max_in_flight_requests": 1}
+
+
+def status(code: int, **extra: Any) -> dict[str, Any]:
+    return {"kind": "status", "status": code, **extra}
+
+
+@dataclass(frozen=True)
+class Recovers:
+    """A fault the sync must get through."""
+
+    faults: list[dict[str, Any]]
+    log: str  # a fragment the log must contain: the fault was seen and reported
+    ambiguous: bool  # the server may have processed the failed attempt: re-sends are counted
+    duplicates: int = 0  # items the sandbox processed twice (0: exactly once)
+    config: dict[str, Any] = field(default_factory=dict)
+    unconfirmed: int = 0
+
+
+RECOVERS = {
+    "429 with Retry-After in seconds": Recovers([status(429, retry_after="1")], "HTTP 429 (Retry-After 1s)", ambiguous=False),
+    "429 with Retry-After as an HTTP date": Recovers(
+        [status(429, retry_after="<date in 1s>")], "HTTP 429 (Retry-After ", ambiguous=False
+    ),
+    "429 without Retry-After": Recovers([status(429)], "failed with HTTP 429; retrying", ambiguous=False),
+    "a burst of 5 consecutive 429s": Recovers([status(429, retry_after="0")] * 5, "attempt 5/6 failed with HTTP 429", ambiguous=False),
+    "500": Recovers([status(500)], "failed with HTTP 500", ambiguous=True),
+    "502": Recovers([status(502)], "failed with HTTP 502", ambiguous=True),
+    "503": Recovers([status(503)], "failed with HTTP 503", ambiguous=False),
+    "504": Recovers([status(504)], "failed with HTTP 504", ambiguous=True),
+    "a burst of 500, 502, 503, 504, 503 within the retry budget": Recovers(
+        [status(500), status(502), status(503), status(504), status(503)], "attempt 5/6 failed with HTTP 503", ambiguous=True
+    ),
+    "connection reset before the answer (body not processed)": Recovers(
+        [{"kind": "reset_before"}], "failed with ConnectionError (the server may have received it)", ambiguous=True
+    ),
+    "connection reset after the server processed the batch": Recovers(
+        [{"kind": "reset_after"}], "may be counted twice in Planhat", ambiguous=True, duplicates=50
+    ),
+    "an answer slower than the read timeout (not processed)": Recovers(
+        [{"kind": "delay", "seconds": 3, "process": False}],
+        "failed with ReadTimeout",
+        ambiguous=True,
+        config={"request_timeout_seconds": 1},
+    ),
+    "an answer slower than the read timeout (processed)": Recovers(
+        [{"kind": "delay", "seconds": 3, "process": True}],
+        "may be counted twice in Planhat",
+        ambiguous=True,
+        duplicates=50,
+        config={"request_timeout_seconds": 1},
+    ),
+    "a 200 whose body is not JSON": Recovers([{"kind": "bad_body"}], "without counts (the answer was not JSON", ambiguous=False, unconfirmed=50),
+    "a 200 with JSON but no processed/errors": Recovers(
+        [{"kind": "bad_json"}], "without counts (the answer had no 'processed' count", ambiguous=False, unconfirmed=50
+    ),
+}
+
+
+def _materialize(faults: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Fill in values that depend on the time of the run (an HTTP date one second from now)."""
+    out = []
+    for fault in faults:
+        fault = dict(fault)
+        if fault.get("retry_after") == "<date in 1s>":
+            fault["retry_after"] = formatdate(time.time() + 1, usegmt=True)
+        out.append(fault)
+    return out
+
+
+@pytest.mark.parametrize("case", RECOVERS.values(), ids=RECOVERS.keys())
+def test_the_sync_recovers(case: Recovers, planhat, tmp_path):
+    planhat.set_faults(script=MID_SYNC + _materialize(case.faults))
+    workload = mixed_workload()
+    config = connector_config(planhat, **SEQUENTIAL, **case.config)
+
+    run = run_connector("write", tmp_path, config=config, catalog=workload.catalog(), stdin=workload.encode())
+
+    sync = check_sync(run, workload, planhat)
+    assert run.log_lines(case.log), f"no log line contains {case.log!r}"
+    assert sum(sync.duplicates.values()) == case.duplicates
+    resent = sync.total("resent_after_ambiguous_failure")
+    if case.ambiguous:
+        assert resent >= 50 * sum(1 for f in case.faults if f.get("status") != 503)
+        assert run.log_lines("may already have received them")
+    else:
+        assert resent == 0, "a clean refusal (429, 503) or a 200 cannot cause duplicates"
+    assert sync.total("unconfirmed") == case.unconfirmed
+    assert sync.total("retries") == len(case.faults) - (1 if case.unconfirmed else 0)
+
+
+def test_retry_after_is_never_cut_short(planhat, tmp_path):
+    """The connector waits at least what Retry-After asks, even when its own backoff is shorter."""
+    planhat.set_faults(script=MID_SYNC + [status(429, retry_after="1"), status(503, retry_after="1")])
+    workload = mixed_workload(100, 100)
+
+    run = run_connector("write", tmp_path, config=connector_config(planhat, **SEQUENTIAL), catalog=workload.catalog(), stdin=workload.encode())
+
+    check_sync(run, workload, planhat)
+    assert len(retry_waits(run)) == 2 and min(retry_waits(run)) >= 1.0
+
+
+@dataclass(frozen=True)
+class Fails:
+    """A fault the sync cannot get through: it must stop with this failure type and message."""
+
+    faults: list[dict[str, Any]]
+    failure_type: str
+    message: str  # a fragment of the TRACE's user message
+    endpoint: str = METRICS
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+BUDGET = {"max_attempts": 3}
+FAILS = {
+    "500 longer than the retry budget": Fails([status(500)] * 3, "transient_error", "HTTP 500 after 3 attempt(s)", config=BUDGET),
+    "502 longer than the retry budget": Fails([status(502)] * 3, "transient_error", "HTTP 502 after 3 attempt(s)", config=BUDGET),
+    "503 longer than the retry budget": Fails([status(503)] * 3, "transient_error", "HTTP 503 after 3 attempt(s)", config=BUDGET),
+    "504 longer than the retry budget": Fails([status(504)] * 3, "transient_error", "HTTP 504 after 3 attempt(s)", config=BUDGET),
+    "429s longer than the retry budget": Fails(
+        [status(429, retry_after="0")] * 3, "transient_error", "HTTP 429 (Retry-After 0s) after 3 attempt(s)", config=BUDGET
+    ),
+    "a Retry-After longer than the time budget": Fails(
+        [status(429, retry_after="30")], "transient_error", "HTTP 429 (Retry-After 30s) after 1 attempt(s)", config={"max_retry_seconds": 5}
+    ),
+    "resets after processing, on every attempt": Fails(
+        [{"kind": "reset_after"}] * 3, "transient_error", "ConnectionError (the server may have received it) after 3", config=BUDGET
+    ),
+    "answers slower than the read timeout, on every attempt": Fails(
+        [{"kind": "delay", "seconds": 3, "process": False}] * 2,
+        "transient_error",
+        "ReadTimeout (the server may have received it) after 2",
+        config={"max_attempts": 2, "request_timeout_seconds": 1},
+    ),
+    "401 on Metrics in the middle of the sync": Fails([status(401)], "config_error", "check `api_token`"),
+    "403 on User Activities in the middle of the sync": Fails(
+        [status(403)], "config_error", "check `tenant_uuid`", endpoint=USER_ACTIVITIES
+    ),
+    "400 (a request Planhat refuses)": Fails([status(400)], "system_error", "rejected a request: HTTP 400"),
+}
+
+
+@pytest.mark.parametrize("case", FAILS.values(), ids=FAILS.keys())
+def test_the_sync_fails_cleanly(case: Fails, planhat, tmp_path):
+    planhat.set_faults(script=MID_SYNC + case.faults)
+    workload = Workload().stream("only", case.endpoint).records("only", 500, state_every=50)
+    config = connector_config(planhat, **SEQUENTIAL, **case.config)
+
+    run = run_connector("write", tmp_path, config=config, catalog=workload.catalog(), stdin=workload.encode())
+
+    sync = check_sync(run, workload, planhat, failure_type=case.failure_type)
+    [error] = run.errors
+    assert case.message in error["message"], error["message"]
+    # The two batches answered before the fault are covered by states; nothing after them is.
+    assert len(run.states) == 2
+    stats = sync.stream("only")
+    assert stats["processed"] == 100 and stats["not_acknowledged"] + stats["not_sent"] > 0
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_connection_refused_fails_the_sync_as_transient(planhat, tmp_path):
+    workload = mixed_workload(100, 100)
+    config = connector_config(planhat, analytics_base_url=f"http://127.0.0.1:{free_port()}", max_attempts=3)
+
+    run = run_connector("write", tmp_path, config=config, catalog=workload.catalog(), stdin=workload.encode())
+
+    sync = check_sync(run, workload, planhat, failure_type="transient_error")
+    assert "ConnectionError (not connected) after 3 attempt(s)" in run.errors[0]["message"]
+    assert run.states == [] and sync.total("acknowledged") == 0
+    assert run.log_lines("failed with ConnectionError (not connected); retrying")
+    assert sync.total("resent_after_ambiguous_failure") == 0, "a refused connection delivered nothing: no duplicates"
+
+
+def test_connection_refused_fails_check(tmp_path, planhat):
+    config = connector_config(planhat, analytics_base_url=f"http://127.0.0.1:{free_port()}")
+
+    run = run_connector("check", tmp_path, config=config)
+
+    assert run.connection_status["status"] == "FAILED"
+    assert "Could not reach Planhat User Activities at http://127.0.0.1:" in run.connection_status["message"]
+
+
+def test_413_splits_the_batch_until_it_fits(planhat, tmp_path):
+    planhat.set_faults(max_body_bytes=1_200)  # about 20 items of the workload
+    workload = mixed_workload(200, 200)
+
+    run = run_connector("write", tmp_path, config=connector_config(planhat, batch_size=100), catalog=workload.catalog(), stdin=workload.encode())
+
+    sync = check_sync(run, workload, planhat)
+    assert sum(sync.duplicates.values()) == 0
+    assert run.log_lines("Planhat answered 413 for 100 items; sending them in two halves")
+    assert run.log_lines("Planhat answered 413 for 50 items; sending them in two halves")
+    assert max(r.body_bytes for r in planhat.requests if r.status == 200) <= 1_200
+
+
+def test_413_for_a_single_item_rejects_only_that_item(planhat, tmp_path):
+    planhat.set_faults(max_body_bytes=1_200)
+    workload = Workload().stream("usage", METRICS).records("usage", 30)
+    huge = {"dimensionId": "usage", "value": 1, "externalId": "x" * 2_000}
+    workload.record("usage", huge, fate="invalid").records("usage", 30, state_every=10)
+
+    run = run_connector("write", tmp_path, config=connector_config(planhat, batch_size=8), catalog=workload.catalog(), stdin=workload.encode())
+
+    sync = check_sync(run, workload, planhat)
+    assert sync.stream("usage")["rejected_by_planhat"] == 1
+    assert sync.stream("usage")["planhat_reasons"] == {"too large for Planhat (HTTP 413)": 1}
+    assert run.log_lines("Planhat refused one item as too large (HTTP 413)")
+
+
+def test_a_failed_sync_stops_at_once_even_with_retries_waiting(planhat, tmp_path):
+    """One batch waits out a long Retry-After while another fails for good: the sync must not wait
+    for the first (minutes); the failure ends it, and no state is emitted for either batch."""
+    planhat.set_faults(script=[status(429, retry_after="600"), status(401)])
+    workload = Workload().stream("usage", METRICS).records("usage", 100, state_every=50)
+    config = connector_config(planhat, batch_size=50, max_in_flight_requests=2, max_retry_seconds=3600)
+
+    # Without a prompt stop this run would take 300 s (the capped Retry-After) and time out.
+    run = run_connector("write", tmp_path, config=config, catalog=workload.catalog(), stdin=workload.encode(), timeout=120)
+
+    check_sync(run, workload, planhat, failure_type="config_error")
+    assert run.states == []
+    assert len(planhat.requests) == 2, "no request may be made after the failure"
+
+
+def test_abort_cuts_a_retry_wait_short(planhat):
+    """The client's wait between attempts ends as soon as the sync is aborted, without another request."""
+    planhat.set_faults(script=[status(429, retry_after="600")])
+    client = PlanhatClient(planhat.url, SECRET_TENANT, SECRET_API_TOKEN, retry_policy=RetryPolicy(max_total_wait=3600))
+    outcome: dict[str, Optional[BaseException]] = {}
+
+    def post() -> None:
+        try:
+            client.post(Endpoint.METRICS, b"[]")
+        except BaseException as exc:  # noqa: BLE001 - the test inspects it
+            outcome["error"] = exc
+
+    sender = threading.Thread(target=post, daemon=True)
+    sender.start()
+    assert _wait_for(lambda: len(planhat.requests) == 1)
+    client.abort()
+    sender.join(timeout=30)
+
+    assert not sender.is_alive()
+    assert isinstance(outcome.get("error"), RequestAborted)
+    assert len(planhat.requests) == 1
+    client.close()
+
+
+def _wait_for(condition: Any, timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return False
