@@ -123,7 +123,12 @@ class PlanhatConfig(BaseModel):
     def _blank_token_is_none(cls, value: Optional[SecretStr]) -> Optional[SecretStr]:
         if value is None or not value.get_secret_value().strip():
             return None
-        return SecretStr(value.get_secret_value().strip())
+        token = value.get_secret_value().strip()
+        # The token goes into a header: a line break or other control character would let it
+        # inject headers (and makes the HTTP library quote the whole value in its error).
+        if not re.fullmatch(r"[!-~]+", token):
+            raise ValueError("must be one line of visible characters, as Planhat shows it (no spaces or line breaks)")
+        return SecretStr(token)
 
     @field_validator("analytics_base_url")
     @classmethod

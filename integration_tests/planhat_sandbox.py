@@ -861,6 +861,19 @@ class PlanhatSandbox:
             entries = list(zip(self._received, self._received_in))
         return [item for (e, item, _), n in entries if n in answered and (endpoint is None or e == endpoint)]
 
+    def received_with_request_numbers(self) -> list[tuple[int, str, Any]]:
+        """(request number, endpoint, item) for every received item, in arrival order."""
+        if not self.keep_items:
+            raise RuntimeError("this sandbox was started with keep_items=False: it only counts items")
+        with self._lock:
+            return [(n, e, item) for (e, item, _), n in zip(self._received, self._received_in)]
+
+    def requests_logged(self) -> int:
+        """How many data requests are in the log now: a cheap checkpoint, e.g. when a client reports
+        progress, to compare later with what had been answered by then (`requests[:n]`)."""
+        with self._lock:
+            return len(self._requests)
+
     @property
     def requests(self) -> list[RequestRecord]:
         """A snapshot of the request log, oldest first (data endpoints only)."""

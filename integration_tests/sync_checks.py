@@ -21,6 +21,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +37,16 @@ from airbyte_cdk.test.standard_tests._spec_lint import assert_no_secrets_in_outp
 
 from destination_planhat import DestinationPlanhat
 from destination_planhat.writer import SUMMARY_JSON_PREFIX
-from integration_tests.harness import ACTIVITY_SCHEMA, METRIC_SCHEMA, CliRun, catalog, configured_stream, run_cli
+from integration_tests.harness import (
+    ACTIVITY_SCHEMA,
+    MAIN,
+    METRIC_SCHEMA,
+    REPO_ROOT,
+    CliRun,
+    catalog,
+    configured_stream,
+    run_cli,
+)
 from integration_tests.planhat_sandbox import METRICS, USER_ACTIVITIES, PlanhatSandbox
 
 # Shaped like the real thing (Planhat's tenant token is a UUID), and unlike anything else in the
@@ -173,6 +186,14 @@ def connector_config(sandbox: PlanhatSandbox, **overrides: Any) -> dict[str, Any
 # ----- running, with the secrets check on every run -------------------------------------------
 
 
+@dataclass
+class WatchedRun(CliRun):
+    """A CLI run whose STATE messages were stamped, as they were printed, with how many requests
+    the sandbox had logged by then: `check_sync` proves each state came after its records' answers."""
+
+    state_checkpoints: list[int] = field(default_factory=list)
+
+
 def run_connector(
     command: str,
     tmp_path: Path,
@@ -182,17 +203,91 @@ def run_connector(
     stdin: bytes = b"",
     timeout: float = 180,
     extra_env: Optional[Mapping[str, str]] = None,
+    sandbox: Optional[PlanhatSandbox] = None,
 ) -> CliRun:
-    """Run the CLI; fail if stdout or stderr carries `tenant_uuid` or `api_token` in any form."""
-    run = run_cli(command, tmp_path, config=config, catalog=catalog, stdin=stdin, timeout=timeout, extra_env=extra_env)
+    """Run the CLI; fail if stdout or stderr carries `tenant_uuid` or `api_token` in any form.
+
+    With `sandbox`, stdout is read while the connector runs and each STATE is stamped with
+    `sandbox.requests_logged()` at the moment it appeared (see `WatchedRun`).
+    """
+    if sandbox is None:
+        run = run_cli(command, tmp_path, config=config, catalog=catalog, stdin=stdin, timeout=timeout, extra_env=extra_env)
+    else:
+        run = _run_watching(command, tmp_path, sandbox, config, catalog, stdin, timeout, extra_env)
     assert_no_secrets(run, config or {}, verb=command)
     return run
 
 
+def _run_watching(
+    command: str,
+    tmp_path: Path,
+    sandbox: PlanhatSandbox,
+    config: Optional[Mapping[str, Any]],
+    catalog: Optional[Mapping[str, Any]],
+    stdin: bytes,
+    timeout: float,
+    extra_env: Optional[Mapping[str, str]],
+) -> WatchedRun:
+    args = [sys.executable, str(MAIN), command]
+    for flag, content in (("--config", config), ("--catalog", catalog)):
+        if content is not None:
+            path = tmp_path / f"{flag[2:]}.json"
+            path.write_text(json.dumps(content))
+            args += [flag, str(path)]
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **(extra_env or {}))
+    process = subprocess.Popen(
+        args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO_ROOT, env=env
+    )
+    stderr_chunks: list[bytes] = []
+
+    def feed() -> None:
+        try:
+            process.stdin.write(stdin)  # type: ignore[union-attr]
+        except BrokenPipeError:  # the connector stopped reading (it failed): fine
+            pass
+        finally:
+            try:
+                process.stdin.close()  # type: ignore[union-attr]
+            except BrokenPipeError:
+                pass
+
+    threads = [
+        threading.Thread(target=feed, daemon=True),
+        threading.Thread(target=lambda: stderr_chunks.append(process.stderr.read()), daemon=True),  # type: ignore[union-attr]
+    ]
+    for thread in threads:
+        thread.start()
+    watchdog = threading.Timer(timeout, process.kill)
+    watchdog.start()
+    lines: list[bytes] = []
+    checkpoints: list[int] = []
+    try:
+        for line in process.stdout:  # type: ignore[union-attr]
+            if line.startswith(b'{"type":"STATE"'):
+                checkpoints.append(sandbox.requests_logged())
+            lines.append(line)
+        returncode = process.wait()
+    finally:
+        watchdog.cancel()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert returncode != -9, f"the connector did not finish within {timeout} s"
+    stdout = b"".join(lines).decode("utf-8", "replace")
+    messages = []
+    for text in stdout.splitlines():
+        try:
+            messages.append(json.loads(text))
+        except ValueError:
+            messages.append({"type": "_NOT_JSON", "line": text})
+    stderr = b"".join(stderr_chunks).decode("utf-8", "replace")
+    return WatchedRun(returncode, stdout, stderr, messages, state_checkpoints=checkpoints)
+
+
 def secret_forms(value: str) -> set[str]:
-    """A secret as it may show up: as is, trimmed, JSON- and repr-escaped, URL-encoded."""
+    """A secret as it may show up: as is, trimmed, each of its lines, JSON- and repr-escaped, URL-encoded."""
+    texts = {value, value.strip(), *(line.strip() for line in value.splitlines() if len(line.strip()) >= 6)}
     forms = set()
-    for text in {value, value.strip()}:
+    for text in texts:
         if text:
             forms |= {text, json.dumps(text)[1:-1], repr(text)[1:-1], quote(text, safe="")}
     return forms
@@ -202,6 +297,8 @@ def assert_no_secrets(run: CliRun, config: Mapping[str, Any], *, verb: str) -> N
     """Our own check (every secret, any length, raw stdout and stderr), then the CDK's."""
     for name in ("tenant_uuid", "api_token"):
         value = config.get(name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)
         if not isinstance(value, str) or not value.strip():
             continue
         for form in secret_forms(value):
@@ -262,6 +359,7 @@ def check_sync(
     failure_type: Optional[str] = None,
 ) -> SyncCheck:
     """Every guarantee of a sync that either completed or failed with `failure_type`."""
+    assert isinstance(run, WatchedRun), "run the sync with run_connector(..., sandbox=...) so states can be checked"
     assert sandbox.wait_idle(), "the sandbox is still handling a request"
     if failure_type is None:
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
@@ -325,20 +423,40 @@ def _check_endpoint(
 
 
 def _check_states(run: CliRun, workload: Workload, sandbox: PlanhatSandbox, *, complete: bool) -> None:
-    acknowledged = {item_key(item) for item in sandbox.acknowledged()}
-    # Position of the first record that had to arrive and was not acknowledged: no state after it.
-    first_gap = next(
-        (i for i, e in enumerate(workload.entries) if e.fate == SEND and item_key(e.item) not in acknowledged),
-        len(workload.entries),
-    )
+    """States keep their order, carry a count, and each one was printed only after every record
+    before it that had to arrive was in a request the sandbox had answered 2xx by that moment."""
     positions = {e.cursor: i for i, e in enumerate(workload.entries) if e.cursor is not None}
     emitted = [s["stream"]["stream_state"]["cursor"] for s in run.states]
     assert all(cursor in positions for cursor in emitted), emitted
     assert [positions[c] for c in emitted] == sorted(positions[c] for c in emitted), "states out of order"
-    for cursor in emitted:
-        assert positions[cursor] < first_gap, f"state {cursor} was emitted before the records it covers were acknowledged"
     for state in run.states:
         assert state["destinationStats"]["recordCount"] >= 0
+
+    # For each item: the place in the request log of the first 2xx answer that covered it.
+    requests = sandbox.requests
+    log_index = {r.number: i for i, r in enumerate(requests) if r.status is not None and 200 <= r.status < 300}
+    answered_at: dict[bytes, int] = {}
+    for number, _, item in sandbox.received_with_request_numbers():
+        if number in log_index:
+            key = item_key(item)
+            answered_at[key] = min(answered_at.get(key, log_index[number]), log_index[number])
+    # Walking the input: how many requests had to be logged before a state at this point may appear.
+    needed_before: dict[str, float] = {}
+    needed = -1.0
+    for entry in workload.entries:
+        if entry.fate == SEND:
+            needed = max(needed, answered_at.get(item_key(entry.item), float("inf")))
+        elif entry.cursor is not None:
+            needed_before[entry.cursor] = needed
+    if isinstance(run, WatchedRun):
+        assert len(run.state_checkpoints) == len(emitted)
+        checkpoints = run.state_checkpoints
+    else:  # not watched: only the end is known
+        checkpoints = [len(requests)] * len(emitted)
+    for cursor, logged in zip(emitted, checkpoints):
+        assert needed_before[cursor] < logged, (
+            f"state {cursor} was printed before the records it covers were acknowledged"
+        )
     if complete:
         assert emitted == workload.cursors
     else:

@@ -111,7 +111,7 @@ def test_the_sync_recovers(case: Recovers, planhat, tmp_path):
     workload = mixed_workload()
     config = connector_config(planhat, **SEQUENTIAL, **case.config)
 
-    run = run_connector("write", tmp_path, config=config, catalog=workload.catalog(), stdin=workload.encode())
+    run = run_connector("write", tmp_path, sandbox=planhat, config=config, catalog=workload.catalog(), stdin=workload.encode())
 
     sync = check_sync(run, workload, planhat)
     assert run.log_lines(case.log), f"no log line contains {case.log!r}"
@@ -131,7 +131,7 @@ def test_retry_after_is_never_cut_short(planhat, tmp_path):
     planhat.set_faults(script=MID_SYNC + [status(429, retry_after="1"), status(503, retry_after="1")])
     workload = mixed_workload(100, 100)
 
-    run = run_connector("write", tmp_path, config=connector_config(planhat, **SEQUENTIAL), catalog=workload.catalog(), stdin=workload.encode())
+    run = run_connector("write", tmp_path, sandbox=planhat, config=connector_config(planhat, **SEQUENTIAL), catalog=workload.catalog(), stdin=workload.encode())
 
     check_sync(run, workload, planhat)
     assert len(retry_waits(run)) == 2 and min(retry_waits(run)) >= 1.0
@@ -183,7 +183,7 @@ def test_the_sync_fails_cleanly(case: Fails, planhat, tmp_path):
     workload = Workload().stream("only", case.endpoint).records("only", 500, state_every=50)
     config = connector_config(planhat, **SEQUENTIAL, **case.config)
 
-    run = run_connector("write", tmp_path, config=config, catalog=workload.catalog(), stdin=workload.encode())
+    run = run_connector("write", tmp_path, sandbox=planhat, config=config, catalog=workload.catalog(), stdin=workload.encode())
 
     sync = check_sync(run, workload, planhat, failure_type=case.failure_type)
     [error] = run.errors
@@ -205,7 +205,7 @@ def test_connection_refused_fails_the_sync_as_transient(planhat, tmp_path):
     workload = mixed_workload(100, 100)
     config = connector_config(planhat, analytics_base_url=f"http://127.0.0.1:{free_port()}", max_attempts=3)
 
-    run = run_connector("write", tmp_path, config=config, catalog=workload.catalog(), stdin=workload.encode())
+    run = run_connector("write", tmp_path, sandbox=planhat, config=config, catalog=workload.catalog(), stdin=workload.encode())
 
     sync = check_sync(run, workload, planhat, failure_type="transient_error")
     assert "ConnectionError (not connected) after 3 attempt(s)" in run.errors[0]["message"]
@@ -227,7 +227,7 @@ def test_413_splits_the_batch_until_it_fits(planhat, tmp_path):
     planhat.set_faults(max_body_bytes=1_200)  # about 20 items of the workload
     workload = mixed_workload(200, 200)
 
-    run = run_connector("write", tmp_path, config=connector_config(planhat, batch_size=100), catalog=workload.catalog(), stdin=workload.encode())
+    run = run_connector("write", tmp_path, sandbox=planhat, config=connector_config(planhat, batch_size=100), catalog=workload.catalog(), stdin=workload.encode())
 
     sync = check_sync(run, workload, planhat)
     assert sum(sync.duplicates.values()) == 0
@@ -242,7 +242,7 @@ def test_413_for_a_single_item_rejects_only_that_item(planhat, tmp_path):
     huge = {"dimensionId": "usage", "value": 1, "externalId": "x" * 2_000}
     workload.record("usage", huge, fate="invalid").records("usage", 30, state_every=10)
 
-    run = run_connector("write", tmp_path, config=connector_config(planhat, batch_size=8), catalog=workload.catalog(), stdin=workload.encode())
+    run = run_connector("write", tmp_path, sandbox=planhat, config=connector_config(planhat, batch_size=8), catalog=workload.catalog(), stdin=workload.encode())
 
     sync = check_sync(run, workload, planhat)
     assert sync.stream("usage")["rejected_by_planhat"] == 1
@@ -258,7 +258,7 @@ def test_a_failed_sync_stops_at_once_even_with_retries_waiting(planhat, tmp_path
     config = connector_config(planhat, batch_size=50, max_in_flight_requests=2, max_retry_seconds=3600)
 
     # Without a prompt stop this run would take 300 s (the capped Retry-After) and time out.
-    run = run_connector("write", tmp_path, config=config, catalog=workload.catalog(), stdin=workload.encode(), timeout=120)
+    run = run_connector("write", tmp_path, sandbox=planhat, config=config, catalog=workload.catalog(), stdin=workload.encode(), timeout=120)
 
     check_sync(run, workload, planhat, failure_type="config_error")
     assert run.states == []
