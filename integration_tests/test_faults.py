@@ -8,6 +8,7 @@ not acknowledged. `check_sync` asserts the accounting invariants and the state r
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -18,6 +19,8 @@ from typing import Any, Optional
 import pytest
 
 from destination_planhat.client import PlanhatClient, RequestAborted, RetryPolicy
+from destination_planhat.config import PlanhatConfig, parse_config
+from integration_tests.harness import REPO_ROOT
 from destination_planhat.planhat import Endpoint
 from integration_tests.sync_checks import (
     SECRET_API_TOKEN,
@@ -296,3 +299,45 @@ def _wait_for(condition: Any, timeout: float = 30.0) -> bool:
             return True
         time.sleep(0.02)
     return False
+
+
+# The settings that bound how long a batch may take, all hidden in the form: name -> (default, minimum, maximum).
+TIME_SETTINGS = {
+    "request_timeout_seconds": (300, 1, 3600),
+    "max_attempts": (8, 1, 50),
+    "max_retry_seconds": (900, 0, 86_400),
+    "retry_initial_delay_seconds": (1, 0, 60),
+}
+
+
+@pytest.mark.parametrize("name", TIME_SETTINGS)
+def test_timeouts_and_the_retry_budget_are_hidden_settings_with_bounded_defaults(name):
+    spec = json.loads((REPO_ROOT / "destination_planhat" / "spec.json").read_text())["connectionSpecification"]
+    prop = spec["properties"][name]
+    default, minimum, maximum = TIME_SETTINGS[name]
+    assert prop["airbyte_hidden"] is True
+    assert (prop["default"], prop["minimum"], prop["maximum"]) == (default, minimum, maximum)
+    field_info = PlanhatConfig.model_fields[name]
+    assert field_info.default == default
+    bounds = {type(m).__name__: getattr(m, type(m).__name__.lower()) for m in field_info.metadata}
+    assert (bounds["Ge"], bounds["Le"]) == (minimum, maximum)
+
+
+def test_the_default_retry_budget_bounds_the_waiting_per_batch():
+    """With the defaults, a batch that never gets through gives up after at most 900 s of waiting,
+    even when every answer asks for the longest Retry-After, and never waits less than asked."""
+    config = parse_config({"tenant_uuid": SECRET_TENANT})
+    policy = RetryPolicy(
+        max_attempts=config.max_attempts, base_delay=config.retry_initial_delay_seconds, max_total_wait=config.max_retry_seconds
+    )
+    for retry_after in (None, 0.0, 30.0, 10_000.0):
+        waited, attempt = 0.0, 0
+        while True:
+            attempt += 1
+            delay = policy.delay(attempt, retry_after, waited)
+            if delay is None:
+                break
+            if retry_after is not None:
+                assert delay >= min(retry_after, policy.max_retry_after)
+            waited += delay
+        assert waited <= config.max_retry_seconds and attempt <= config.max_attempts

@@ -249,6 +249,14 @@ def test_an_untrusted_certificate_stops_the_sync_before_anything_is_sent(tls_pla
     assert not run.log_lines("retrying"), "a certificate that cannot be verified is not retried"
 
 
+def test_check_reports_an_untrusted_certificate(tls_planhat, tmp_path):
+    run = run_connector("check", tmp_path, config=connector_config(tls_planhat), extra_env=_without_ca_overrides())
+
+    assert run.connection_status["status"] == "FAILED"
+    assert "certificate verify failed" in run.connection_status["message"]
+    assert tls_planhat.requests == []
+
+
 def test_a_trusted_certificate_works(tls_planhat, certificates, tmp_path):
     """The same server, once its CA is trusted: verification is on, and it is the only obstacle."""
     workload = mixed_workload(200, 100)
