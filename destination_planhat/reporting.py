@@ -126,6 +126,8 @@ def summary_notes(streams: Sequence[StreamStats]) -> list[str]:
             notes.append(f"{where}: rejected by Planhat: {_top(stats.planhat_reasons)}")
         if stats.local_reasons:
             notes.append(f"{where}: rejected locally (not sent): {_top(stats.local_reasons)}")
+        if stats.skip_reasons:
+            notes.append(f"{where}: skipped: {_top(stats.skip_reasons)}")
         if stats.extra_items or stats.empty_records:
             records = stats.read - stats.skipped
             items = records + stats.extra_items - stats.empty_records
@@ -141,6 +143,13 @@ def summary_notes(streams: Sequence[StreamStats]) -> list[str]:
             )
         if stats.unconfirmed:
             notes.append(f"{where}: {stats.unconfirmed:,} acknowledged by Planhat without a processed count")
+        if stats.retries:
+            notes.append(f"{where}: {stats.requests:,} request(s) answered, after {stats.retries:,} retries")
+        if stats.not_sent or stats.not_acknowledged:
+            notes.append(
+                f"{where}: the sync stopped with {stats.not_sent:,} item(s) not sent and {stats.not_acknowledged:,} "
+                "sent but not acknowledged by Planhat; the next attempt sends them again"
+            )
         if stats.resent_after_ambiguous_failure:
             notes.append(
                 f"{where}: {stats.resent_after_ambiguous_failure:,} re-sent after a failure where Planhat may "

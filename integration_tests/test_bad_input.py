@@ -158,9 +158,9 @@ CASES = {
         {"non_finite": METRICS, "non_finite_events": USER_ACTIVITIES},
         _non_finite,
         logs=[
-            ("stream 'non_finite'", "field 'value'", "NaN"),
-            ("stream 'non_finite'", "field 'value'", "Infinity"),
-            ("stream 'non_finite_events'", "field 'count'", "-Infinity"),
+            ("stream 'non_finite'", "value", "NaN"),
+            ("stream 'non_finite'", "value", "Infinity"),
+            ("stream 'non_finite_events'", "count", "-Infinity"),
         ],
         counts={"non_finite": {"rejected_locally": 2}, "non_finite_events": {"rejected_locally": 1}},
     ),

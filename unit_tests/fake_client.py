@@ -23,6 +23,7 @@ class FakeClient:
         self.acknowledged: list[Any] = []  # items of posts that returned successfully, in return order
         self.threads: set[str] = set()
         self.closed = False
+        self.aborted = False
 
     def post(self, endpoint: Endpoint, body: bytes, *, context: str = "") -> PostResult:
         items = orjson.loads(body)
@@ -44,6 +45,10 @@ class FakeClient:
 
     def close(self) -> None:
         self.closed = True
+
+    def abort(self) -> None:
+        """The writer calls this when the sync fails (or ends), to cut retries short."""
+        self.aborted = True
 
 
 def wait_until(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
