@@ -28,7 +28,6 @@ from airbyte_cdk.utils.airbyte_secrets_utils import get_secrets, update_secrets
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 from destination_planhat.bad_input import guess_stream, is_clean_text, parse_leniently
-
 from destination_planhat.client import (
     PlanhatAuthError,
     PlanhatClient,
