@@ -97,11 +97,11 @@ class PlanhatConfig(BaseModel):
     batch_size: int = Field(default=10_000, ge=1, le=100_000)
     streams: tuple[StreamSettings, ...] = ()
     analytics_base_url: str = DEFAULT_ANALYTICS_BASE_URL
-    max_in_flight_requests: int = Field(default=4, ge=1, le=32)
+    max_in_flight_requests: int = Field(default=8, ge=1, le=32)
     request_timeout_seconds: float = Field(default=300.0, ge=1, le=3600)
     max_attempts: int = Field(default=8, ge=1, le=50)
     max_retry_seconds: float = Field(default=900.0, ge=0, le=86_400)
-    flush_interval_seconds: float = Field(default=60.0, ge=1, le=900)
+    flush_interval_seconds: float = Field(default=60.0, ge=1, le=600)
     progress_interval_seconds: float = Field(default=30.0, ge=1, le=3600)
     invalid_records: InvalidRecords = InvalidRecords.REJECT
     max_error_percent: float = Field(default=100.0, ge=0, le=100)

@@ -6,10 +6,11 @@ import argparse
 import io
 import json
 import logging
+import queue
 import sys
 import threading
 from importlib import resources
-from typing import Any, BinaryIO, Callable, Iterable, Mapping, Optional
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, Mapping, Optional, TypeVar
 
 import orjson
 from airbyte_cdk.destinations import Destination
@@ -38,11 +39,17 @@ from destination_planhat.config import PlanhatConfig, parse_config
 from destination_planhat.planhat import Endpoint
 from destination_planhat.dry_run import DryRunWriter
 from destination_planhat.routing import route_streams, settings_problems
-from destination_planhat.writer import PlanhatWriter, SyncAborted
+from destination_planhat.writer import TICK_SECONDS, PlanhatWriter, SyncAborted
 
 logger = logging.getLogger("airbyte")
 
 CHECK_ATTEMPTS = 2
+# stdin is read in chunks of up to this many bytes (a pipe gives what it holds, often 64 KiB).
+READ_CHUNK_BYTES = 1 << 20
+# Chunks read ahead of the parser at most: bounds the memory of a fast source in front of a slow sync.
+READ_AHEAD_CHUNKS = 4
+
+T = TypeVar("T")
 
 
 def build_client(config: PlanhatConfig, *, attempts: Optional[int] = None, sleep: Optional[Callable[[float], None]] = None) -> PlanhatClient:
@@ -141,7 +148,7 @@ class DestinationPlanhat(Destination):
 
         writer = self._start_writer(config, configured_catalog, collect)
         try:
-            for message in input_messages:
+            for message in with_idle_ticks(input_messages, writer.flush_overdue):
                 if message.type == Type.RECORD and message.record is not None:
                     record = message.record
                     writer.record(record.stream, record.namespace, record.data)
@@ -193,40 +200,133 @@ def print_message(message: AirbyteMessage) -> None:
         sys.stdout.flush()
 
 
-def read_input(stream: BinaryIO, writer: PlanhatWriter) -> None:
-    """Parse JSON lines and hand each message to the writer. Bad lines are counted, never fatal."""
-    record, state, other = writer.record, writer.state, writer.other_message
-    line_number = 0
-    for line in stream:
-        line_number += 1
+def with_idle_ticks(source: Iterable[T], on_idle: Callable[[], None], tick: float = TICK_SECONDS) -> Iterator[T]:
+    """`source`'s items, read ahead on a thread of their own, with `on_idle()` called every `tick`
+    seconds while none arrives. Why: a source can go quiet for hours while a partial batch (and the
+    states behind it) waits; the writer must still get the chance to send it."""
+    handoff: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=READ_AHEAD_CHUNKS)
+    stopped = threading.Event()
+
+    def hand_over(kind: str, value: Any) -> bool:
+        while not stopped.is_set():
+            try:
+                handoff.put((kind, value), timeout=tick)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def pump() -> None:
         try:
-            message = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
+            for item in source:
+                if not hand_over("item", item):
+                    return
+        except BaseException as exc:  # handed to the consumer, which raises it
+            hand_over("error", exc)
+        else:
+            hand_over("end", None)
+
+    threading.Thread(target=pump, name="planhat-input", daemon=True).start()
+    try:
+        while True:
+            try:
+                kind, value = handoff.get(timeout=tick)
+            except queue.Empty:
+                on_idle()
+                continue
+            if kind == "item":
+                yield value
+            elif kind == "error":
+                raise value
+            else:
+                return
+    finally:
+        stopped.set()  # the consumer stopped early (a failed sync): let the pump thread end
+
+
+def read_chunks(stream: BinaryIO, size: int = READ_CHUNK_BYTES) -> Iterator[bytes]:
+    """What the stream has, up to `size` bytes at a time, without waiting to fill a chunk."""
+    read = getattr(stream, "read1", None) or stream.read
+    while True:
+        chunk = read(size)
+        if not chunk:
+            return
+        yield chunk
+
+
+def read_input(stream: BinaryIO, writer: PlanhatWriter) -> None:
+    """Parse JSON lines and hand each message to the writer. Bad lines are counted, never fatal.
+
+    Input comes in chunks (one call per chunk rather than per line); between chunks, and every
+    TICK_SECONDS while the source is quiet, the writer sends the batches that waited too long."""
+    line_number = 0
+    pieces: list[bytes] = []  # the start of a line whose newline has not arrived yet
+    for chunk in with_idle_ticks(read_chunks(stream), writer.flush_overdue):
+        lines = chunk.split(b"\n")
+        tail = lines.pop()
+        if lines:
+            if pieces:
+                pieces.append(lines[0])
+                lines[0] = b"".join(pieces)
+                pieces = []
+            parse_lines(lines, line_number, writer)
+            line_number += len(lines)
+            writer.flush_overdue()
+        if tail:
+            pieces.append(tail)
+    last = b"".join(pieces)
+    if last.strip():
+        parse_lines([last], line_number, writer, not_json="the input ended in the middle of a line")
+
+
+def parse_lines(lines: list[bytes], before: int, writer: PlanhatWriter, not_json: str = "it is not valid JSON") -> None:
+    """The hot loop: one JSON line per message; `before` is the number of lines already read."""
+    record, loads, JSONDecodeError = writer.record, orjson.loads, orjson.JSONDecodeError
+    for line_number, line in enumerate(lines, before + 1):
+        try:
+            message = loads(line)
+        except JSONDecodeError as exc:
             if not line.strip():
                 continue
             message = _salvage_record(line)
             if message is None:
-                why = "it is not valid JSON" if line.endswith(b"\n") else "the input ended in the middle of a line"
-                writer.unparseable_line(line_number, line, f"{why} ({exc})", guess_stream(line))
+                writer.unparseable_line(line_number, line, f"{not_json} ({exc})", guess_stream(line))
                 continue
-        kind = message.get("type") if type(message) is dict else None
-        if kind == "RECORD":
-            body = message.get("record")
-            if type(body) is dict:
-                record(body.get("stream"), body.get("namespace"), body.get("data"))
+        # The common case first, with as few lookups as possible; anything else goes to _other_line.
+        try:
+            if message["type"] == "RECORD":
+                body = message["record"]
+                stream, namespace, data = body["stream"], body.get("namespace"), body["data"]
             else:
-                writer.unparseable_line(line_number, line, "a RECORD message without a record object")
-        elif kind == "STATE":
-            try:
-                parsed = AirbyteMessageSerializer.load(message)
-            except Exception as exc:  # serpyco raises its own validation errors
-                writer.unparseable_line(line_number, line, f"a STATE message that is not valid ({exc})")
-                continue
-            state(parsed)
-        elif kind is None:
-            writer.unparseable_line(line_number, line, "not an Airbyte message (no 'type')")
+                body = None
+        except (KeyError, TypeError, AttributeError):  # not an object, or a RECORD missing a part
+            body = None
+        if body is None:
+            _other_line(writer, line_number, line, message)
         else:
-            other(kind)
+            record(stream, namespace, data)
+
+
+def _other_line(writer: PlanhatWriter, line_number: int, line: bytes, message: Any) -> None:
+    """Every line that is valid JSON but not a well-formed RECORD: states, other messages, mistakes."""
+    kind = message.get("type") if type(message) is dict else None
+    if kind == "RECORD":
+        body = message.get("record")
+        if type(body) is dict:  # without a stream or data: the writer counts it as skipped or rejected
+            writer.record(body.get("stream"), body.get("namespace"), body.get("data"))
+        else:
+            writer.unparseable_line(line_number, line, "a RECORD message without a record object")
+    elif kind == "STATE":
+        try:
+            parsed = AirbyteMessageSerializer.load(message)
+        except Exception as exc:  # serpyco raises its own validation errors
+            writer.unparseable_line(line_number, line, f"a STATE message that is not valid ({exc})")
+            return
+        writer.state(parsed)
+    elif kind is None:
+        writer.unparseable_line(line_number, line, "not an Airbyte message (no 'type')")
+    else:
+        writer.other_message(kind)
 
 
 def _salvage_record(line: bytes) -> Optional[dict[str, Any]]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Callable, Mapping, Optional
 
+import orjson
 from airbyte_cdk.models import AirbyteMessage
 
 from destination_planhat.batching import Batch
@@ -46,7 +47,7 @@ class DryRunWriter(PlanhatWriter):
         self._states_withheld += 1
 
     def _submit(self, batch: Optional[Batch]) -> None:
-        if batch is None or not batch.parts:
+        if batch is None or not batch.count:
             return
         stream = batch.route.name
         stats = self.ledger.stats(stream)
@@ -54,7 +55,7 @@ class DryRunWriter(PlanhatWriter):
         self._batches[stream] = self._batches.get(stream, 0) + 1
         samples = self._samples.setdefault(stream, [])
         if len(samples) < SAMPLE_PAYLOADS:
-            samples.extend(batch.parts[: SAMPLE_PAYLOADS - len(samples)])
+            samples.extend(orjson.dumps(item) for item in batch.items()[: SAMPLE_PAYLOADS - len(samples)])
         self._barrier.acknowledge(batch.batch_id)  # keeps the barrier small; it has no state to release
         self._check_error_share(final=False, only=stats)
 

@@ -3,6 +3,10 @@
 Reading runs on the caller's thread; batches are posted by a small pool of sender threads, so
 reading goes on while Planhat answers. Back-pressure: at most `max_in_flight_requests` batches are
 on their way at once; the reader waits for a free slot before it hands over another.
+
+The buffers belong to the reading thread alone: no lock per record. Whoever feeds the writer calls
+`flush_overdue()` between chunks of input and while input is idle, so that a partial batch is sent
+once its first record has waited `flush_interval_seconds`, even when the source goes quiet.
 """
 
 from __future__ import annotations
@@ -44,6 +48,8 @@ logger = logging.getLogger("airbyte")
 SAMPLE_ERRORS = 3
 PAYLOAD_TOO_LARGE_REASON = "too large for Planhat (HTTP 413)"
 SAMPLE_CHARS = 300
+# How often an idle input loop calls flush_overdue(): the bound on a partial batch's wait is
+# flush_interval_seconds plus this.
 TICK_SECONDS = 1.0
 # Local rejections: the first few of each reason per stream are logged with the offending value.
 EXAMPLES_PER_REASON = 3
@@ -72,7 +78,7 @@ class _Sink:
     mapper: Mapper
     buffer: StreamBuffer
     stats: StreamStats
-    records_since_state: int = 0
+    read_at_state: int = 0  # stats.read when the last state covering this stream arrived
 
 
 class PlanhatWriter:
@@ -97,14 +103,15 @@ class PlanhatWriter:
         max_body_bytes = max_body_bytes or getattr(config, "max_request_body_bytes", SAFE_BODY_BYTES)
         for key, route in routes.items():
             stats = self.ledger.stats(route.name, route.endpoint.value)
-            self._sinks[key] = _Sink(route, build_mapper(route), StreamBuffer(route, config.batch_size, max_body_bytes), stats)
+            buffer = StreamBuffer(route, config.batch_size, max_body_bytes, self._barrier.open_batch, clock)
+            self._sinks[key] = _Sink(route, build_mapper(route), buffer, stats)
+        # Streams without a namespace by name alone: the common case costs no tuple per record.
+        self._sinks_by_name = {key[1]: sink for key, sink in self._sinks.items() if key[0] is None}
         self._endpoints = [endpoint for endpoint in Endpoint if any(r.endpoint is endpoint for r in routes.values())]
         self._progress = ProgressReporter(self.ledger, config.progress_interval_seconds, clock())
         self._unknown_streams: dict[StreamKey, int] = {}
         self._unknown_since_state: dict[StreamKey, int] = {}
-        self._records_since_global_state = 0
-        # Guards the buffers against the ticker thread, which sends batches that waited too long.
-        self._buffers_lock = threading.Lock()
+        self._read_at_global_state = 0  # records of every stream read when the last global state arrived
         self._slots = threading.Semaphore(config.max_in_flight_requests)
         self._queue: queue.SimpleQueue[Optional[Batch]] = queue.SimpleQueue()
         self._failure: Optional[BaseException] = None
@@ -130,9 +137,8 @@ class PlanhatWriter:
 
     def finish(self) -> None:
         """End of input: send what is buffered, wait for every answer, release the last states."""
-        with self._buffers_lock:
-            for sink in self._sinks.values():
-                self._submit(sink.buffer.take())
+        for sink in self._sinks.values():
+            self._submit(sink.buffer.take())
         self._wait_for_senders()
         self._raise_if_failed()
         try:
@@ -161,19 +167,15 @@ class PlanhatWriter:
     # ----- input ------------------------------------------------------------------------------
 
     def record(self, stream: Any, namespace: Any, data: Any) -> None:
-        """One RECORD message. The hot path: keep it lean."""
-        key = (namespace or None, stream)
+        """One RECORD message. The hot path: every line here runs once per record (see bench/)."""
         try:
-            sink = self._sinks.get(key)
-        except TypeError:  # a stream name or namespace that is a list or an object
-            key, sink = (None, repr(stream) if namespace is None else f"{namespace!r}.{stream!r}"), None
-        self._records_since_global_state += 1
-        if sink is None:
-            self._skip_unknown(key)
+            sink = self._sinks[(namespace, stream)] if namespace else self._sinks_by_name[stream]
+        except (KeyError, TypeError):  # not in the catalog (TypeError: a name that is not even a string)
+            self._skip_unknown(namespace, stream)
             return
-        sink.records_since_state += 1
         stats = sink.stats
         # Only this thread writes read/sent/rejected_locally/skipped, so no lock is needed for them.
+        # `read` is the only counter per record: a state's record count is the difference (see state()).
         stats.read += 1
         if type(data) is not dict:
             self._reject(sink, "the record's data is not a JSON object", repr(data)[:SAMPLE_CHARS])
@@ -189,14 +191,32 @@ class PlanhatWriter:
                 stats.empty_records += 1
                 return
             stats.extra_items += produced - 1
+        buffer = sink.buffer
         for item in items:
-            if type(item) is dict:
-                self._add_item(sink, item)
-            else:
+            if type(item) is not dict:
                 self._invalid(sink, item)
+                continue
+            try:
+                part = orjson.dumps(item)
+            except orjson.JSONEncodeError as exc:
+                self._unencodable(sink, item, exc)
+                continue
+            # StreamBuffer.add's common case (an open batch with room), inlined: it runs once per item.
+            body = buffer.body
+            if buffer.count and len(body) + len(part) < buffer.max_body_bytes:
+                body += part
+                body += b","
+                buffer.count += 1
+                if buffer.count >= buffer.batch_size:
+                    self._submit(buffer.take())
+            else:
+                self._add_part(sink, item, part)
 
     def state(self, message: AirbyteMessage) -> None:
-        """One STATE message: stamped with the records it covers, then held until they are acknowledged."""
+        """One STATE message: stamped with the records it covers, then held until they are acknowledged.
+
+        It does not cut the partial batches: they go when full or overdue (`flush_overdue`), and the
+        state follows as soon as they are acknowledged."""
         state = message.state
         if state is None:
             return
@@ -205,18 +225,29 @@ class PlanhatWriter:
             key = (descriptor.namespace or None, descriptor.name)
             sink = self._sinks.get(key)
             if sink is not None:
-                count, sink.records_since_state = sink.records_since_state, 0
+                count, sink.read_at_state = sink.stats.read - sink.read_at_state, sink.stats.read
             else:
                 count = self._unknown_since_state.pop(key, 0)
         else:
-            count = self._records_since_global_state
-            self._records_since_global_state = 0
+            read = sum(stats.read for stats in self.ledger.all())  # every stream's, unknown ones included
+            count, self._read_at_global_state = read - self._read_at_global_state, read
             self._unknown_since_state.clear()
             for sink in self._sinks.values():
-                sink.records_since_state = 0
+                sink.read_at_state = sink.stats.read
         state.destinationStats = AirbyteStateStats(recordCount=float(count))
         self._raise_if_failed()
         self._barrier.add_state(message)
+
+    def flush_overdue(self) -> None:
+        """Send every partial batch whose first record has waited `flush_interval_seconds`.
+
+        Called by the input loop between chunks and, while input is idle, every TICK_SECONDS: this is
+        what bounds how long a record (and so a state) can wait when a source goes quiet."""
+        now = self._clock()
+        interval = self._config.flush_interval_seconds
+        for sink in self._sinks.values():
+            if sink.buffer.overdue(now, interval):
+                self._submit(sink.buffer.take())
 
     def unparseable_line(
         self, line_number: int, line: bytes, why: str, stream_guess: tuple[Optional[str], Optional[str]] = (None, None)
@@ -231,9 +262,7 @@ class PlanhatWriter:
             hint = f" (it seems to belong to stream '{name}', which is not in the catalog)" if name else ""
             logger.warning(f"input line {line_number} skipped: {why}{hint} (starts with: {preview!r})")
             return
-        self.ledger.skip(sink.stats.stream, "unreadable input line")
-        sink.records_since_state += 1
-        self._records_since_global_state += 1
+        self.ledger.skip(sink.stats.stream, "unreadable input line")  # counted as read: states count it too
         logger.warning(
             f"stream '{sink.stats.stream}': input line {line_number} skipped: {why} (starts with: {preview!r})"
         )
@@ -307,29 +336,32 @@ class PlanhatWriter:
     # ----- batching ---------------------------------------------------------------------------
 
     def _add_item(self, sink: _Sink, item: dict[str, Any]) -> None:
-        buffer = sink.buffer
+        """One item into its stream's buffer (`record` does the same inline for the common case)."""
         try:
             part = orjson.dumps(item)
-            buffer.fits_alone(part)
         except orjson.JSONEncodeError as exc:
-            self._reject(sink, why_not_encodable(item, exc), repr(item)[:SAMPLE_CHARS])
+            self._unencodable(sink, item, exc)
             return
+        self._add_part(sink, item, part)
+
+    def _add_part(self, sink: _Sink, item: dict[str, Any], part: bytes) -> None:
+        try:
+            ready = sink.buffer.add(part)
         except ItemTooLarge as exc:
             self._reject(sink, "larger than the request size limit (`max_request_body_bytes`)", f"{exc}{_largest_field(item)}")
             return
-        with self._buffers_lock:
-            if buffer.would_overflow(part):
-                self._submit(buffer.take())
-            new_id = self._barrier.open_batch() if buffer.open is None else -1
-            if buffer.add(part, new_id):
-                self._submit(buffer.take())
+        if ready is not None:
+            self._submit(ready)
+
+    def _unencodable(self, sink: _Sink, item: dict[str, Any], exc: orjson.JSONEncodeError) -> None:
+        self._reject(sink, why_not_encodable(item, exc), repr(item)[:SAMPLE_CHARS])
 
     def _submit(self, batch: Optional[Batch]) -> None:
         """Hand a batch to the senders; waits while `max_in_flight_requests` are already out.
 
         A failure wakes the wait (see `_record_failure`); the batch then counts as not sent.
         """
-        if batch is None or not batch.parts:
+        if batch is None or not batch.count:
             return
         stats = self.ledger.stats(batch.route.name)
         # Until it is queued, the batch counts as buffered (not sent) should the sync fail meanwhile.
@@ -344,18 +376,10 @@ class PlanhatWriter:
         self._queue.put(batch)
 
     def _tick_loop(self) -> None:
-        """Sends batches whose oldest record waited longer than the flush interval, and logs progress."""
-        interval = self._config.flush_interval_seconds
+        """Logs a progress line every `progress_interval_seconds`. (Overdue batches are sent by the
+        reading thread, in `flush_overdue`: the buffers are its alone.)"""
         while not self._stopping.wait(TICK_SECONDS):
             now = self._clock()
-            try:
-                with self._buffers_lock:
-                    for sink in self._sinks.values():
-                        batch = sink.buffer.open
-                        if batch is not None and now - batch.opened_at >= interval:
-                            self._submit(sink.buffer.take())
-            except BaseException as exc:  # a failure is already recorded; the reader will raise it
-                self._record_failure(exc)
             if self._progress.due(now) and not getattr(self, "_summary_logged", False):
                 logger.info(self.progress_line(now))
 
@@ -380,6 +404,7 @@ class PlanhatWriter:
                 self._record_failure(exc)
             finally:
                 self.ledger.request_finished(batch.endpoint)
+                batch = None  # its body must not stay alive while this thread waits for the next one
                 self._slots.release()
 
     def _deliver(self, batch: Batch, label: str) -> None:
@@ -468,11 +493,16 @@ class PlanhatWriter:
 
     # ----- reporting --------------------------------------------------------------------------
 
-    def _skip_unknown(self, key: StreamKey) -> None:
+    def _skip_unknown(self, namespace: Any, stream: Any) -> None:
+        if isinstance(stream, str) and (namespace is None or isinstance(namespace, str)):
+            key: StreamKey = (namespace or None, stream)
+            label = stream_label(key)
+        else:
+            label = repr(stream) if namespace is None else f"{namespace!r}.{stream!r}"
+            key = (None, label)
         count = self._unknown_streams.get(key, 0) + 1
         self._unknown_streams[key] = count
         self._unknown_since_state[key] = self._unknown_since_state.get(key, 0) + 1
-        label = stream_label(key) if isinstance(key[1], str) else repr(key[1])
         self.ledger.stats(label)
         self.ledger.skip(label, "the stream is not in the configured catalog")
         if count == 1:
@@ -486,7 +516,7 @@ class PlanhatWriter:
         self._summary_logged = True
         failed = self._failure is not None
         # Items still buffered (or being handed over) were never sent: after a failure they count as not sent.
-        buffered = {sink.stats.stream: len(sink.buffer.open) for sink in self._sinks.values() if sink.buffer.open}
+        buffered = {sink.stats.stream: sink.buffer.count for sink in self._sinks.values() if sink.buffer.count}
         handing_over = self._handing_over
         if handing_over is not None:
             stream = handing_over.route.name

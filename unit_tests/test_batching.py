@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import orjson
 import pytest
 
@@ -12,19 +14,18 @@ ROUTE = route("s", METRIC_SCHEMA)
 
 
 def fill(buffer: StreamBuffer, parts: list[bytes]) -> list[list[bytes]]:
-    """Feed parts the way the writer does; return the batches cut, in order (the last one included)."""
-    batches: list[list[bytes]] = []
-    next_id = iter(range(10**6))
-    for part in parts:
-        buffer.fits_alone(part)
-        if buffer.would_overflow(part):
-            batches.append(buffer.take().parts)
-        if buffer.add(part, next(next_id)):
-            batches.append(buffer.take().parts)
-    last = buffer.take()
-    if last is not None:
-        batches.append(last.parts)
-    return batches
+    """Feed parts the way the writer does; return the items of each batch cut, in order (the last one included)."""
+    batches = [buffer.add(part) for part in parts] + [buffer.take()]
+    return [split_body(batch) for batch in batches if batch is not None]
+
+
+def split_body(batch: Batch) -> list[bytes]:
+    """A body's items as the bytes they were added as (every test item is a flat JSON object)."""
+    body = batch.body()
+    assert body.startswith(b"[{") and body.endswith(b"}]"), body[:40]
+    items = [b"{" + piece + b"}" for piece in body[2:-2].split(b"},{")]
+    assert len(items) == len(batch), "the item count matches the body"
+    return items
 
 
 def parts(n: int, size: int = 10) -> list[bytes]:
@@ -79,56 +80,76 @@ def test_every_batch_body_is_valid_json_within_the_cap_and_its_byte_count_is_exa
     buffer = StreamBuffer(ROUTE, 1000, cap)
     items = [encode_item({"dimensionId": "d", "value": i, "externalId": "e" * (i % 37)}) for i in range(200)]
     seen = []
-    next_id = iter(range(10**6))
     for part in items:
-        if buffer.would_overflow(part):
-            batch = buffer.take()
-            assert len(batch.body()) == batch.body_bytes <= cap
-            seen.extend(orjson.loads(batch.body()))
-        buffer.add(part, next(next_id))
+        before = buffer.body_bytes
+        batch = buffer.add(part)
+        if batch is not None:
+            assert len(batch.body()) == batch.body_bytes == before <= cap, "the cut batch is the body as it was"
+            assert before + len(part) + 1 > cap, "a batch is cut only when the next item would not fit"
+            seen.extend(batch.items())
+        assert buffer.body_bytes <= cap
     batch = buffer.take()
     assert len(batch.body()) == batch.body_bytes <= cap
-    seen.extend(orjson.loads(batch.body()))
+    seen.extend(batch.items())
     assert seen == [orjson.loads(p) for p in items]
 
 
-def test_an_item_larger_than_the_cap_alone_is_refused():
+def test_an_item_larger_than_the_cap_alone_is_refused_and_the_buffer_is_left_as_it_was():
     buffer = StreamBuffer(ROUTE, 10, 12)
-    buffer.fits_alone(b"x" * 10)  # 10 + "[]" = 12: fits exactly
+    assert buffer.add(b"x" * 10) is None  # 10 + "[]" = 12: fits exactly
     with pytest.raises(ItemTooLarge) as raised:
-        buffer.fits_alone(b"x" * 11)
+        buffer.add(b"y" * 11)
     assert raised.value.size == 13
     assert "13" in str(raised.value) and "12" in str(raised.value)
+    assert buffer.take().body() == b"[" + b"x" * 10 + b"]"
 
 
-def test_a_batch_keeps_the_id_of_its_first_record_and_numbers_per_stream():
-    buffer = StreamBuffer(ROUTE, 2, 10**6)
-    assert buffer.add(b"1", 40) is False
-    assert buffer.add(b"2", 99) is True  # the id offered for a batch already open is ignored
-    first = buffer.take()
-    buffer.add(b"3", 41)
+def test_a_batch_gets_its_id_and_opening_time_when_its_first_item_arrives_and_numbers_per_stream():
+    opened = []
+    ids = itertools.count(40)
+
+    def open_batch() -> int:
+        opened.append(next(ids))
+        return opened[-1]
+
+    clock = iter([7.5, 9.0])
+    buffer = StreamBuffer(ROUTE, 2, 10**6, open_batch, lambda: next(clock))
+    assert buffer.take() is None and opened == [], "no item, no batch"
+    assert buffer.add(b"{}") is None
+    first = buffer.add(b"{}")  # full: handed back for the writer to send
+    assert opened == [40], "one id per batch, not per item"
+    assert buffer.add(b'{"a":1}') is None
     second = buffer.take()
-    assert (first.batch_id, first.number, first.parts) == (40, 1, [b"1", b"2"])
-    assert (second.batch_id, second.number, second.parts) == (41, 2, [b"3"])
-    assert buffer.take() is None
+    assert (first.batch_id, first.number, first.opened_at, first.body()) == (40, 1, 7.5, b"[{},{}]")
+    assert (second.batch_id, second.number, second.opened_at, second.body()) == (41, 2, 9.0, b'[{"a":1}]')
+
+
+@pytest.mark.parametrize(
+    "waited, interval, overdue",
+    [(0.0, 60.0, False), (59.9, 60.0, False), (60.0, 60.0, True), (300.0, 60.0, True)],
+)
+def test_a_partial_batch_is_overdue_once_its_first_item_waited_the_interval(waited, interval, overdue):
+    buffer = StreamBuffer(ROUTE, 10, 10**6, clock=lambda: 1000.0)
+    assert buffer.overdue(1000.0 + waited, interval) is False, "an empty buffer is never overdue"
+    buffer.add(b"{}")
+    assert buffer.overdue(1000.0 + waited, interval) is overdue
 
 
 def test_buffers_are_per_instance():
     a, b = StreamBuffer(ROUTE, 10, 10**6), StreamBuffer(ROUTE, 10, 10**6)
-    a.add(b"1", 0)
-    assert b.open is None and b.take() is None
-    assert a.take().parts == [b"1"]
+    a.add(b'{"a":1}')
+    assert b.take() is None
+    assert a.take().items() == [{"a": 1}]
 
 
 @pytest.mark.parametrize("n", [2, 3, 7, 10])
 def test_split_halves_keep_every_item_in_order_with_exact_sizes(n):
-    batch = Batch(5, ROUTE, number=3)
-    for part in parts(n, 13):
-        batch.parts.append(part)
+    items = [orjson.loads(p) for p in parts(n, 13)]
+    batch = Batch.of_items(5, ROUTE, items, opened_at=1.5, number=3)
     first, second = batch.split()
-    assert first.parts + second.parts == batch.parts
+    assert first.items() + second.items() == items
     assert abs(len(first) - len(second)) <= 1 and len(first) >= 1 and len(second) >= 1
     for half in (first, second):
-        assert (half.batch_id, half.number, half.route) == (5, 3, ROUTE)
+        assert (half.batch_id, half.number, half.route, half.opened_at) == (5, 3, ROUTE, 1.5)
         assert half.body_bytes == len(half.body())
-        assert orjson.loads(half.body()) == [orjson.loads(p) for p in half.parts]
+        assert len(half) == len(half.items())

@@ -54,7 +54,7 @@ def test_defaults():
         ({"max_retry_seconds": 0}, "max_retry_seconds", 0),
         ({"max_retry_seconds": 86_400}, "max_retry_seconds", 86_400),
         ({"flush_interval_seconds": 1}, "flush_interval_seconds", 1),
-        ({"flush_interval_seconds": 900}, "flush_interval_seconds", 900),
+        ({"flush_interval_seconds": 600}, "flush_interval_seconds", 600),
     ],
 )
 def test_valid_values(overrides, attribute, expected):
@@ -83,7 +83,7 @@ def test_valid_values(overrides, attribute, expected):
         ({"max_retry_seconds": -1}, ["max_retry_seconds"]),
         ({"max_retry_seconds": 86_401}, ["max_retry_seconds"]),
         ({"flush_interval_seconds": 0}, ["flush_interval_seconds"]),
-        ({"flush_interval_seconds": 901}, ["flush_interval_seconds"]),
+        ({"flush_interval_seconds": 601}, ["flush_interval_seconds"]),
         ({"analytics_base_url": "http://analytics.planhat.com"}, ["analytics_base_url"]),
         ({"analytics_base_url": "http://10.0.0.1:8080"}, ["analytics_base_url"]),
         ({"analytics_base_url": "ftp://analytics.planhat.com"}, ["analytics_base_url"]),

@@ -1,0 +1,117 @@
+"""A source that goes quiet does not hold records or states back: partial batches leave on their own.
+
+The CLI reads a pipe that stays open: a few records and a STATE arrive, then nothing for as long as
+it takes. The batch is far from full and a STATE does not force it out, yet with a 1-second
+`flush_interval_seconds` the records reach Planhat and the state comes out while input is still
+open. Nothing here is timed: the test waits for the state (giving up only after a generous bound
+that a hung connector would hit), then checks what had happened by that moment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import IO, Any, Optional
+
+import orjson
+
+from integration_tests.harness import (
+    MAIN,
+    REPO_ROOT,
+    encode_lines,
+    metric,
+    mixed_catalog,
+    record,
+    sandbox_config,
+    stream_state,
+)
+
+GIVE_UP_SECONDS = 120  # a bound for a hung connector, not an expectation
+
+
+class _Lines:
+    """Lines of a child's stdout, handed over by a thread so the test can wait for one."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._queue: queue.Queue[Optional[bytes]] = queue.Queue()
+        self.seen: list[dict[str, Any]] = []
+        threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
+
+    def _pump(self, stream: IO[bytes]) -> None:
+        for line in stream:
+            self._queue.put(line)
+        self._queue.put(None)
+
+    def next_state(self) -> dict[str, Any]:
+        while True:
+            line = self._queue.get(timeout=GIVE_UP_SECONDS)
+            assert line is not None, "the connector ended its output without emitting the state"
+            message = json.loads(line)
+            self.seen.append(message)
+            if message.get("type") == "STATE":
+                return message["state"]
+
+
+def start_write(tmp_path: Path, config: dict[str, Any]) -> subprocess.Popen[bytes]:
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    (tmp_path / "catalog.json").write_text(json.dumps(mixed_catalog()))
+    args = [sys.executable, str(MAIN), "write", "--config", str(tmp_path / "config.json"),
+            "--catalog", str(tmp_path / "catalog.json")]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            cwd=REPO_ROOT, env=env)
+
+
+def test_a_state_comes_out_while_the_source_is_quiet_and_its_pipe_still_open(sandbox, tmp_path):
+    process = start_write(tmp_path, sandbox_config(sandbox.url, batch_size=1_000, flush_interval_seconds=1))
+    try:
+        assert process.stdin is not None and process.stdout is not None
+        output = _Lines(process.stdout)
+        first = [record("metrics_stream", metric(i)) for i in range(5)]
+        process.stdin.write(encode_lines([*first, stream_state("metrics_stream", "after-5")]))
+        process.stdin.flush()  # and nothing more for now: the pipe stays open
+
+        state = output.next_state()
+        assert state["stream"]["stream_state"] == {"cursor": "after-5"}
+        assert state["destinationStats"]["recordCount"] == 5
+        assert sandbox.received("metrics") == [r["record"]["data"] for r in first], (
+            "the five records were acknowledged before their state came out"
+        )
+        assert process.poll() is None, "the connector is still running: input has not ended"
+
+        # The source resumes, then ends: the rest goes through as usual.
+        later = [record("metrics_stream", metric(i)) for i in range(5, 8)]
+        process.stdin.write(encode_lines([*later, stream_state("metrics_stream", "after-8")]))
+        process.stdin.close()
+        state = output.next_state()
+        assert (state["stream"]["stream_state"], state["destinationStats"]["recordCount"]) == ({"cursor": "after-8"}, 3)
+        assert process.wait(timeout=GIVE_UP_SECONDS) == 0, process.stderr.read().decode()[-3000:] if process.stderr else ""
+        assert sandbox.received("metrics") == [r["record"]["data"] for r in first + later]
+        assert [r.items for r in sandbox.requests] == [5, 3], "each pause sent one partial batch, not one per record"
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_a_state_alone_does_not_push_out_a_partial_batch(sandbox, tmp_path):
+    """With the default flush interval, a state arriving after two records waits for the end of input
+    (or for the batch to fill) instead of sending a two-item request."""
+    lines = [record("metrics_stream", metric(0)), record("metrics_stream", metric(1)),
+             stream_state("metrics_stream", "after-2"), record("metrics_stream", metric(2))]
+    process = start_write(tmp_path, sandbox_config(sandbox.url, batch_size=1_000))
+    try:
+        out, err = process.communicate(encode_lines(lines), timeout=GIVE_UP_SECONDS)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, err.decode()[-3000:]
+    states = [m["state"] for m in map(orjson.loads, out.splitlines()) if m.get("type") == "STATE"]
+    assert [s["destinationStats"]["recordCount"] for s in states] == [2]
+    assert [r.items for r in sandbox.requests] == [3], "one request at the end, holding the records after the state too"

@@ -1,0 +1,222 @@
+"""Input is read in chunks with idle ticks; partial batches leave once overdue, not because of a state.
+
+The writer's buffers belong to the reading thread: the input loop calls `flush_overdue()` between
+chunks and while the source is quiet. These tests drive that with a fake clock and a fake client.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from typing import Any, Iterator
+
+import orjson
+import pytest
+
+from destination_planhat.destination import read_input, with_idle_ticks
+from destination_planhat.routing import route_streams
+from destination_planhat.writer import PlanhatWriter
+from unit_tests.builders import ACTIVITY_SCHEMA, METRIC_SCHEMA, catalog, config, configured_stream, state_cursor, stream_state
+from unit_tests.fake_client import FakeClient, wait_until
+
+CATALOG = catalog(configured_stream("m", METRIC_SCHEMA), configured_stream("u", ACTIVITY_SCHEMA))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def writer(client: FakeClient, clock: Clock, emitted: list, **overrides: Any) -> PlanhatWriter:
+    parsed = config(**{"batch_size": 100, "flush_interval_seconds": 60, **overrides})
+    return PlanhatWriter(parsed, route_streams(parsed, CATALOG), client, emitted.append, clock=clock).start()
+
+
+def metric(i: int) -> dict[str, Any]:
+    return {"dimensionId": "logins", "value": i, "externalId": f"c{i}"}
+
+
+# ----- flush_overdue ----------------------------------------------------------------------------
+
+
+def test_a_partial_batch_leaves_once_its_first_record_waited_the_flush_interval_and_its_state_follows():
+    client, clock, emitted = FakeClient(), Clock(), []
+    w = writer(client, clock, emitted)
+    try:
+        w.record("m", None, metric(1))
+        clock.now += 30
+        w.record("m", None, metric(2))
+        w.state(stream_state("m", "after-2"))
+        assert client.calls == [] and emitted == [], "a state does not push the partial batch out"
+
+        clock.now += 29.9  # the first record has waited 59.9 s
+        w.flush_overdue()
+        assert client.calls == [] and emitted == []
+
+        clock.now += 0.1  # 60 s: overdue
+        w.flush_overdue()
+        wait_until(lambda: len(emitted) == 1, "the state after the overdue batch was acknowledged")
+        assert [items for _, items in client.calls] == [[metric(1), metric(2)]]
+        assert state_cursor(emitted[0]) == "after-2" and emitted[0].state.destinationStats.recordCount == 2
+        w.finish()
+    finally:
+        w.close()
+    assert len(client.calls) == 1, "nothing left to send at the end"
+
+
+def test_only_the_overdue_stream_is_flushed():
+    client, clock, emitted = FakeClient(), Clock(), []
+    w = writer(client, clock, emitted)
+    try:
+        w.record("m", None, metric(1))
+        clock.now += 50
+        w.record("u", None, {"email": "a@example.com", "action": "login"})
+        clock.now += 10
+        w.flush_overdue()
+        wait_until(lambda: len(client.calls) == 1, "the Metrics batch")
+        assert client.calls[0][1] == [metric(1)]
+        w.finish()
+    finally:
+        w.close()
+    assert [items for _, items in client.calls][1] == [{"email": "a@example.com", "action": "login"}]
+
+
+# ----- with_idle_ticks ----------------------------------------------------------------------------
+
+
+def test_idle_ticks_come_while_the_source_is_quiet_and_every_item_arrives_in_order():
+    ticks = []
+    resume = threading.Event()
+
+    def quiet_source() -> Iterator[int]:
+        yield 1
+        resume.wait()  # quiet until the consumer has been told twice that nothing is coming
+        yield 2
+
+    def on_idle() -> None:
+        ticks.append(1)
+        if len(ticks) >= 2:
+            resume.set()
+
+    assert list(with_idle_ticks(quiet_source(), on_idle, tick=0.01)) == [1, 2]
+    assert len(ticks) >= 2
+
+
+def test_an_error_of_the_source_reaches_the_consumer():
+    def broken() -> Iterator[int]:
+        yield 1
+        raise OSError("stdin went away")
+
+    items = []
+    with pytest.raises(OSError, match="stdin went away"):
+        for item in with_idle_ticks(broken(), lambda: None, tick=0.01):
+            items.append(item)
+    assert items == [1]
+
+
+def test_a_consumer_that_stops_early_lets_the_reading_thread_end():
+    produced = []
+
+    def endless() -> Iterator[int]:
+        n = 0
+        while True:
+            n += 1
+            produced.append(n)
+            yield n
+
+    iterator = with_idle_ticks(endless(), lambda: None, tick=0.01)
+    assert next(iterator) == 1
+    iterator.close()
+    wait_until(lambda: not any(t.name == "planhat-input" and t.is_alive() for t in threading.enumerate()),
+               "the input thread to end")
+
+
+# ----- read_input ---------------------------------------------------------------------------------
+
+
+class Trickle(io.RawIOBase):
+    """A stream that hands out at most `size` bytes per read, like a pipe written in small pieces."""
+
+    def __init__(self, data: bytes, size: int) -> None:
+        self._data, self._size = data, size
+
+    def readable(self) -> bool:
+        return True
+
+    def read1(self, n: int = -1) -> bytes:
+        chunk, self._data = self._data[: self._size], self._data[self._size :]
+        return chunk
+
+
+class Recorder:
+    """Stands in for the writer: records what read_input hands over."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+
+    def record(self, stream: Any, namespace: Any, data: Any) -> None:
+        self.calls.append(("record", stream, namespace, data))
+
+    def state(self, message: Any) -> None:
+        self.calls.append(("state", state_cursor(message)))
+
+    def other_message(self, kind: Any) -> None:
+        self.calls.append(("other", kind))
+
+    def unparseable_line(self, line_number: int, line: bytes, why: str, *rest: Any) -> None:
+        self.calls.append(("bad", line_number, line, why.split(" (")[0]))
+
+    def flush_overdue(self) -> None:
+        pass
+
+
+LINES = [
+    b'{"type":"RECORD","record":{"stream":"m","data":{"value":1},"emitted_at":1}}',
+    b"",
+    b'{"type":"RECORD","record":{"stream":"u","namespace":"ns","data":{"email":"a@b.c"},"emitted_at":1}}\r',
+    b"not json",
+    b'{"type":"STATE","state":{"type":"STREAM","stream":{"stream_descriptor":{"name":"m"},"stream_state":{"cursor":7}}}}',
+    b'{"type":"LOG","log":{"level":"INFO","message":"hi"}}',
+    b'{"type":"RECORD","record":{"stream":"m"}}',
+    b'{"type":"RECORD","record":"oops"}',
+    b"[1, 2]",
+]
+EXPECTED = [
+    ("record", "m", None, {"value": 1}),
+    ("record", "u", "ns", {"email": "a@b.c"}),
+    ("bad", 4, b"not json", "it is not valid JSON"),
+    ("state", 7),
+    ("other", "LOG"),
+    ("record", "m", None, None),
+    ("bad", 8, b'{"type":"RECORD","record":"oops"}', "a RECORD message without a record object"),
+    ("bad", 9, b"[1, 2]", "not an Airbyte message"),
+]
+
+
+@pytest.mark.parametrize("chunk_size", [1, 7, 64, 10**6])
+def test_lines_split_across_chunks_are_read_as_whole_lines(chunk_size):
+    recorder = Recorder()
+    read_input(Trickle(b"\n".join(LINES) + b"\n", chunk_size), recorder)  # type: ignore[arg-type]
+    assert recorder.calls == EXPECTED
+
+
+@pytest.mark.parametrize("chunk_size", [3, 10**6])
+def test_the_last_line_needs_no_newline_but_a_cut_one_is_reported(chunk_size):
+    complete = Recorder()
+    read_input(Trickle(LINES[0], chunk_size), complete)  # type: ignore[arg-type]
+    assert complete.calls == [EXPECTED[0]]
+
+    cut = Recorder()
+    read_input(Trickle(LINES[0] + b"\n" + LINES[0][:30], chunk_size), cut)  # type: ignore[arg-type]
+    assert cut.calls == [EXPECTED[0], ("bad", 2, LINES[0][:30], "the input ended in the middle of a line")]
+
+
+def test_a_very_long_line_arriving_in_many_pieces_is_one_record():
+    data = {"dimensionId": "d", "value": 1, "externalId": "x" * 300_000}
+    line = orjson.dumps({"type": "RECORD", "record": {"stream": "m", "data": data, "emitted_at": 1}})
+    recorder = Recorder()
+    read_input(Trickle(line + b"\n", 4096), recorder)  # type: ignore[arg-type]
+    assert recorder.calls == [("record", "m", None, data)]
