@@ -188,6 +188,9 @@ _VALIDATORS: dict[str, Callable[[object], str | None]] = {
 }
 
 
+_NOT_CHECKED = "(not checked)"
+
+
 def _summary_key(endpoint: str, item: dict[str, Any]) -> str:
     """What the summary counts accepted items by: the metric's name, or the activity's action."""
     if endpoint == METRICS:
@@ -727,11 +730,16 @@ class PlanhatSandbox:
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         latency_s: float = 0.0,
         ssl_context: ssl.SSLContext | None = None,
+        validate: bool = True,
     ) -> None:
         """`max_body_bytes` and `latency_s` are the baseline that `reset()` and `set_faults()` return to.
 
         `ssl_context`: a server-side TLS context; the sandbox then serves https (to test that the
         connector verifies certificates).
+
+        `validate=False` accepts every item of a well-formed body without checking it: items are still
+        parsed and counted per endpoint, but none is rejected and the summary counts them under
+        "(not checked)". For benchmarks, where the sandbox's CPU competes with the connector's.
         """
         address = ip_address("127.0.0.1" if host == "localhost" else host)
         if address.version != 4 or not address.is_loopback:
@@ -745,6 +753,7 @@ class PlanhatSandbox:
         self.max_body_bytes = max_body_bytes
         self.latency_s = latency_s
         self.ssl_context = ssl_context
+        self.validate = validate
         self._expected_authorization = _utf8(f"Bearer {api_token}")
         self._lock = threading.Lock()
         self._faults = _FaultPlan(latency_s=latency_s, max_body_bytes=max_body_bytes)
@@ -1009,6 +1018,10 @@ class PlanhatSandbox:
         else:
             return _Outcome(HTTPStatus.BAD_REQUEST, {"message": "request body must be a JSON array of items"})
 
+        if not self.validate:  # counted, not checked (see __init__)
+            verdicts: list[str | None] = [None] * len(items)
+            self._record_items(endpoint, items, verdicts, [_NOT_CHECKED] * len(items), [], number)
+            return _Outcome(HTTPStatus.OK, {"processed": len(items), "errors": []}, len(items), len(items), 0)
         validate = _VALIDATORS[endpoint]
         verdicts = [validate(item) for item in items]
         errors = [{"item": item, "error": reason} for item, reason in zip(items, verdicts) if reason is not None]
@@ -1079,6 +1092,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--latency", type=float, default=0.0, help="seconds to wait before each data answer")
     parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES, help="413 above this body size")
+    parser.add_argument(
+        "--no-validate", dest="validate", action="store_false",
+        help="accept every item without checking it (still parsed and counted): for benchmarks",
+    )
     args = parser.parse_args(argv)
 
     stop_requested = threading.Event()
@@ -1096,6 +1113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         keep_items=args.keep_items,
         max_body_bytes=args.max_body_bytes,
         latency_s=args.latency,
+        validate=args.validate,
     )
     with sandbox:
         print(f"planhat-sandbox listening on {sandbox.url}", flush=True)

@@ -10,8 +10,10 @@ import subprocess
 import sys
 
 import pytest
+import requests
 
-from integration_tests.harness import REPO_ROOT
+from integration_tests.harness import API_TOKEN, REPO_ROOT, TENANT
+from integration_tests.planhat_sandbox import PlanhatSandbox
 
 BENCH = REPO_ROOT / "bench" / "run_benchmark.py"
 
@@ -47,3 +49,17 @@ def test_the_benchmark_runs_every_stage_on_a_tiny_input_and_prints_one_table(tmp
     for label in ("connector-no-latency-b1000-1", "naive-latency-10ms", "connector-latency-10ms"):
         states = [line for line in (tmp_path / f"{label}.out").read_text().splitlines() if '"type":"STATE"' in line]
         assert len(states) == 8, label
+
+
+def test_the_benchmark_sandbox_counts_every_item_without_checking_it():
+    """--no-validate (what the benchmark runs) still parses and counts, and says it did not check."""
+    with PlanhatSandbox(tenant=TENANT, api_token=API_TOKEN, keep_items=False, validate=False) as sandbox:
+        url = f"{sandbox.url}/dimensiondata/{TENANT}"
+        headers = {"Authorization": f"Bearer {API_TOKEN}"}
+        answer = requests.post(url, json=[{"dimensionId": "has spaces"}, {"value": "x"}], headers=headers, timeout=10)
+        assert answer.json() == {"processed": 2, "errors": []}
+        assert requests.post(url, data=b"[{", headers=headers, timeout=10).status_code == 400, "still parsed"
+        assert requests.post(url, json=[{}], timeout=10).status_code == 401, "still authenticated"
+        metrics = sandbox.summary()["metrics"]
+    assert (metrics["items"], metrics["processed"], metrics["errors"]) == (2, 2, 0)
+    assert metrics["by_dimension_id"] == {"(not checked)": 2}
