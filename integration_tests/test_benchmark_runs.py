@@ -22,7 +22,7 @@ BENCH = REPO_ROOT / "bench" / "run_benchmark.py"
 def test_the_benchmark_runs_every_stage_on_a_tiny_input_and_prints_one_table(tmp_path):
     args = [
         sys.executable, str(BENCH), "--records", "4000", "--state-every", "1000", "--batch-size", "1000",
-        "--latency-ms", "10", "--rss-batch-sizes", "1000,2000", "--rss-fractions", "0.5,1", "--repeats", "1",
+        "--latency-ms", "10", "--rss-batch-sizes", "1000,2000", "--rss-fractions", "0.5,1,2", "--repeats", "1",
         "--workdir", str(tmp_path),
     ]
     completed = subprocess.run(args, capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
@@ -41,9 +41,11 @@ def test_the_benchmark_runs_every_stage_on_a_tiny_input_and_prints_one_table(tmp
         "peak RSS, batch 1,000, 2,000 records",
         "peak RSS, batch 1,000, 4,000 records",
         "peak RSS, batch 2,000, 4,000 records",
+        "peak RSS, batch 2,000, 8,000 records",
+        "growth 4,000 -> 8,000 records",
     ):
         assert row in out, f"missing row {row!r} in:\n{out}"
-    assert out.count("PASS") + out.count("FAIL") >= 4, "a verdict per target"
+    assert out.count("PASS") + out.count("FAIL") == 4, "a verdict per target: 2 ratios, 2 growths"
 
     # Each run's output was kept: the connector's states and the naive sender's states are there.
     for label in ("connector-no-latency-b1000-1", "naive-latency-10ms", "connector-latency-10ms"):
