@@ -37,7 +37,7 @@ from destination_planhat.client import (
 )
 from destination_planhat.config import InvalidRecords, PlanhatConfig
 from destination_planhat.errors import config_error, system_error, transient_error
-from destination_planhat.mapping import Invalid, Mapper, RecordRejected, build_mapper
+from destination_planhat.mapping import Invalid, MapResult, Mapper, RecordRejected, build_mapper
 from destination_planhat.planhat import SAFE_BODY_BYTES, WHERE_API_TOKEN, WHERE_TENANT_TOKEN, Endpoint
 from destination_planhat.reporting import ProgressReporter, summary_notes, summary_table
 from destination_planhat.routing import StreamKey, StreamRoute, stream_label
@@ -185,32 +185,43 @@ class PlanhatWriter:
         except RecordRejected as rejected:
             self._reject(sink, rejected.reason, repr(data)[:SAMPLE_CHARS])
             return
-        produced = len(items)
-        if produced != 1:  # unpivot: a record makes one item per non-null column, maybe none
-            if produced == 0:
-                stats.empty_records += 1
-                return
-            stats.extra_items += produced - 1
+        if len(items) != 1:  # unpivot: a record makes one item per non-null column, maybe none
+            self._add_items(sink, items)
+            return
+        item = items[0]
+        if type(item) is not dict:
+            self._invalid(sink, item)
+            return
+        try:
+            part = orjson.dumps(item)
+        except orjson.JSONEncodeError as exc:
+            self._unencodable(sink, item, exc)
+            return
+        # StreamBuffer.add's common case (an open batch with room), inlined: it runs once per item.
         buffer = sink.buffer
+        body = buffer.body
+        count = buffer.count
+        if count and len(body) + len(part) < buffer.max_body_bytes:
+            body += part
+            body += b","
+            buffer.count = count = count + 1
+            if count >= buffer.batch_size:
+                self._submit(buffer.take())
+        else:
+            self._add_part(sink, item, part)
+
+    def _add_items(self, sink: _Sink, items: MapResult) -> None:
+        """A record that made no item or several (unpivot): each item through the general path."""
+        stats = sink.stats
+        if not items:
+            stats.empty_records += 1
+            return
+        stats.extra_items += len(items) - 1
         for item in items:
-            if type(item) is not dict:
-                self._invalid(sink, item)
-                continue
-            try:
-                part = orjson.dumps(item)
-            except orjson.JSONEncodeError as exc:
-                self._unencodable(sink, item, exc)
-                continue
-            # StreamBuffer.add's common case (an open batch with room), inlined: it runs once per item.
-            body = buffer.body
-            if buffer.count and len(body) + len(part) < buffer.max_body_bytes:
-                body += part
-                body += b","
-                buffer.count += 1
-                if buffer.count >= buffer.batch_size:
-                    self._submit(buffer.take())
+            if type(item) is dict:
+                self._add_item(sink, item)
             else:
-                self._add_part(sink, item, part)
+                self._invalid(sink, item)
 
     def state(self, message: AirbyteMessage) -> None:
         """One STATE message: stamped with the records it covers, then held until they are acknowledged.
