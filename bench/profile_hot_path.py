@@ -49,6 +49,9 @@ class InstantClient:
     def close(self) -> None:
         pass
 
+    def abort(self) -> None:
+        pass
+
 
 class NoWriter:
     """Takes every message and does nothing: what is left is reading, parsing and dispatching."""
