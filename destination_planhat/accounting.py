@@ -107,34 +107,6 @@ class StreamStats:
         reasons = self.local_reasons + self.planhat_reasons
         return "; ".join(f"{reason!r} x{count}" for reason, count in reasons.most_common(TOP_REASONS))
 
-    def summary_line(self) -> str:
-        line = (
-            f"stream '{self.stream}'" + (f" -> {self.endpoint}" if self.endpoint else "") + ": "
-            f"read {self.read}, sent {self.sent}, processed by Planhat {self.processed}, "
-            f"rejected by Planhat {self.rejected_by_planhat}{_top(self.planhat_reasons)}, "
-            f"rejected locally {self.rejected_locally}{_top(self.local_reasons)}, skipped {self.skipped}"
-        )
-        if self.extra_items or self.empty_records:
-            items = self.read + self.extra_items - self.empty_records - self.skipped
-            line += (
-                f"; unpivot made {items} items of {self.read - self.skipped} records "
-                f"({self.extra_items} items beyond one per record, {self.empty_records} records with no "
-                "non-null unpivot column), so sent and rejected count items"
-            )
-        if self.sent_invalid:
-            line += f", sent although invalid (invalid_records: send) {self.sent_invalid}{_top(self.sent_invalid_reasons)}"
-        if self.unconfirmed:
-            line += f", sent without a count from Planhat {self.unconfirmed}"
-        if self.resent_after_ambiguous_failure:
-            line += f", re-sent after an ambiguous failure (possible duplicates) {self.resent_after_ambiguous_failure}"
-        return line
-
-
-def _top(reasons: Counter) -> str:
-    if not reasons:
-        return ""
-    return " (" + "; ".join(f"{reason!r} x{count}" for reason, count in reasons.most_common(TOP_REASONS)) + ")"
-
 
 class Ledger:
     """Thread-safe counters: the reading thread counts records, sender threads count answers."""

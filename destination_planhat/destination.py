@@ -39,7 +39,7 @@ from destination_planhat.config import PlanhatConfig, parse_config
 from destination_planhat.planhat import Endpoint
 from destination_planhat.dry_run import DryRunWriter
 from destination_planhat.routing import route_streams, settings_problems
-from destination_planhat.writer import TICK_SECONDS, PlanhatWriter, SyncAborted
+from destination_planhat.writer import TICK_SECONDS, PlanhatWriter
 
 logger = logging.getLogger("airbyte")
 

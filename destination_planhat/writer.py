@@ -66,10 +66,6 @@ KNOWN_MESSAGE_TYPES = frozenset(
 )
 
 
-class SyncAborted(Exception):
-    """Raised inside sender threads once the sync has failed, to stop their retries early."""
-
-
 @dataclass
 class _Sink:
     """Everything the hot path needs for one stream, looked up once per record."""
