@@ -16,18 +16,23 @@ step, before anything is sent: `mapping_problems` lists them all for routing's o
 
 from __future__ import annotations
 
-import json
-import math
-import re
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence, Union
 
+from destination_planhat.checks import (
+    _BAD,
+    _DIMENSION_ID_OK,
+    CONVERTERS,
+    FastField,
+    convert_constant,
+    fast_item_mapper,
+    invalid_reason,
+    to_number,
+)
 from destination_planhat.errors import config_error
 from destination_planhat.planhat import (
     ALL_FIELDS,
     DIMENSION_ID_CHARACTERS,
-    DIMENSION_ID_PATTERN,
     ENDPOINT_FIELDS,
     FIELD_KINDS,
     METRIC_MODELS,
@@ -45,8 +50,6 @@ Item = dict[str, Any]
 
 # How many columns of a schema an error message lists before it says "...".
 COLUMNS_IN_MESSAGES = 15
-# Dates repeat a lot (one per day in metric tables); their normalized form is memoized up to this many.
-DATE_MEMO_SIZE = 20_000
 
 
 @dataclass(frozen=True)
@@ -72,149 +75,6 @@ class RecordRejected(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-
-
-# ----- value checks and conversions (one per FieldKind) ---------------------------------------
-# Each returns the value to send, or _BAD. They run once per field per record: keep them flat.
-
-_BAD: Any = object()
-_NUMBER_TEXT = re.compile(r"\s*[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\s*", re.ASCII).fullmatch
-_INTEGER_TEXT = re.compile(r"\s*[+-]?\d+\s*", re.ASCII).fullmatch
-_DIMENSION_ID_OK = re.compile(DIMENSION_ID_PATTERN).fullmatch
-_MODELS = frozenset(METRIC_MODELS)
-# A date-time in UTC (Z, +00:00, +0000, +00) or without a zone, which is taken as UTC.
-_UTC_DATE_TIME = re.compile(r"(\d{4}-\d\d-\d\d)[Tt ](\d\d:\d\d:\d\d)(?:[.,](\d{1,9}))?(?:[Zz]|[+-]00(?::?00)?)?", re.ASCII).fullmatch
-_GOOD_DIMENSION_IDS: set[str] = set()  # a memo of valid dimensionIds (few per stream); bounded
-GOOD_DIMENSION_IDS_SIZE = 10_000
-_DATE_MEMO: dict[str, Any] = {}  # a memo of the pure function _normalize_date; bounded, never evicted
-
-
-def to_string(value: Any) -> Any:
-    """Strings as they are; numbers as their decimal text (ids often arrive as integers)."""
-    kind = type(value)
-    if kind is str:
-        return value
-    if kind is int:
-        return str(value)
-    if kind is float and math.isfinite(value):
-        return str(int(value)) if value.is_integer() else repr(value)
-    return _BAD
-
-
-def to_number(value: Any) -> Any:
-    """Finite numbers as they are; numeric strings ("12", "-1.5", "2e3") converted. Booleans are not numbers."""
-    kind = type(value)
-    if kind is int:
-        return value
-    if kind is float:
-        return value if math.isfinite(value) else _BAD
-    if kind is str and _NUMBER_TEXT(value):
-        if (value.isascii() and value.isdigit()) or _INTEGER_TEXT(value):
-            return int(value)
-        number = float(value)
-        return number if math.isfinite(number) else _BAD
-    return _BAD
-
-
-def to_model(value: Any) -> Any:
-    return value if type(value) is str and value in _MODELS else _BAD
-
-
-def to_object(value: Any) -> Any:
-    return value if type(value) is dict else _BAD
-
-
-def to_date(value: Any) -> Any:
-    """An ISO 8601 date or date-time, in the form the connector sends (see planhat.DATE_FORMAT_NOTE)."""
-    if type(value) is not str:
-        return _BAD
-    result = _DATE_MEMO.get(value)
-    if result is None:
-        result = _normalize_date(value)
-        if len(_DATE_MEMO) < DATE_MEMO_SIZE:
-            _DATE_MEMO[value] = result
-    return result
-
-
-def _normalize_date(text: str) -> Any:
-    """Dates stay dates (YYYY-MM-DD); date-times go to UTC as YYYY-MM-DDTHH:MM:SS.mmmZ (naive = UTC).
-
-    Accepts what Python's ISO parser accepts, which covers Airbyte's timestamp_with_timezone and
-    timestamp_without_timezone forms: 2026-11-01T10:30:00+02:00, ...Z, ...123456+00:00, a space
-    instead of the T.
-    """
-    candidate = text.strip()
-    if not candidate or len(candidate) > 64:
-        return _BAD
-    if "T" not in candidate and "t" not in candidate and " " not in candidate:
-        try:
-            return date.fromisoformat(candidate).isoformat()
-        except ValueError:
-            pass
-    utc_form = _UTC_DATE_TIME(candidate)
-    if utc_form:  # the usual Airbyte timestamp, already in UTC: rewrite it without datetime arithmetic
-        day, time_of_day, fraction = utc_form.groups()
-        try:
-            datetime.fromisoformat(f"{day}T{time_of_day}")  # still rejects 2026-02-30 and 25:00
-        except ValueError:
-            return _BAD
-        return f"{day}T{time_of_day}.{(fraction or '')[:3].ljust(3, '0')}Z"
-    if candidate[-1] in "Zz":  # Python 3.10's parser does not know Z
-        candidate = candidate[:-1] + "+00:00"
-    try:
-        parsed = datetime.fromisoformat(candidate)
-    except ValueError:
-        return _BAD
-    if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(timezone.utc).replace(tzinfo=None)
-    return parsed.isoformat(timespec="milliseconds") + "Z"
-
-
-def to_dimension_id(value: Any) -> Any:
-    if type(value) is str and value in _GOOD_DIMENSION_IDS:
-        return value
-    text = to_string(value)
-    if text is _BAD or not _DIMENSION_ID_OK(text):
-        return _BAD
-    if len(_GOOD_DIMENSION_IDS) < GOOD_DIMENSION_IDS_SIZE:
-        _GOOD_DIMENSION_IDS.add(text)
-    return text
-
-
-CONVERTERS: dict[FieldKind, Callable[[Any], Any]] = {
-    FieldKind.STRING: to_string,
-    FieldKind.DIMENSION_ID: to_dimension_id,
-    FieldKind.NUMBER: to_number,
-    FieldKind.MODEL: to_model,
-    FieldKind.DATE: to_date,
-    FieldKind.OBJECT: to_object,
-}
-
-
-def invalid_reason(field: str, kind: FieldKind) -> str:
-    """The reason counted in the summary for a field that fails its check: short, stable, actionable."""
-    if kind is FieldKind.STRING:
-        return f"{field} is not a string"
-    if kind is FieldKind.DIMENSION_ID:
-        return f"{field} is not a text of {DIMENSION_ID_CHARACTERS} only"
-    if kind is FieldKind.NUMBER:
-        return f"{field} is not a number"
-    if kind is FieldKind.MODEL:
-        return f"{field} is not one of {', '.join(METRIC_MODELS)}"
-    if kind is FieldKind.DATE:
-        return f"{field} is not an ISO 8601 date or date-time"
-    return f"{field} is not a JSON object"
-
-
-def convert_constant(text: str, kind: FieldKind) -> Any:
-    """A constant of the form (always text) as the value its field takes, or _BAD."""
-    if kind is FieldKind.OBJECT:
-        try:
-            parsed = json.loads(text)
-        except ValueError:
-            return _BAD
-        return parsed if type(parsed) is dict else _BAD
-    return CONVERTERS[kind](text)
 
 
 # ----- compile: settings + schema -> plan, or the list of what to fix --------------------------
@@ -550,61 +410,22 @@ def _unpivot_mapper(plan: _Plan) -> Mapper:
     return map_record
 
 
-# ----- the fast path ------------------------------------------------------------------------------
-# Most records need no conversion: every value already has its field's type, and their dates and
-# dimensionIds were seen before (memoized). A function generated once per stream checks each value
-# inline, with no call per field, calls a field's converter only when its value needs converting,
-# and builds exactly the item the general mapper would (same fields, same order). A record with an
-# invalid value goes to the general mapper, whole, so what is rejected or reported, and how, never
-# depends on this path. See bench/ for what it saves. Names from the settings reach the generated
-# code as variables, never as source text.
+# ----- the fast path (generated in checks.py) -------------------------------------------------------
 
-# kind -> a condition on `v` that holds only when the kind's converter would return `v` unchanged.
-_UNCHANGED_IF = {
-    FieldKind.STRING: "type(v) is str",
-    FieldKind.NUMBER: "type(v) is int or (type(v) is float and v - v == 0.0)",  # inf and nan fail v - v == 0
-    FieldKind.MODEL: "type(v) is str and v in MODELS",
-    FieldKind.OBJECT: "type(v) is dict",
-    FieldKind.DIMENSION_ID: "type(v) is str and v in GOOD_DIMENSION_IDS",
-}
+
+def fast_fields(plan: _Plan) -> Optional[list[FastField]]:
+    """The plan's fields as the fast mapper takes them, or None where it does not apply (a dot path)."""
+    if any(source.key is None for source in plan.sources):
+        return None
+    return [(source.field, source.key, _KIND_OF_CONVERTER[source.convert]) for source in plan.sources]  # type: ignore[misc]
+
+
 _KIND_OF_CONVERTER = {convert: kind for kind, convert in CONVERTERS.items()}
 
 
 def _fast_item_mapper(plan: _Plan, general: Mapper) -> Optional[Mapper]:
     """The generated fast path in front of `general`, or None where it does not apply (dot paths)."""
-    if any(source.key is None for source in plan.sources):
+    fields = fast_fields(plan)
+    if fields is None:
         return None
-    namespace: dict[str, Any] = {
-        "GENERAL": general,
-        "CONSTANTS": plan.constants,
-        "MODELS": _MODELS,
-        "GOOD_DIMENSION_IDS": _GOOD_DIMENSION_IDS,
-        "DATE_MEMO": _DATE_MEMO,
-        "BAD": _BAD,
-    }
-    code = ["def map_record(data):", "    get = data.get", "    item = CONSTANTS.copy()" if plan.constants else "    item = {}"]
-    for number, source in enumerate(plan.sources):
-        kind = _KIND_OF_CONVERTER.get(source.convert)
-        namespace[f"KEY{number}"], namespace[f"FIELD{number}"] = source.key, source.field
-        namespace[f"CONVERT{number}"] = source.convert
-        code += [f"    v = get(KEY{number})", "    if v is not None:"]
-        if kind is FieldKind.DATE:
-            code += [
-                "        w = DATE_MEMO.get(v) if type(v) is str else None",
-                f"        v = CONVERT{number}(v) if w is None else w",
-            ]
-        elif kind in _UNCHANGED_IF:
-            code += [f"        if not ({_UNCHANGED_IF[kind]}):", f"            v = CONVERT{number}(v)"]
-        else:
-            return None  # a kind this generator does not know: the general mapper alone
-        code += ["        if v is BAD:", "            return GENERAL(data)", f"        item[FIELD{number}] = v"]
-    # The required fields, checked as the general mapper checks them in its common case.
-    if plan.endpoint is Endpoint.METRICS:
-        namespace["DIMENSION_ID"], namespace["VALUE"], namespace["EXTERNAL_ID"] = METRIC_REQUIRED_FIELDS
-        code += ["    if item.get(DIMENSION_ID) and item.get(EXTERNAL_ID) and VALUE in item:"]
-    else:
-        namespace["EMAIL"], namespace["EU_EXT_ID"] = USER_ACTIVITY_IDENTITY_FIELDS
-        code += ["    if item.get(EMAIL) or item.get(EU_EXT_ID):"]
-    code += ["        return (item,)", "    return GENERAL(data)"]
-    exec(compile("\n".join(code), f"<fast mapper of {plan.endpoint.value}>", "exec"), namespace)
-    return namespace["map_record"]
+    return fast_item_mapper(plan.endpoint, fields, plan.constants, general)

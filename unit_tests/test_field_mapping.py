@@ -7,7 +7,8 @@ from typing import Any, Optional
 import pytest
 
 from destination_planhat.config import StreamSettings
-from destination_planhat.mapping import Invalid, build_mapper, mapping_problems, to_date, to_number
+from destination_planhat.checks import to_date, to_number
+from destination_planhat.mapping import Invalid, build_mapper, mapping_problems
 from destination_planhat.planhat import DIMENSION_ID_PATTERN, Endpoint
 from destination_planhat.routing import StreamRoute
 
