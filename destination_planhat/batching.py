@@ -116,7 +116,7 @@ class StreamBuffer:
         if len(body) + len(part) >= self.max_body_bytes:  # the body would pass the cap with this item and its ","
             return self._add_after_cut(part)
         if not self.count:
-            self._open()
+            self.open()
         body += part
         body += _SEPARATOR
         self.count += 1
@@ -134,7 +134,8 @@ class StreamBuffer:
         self.add(part)
         return cut
 
-    def _open(self) -> None:
+    def open(self) -> None:
+        """Start the batch that the next item goes into (its id orders it for the states)."""
         self.batch_id = self._open_batch()
         self.opened_at = self._clock()
         self.batches_cut += 1

@@ -108,6 +108,7 @@ class PlanhatConfig(BaseModel):
     dry_run: bool = False
     retry_initial_delay_seconds: float = Field(default=1.0, ge=0, le=60)
     max_request_body_bytes: int = Field(default=SAFE_BODY_BYTES, ge=MIN_REQUEST_BODY_BYTES, le=SAFE_BODY_BYTES)
+    parse_workers: Optional[int] = Field(default=None, ge=0, le=32)  # None: parallel.default_worker_count()
 
     @field_validator("tenant_uuid")
     @classmethod

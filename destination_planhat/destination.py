@@ -36,8 +36,10 @@ from destination_planhat.client import (
     RetryPolicy,
 )
 from destination_planhat.config import PlanhatConfig, parse_config
-from destination_planhat.planhat import Endpoint
 from destination_planhat.dry_run import DryRunWriter
+from destination_planhat.errors import system_error
+from destination_planhat.parallel import ParseWorkerFailed, ParseWorkers, Pipeline, available_cpus, default_worker_count
+from destination_planhat.planhat import Endpoint
 from destination_planhat.routing import route_streams, settings_problems
 from destination_planhat.writer import TICK_SECONDS, PlanhatWriter
 
@@ -170,10 +172,14 @@ class DestinationPlanhat(Destination):
         with open(configured_catalog_path, "rb") as file:
             catalog = ConfiguredAirbyteCatalogSerializer.load(orjson.loads(file.read()))
         writer = self._start_writer(config, catalog, print_message)
+        workers: Optional[ParseWorkers] = None
         try:
-            read_input(getattr(input_stream, "buffer", input_stream), writer)
+            workers = start_parse_workers(parse_config(config), writer)
+            read_input(getattr(input_stream, "buffer", input_stream), writer, workers)
             writer.finish()
         finally:
+            if workers is not None:
+                workers.close()
             writer.close()
         return iter(())
 
@@ -254,11 +260,31 @@ def read_chunks(stream: BinaryIO, size: int = READ_CHUNK_BYTES) -> Iterator[byte
         yield chunk
 
 
-def read_input(stream: BinaryIO, writer: PlanhatWriter) -> None:
+def start_parse_workers(config: PlanhatConfig, writer: PlanhatWriter) -> Optional[ParseWorkers]:
+    """The parse worker processes for this sync (see parallel.py), or None to parse in this process."""
+    plan = writer.parallel_plan()
+    count = config.parse_workers
+    why = "parse_workers" if count is not None else f"{available_cpus()} CPU(s) available"
+    if count is None:
+        count = default_worker_count()
+    if count and not plan["streams"]:
+        count, why = 0, "no stream is mapped without unpivot_columns or dot paths"
+    if not count:
+        logger.info(f"input parsing: in the connector's own process ({why})")
+        return None
+    logger.info(f"input parsing: {count} worker process(es) alongside the connector ({why})")
+    return ParseWorkers(count, plan).start()
+
+
+def read_input(stream: BinaryIO, writer: PlanhatWriter, workers: Optional[ParseWorkers] = None) -> None:
     """Parse JSON lines and hand each message to the writer. Bad lines are counted, never fatal.
 
     Input comes in chunks (one call per chunk rather than per line); between chunks, and every
-    TICK_SECONDS while the source is quiet, the writer sends the batches that waited too long."""
+    TICK_SECONDS while the source is quiet, the writer sends the batches that waited too long.
+    With `workers`, the chunks are parsed by worker processes (see parallel.py)."""
+    if workers is not None:
+        _read_input_in_parallel(stream, writer, workers)
+        return
     line_number = 0
     pieces: list[bytes] = []  # the start of a line whose newline has not arrived yet
     for chunk in with_idle_ticks(read_chunks(stream), writer.flush_overdue):
@@ -277,6 +303,27 @@ def read_input(stream: BinaryIO, writer: PlanhatWriter) -> None:
     last = b"".join(pieces)
     if last.strip():
         parse_lines([last], line_number, writer, not_json="the input ended in the middle of a line")
+
+
+def _read_input_in_parallel(stream: BinaryIO, writer: PlanhatWriter, workers: ParseWorkers) -> None:
+    pipeline = Pipeline(
+        workers, writer.take_encoded, lambda lines, before: parse_lines(lines, before, writer), writer.flush_overdue
+    )
+    try:
+        for chunk in with_idle_ticks(read_chunks(stream), pipeline.on_idle):
+            pipeline.add(chunk)
+        last = pipeline.finish()
+    except ParseWorkerFailed as exc:
+        writer.fail(
+            system_error(
+                f"{exc}. The sync stopped; records after the last emitted state will be sent again by the next "
+                "attempt. To parse in the connector's own process instead, set parse_workers to 0.",
+                str(exc),
+            )
+        )
+        raise  # (fail raises; this keeps type checkers and readers sure of it)
+    if last.strip():
+        parse_lines([last], pipeline.lines_sent, writer, not_json="the input ended in the middle of a line")
 
 
 def parse_lines(lines: list[bytes], before: int, writer: PlanhatWriter, not_json: str = "it is not valid JSON") -> None:

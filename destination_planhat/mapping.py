@@ -423,6 +423,16 @@ def fast_fields(plan: _Plan) -> Optional[list[FastField]]:
 _KIND_OF_CONVERTER = {convert: kind for kind, convert in CONVERTERS.items()}
 
 
+def fast_plan(route: "StreamRoute") -> Optional[tuple[Endpoint, list[FastField], Item]]:
+    """What a parse worker needs to map a stream's common record: (endpoint, fields, constants), or
+    None when the stream has no fast path (unpivot, dot paths): its records are then all mapped here."""
+    plan, problems = _compile(route.name, route.endpoint, route.settings, route.json_schema)
+    if problems or plan.unpivot:
+        return None
+    fields = fast_fields(plan)
+    return None if fields is None else (plan.endpoint, fields, plan.constants)
+
+
 def _fast_item_mapper(plan: _Plan, general: Mapper) -> Optional[Mapper]:
     """The generated fast path in front of `general`, or None where it does not apply (dot paths)."""
     fields = fast_fields(plan)

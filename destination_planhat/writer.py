@@ -16,7 +16,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import orjson
 from airbyte_cdk.models import AirbyteMessage, AirbyteStateMessage, AirbyteStateStats, AirbyteStateType
@@ -37,7 +37,7 @@ from destination_planhat.client import (
 )
 from destination_planhat.config import InvalidRecords, PlanhatConfig
 from destination_planhat.errors import config_error, system_error, transient_error
-from destination_planhat.mapping import Invalid, MapResult, Mapper, RecordRejected, build_mapper
+from destination_planhat.mapping import Invalid, MapResult, Mapper, RecordRejected, build_mapper, fast_plan
 from destination_planhat.planhat import SAFE_BODY_BYTES, WHERE_API_TOKEN, WHERE_TENANT_TOKEN, Endpoint
 from destination_planhat.reporting import ProgressReporter, summary_notes, summary_table
 from destination_planhat.routing import StreamKey, StreamRoute, stream_label
@@ -103,6 +103,9 @@ class PlanhatWriter:
             self._sinks[key] = _Sink(route, build_mapper(route), buffer, stats)
         # Streams without a namespace by name alone: the common case costs no tuple per record.
         self._sinks_by_name = {key[1]: sink for key, sink in self._sinks.items() if key[0] is None}
+        # The streams parse workers may map (see parallel_plan), by their index in the plan.
+        self._sinks_by_index = list(self._sinks.values())
+        self._max_body_bytes = max_body_bytes
         self._endpoints = [endpoint for endpoint in Endpoint if any(r.endpoint is endpoint for r in routes.values())]
         self._progress = ProgressReporter(self.ledger, config.progress_interval_seconds, clock())
         self._unknown_streams: dict[StreamKey, int] = {}
@@ -144,6 +147,12 @@ class PlanhatWriter:
             self._log_summary()
             raise
         self._log_summary()
+
+    def fail(self, error: BaseException) -> None:
+        """A failure outside the writer (a parse worker): it ends the sync as a failed batch would,
+        with the summary logged, and is raised."""
+        self._record_failure(error)
+        self._raise_if_failed()
 
     def close(self) -> None:
         """Stop the threads whatever happened; safe to call twice.
@@ -205,6 +214,48 @@ class PlanhatWriter:
                 self._submit(buffer.take())
         else:
             self._add_part(sink, item, part)
+
+    def parallel_plan(self) -> dict[str, Any]:
+        """What parse worker processes need to map the common record of each stream (parse_worker.py):
+        no settings beyond the fields' sources, kinds and constants, and no secrets."""
+        streams = []
+        for index, sink in enumerate(self._sinks_by_index):
+            plan = fast_plan(sink.route)
+            if plan is not None:
+                endpoint, fields, constants = plan
+                key = sink.route.key
+                streams.append((index, key[0], key[1], endpoint.value, [(f, k, kind.value) for f, k, kind in fields], constants))
+        return {"streams": streams, "max_part_bytes": self._max_body_bytes}
+
+    def take_encoded(self, index: int, encoded: bytes, ends: Sequence[int]) -> None:
+        """Items of one stream that a parse worker mapped, checked and encoded: one record each, in
+        input order, each followed by "," in `encoded`, ending at the offsets `ends`. What `record`
+        does for each of them, a run of items at a time; each run is counted as read once placed."""
+        sink = self._sinks_by_index[index]
+        buffer, stats = sink.buffer, sink.stats
+        view = memoryview(encoded)
+        count = len(ends)
+        done = start = 0
+        while done < count:
+            room = buffer.batch_size - buffer.count
+            upto = count if count - done <= room else done + room
+            end = ends[upto - 1]
+            if len(buffer.body) + (end - start) <= buffer.max_body_bytes:  # as StreamBuffer.add judges each item
+                if not buffer.count:
+                    buffer.open()
+                buffer.body += view[start:end]
+                buffer.count += upto - done
+                stats.read += upto - done
+                done, start = upto, end
+                if buffer.count >= buffer.batch_size:
+                    self._submit(buffer.take())
+            else:  # the size cap falls inside this run: one item, through the buffer's own cut
+                end = ends[done]
+                stats.read += 1
+                ready = buffer.add(bytes(view[start : end - 1]))
+                done, start = done + 1, end
+                if ready is not None:
+                    self._submit(ready)
 
     def _add_items(self, sink: _Sink, items: MapResult) -> None:
         """A record that made no item or several (unpivot): each item through the general path."""
