@@ -1,0 +1,347 @@
+"""Parse worker processes change how fast input is read, never what happens to it.
+
+The same input goes through the connector's own process alone and through real worker processes
+(parse_worker.py, started by parallel.ParseWorkers); the batches sent, the states emitted with their
+counts, the per-stream books and the warnings (with their line numbers) must be the same. Then the
+worker's own rules (what it handles, what it hands back), its failures, and how many workers a
+machine gets.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import random
+import signal
+from pathlib import Path
+from typing import Any, Optional
+
+import orjson
+import pytest
+from airbyte_cdk.models import AirbyteMessageSerializer
+from airbyte_cdk.utils.traced_exception import AirbyteTracedException
+
+from destination_planhat import parallel
+from destination_planhat.destination import read_input, start_parse_workers
+from destination_planhat.parallel import ParseWorkerFailed, ParseWorkers, _cgroup_cpu_quota, default_worker_count
+from destination_planhat.parse_worker import FAST, ODD, build_takers, decode
+from destination_planhat.routing import route_streams
+from destination_planhat.writer import PlanhatWriter
+from unit_tests.builders import ACTIVITY_SCHEMA, METRIC_SCHEMA, catalog, config, configured_stream
+from unit_tests.fake_client import FakeClient
+
+CATALOG = catalog(
+    configured_stream("m", METRIC_SCHEMA),
+    configured_stream("u", ACTIVITY_SCHEMA),
+    configured_stream("m", METRIC_SCHEMA, namespace="ns"),
+    configured_stream("wide", {"type": "object", "properties": {"id": {"type": "string"}, "mrr": {"type": "number"}, "seats": {"type": "number"}}}),
+)
+SETTINGS = {
+    "batch_size": 7,
+    "max_in_flight_requests": 1,  # one request at a time: the order of the calls is the input's
+    "max_request_body_bytes": 2048,
+    "streams": [
+        {"name": "wide", "endpoint": "metrics", "unpivot_columns": ["mrr", "seats"],
+         "field_mappings": [{"planhat_field": "externalId", "source_field": "id"}]},
+    ],
+}
+
+
+def line(message: Any) -> bytes:
+    return message if isinstance(message, bytes) else orjson.dumps(message)
+
+
+def rec(stream: str, data: Any, namespace: Optional[str] = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"stream": stream, "data": data, "emitted_at": 1}
+    if namespace is not None:
+        body["namespace"] = namespace
+    return {"type": "RECORD", "record": body}
+
+
+def state(stream: str, cursor: Any, namespace: Optional[str] = None) -> dict[str, Any]:
+    descriptor: dict[str, Any] = {"name": stream}
+    if namespace:
+        descriptor["namespace"] = namespace
+    return {"type": "STATE", "state": {"type": "STREAM", "stream": {"stream_descriptor": descriptor, "stream_state": {"cursor": cursor}}}}
+
+
+def metric(i: int, **changes: Any) -> dict[str, Any]:
+    return {"dimensionId": "logins", "value": i, "externalId": f"c{i}", "model": "Company", "date": "2026-11-01", **changes}
+
+
+def activity(i: int, **changes: Any) -> dict[str, Any]:
+    return {"email": f"u{i}@example.com", "action": "logged_in", "count": 1, **changes}
+
+
+def mixed_input(seed: int = 7) -> bytes:
+    """Good records of every kind of stream among every kind of line the connector must handle itself."""
+    rng = random.Random(seed)
+    odd_lines: list[Any] = [
+        state("m", "s1"),
+        {"type": "STATE", "state": {"type": "GLOBAL", "global": {"shared_state": {"c": 1}, "stream_states": []}}},
+        {"type": "LOG", "log": {"level": "INFO", "message": "hello"}},
+        {"type": "MYSTERY"},
+        b"not json at all",
+        b"",
+        b"[1, 2]",
+        b'{"type": "RECORD", "record": {"stream": "m", "data": {"dimensionId": "logins", "value": NaN, "externalId": "x"}}}',
+        rec("m", metric(1, value="not a number")),
+        rec("m", metric(2, dimensionId="has space")),
+        rec("m", "not an object"),
+        rec("u", {"action": "no identity"}),
+        rec("nowhere", metric(3)),
+        rec("m", metric(4, date="2026-13-45")),
+        rec("m", metric(5, externalId="x" * 3000)),  # larger than the 2,048-byte request cap
+        rec("wide", {"id": "c1", "mrr": 10, "seats": None}),
+        rec("wide", {"id": "c2", "mrr": "12.5", "seats": 3}),
+        {"type": "RECORD"},
+        {"type": "RECORD", "record": {"stream": "m"}},
+        state("m", "s2", namespace="ns"),
+    ]
+    lines: list[Any] = []
+    for i in range(600):
+        kind = rng.random()
+        if kind < 0.35:
+            lines.append(rec("m", metric(i)))
+        elif kind < 0.6:
+            lines.append(rec("u", activity(i)))
+        elif kind < 0.7:
+            lines.append(rec("m", metric(i, value=str(i), date=f"2026-11-{1 + i % 28:02d}T10:00:00+02:00"), namespace="ns"))
+        elif kind < 0.75:
+            lines.append(state(rng.choice(["m", "u"]), i))
+        else:
+            lines.append(rng.choice(odd_lines))
+    return b"\n".join(map(line, lines)) + b'\n{"type": "RECORD", "record": {"stream": "m", "data": {"dimensionId": "lo'
+
+
+class Trickle(io.RawIOBase):
+    """A stream that hands out its bytes in small, uneven pieces (lines cut anywhere)."""
+
+    def __init__(self, data: bytes, seed: int = 3) -> None:
+        self._data, self._at, self._rng = data, 0, random.Random(seed)
+
+    def readable(self) -> bool:
+        return True
+
+    def read1(self, size: int = -1) -> bytes:
+        piece = self._data[self._at : self._at + self._rng.randint(1, 700)]
+        self._at += len(piece)
+        return piece
+
+    read = read1
+
+
+def batches_per_stream(calls: list[tuple[Any, list[Any]]]) -> dict[str, list[list[Any]]]:
+    """The batches of each stream, in the order they were sent. (Across streams the order may differ:
+    a worker's answer holds runs of several streams, so which stream's batch fills first can change.)"""
+    streams: dict[str, list[list[Any]]] = {}
+    for endpoint, items in calls:
+        first = items[0]
+        if endpoint.value == "user_activities":
+            stream = "u"
+        elif first.get("dimensionId") in ("mrr", "seats"):
+            stream = "wide"
+        else:
+            stream = "ns.m" if "T" in first.get("date", "") else "m"
+        streams.setdefault(stream, []).append(items)
+    return streams
+
+
+def sync(data: bytes, workers: int, caplog: pytest.LogCaptureFixture) -> dict[str, Any]:
+    """One sync of `data` with `workers` parse workers (0: none); what the outside world saw of it."""
+    parsed = config(**SETTINGS)
+    client, emitted = FakeClient(), []
+    writer = PlanhatWriter(parsed, route_streams(parsed, CATALOG), client, emitted.append).start()
+    pool = ParseWorkers(workers, writer.parallel_plan()).start() if workers else None
+    caplog.clear()
+    try:
+        with caplog.at_level(logging.INFO, logger="airbyte"):
+            read_input(Trickle(data), writer, pool)
+            writer.finish()
+    finally:
+        if pool is not None:
+            pool.close()
+        writer.close()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    return {
+        "batches": batches_per_stream(client.calls),
+        "states": [AirbyteMessageSerializer.dump(m) for m in emitted],
+        "books": writer.ledger.snapshot(),
+        "warnings": warnings,
+    }
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_workers_change_nothing_but_speed(workers, caplog):
+    data = mixed_input()
+    alone, with_workers = sync(data, 0, caplog), sync(data, workers, caplog)
+    assert with_workers == alone
+    # The input really holds every kind of line (else the comparison would prove little).
+    assert sum(map(len, alone["batches"].values())) > 50 and len(alone["states"]) > 20
+    assert any("input line" in w and "not valid JSON" in w for w in alone["warnings"])
+    assert alone["books"]["m"]["rejected_locally"] > 0 and alone["books"]["wide"]["extra_items"] > 0
+    assert alone["books"]["nowhere"]["skipped"] > 0 and alone["books"]["ns.m"]["sent"] > 0
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_workers_change_nothing_for_other_mixes_either(seed, caplog):
+    data = mixed_input(seed)
+    assert sync(data, 2, caplog) == sync(data, 0, caplog)
+
+
+# ----- what a worker handles, and what it hands back ---------------------------------------------
+
+
+def worker_view(lines: list[Any], max_part_bytes: int = 2048) -> list[tuple[Any, ...]]:
+    parsed = config(**SETTINGS)
+    writer = PlanhatWriter(parsed, route_streams(parsed, CATALOG), FakeClient(), lambda m: None)
+    plan = orjson.loads(orjson.dumps(writer.parallel_plan()))  # as the worker gets it: through JSON
+    by_name, by_key = build_takers(plan)
+    index = {(ns, name): i for i, ns, name, *_ in plan["streams"]}
+    segments = decode(b"\n".join(map(line, lines)), by_name, by_key, max_part_bytes)
+    named = {v: k for k, v in index.items()}
+    return [
+        ("FAST", named[s[1]], [orjson.loads(b"[" + s[2][:-1] + b"]"), list(s[3])]) if s[0] == FAST else ("ODD", s[1], s[2])
+        for s in segments
+    ]
+
+
+def test_the_plan_holds_only_streams_a_worker_can_map_alone():
+    parsed = config(**SETTINGS)
+    writer = PlanhatWriter(parsed, route_streams(parsed, CATALOG), FakeClient(), lambda m: None)
+    plan = writer.parallel_plan()
+    assert sorted((ns or "", name) for _, ns, name, *_ in plan["streams"]) == [("", "m"), ("", "u"), ("ns", "m")]
+    assert plan["max_part_bytes"] == 2048
+    assert "token" not in orjson.dumps(plan).decode().lower(), "a worker never gets a credential"
+
+
+def test_items_come_back_encoded_per_stream_and_everything_else_as_it_came():
+    good_m, good_u = rec("m", metric(1, value="5")), rec("u", activity(1))
+    segments = worker_view([good_m, good_u, rec("m", metric(2)), state("m", 1), b"junk", rec("m", metric(3)), rec("m", metric(4, value="x"))])
+    expected_m = {**metric(1), "value": 5}
+    assert segments == [
+        ("FAST", (None, "m"), [[expected_m, metric(2)], [len(orjson.dumps(expected_m)) + 1, len(orjson.dumps(expected_m)) + len(orjson.dumps(metric(2))) + 2]]),
+        ("FAST", (None, "u"), [[activity(1)], [len(orjson.dumps(activity(1))) + 1]]),
+        ("ODD", 3, [line(state("m", 1)), b"junk"]),
+        ("FAST", (None, "m"), [[metric(3)], [len(orjson.dumps(metric(3))) + 1]]),
+        ("ODD", 6, [line(rec("m", metric(4, value="x")))]),
+    ]
+
+
+@pytest.mark.parametrize(
+    "message, why",
+    [
+        (rec("m", metric(1, value="x")), "fails a check: the connector's own process rejects it and logs why"),
+        (rec("m", metric(1, externalId="")), "a required field is empty"),
+        (rec("m", [1]), "data is not an object"),
+        (rec("m", metric(1), namespace="elsewhere"), "a stream that is not in the catalog"),
+        (rec("wide", {"id": "c", "mrr": 1}), "unpivot: one record, several items"),
+        (rec("m", metric(1, externalId="x" * 3000)), "larger than a request may be"),
+        ({"type": "RECORD", "record": {"stream": "m"}}, "a record without data"),
+        ({"type": "RECORD", "record": {"stream": ["m"], "data": metric(1)}}, "a stream name that is not a text"),
+        (state("m", 1), "a state"),
+        (b'{"type":"RECORD","record":{"stream":"m","data":{"value":NaN}}}', "not strict JSON"),
+    ],
+)
+def test_a_worker_hands_back_every_line_it_does_not_fully_handle(message, why):
+    assert worker_view([message]) == [("ODD", 0, [line(message)])], why
+
+
+# ----- failures ----------------------------------------------------------------------------------
+
+
+def a_writer(emitted: list) -> PlanhatWriter:
+    parsed = config(**SETTINGS)
+    return PlanhatWriter(parsed, route_streams(parsed, CATALOG), FakeClient(), emitted.append).start()
+
+
+def test_a_worker_that_dies_fails_the_sync_naming_it_and_the_way_out(caplog):
+    emitted: list = []
+    writer = a_writer(emitted)
+    pool = ParseWorkers(2, writer.parallel_plan()).start()
+    os.kill(pool._workers[1].process.pid, signal.SIGKILL)
+    data = b"\n".join(line(rec("m", metric(i))) for i in range(50_000)) + b"\n"
+    try:
+        with pytest.raises(AirbyteTracedException) as raised, caplog.at_level(logging.INFO, logger="airbyte"):
+            read_input(io.BytesIO(data), writer, pool)
+    finally:
+        pool.close()
+        writer.close()
+    message = raised.value.message
+    assert "parse worker process 2 of 2" in message and "set parse_workers to 0" in message, message
+    assert raised.value.failure_type.value == "system_error"
+    assert any("sync summary (JSON)" in r.getMessage() and '"failed"' in r.getMessage() for r in caplog.records)
+    assert writer.ledger.snapshot()["m"]["books_balance"]
+
+
+def test_a_worker_that_cannot_start_its_work_is_reported_with_its_exit_code():
+    pool = ParseWorkers(1, {"streams": [[0, None, "m", "no such endpoint", [], {}]], "max_part_bytes": 10}).start()
+    try:
+        pool.send(0, line(rec("m", metric(1))))
+        with pytest.raises(ParseWorkerFailed, match=r"parse worker process 1 of 1 \(exit code 1\): it ended without answering"):
+            pool.receive(0)
+    finally:
+        pool.close()
+
+
+def test_closing_ends_every_worker_even_one_with_an_answer_nobody_read():
+    pool = ParseWorkers(2, {"streams": [], "max_part_bytes": 2048}).start()
+    processes = [w.process for w in pool._workers]
+    for number in range(2):
+        pool.send(number, b"\n".join([b"x" * 1000] * 3000))  # answers larger than a pipe holds
+    pool.close()
+    assert [p.poll() is not None for p in processes] == [True, True]
+
+
+# ----- how many workers ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cpus, workers", [(1, 0), (2, 2), (3, 3), (4, 4), (64, 4)])
+def test_one_worker_per_cpu_up_to_four_and_none_on_a_single_cpu(cpus, workers):
+    assert default_worker_count(cpus) == workers
+
+
+@pytest.mark.parametrize(
+    "files, quota",
+    [
+        ({"cpu.max": "max 100000\n"}, None),
+        ({"cpu.max": "150000 100000\n"}, 1.5),
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+        ({"cpu/cpu.cfs_quota_us": "200000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 2.0),
+        ({}, None),
+    ],
+)
+def test_a_container_cpu_limit_is_read_from_its_cgroup(tmp_path: Path, files, quota):
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert _cgroup_cpu_quota(tmp_path) == quota
+
+
+def test_a_cpu_limit_below_two_means_no_workers(monkeypatch):
+    monkeypatch.setattr(parallel, "_cgroup_cpu_quota", lambda: 1.0)
+    assert parallel.available_cpus() == 1 and default_worker_count() == 0
+
+
+@pytest.mark.parametrize(
+    "settings, started, said",
+    [
+        ({"parse_workers": 0}, 0, "in the connector's own process (parse_workers)"),
+        ({"parse_workers": 2}, 2, "2 worker process(es) alongside the connector (parse_workers)"),
+        ({"parse_workers": 2, "streams": [{"name": "m", "endpoint": "metrics", "unpivot_columns": ["value"],
+          "field_mappings": [{"planhat_field": "externalId", "source_field": "externalId"}]}]},
+         0, "no stream is mapped without unpivot_columns or dot paths"),
+    ],
+)
+def test_start_parse_workers_follows_the_setting_and_says_why(settings, started, said, caplog):
+    parsed = config(**settings)
+    writer = PlanhatWriter(parsed, route_streams(parsed, catalog(configured_stream("m", METRIC_SCHEMA))), FakeClient(), lambda m: None)
+    with caplog.at_level(logging.INFO, logger="airbyte"):
+        pool = start_parse_workers(parsed, writer)
+    try:
+        assert (pool.count if pool else 0) == started
+        assert any(said in r.getMessage() for r in caplog.records), [r.getMessage() for r in caplog.records]
+    finally:
+        if pool is not None:
+            pool.close()
