@@ -15,6 +15,7 @@ waits for the oldest answer before it sends more.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -28,7 +29,9 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from destination_planhat.parse_worker import _HEADER, FAST, ODD, frame, widen_pipe
+import orjson
+
+from destination_planhat.parse_worker import _HEADER, FAST, ODD, widen_pipe
 
 logger = logging.getLogger("airbyte")
 
@@ -36,14 +39,16 @@ logger = logging.getLogger("airbyte")
 # chunks cost less per record), unless the input has been quiet for CHUNK_MAX_WAIT_SECONDS.
 CHUNK_MIN_BYTES = 256 * 1024
 CHUNK_MAX_WAIT_SECONDS = 0.2
+# ...and at most this large (one longer line aside): a worker holds a few times its chunk in memory.
+CHUNK_MAX_BYTES = 512 * 1024
 # Chunks on their way to each worker at once: one being parsed, one waiting.
 WORKER_DEPTH = 2
 # The default number of workers: one per available CPU, at most this many; none with a single CPU
 # (the workers would only take turns with the reading thread).
 MAX_DEFAULT_WORKERS = 4
 STOP_WAIT_SECONDS = 5.0
-# The most read from a worker's pipe at once.
-READ_BYTES = 1 << 20
+# Pieces handed to one writev call at most.
+WRITEV_PIECES = 64
 
 
 class ParseWorkerFailed(Exception):
@@ -90,10 +95,61 @@ class _Worker:
         self.process = process
         self.to_fd = process.stdin.fileno()  # type: ignore[union-attr]
         self.from_fd = process.stdout.fileno()  # type: ignore[union-attr]
-        self.outgoing = bytearray()  # frames not yet taken by the pipe
-        self.incoming = bytearray()  # bytes of answers not yet cut into frames
-        self.answers: deque[bytes] = deque()
+        self.outgoing: deque[memoryview] = deque()  # frames' pieces not yet taken by the pipe
+        self.header = bytearray()  # the part of the next answer's length read so far
+        self.answer: Optional[memoryview] = None  # the answer being read, and how much of it is in
+        self.answer_in = 0
+        self.answers: deque[bytearray] = deque()
         self.ended = False  # its stdout reached EOF
+
+    def queue(self, payload: bytes) -> None:
+        self.outgoing.append(memoryview(_HEADER.pack(len(payload))))
+        self.outgoing.append(memoryview(payload))
+
+    def write_some(self) -> None:
+        """As much of the queued frames as the pipe takes now (no copy of the payloads)."""
+        try:
+            written = os.writev(self.to_fd, list(itertools.islice(self.outgoing, WRITEV_PIECES)))
+        except BlockingIOError:
+            return
+        while written:
+            head = self.outgoing[0]
+            if written < len(head):
+                self.outgoing[0] = head[written:]
+                return
+            written -= len(head)
+            self.outgoing.popleft()
+
+    def read_some(self) -> None:
+        """What the pipe holds now, straight into the answer it belongs to (no copy per answer)."""
+        while True:
+            if self.answer is None:
+                try:
+                    data = os.read(self.from_fd, _HEADER.size - len(self.header))
+                except BlockingIOError:
+                    return
+                if not data:
+                    self.ended = True
+                    return
+                self.header += data
+                if len(self.header) < _HEADER.size:
+                    continue
+                (length,) = _HEADER.unpack(self.header)
+                self.header = bytearray()
+                self.answer, self.answer_in = memoryview(bytearray(length)), 0
+            answer = self.answer
+            if self.answer_in < len(answer):
+                try:
+                    got = os.readv(self.from_fd, [answer[self.answer_in :]])
+                except BlockingIOError:
+                    return
+                if not got:
+                    self.ended = True
+                    return
+                self.answer_in += got
+            if self.answer_in == len(answer):
+                self.answers.append(answer.obj)  # type: ignore[arg-type]
+                self.answer = None
 
 
 class ParseWorkers:
@@ -110,16 +166,14 @@ class ParseWorkers:
         self._workers: list[_Worker] = []
 
     def start(self) -> "ParseWorkers":
-        package_parent = str(Path(__file__).resolve().parent.parent)
-        # The worker imports this very package (the same code as this process), whatever the cwd.
-        bootstrap = (
-            "import sys; sys.path.insert(0, sys.argv[1]); "
-            "from destination_planhat.parse_worker import main; main()"
-        )
+        # The worker imports this very package (the same code as this process) and orjson, from where
+        # this process found them, and nothing else: no site-packages scan (-S), which saves memory.
+        paths = [str(Path(__file__).resolve().parent.parent), str(Path(orjson.__file__).resolve().parent.parent)]
+        bootstrap = "import sys; sys.path[:0] = sys.argv[1:]; from destination_planhat.parse_worker import main; main()"
         try:
             for number in range(self.count):
                 process = subprocess.Popen(
-                    [sys.executable, "-c", bootstrap, package_parent],
+                    [sys.executable, "-S", "-c", bootstrap, *paths],
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
                     bufsize=0,
@@ -129,16 +183,16 @@ class ParseWorkers:
                 for fd in (worker.to_fd, worker.from_fd):
                     widen_pipe(fd)
                     os.set_blocking(fd, False)
-                worker.outgoing += frame(self._plan)
+                worker.queue(self._plan)
         except BaseException:
             self.close()
             raise
         self._pump(block=False)
         return self
 
-    def send(self, number: int, chunk: bytes) -> None:
+    def send(self, number: int, chunk: Any) -> None:
         """Queue a chunk for a worker; it goes out as the pipe takes it."""
-        self._workers[number].outgoing += frame(chunk)
+        self._workers[number].queue(chunk)
         self._pump(block=False)
 
     def ready(self, number: int) -> bool:
@@ -173,31 +227,11 @@ class ParseWorkers:
         for worker in self._workers:
             if worker.to_fd in writable:
                 try:
-                    written = os.write(worker.to_fd, worker.outgoing)
-                except BlockingIOError:
-                    written = 0
+                    worker.write_some()
                 except OSError as exc:  # BrokenPipeError: it died; its EOF tells the rest
                     raise self._failed(worker, f"it stopped taking input ({exc})") from exc
-                del worker.outgoing[:written]
             if worker.from_fd in readable:
-                self._read_from(worker)
-
-    def _read_from(self, worker: _Worker) -> None:
-        try:
-            data = os.read(worker.from_fd, READ_BYTES)
-        except BlockingIOError:
-            return
-        if not data:
-            worker.ended = True
-            return
-        incoming = worker.incoming
-        incoming += data
-        while len(incoming) >= _HEADER.size:
-            (length,) = _HEADER.unpack_from(incoming)
-            if len(incoming) < _HEADER.size + length:
-                break
-            worker.answers.append(bytes(incoming[_HEADER.size : _HEADER.size + length]))
-            del incoming[: _HEADER.size + length]
+                worker.read_some()
 
     def _failed(self, worker: _Worker, what: str) -> ParseWorkerFailed:
         try:
@@ -278,23 +312,35 @@ class Pipeline:
         return rest
 
     def _dispatch(self) -> None:
+        """Send every whole line held, in chunks of at most CHUNK_MAX_BYTES (or one longer line)."""
         if not self._held_has_line:  # (joining the pieces of one long line again and again would be quadratic)
             return
         data = self._held[0] if len(self._held) == 1 else b"".join(self._held)
-        cut = data.rfind(b"\n")
-        lines = data[:cut]
-        rest = data[cut + 1 :]
+        end = data.rfind(b"\n")
+        rest = data[end + 1 :]
         self._held = [rest] if rest else []
         self._held_bytes = len(rest)
         self._held_has_line = False
         self._held_since = self._clock()
+        view = memoryview(data)
+        start = 0
+        while start <= end:
+            cut = end
+            if end - start > CHUNK_MAX_BYTES:
+                cut = data.rfind(b"\n", start, start + CHUNK_MAX_BYTES)
+                if cut < 0:  # one line longer than a chunk: it goes alone
+                    cut = data.find(b"\n", start + CHUNK_MAX_BYTES)
+            self._send(view[start:cut], data.count(b"\n", start, cut) + 1)
+            start = cut + 1
+
+    def _send(self, lines: memoryview, count: int) -> None:
         while len(self._pending) >= WORKER_DEPTH * self._workers.count:
             self._apply_oldest()
         worker = self._next_worker
         self._next_worker = (worker + 1) % self._workers.count
         self._workers.send(worker, lines)
         self._pending.append((worker, self.lines_sent))
-        self.lines_sent += lines.count(b"\n") + 1
+        self.lines_sent += count
 
     def _apply_ready(self) -> None:
         while self._pending and self._workers.ready(self._pending[0][0]):

@@ -222,11 +222,11 @@ def shared_workload() -> Workload:
     return workload
 
 
-@pytest.fixture(scope="module")
-def shared_sync(tmp_path_factory) -> tuple[SyncCheck, Workload]:
+@pytest.fixture(scope="module", params=[0, 2], ids=["parsing in process", "two parse workers"])
+def shared_sync(request, tmp_path_factory) -> tuple[SyncCheck, Workload]:
     with PlanhatSandbox(tenant=SECRET_TENANT, api_token=SECRET_API_TOKEN) as sandbox:
         workload = shared_workload()
-        config = connector_config(sandbox, batch_size=7, max_request_body_bytes=BODY_CAP)
+        config = connector_config(sandbox, batch_size=7, max_request_body_bytes=BODY_CAP, parse_workers=request.param)
         run = run_connector(
             "write",
             tmp_path_factory.mktemp("bad_input"),

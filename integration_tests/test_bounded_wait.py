@@ -15,10 +15,12 @@ import queue
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import IO, Any, Optional
 
 import orjson
+import pytest
 
 from integration_tests.harness import (
     MAIN,
@@ -67,8 +69,10 @@ def start_write(tmp_path: Path, config: dict[str, Any]) -> subprocess.Popen[byte
                             cwd=REPO_ROOT, env=env)
 
 
-def test_a_state_comes_out_while_the_source_is_quiet_and_its_pipe_still_open(sandbox, tmp_path):
-    process = start_write(tmp_path, sandbox_config(sandbox.url, batch_size=1_000, flush_interval_seconds=1))
+@pytest.mark.parametrize("parse_workers", [0, 2], ids=["parsing in process", "two parse workers"])
+def test_a_state_comes_out_while_the_source_is_quiet_and_its_pipe_still_open(parse_workers, sandbox, tmp_path):
+    config = sandbox_config(sandbox.url, batch_size=1_000, flush_interval_seconds=1, parse_workers=parse_workers)
+    process = start_write(tmp_path, config)
     try:
         assert process.stdin is not None and process.stdout is not None
         output = _Lines(process.stdout)
@@ -115,3 +119,49 @@ def test_a_state_alone_does_not_push_out_a_partial_batch(sandbox, tmp_path):
     states = [m["state"] for m in map(orjson.loads, out.splitlines()) if m.get("type") == "STATE"]
     assert [s["destinationStats"]["recordCount"] for s in states] == [2]
     assert [r.items for r in sandbox.requests] == [3], "one request at the end, holding the records after the state too"
+
+
+def _children(pid: int) -> list[int]:
+    """Pids whose parent is `pid` (from /proc; this kernel may lack /proc/<pid>/task/*/children)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the worker processes through /proc")
+def test_parse_workers_end_when_the_connector_is_killed(sandbox, tmp_path):
+    """Airbyte may kill a sync's container process outright: its parse workers must not outlive it."""
+    process = start_write(tmp_path, sandbox_config(sandbox.url, batch_size=1_000, flush_interval_seconds=1, parse_workers=2))
+    try:
+        assert process.stdin is not None and process.stdout is not None
+        output = _Lines(process.stdout)
+        process.stdin.write(encode_lines([record("metrics_stream", metric(1)), stream_state("metrics_stream", "after-1")]))
+        process.stdin.flush()
+        output.next_state()  # the sync is running, its workers started
+        workers = _children(process.pid)
+        assert len(workers) == 2
+        process.kill()
+        process.wait()
+        deadline = time.monotonic() + 30
+        while any(map(_alive, workers)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(map(_alive, workers)), "a parse worker outlived the connector"
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

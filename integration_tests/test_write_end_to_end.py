@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
+
 from integration_tests.harness import (
     API_TOKEN,
     cursors,
@@ -15,13 +17,14 @@ from integration_tests.harness import (
 )
 
 
-def test_two_endpoints_25k_records_several_states(sandbox, tmp_path):
+@pytest.mark.parametrize("parse_workers", [0, 2], ids=["parsing in process", "two parse workers"])
+def test_two_endpoints_25k_records_several_states(parse_workers, sandbox, tmp_path):
     messages = list(mixed_messages(metrics=15_000, activities=12_000, state_every=2_500))
     sent = [m["record"] for m in messages if m["type"] == "RECORD"]
     run = run_cli(
         "write",
         tmp_path,
-        config=sandbox_config(sandbox.url, batch_size=1_000),
+        config=sandbox_config(sandbox.url, batch_size=1_000, parse_workers=parse_workers),
         catalog=mixed_catalog(),
         stdin=encode_lines(messages),
     )

@@ -345,3 +345,48 @@ def test_start_parse_workers_follows_the_setting_and_says_why(settings, started,
     finally:
         if pool is not None:
             pool.close()
+
+
+# ----- the pipeline: chunks out in turn, answers applied in order ---------------------------------
+
+
+class EchoWorkers:
+    """Stands in for ParseWorkers: every line comes back as ODD, after `delay` further sends."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.sent: list[tuple[int, bytes]] = []
+        self._answers: dict[int, list[list[tuple[Any, ...]]]] = {n: [] for n in range(count)}
+
+    def send(self, number: int, chunk: Any) -> None:
+        data = bytes(chunk)
+        self.sent.append((number, data))
+        self._answers[number].append([(ODD, 0, data.split(b"\n"))])
+
+    def ready(self, number: int) -> bool:
+        return False  # answers are only taken when the pipeline must wait for one
+
+    def receive(self, number: int) -> list[tuple[Any, ...]]:
+        return self._answers[number].pop(0)
+
+
+def test_the_pipeline_cuts_whole_lines_into_bounded_chunks_sends_them_in_turn_and_applies_answers_in_order():
+    lines = [b"%d:" % i + b"x" * (i % 300) for i in range(12_000)]
+    lines[5_000] = b"long:" + b"y" * (parallel.CHUNK_MAX_BYTES + 10)  # one line longer than a chunk
+    data = b"\n".join(lines) + b"\nunterminated"
+    workers = EchoWorkers(3)
+    seen: list[tuple[int, bytes]] = []
+    pipeline = parallel.Pipeline(
+        workers,  # type: ignore[arg-type]
+        take_encoded=lambda *args: None,
+        parse_lines=lambda got, before: seen.extend(enumerate(got, before + 1)),
+        flush_overdue=lambda: None,
+    )
+    for start in range(0, len(data), 1 << 20):  # pieces of 1 MiB, as a file gives them
+        pipeline.add(data[start : start + (1 << 20)])
+    assert pipeline.finish() == b"unterminated"
+    assert seen == list(enumerate(lines, 1)), "every whole line once, in order, with its line number"
+    assert [number for number, _ in workers.sent] == [n % 3 for n in range(len(workers.sent))]
+    sizes = sorted(len(chunk) for _, chunk in workers.sent)
+    assert sizes[-1] == len(lines[5_000]) and sizes[-2] <= parallel.CHUNK_MAX_BYTES
+    assert len(workers.sent) > 4
