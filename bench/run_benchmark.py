@@ -546,6 +546,21 @@ def _json_or_none(line: bytes) -> Optional[dict[str, Any]]:
     return value if isinstance(value, dict) else None
 
 
+def _reading_time(run: Run) -> float:
+    return run.reading_s if run.reading_s is not None else run.wall_s
+
+
+def _in_process_rows(run: Optional[Run], records: int, floor: float, repeats: int) -> list[Row]:
+    """The same input parsed in the connector's own process (parse_workers 0): what the workers add."""
+    if run is None:
+        return []
+    if run.reading_s is None:
+        return [Row(f"  for comparison, parse_workers 0 (best of {repeats}): wall time", f"{run.wall_s:.2f} s")]
+    rate = records / run.reading_s
+    return [Row(f"  for comparison, parse_workers 0 (in process, best of {repeats}): records/s, same window",
+                f"{rate:,.0f} rec/s", "", f"{rate / floor:.2f} x")]
+
+
 class Runner:
     def __init__(self, source: Input, sandbox: Sandbox, workdir: Path, parse_workers: Optional[int] = None) -> None:
         self.source = source
@@ -554,19 +569,23 @@ class Runner:
         self.parse_workers = parse_workers
         (workdir / "catalog.json").write_bytes(orjson.dumps(mixed_catalog()))
 
-    def _config(self, batch_size: int, connector: bool) -> Path:
+    def _config(self, batch_size: int, connector: bool, parse_workers: Optional[int] = None) -> Path:
         """The connector's config gets `parse_workers` when it was given; the naive sender's never does."""
         overrides: dict[str, Any] = {"batch_size": batch_size}
         name = f"config-{batch_size}"
-        if connector and self.parse_workers is not None:
-            overrides["parse_workers"] = self.parse_workers
-            name += f"-w{self.parse_workers}"
+        parse_workers = self.parse_workers if parse_workers is None else parse_workers
+        if connector and parse_workers is not None:
+            overrides["parse_workers"] = parse_workers
+            name += f"-w{parse_workers}"
         path = self.workdir / f"{name}.json"
         path.write_bytes(orjson.dumps(sandbox_config(self.sandbox.url, **overrides)))
         return path
 
-    def connector(self, label: str, batch_size: int, cut: Optional[Cut], latency_s: float = 0.0) -> Run:
-        command = [sys.executable, str(MAIN), "write", "--config", str(self._config(batch_size, connector=True)),
+    def connector(
+        self, label: str, batch_size: int, cut: Optional[Cut], latency_s: float = 0.0, parse_workers: Optional[int] = None
+    ) -> Run:
+        config = self._config(batch_size, connector=True, parse_workers=parse_workers)
+        command = [sys.executable, str(MAIN), "write", "--config", str(config),
                    "--catalog", str(self.workdir / "catalog.json")]
         return self._run(label, command, cut, latency_s)
 
@@ -686,7 +705,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         empty = runner.connector("connector-empty-input", args.batch_size, None)
         fast_runs = [runner.connector(f"connector-no-latency-b{args.batch_size}-{i + 1}", args.batch_size, whole)
                      for i in range(args.repeats)]
-        fast = min(fast_runs, key=lambda run: run.reading_s if run.reading_s is not None else run.wall_s)
+        fast = min(fast_runs, key=_reading_time)
+        # For comparison, unless the runs above already parsed in process: the same input, parse_workers 0.
+        in_process: Optional[Run] = None
+        if args.parse_workers != 0:
+            in_process = min(
+                (runner.connector(f"connector-in-process-b{args.batch_size}-{i + 1}", args.batch_size, whole, parse_workers=0)
+                 for i in range(args.repeats)),
+                key=_reading_time,
+            )
         latency_s = args.latency_ms / 1000
         naive = runner.naive(f"naive-latency-{args.latency_ms:g}ms", args.batch_size, whole, latency_s)
         overlapped = runner.connector(f"connector-latency-{args.latency_ms:g}ms", args.batch_size, whole, latency_s)
@@ -730,6 +757,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         Row("  records/s from the first byte read to the last line written", f"{rate:,.0f} rec/s",
             f">= {FLOOR_RATIO_TARGET:g} x floor", f"{rate / floor:.2f} x  {verdict(rate / floor >= FLOOR_RATIO_TARGET)}"),
         *_cpu_rows(fast_cpu, records, floor_cpu),
+        *_in_process_rows(in_process, records, floor, args.repeats),
         Row("  processes in the connector's tree at once, at most (the connector + its parse workers)",
             f"{fast.processes}" if fast.processes is not None else "n/a (no /proc)"),
         Row(f"naive sender, {args.latency_ms:g} ms per request: wall time", f"{naive.wall_s:.2f} s", "",

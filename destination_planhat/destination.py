@@ -38,7 +38,14 @@ from destination_planhat.client import (
 from destination_planhat.config import PlanhatConfig, parse_config
 from destination_planhat.dry_run import DryRunWriter
 from destination_planhat.errors import system_error
-from destination_planhat.parallel import ParseWorkerFailed, ParseWorkers, Pipeline, available_cpus, default_worker_count
+from destination_planhat.parallel import (
+    ParseWorkerFailed,
+    ParseWorkers,
+    Pipeline,
+    available_cpus,
+    default_worker_count,
+    workers_supported,
+)
 from destination_planhat.planhat import Endpoint
 from destination_planhat.routing import route_streams, settings_problems
 from destination_planhat.writer import TICK_SECONDS, PlanhatWriter
@@ -261,7 +268,10 @@ def read_chunks(stream: BinaryIO, size: int = READ_CHUNK_BYTES) -> Iterator[byte
 
 
 def start_parse_workers(config: PlanhatConfig, writer: PlanhatWriter) -> Optional[ParseWorkers]:
-    """The parse worker processes for this sync (see parallel.py), or None to parse in this process."""
+    """The parse worker processes for this sync (see parallel.py), or None to parse in this process.
+
+    Parsing in this process is always correct, so anything that keeps workers from starting falls
+    back to it, with a warning."""
     plan = writer.parallel_plan()
     count = config.parse_workers
     why = "parse_workers" if count is not None else f"{available_cpus()} CPU(s) available"
@@ -269,11 +279,19 @@ def start_parse_workers(config: PlanhatConfig, writer: PlanhatWriter) -> Optiona
         count = default_worker_count()
     if count and not plan["streams"]:
         count, why = 0, "no stream is mapped without unpivot_columns or dot paths"
+    if count and not workers_supported():
+        logger.warning(f"input parsing: parse worker processes need a POSIX system (this is {sys.platform}); parsing in this process")
+        count = 0
     if not count:
         logger.info(f"input parsing: in the connector's own process ({why})")
         return None
+    try:
+        workers = ParseWorkers(count, plan).start()
+    except OSError as exc:
+        logger.warning(f"input parsing: could not start parse worker processes ({exc}); parsing in this process")
+        return None
     logger.info(f"input parsing: {count} worker process(es) alongside the connector ({why})")
-    return ParseWorkers(count, plan).start()
+    return workers
 
 
 def read_input(stream: BinaryIO, writer: PlanhatWriter, workers: Optional[ParseWorkers] = None) -> None:

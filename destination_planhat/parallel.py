@@ -82,9 +82,14 @@ def _cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> Optional[float]:
         return None
 
 
+def workers_supported() -> bool:
+    """Non-blocking pipes with select() and writev(): POSIX systems (the connector's image is Linux)."""
+    return os.name == "posix" and hasattr(os, "writev") and hasattr(os, "readv")
+
+
 def default_worker_count(cpus: Optional[int] = None) -> int:
     cpus = available_cpus() if cpus is None else cpus
-    return 0 if cpus < 2 else min(cpus, MAX_DEFAULT_WORKERS)
+    return 0 if cpus < 2 or not workers_supported() else min(cpus, MAX_DEFAULT_WORKERS)
 
 
 class _Worker:

@@ -390,3 +390,16 @@ def test_the_pipeline_cuts_whole_lines_into_bounded_chunks_sends_them_in_turn_an
     sizes = sorted(len(chunk) for _, chunk in workers.sent)
     assert sizes[-1] == len(lines[5_000]) and sizes[-2] <= parallel.CHUNK_MAX_BYTES
     assert len(workers.sent) > 4
+
+
+def test_workers_that_cannot_start_leave_the_parsing_to_the_connector(monkeypatch, caplog):
+    def no_processes(*args: Any, **kwargs: Any) -> Any:
+        raise OSError("fork: Resource temporarily unavailable")
+
+    monkeypatch.setattr(parallel.subprocess, "Popen", no_processes)
+    parsed = config(**SETTINGS, parse_workers=2)
+    writer = PlanhatWriter(parsed, route_streams(parsed, CATALOG), FakeClient(), lambda m: None)
+    with caplog.at_level(logging.INFO, logger="airbyte"):
+        assert start_parse_workers(parsed, writer) is None
+    assert any("could not start parse worker processes (fork: Resource temporarily unavailable); parsing in this process"
+               in r.getMessage() for r in caplog.records)
