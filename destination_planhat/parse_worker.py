@@ -48,8 +48,9 @@ from destination_planhat.planhat import Endpoint, FieldKind
 FAST = 0
 ODD = 1
 _HEADER = struct.Struct(">I")
+_ODD_RECORD: Any = object()  # what a fast mapper returns for a record it does not map itself
 # Pipes to and from a worker are widened to this (Linux; as far as the system allows): a chunk or an
-# answer then moves in one system call instead of one per 64 KiB, each of which would wait for the GIL.
+# answer then moves in one or two system calls instead of one per 64 KiB.
 PIPE_BYTES = 1 << 20
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031) if fcntl is not None else None
 
@@ -62,21 +63,13 @@ def widen_pipe(fd: int, size: int = PIPE_BYTES) -> None:
         fcntl.fcntl(fd, _F_SETPIPE_SZ, size)
     except OSError:
         pass
-_ODD_RECORD: Any = object()  # what a fast mapper returns for a record it does not map itself
 
 
-# ----- framing (shared with parallel.py) ---------------------------------------------------------
-
-
-def frame(payload: bytes) -> bytes:
-    return _HEADER.pack(len(payload)) + payload
+# ----- framing (the connector's side is in parallel.py) ------------------------------------------
 
 
 def write_frame(fd: int, payload: bytes) -> None:
     """Blocking: the whole frame, however many writes the pipe needs."""
-    if len(payload) < 65536:
-        _write_all(fd, memoryview(frame(payload)))
-        return
     _write_all(fd, memoryview(_HEADER.pack(len(payload))))
     _write_all(fd, memoryview(payload))
 
