@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from integration_tests.harness import encode_lines, mixed_catalog, mixed_messages, sandbox_config
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -33,7 +35,7 @@ def dockerfile_steps() -> tuple[list[str], list[str]]:
 
 
 @pytest.mark.slow
-def test_dockerfile_install_steps_in_a_fresh_virtualenv(tmp_path):
+def test_dockerfile_install_steps_in_a_fresh_virtualenv(sandbox, tmp_path):
     sources, installs = dockerfile_steps()
     assert installs == ["--no-cache-dir ."], "this test mirrors `RUN pip install --no-cache-dir .`; update both together"
     code = tmp_path / "integration_code"
@@ -75,4 +77,16 @@ def test_dockerfile_install_steps_in_a_fresh_virtualenv(tmp_path):
         messages = [json.loads(line) for line in spec.stdout.splitlines() if line.strip().startswith(b"{")]
         [spec_message] = [m for m in messages if m["type"] == "SPEC"]
         assert "tenant_uuid" in spec_message["spec"]["connectionSpecification"]["properties"]
+    # A real sync through the installed console script, with two parse workers: they must find the
+    # installed package and orjson on their own (they start without site-packages scanning).
+    (elsewhere / "catalog.json").write_text(json.dumps(mixed_catalog()))
+    (elsewhere / "config.json").write_text(json.dumps(sandbox_config(sandbox.url, batch_size=100, parse_workers=2)))
+    write = subprocess.run(
+        [str(env_dir / "bin" / "destination-planhat"), "write", "--config", "config.json", "--catalog", "catalog.json"],
+        cwd=elsewhere, input=encode_lines(mixed_messages(metrics=300, activities=200, state_every=100)),
+        capture_output=True, timeout=300, env=env,
+    )
+    assert write.returncode == 0, write.stderr.decode()[-4000:]
+    assert "input parsing: 2 worker process(es)" in write.stdout.decode()
+    assert (len(sandbox.received("metrics")), len(sandbox.received("user_activities"))) == (300, 200)
     assert sys.version_info >= (3, 10)
