@@ -47,6 +47,9 @@ WORKER_DEPTH = 2
 # (the workers would only take turns with the reading thread).
 MAX_DEFAULT_WORKERS = 4
 STOP_WAIT_SECONDS = 5.0
+# A chunk takes a worker milliseconds; one that has not answered after this long is stuck (a bug, or
+# a process stopped from outside), and the sync fails rather than hang.
+ANSWER_TIMEOUT_SECONDS = 300.0
 # Pieces handed to one writev call at most.
 WRITEV_PIECES = 64
 
@@ -192,27 +195,31 @@ class ParseWorkers:
         except BaseException:
             self.close()
             raise
-        self._pump(block=False)
+        self._pump()
         return self
 
     def send(self, number: int, chunk: Any) -> None:
         """Queue a chunk for a worker; it goes out as the pipe takes it."""
         self._workers[number].queue(chunk)
-        self._pump(block=False)
+        self._pump()
 
     def ready(self, number: int) -> bool:
         """True when the worker's next answer (or its end) is there, without waiting."""
-        self._pump(block=False)
+        self._pump()
         worker = self._workers[number]
         return bool(worker.answers) or worker.ended
 
     def receive(self, number: int) -> list[tuple[Any, ...]]:
         """The worker's answer to its oldest chunk (waits for it, feeding every worker meanwhile)."""
         worker = self._workers[number]
+        deadline = time.monotonic() + ANSWER_TIMEOUT_SECONDS
         while not worker.answers:
             if worker.ended:
                 raise self._failed(worker, "it ended without answering")
-            self._pump(block=True)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise self._failed(worker, f"it did not answer within {ANSWER_TIMEOUT_SECONDS:g} s")
+            self._pump(timeout=left)
         try:
             status, value = pickle.loads(worker.answers.popleft())
         except Exception as exc:
@@ -221,14 +228,14 @@ class ParseWorkers:
             raise self._failed(worker, f"it failed:\n{value}")
         return value
 
-    def _pump(self, block: bool) -> None:
+    def _pump(self, timeout: float = 0.0) -> None:
         """Move bytes: out to every worker that can take some, in from every worker that has some.
-        With `block`, waits until at least one pipe is ready."""
+        Waits up to `timeout` seconds for at least one pipe to be ready."""
         readers = [w.from_fd for w in self._workers if not w.ended]
         writers = [w.to_fd for w in self._workers if w.outgoing and not w.ended]
         if not readers and not writers:
             return
-        readable, writable, _ = select.select(readers, writers, [], None if block else 0)
+        readable, writable, _ = select.select(readers, writers, [], timeout)
         for worker in self._workers:
             if worker.to_fd in writable:
                 try:

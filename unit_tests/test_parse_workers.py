@@ -403,3 +403,17 @@ def test_workers_that_cannot_start_leave_the_parsing_to_the_connector(monkeypatc
         assert start_parse_workers(parsed, writer) is None
     assert any("could not start parse worker processes (fork: Resource temporarily unavailable); parsing in this process"
                in r.getMessage() for r in caplog.records)
+
+
+def test_a_worker_that_stops_answering_fails_the_sync_instead_of_hanging_it(monkeypatch):
+    monkeypatch.setattr(parallel, "ANSWER_TIMEOUT_SECONDS", 0.5)
+    pool = ParseWorkers(1, {"streams": [], "max_part_bytes": 2048}).start()
+    process = pool._workers[0].process
+    try:
+        os.kill(process.pid, signal.SIGSTOP)  # as a debugger or the OOM-killer's freezer would
+        pool.send(0, b"a line")
+        with pytest.raises(ParseWorkerFailed, match=r"parse worker process 1 of 1: it did not answer within 0.5 s"):
+            pool.receive(0)
+    finally:
+        os.kill(process.pid, signal.SIGCONT)
+        pool.close()
