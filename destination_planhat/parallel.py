@@ -70,19 +70,37 @@ def available_cpus() -> int:
     return max(1, cpus)
 
 
-def _cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> Optional[float]:
-    """CPUs allowed by the cgroup (v2 cpu.max, or v1 cfs quota), or None when unlimited or unknown."""
+def _cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup"), membership: Path = Path("/proc/self/cgroup")) -> Optional[float]:
+    """CPUs allowed by this process's cgroup (v2 cpu.max, or v1 cfs quota), or None when unlimited
+    or unknown. Looked up in the process's own cgroup (from /proc/self/cgroup, for containers that
+    see the host's hierarchy) and at the root (for containers with a cgroup namespace of their own)."""
+    v2_dirs, v1_dirs = [root], [root / "cpu"]
     try:
-        quota, period = (root / "cpu.max").read_text().split()[:2]
-        return None if quota == "max" else int(quota) / int(period)
+        for line in membership.read_text().splitlines():
+            _, controllers, path = line.split(":", 2)
+            relative = path.strip().lstrip("/")
+            if not relative:
+                continue
+            if controllers == "":
+                v2_dirs.insert(0, root / relative)
+            elif "cpu" in controllers.split(","):
+                v1_dirs.insert(0, root / controllers / relative)
     except (OSError, ValueError):
         pass
-    try:
-        quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
-        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
-        return None if quota_us <= 0 or period_us <= 0 else quota_us / period_us
-    except (OSError, ValueError):
-        return None
+    for directory in v2_dirs:
+        try:
+            quota, period = (directory / "cpu.max").read_text().split()[:2]
+            return None if quota == "max" else int(quota) / int(period)
+        except (OSError, ValueError):
+            continue
+    for directory in v1_dirs:
+        try:
+            quota_us = int((directory / "cpu.cfs_quota_us").read_text())
+            period_us = int((directory / "cpu.cfs_period_us").read_text())
+            return None if quota_us <= 0 or period_us <= 0 else quota_us / period_us
+        except (OSError, ValueError):
+            continue
+    return None
 
 
 def workers_supported() -> bool:

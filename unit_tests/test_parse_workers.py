@@ -316,7 +316,25 @@ def test_a_container_cpu_limit_is_read_from_its_cgroup(tmp_path: Path, files, qu
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
-    assert _cgroup_cpu_quota(tmp_path) == quota
+    assert _cgroup_cpu_quota(tmp_path, tmp_path / "no-membership-file") == quota
+
+
+@pytest.mark.parametrize(
+    "membership, files, quota",
+    [
+        ("0::/kubepods/pod1/c1\n", {"kubepods/pod1/c1/cpu.max": "50000 100000", "cpu.max": "max 100000"}, 0.5),
+        ("0::/\n", {"cpu.max": "300000 100000"}, 3.0),
+        ("4:cpu,cpuacct:/docker/abc\n0::/\n", {"cpu,cpuacct/docker/abc/cpu.cfs_quota_us": "150000",
+                                                 "cpu,cpuacct/docker/abc/cpu.cfs_period_us": "100000"}, 1.5),
+    ],
+)
+def test_the_process_s_own_cgroup_comes_first(tmp_path: Path, membership, files, quota):
+    """A container that sees the host's cgroup tree finds its limit under its own path, not the root."""
+    (tmp_path / "self-cgroup").write_text(membership)
+    for name, text in files.items():
+        (tmp_path / "fs" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "fs" / name).write_text(text)
+    assert _cgroup_cpu_quota(tmp_path / "fs", tmp_path / "self-cgroup") == quota
 
 
 def test_a_cpu_limit_below_two_means_no_workers(monkeypatch):
