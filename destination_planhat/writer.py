@@ -300,7 +300,9 @@ class PlanhatWriter:
         """Send every partial batch whose first record has waited `flush_interval_seconds`.
 
         Called by the input loop between chunks and, while input is idle, every TICK_SECONDS: this is
-        what bounds how long a record (and so a state) can wait when a source goes quiet."""
+        what bounds how long a record (and so a state) can wait when a source goes quiet. It is also
+        where a failed batch ends the sync while the source is quiet, rather than at its next message."""
+        self._raise_if_failed()
         now = self._clock()
         interval = self._config.flush_interval_seconds
         for sink in self._sinks.values():

@@ -13,7 +13,9 @@ from typing import Any, Iterator
 import orjson
 import pytest
 
-from destination_planhat.destination import read_input, with_idle_ticks
+from destination_planhat.client import PlanhatUnavailable
+from destination_planhat.destination import read_input, start_parse_workers, with_idle_ticks
+from destination_planhat.planhat import Endpoint
 from destination_planhat.routing import route_streams
 from destination_planhat.writer import PlanhatWriter
 from unit_tests.builders import ACTIVITY_SCHEMA, METRIC_SCHEMA, catalog, config, configured_stream, state_cursor, stream_state
@@ -220,3 +222,51 @@ def test_a_very_long_line_arriving_in_many_pieces_is_one_record():
     recorder = Recorder()
     read_input(Trickle(line + b"\n", 4096), recorder)  # type: ignore[arg-type]
     assert recorder.calls == [("record", "m", None, data)]
+
+
+class QuietAfter(io.RawIOBase):
+    """Hands out `data`, then blocks, as a source that has gone quiet with its pipe still open."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self.release = threading.Event()
+
+    def readable(self) -> bool:
+        return True
+
+    def read1(self, n: int = -1) -> bytes:
+        if self._data:
+            data, self._data = self._data, b""
+            return data
+        self.release.wait()
+        return b""
+
+
+@pytest.mark.parametrize("parse_workers", [0, 2])
+def test_a_failed_batch_ends_the_sync_while_the_source_is_quiet(parse_workers):
+    def unavailable(index: int, endpoint: Any, items: list) -> None:
+        raise PlanhatUnavailable("HTTP 503 after 8 attempt(s)", endpoint=Endpoint.METRICS)
+
+    client, clock, emitted = FakeClient(unavailable), Clock(), []
+    w = writer(client, clock, emitted, batch_size=2, parse_workers=parse_workers)
+    workers = start_parse_workers(w._config, w)
+    source = QuietAfter(b"".join(orjson.dumps({"type": "RECORD", "record": {"stream": "m", "data": metric(i), "emitted_at": 1}}) + b"\n" for i in range(4)))
+    outcome: list[BaseException] = []
+
+    def sync() -> None:
+        try:
+            read_input(source, w, workers)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    reader = threading.Thread(target=sync, daemon=True)
+    reader.start()
+    try:
+        wait_until(lambda: bool(outcome), "the failure to end the sync while the source says nothing")
+        assert "503" in str(outcome[0]) and emitted == []
+    finally:
+        source.release.set()
+        reader.join(10)
+        if workers is not None:
+            workers.close()
+        w.close()
