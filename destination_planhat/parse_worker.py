@@ -26,9 +26,7 @@ or ("error", traceback).
 
 from __future__ import annotations
 
-import itertools
 import json
-import operator
 import os
 import pickle
 import struct
@@ -112,15 +110,7 @@ def _read_exactly(fd: int, size: int) -> Optional[bytes]:
 
 # ----- the work ---------------------------------------------------------------------------------
 
-class Taker:
-    """One stream of the plan: its index, its fast mapper, and its items of the open segment."""
-
-    __slots__ = ("index", "map", "parts")
-
-    def __init__(self, index: int, mapper: Callable[[Any], Any]) -> None:
-        self.index = index
-        self.map = mapper
-        self.parts: list[bytes] = []
+Taker = tuple[int, Callable[[Any], Any]]  # (stream index in the plan, its fast mapper)
 
 
 def build_takers(plan: dict[str, Any]) -> tuple[dict[str, Taker], dict[tuple[str, str], Taker]]:
@@ -135,68 +125,60 @@ def build_takers(plan: dict[str, Any]) -> tuple[dict[str, Taker], dict[tuple[str
             lambda data: _ODD_RECORD,
         )
         if namespace:
-            by_key[(namespace, name)] = Taker(index, mapper)
+            by_key[(namespace, name)] = (index, mapper)
         else:
-            by_name[name] = Taker(index, mapper)
+            by_name[name] = (index, mapper)
     return by_name, by_key
 
 
 def decode(
     chunk: bytes, by_name: dict[str, Taker], by_key: dict[tuple[str, str], Taker], max_part_bytes: int
 ) -> list[tuple[Any, ...]]:
-    """One chunk of lines -> its segments, in input order (see the module's docstring). The hot loop:
-    every line of the input runs through it once."""
+    """One chunk of lines -> its segments, in input order (see the module's docstring)."""
     segments: list[tuple[Any, ...]] = []
-    open_takers: list[Taker] = []  # streams with items in the open segment
+    bodies: dict[int, bytearray] = {}
+    ends: dict[int, array] = {}
     odd_from = -1
     odd: list[bytes] = []
     loads, dumps = orjson.loads, orjson.dumps
-    by_name_get, by_key_get = by_name.get, by_key.get
     for number, line in enumerate(chunk.split(b"\n")):
+        part = None
         try:
             message = loads(line)
             if message["type"] == "RECORD":
                 record = message["record"]
                 namespace = record.get("namespace")
-                taker = by_key_get((namespace, record["stream"])) if namespace else by_name_get(record["stream"])
-                if taker is not None:
-                    result = taker.map(record["data"])  # (data not an object: AttributeError, handed back)
+                taker = by_key.get((namespace, record["stream"])) if namespace else by_name.get(record["stream"])
+                data = record["data"]
+                if taker is not None and type(data) is dict:
+                    result = taker[1](data)
                     if result is not _ODD_RECORD:
                         part = dumps(result[0])
-                        if len(part) + 2 <= max_part_bytes:
-                            if odd:
-                                segments.append((ODD, odd_from, odd))
-                                odd = []
-                            parts = taker.parts
-                            if not parts:
-                                open_takers.append(taker)
-                            parts.append(part)
-                            continue
         except Exception:  # anything unusual is the connector's own process's to handle, as it would
-            pass
-        if open_takers:  # every item before this line goes first
-            _close(open_takers, segments)
+            part = None
+        if part is not None and len(part) + 2 <= max_part_bytes:
+            if odd:
+                segments.append((ODD, odd_from, odd))
+                odd = []
+            index = taker[0]  # type: ignore[index]
+            body = bodies.get(index)
+            if body is None:
+                body = bodies[index] = bytearray()
+                ends[index] = array("I")
+            body += part
+            body += b","
+            ends[index].append(len(body))
+            continue
+        if bodies:  # every item before this line goes first
+            segments.extend((FAST, index, bytes(body), ends[index]) for index, body in bodies.items())
+            bodies, ends = {}, {}
         if not odd:
             odd_from = number
         odd.append(line)
-    if open_takers:
-        _close(open_takers, segments)
+    segments.extend((FAST, index, bytes(body), ends[index]) for index, body in bodies.items())
     if odd:
         segments.append((ODD, odd_from, odd))
     return segments
-
-
-def _close(open_takers: list[Taker], segments: list[tuple[Any, ...]]) -> None:
-    """The open segment's items, one FAST segment per stream: each item followed by "," and where it ends."""
-    for taker in open_takers:
-        parts = taker.parts
-        parts.append(b"")
-        encoded = b",".join(parts)  # "a,b," (the empty last part gives the last comma)
-        del parts[-1]
-        ends = array("I", map(operator.add, itertools.accumulate(map(len, parts)), range(1, len(parts) + 1)))
-        segments.append((FAST, taker.index, encoded, ends))
-        taker.parts = []
-    open_takers.clear()
 
 
 def serve(read_fd: int, write_fd: int) -> int:
