@@ -36,7 +36,8 @@ from destination_planhat.parse_worker import _HEADER, FAST, ODD, widen_pipe
 logger = logging.getLogger("airbyte")
 
 # Chunks sent to a worker are at least this large (a pipe gives 64 KiB at a time: fewer, larger
-# chunks cost less per record), unless the input has been quiet for CHUNK_MAX_WAIT_SECONDS.
+# chunks cost less per record), unless their first bytes have waited CHUNK_MAX_WAIT_SECONDS (a slow
+# source) or the input has been quiet for a tick.
 CHUNK_MIN_BYTES = 256 * 1024
 CHUNK_MAX_WAIT_SECONDS = 0.2
 # ...and at most this large (one longer line aside): a worker holds a few times its chunk in memory.
