@@ -15,7 +15,7 @@ import os
 import random
 import signal
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import orjson
 import pytest
@@ -28,6 +28,7 @@ from destination_planhat.parallel import ParseWorkerFailed, ParseWorkers, _cgrou
 from destination_planhat.parse_worker import FAST, ODD, build_takers, decode
 from destination_planhat.routing import route_streams
 from destination_planhat.writer import PlanhatWriter
+from integration_tests.harness import record, stream_state
 from unit_tests.builders import ACTIVITY_SCHEMA, METRIC_SCHEMA, catalog, config, configured_stream
 from unit_tests.fake_client import FakeClient
 
@@ -52,20 +53,6 @@ def line(message: Any) -> bytes:
     return message if isinstance(message, bytes) else orjson.dumps(message)
 
 
-def rec(stream: str, data: Any, namespace: Optional[str] = None) -> dict[str, Any]:
-    body: dict[str, Any] = {"stream": stream, "data": data, "emitted_at": 1}
-    if namespace is not None:
-        body["namespace"] = namespace
-    return {"type": "RECORD", "record": body}
-
-
-def state(stream: str, cursor: Any, namespace: Optional[str] = None) -> dict[str, Any]:
-    descriptor: dict[str, Any] = {"name": stream}
-    if namespace:
-        descriptor["namespace"] = namespace
-    return {"type": "STATE", "state": {"type": "STREAM", "stream": {"stream_descriptor": descriptor, "stream_state": {"cursor": cursor}}}}
-
-
 def metric(i: int, **changes: Any) -> dict[str, Any]:
     return {"dimensionId": "logins", "value": i, "externalId": f"c{i}", "model": "Company", "date": "2026-11-01", **changes}
 
@@ -78,7 +65,7 @@ def mixed_input(seed: int = 7) -> bytes:
     """Good records of every kind of stream among every kind of line the connector must handle itself."""
     rng = random.Random(seed)
     odd_lines: list[Any] = [
-        state("m", "s1"),
+        stream_state("m", "s1"),
         {"type": "STATE", "state": {"type": "GLOBAL", "global": {"shared_state": {"c": 1}, "stream_states": []}}},
         {"type": "LOG", "log": {"level": "INFO", "message": "hello"}},
         {"type": "MYSTERY"},
@@ -86,30 +73,30 @@ def mixed_input(seed: int = 7) -> bytes:
         b"",
         b"[1, 2]",
         b'{"type": "RECORD", "record": {"stream": "m", "data": {"dimensionId": "logins", "value": NaN, "externalId": "x"}}}',
-        rec("m", metric(1, value="not a number")),
-        rec("m", metric(2, dimensionId="has space")),
-        rec("m", "not an object"),
-        rec("u", {"action": "no identity"}),
-        rec("nowhere", metric(3)),
-        rec("m", metric(4, date="2026-13-45")),
-        rec("m", metric(5, externalId="x" * 3000)),  # larger than the 2,048-byte request cap
-        rec("wide", {"id": "c1", "mrr": 10, "seats": None}),
-        rec("wide", {"id": "c2", "mrr": "12.5", "seats": 3}),
+        record("m", metric(1, value="not a number")),
+        record("m", metric(2, dimensionId="has space")),
+        record("m", "not an object"),
+        record("u", {"action": "no identity"}),
+        record("nowhere", metric(3)),
+        record("m", metric(4, date="2026-13-45")),
+        record("m", metric(5, externalId="x" * 3000)),  # larger than the 2,048-byte request cap
+        record("wide", {"id": "c1", "mrr": 10, "seats": None}),
+        record("wide", {"id": "c2", "mrr": "12.5", "seats": 3}),
         {"type": "RECORD"},
         {"type": "RECORD", "record": {"stream": "m"}},
-        state("m", "s2", namespace="ns"),
+        stream_state("m", "s2", namespace="ns"),
     ]
     lines: list[Any] = []
     for i in range(600):
         kind = rng.random()
         if kind < 0.35:
-            lines.append(rec("m", metric(i)))
+            lines.append(record("m", metric(i)))
         elif kind < 0.6:
-            lines.append(rec("u", activity(i)))
+            lines.append(record("u", activity(i)))
         elif kind < 0.7:
-            lines.append(rec("m", metric(i, value=str(i), date=f"2026-11-{1 + i % 28:02d}T10:00:00+02:00"), namespace="ns"))
+            lines.append(record("m", metric(i, value=str(i), date=f"2026-11-{1 + i % 28:02d}T10:00:00+02:00"), namespace="ns"))
         elif kind < 0.75:
-            lines.append(state(rng.choice(["m", "u"]), i))
+            lines.append(stream_state(rng.choice(["m", "u"]), i))
         else:
             lines.append(rng.choice(odd_lines))
     return b"\n".join(map(line, lines)) + b'\n{"type": "RECORD", "record": {"stream": "m", "data": {"dimensionId": "lo'
@@ -217,30 +204,30 @@ def test_the_plan_holds_only_streams_a_worker_can_map_alone():
 
 
 def test_items_come_back_encoded_per_stream_and_everything_else_as_it_came():
-    good_m, good_u = rec("m", metric(1, value="5")), rec("u", activity(1))
-    segments = worker_view([good_m, good_u, rec("m", metric(2)), state("m", 1), b"junk", rec("m", metric(3)), rec("m", metric(4, value="x"))])
+    good_m, good_u = record("m", metric(1, value="5")), record("u", activity(1))
+    segments = worker_view([good_m, good_u, record("m", metric(2)), stream_state("m", 1), b"junk", record("m", metric(3)), record("m", metric(4, value="x"))])
     expected_m = {**metric(1), "value": 5}
     assert segments == [
         ("FAST", (None, "m"), [[expected_m, metric(2)], [len(orjson.dumps(expected_m)) + 1, len(orjson.dumps(expected_m)) + len(orjson.dumps(metric(2))) + 2]]),
         ("FAST", (None, "u"), [[activity(1)], [len(orjson.dumps(activity(1))) + 1]]),
-        ("ODD", 3, [line(state("m", 1)), b"junk"]),
+        ("ODD", 3, [line(stream_state("m", 1)), b"junk"]),
         ("FAST", (None, "m"), [[metric(3)], [len(orjson.dumps(metric(3))) + 1]]),
-        ("ODD", 6, [line(rec("m", metric(4, value="x")))]),
+        ("ODD", 6, [line(record("m", metric(4, value="x")))]),
     ]
 
 
 @pytest.mark.parametrize(
     "message, why",
     [
-        (rec("m", metric(1, value="x")), "fails a check: the connector's own process rejects it and logs why"),
-        (rec("m", metric(1, externalId="")), "a required field is empty"),
-        (rec("m", [1]), "data is not an object"),
-        (rec("m", metric(1), namespace="elsewhere"), "a stream that is not in the catalog"),
-        (rec("wide", {"id": "c", "mrr": 1}), "unpivot: one record, several items"),
-        (rec("m", metric(1, externalId="x" * 3000)), "larger than a request may be"),
+        (record("m", metric(1, value="x")), "fails a check: the connector's own process rejects it and logs why"),
+        (record("m", metric(1, externalId="")), "a required field is empty"),
+        (record("m", [1]), "data is not an object"),
+        (record("m", metric(1), namespace="elsewhere"), "a stream that is not in the catalog"),
+        (record("wide", {"id": "c", "mrr": 1}), "unpivot: one record, several items"),
+        (record("m", metric(1, externalId="x" * 3000)), "larger than a request may be"),
         ({"type": "RECORD", "record": {"stream": "m"}}, "a record without data"),
         ({"type": "RECORD", "record": {"stream": ["m"], "data": metric(1)}}, "a stream name that is not a text"),
-        (state("m", 1), "a state"),
+        (stream_state("m", 1), "a state"),
         (b'{"type":"RECORD","record":{"stream":"m","data":{"value":NaN}}}', "not strict JSON"),
     ],
 )
@@ -261,7 +248,7 @@ def test_a_worker_that_dies_fails_the_sync_naming_it_and_the_way_out(caplog):
     writer = a_writer(emitted)
     pool = ParseWorkers(2, writer.parallel_plan()).start()
     os.kill(pool._workers[1].process.pid, signal.SIGKILL)
-    data = b"\n".join(line(rec("m", metric(i))) for i in range(50_000)) + b"\n"
+    data = b"\n".join(line(record("m", metric(i))) for i in range(50_000)) + b"\n"
     try:
         with pytest.raises(AirbyteTracedException) as raised, caplog.at_level(logging.INFO, logger="airbyte"):
             read_input(io.BytesIO(data), writer, pool)
@@ -278,7 +265,7 @@ def test_a_worker_that_dies_fails_the_sync_naming_it_and_the_way_out(caplog):
 def test_a_worker_that_cannot_start_its_work_is_reported_with_its_exit_code():
     pool = ParseWorkers(1, {"streams": [[0, None, "m", "no such endpoint", [], {}]], "max_part_bytes": 10}).start()
     try:
-        pool.send(0, line(rec("m", metric(1))))
+        pool.send(0, line(record("m", metric(1))))
         with pytest.raises(ParseWorkerFailed, match=r"parse worker process 1 of 1 \(exit code 1\): it ended without answering"):
             pool.receive(0)
     finally:
