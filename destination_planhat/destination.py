@@ -181,7 +181,7 @@ class DestinationPlanhat(Destination):
         writer = self._start_writer(config, catalog, print_message)
         workers: Optional[ParseWorkers] = None
         try:
-            workers = start_parse_workers(parse_config(config), writer)
+            workers = start_parse_workers(writer)
             read_input(getattr(input_stream, "buffer", input_stream), writer, workers)
             writer.finish()
         finally:
@@ -267,16 +267,17 @@ def read_chunks(stream: BinaryIO, size: int = READ_CHUNK_BYTES) -> Iterator[byte
         yield chunk
 
 
-def start_parse_workers(config: PlanhatConfig, writer: PlanhatWriter) -> Optional[ParseWorkers]:
-    """The parse worker processes for this sync (see parallel.py), or None to parse in this process.
-
-    Parsing in this process is always correct, so anything that keeps workers from starting falls
-    back to it, with a warning."""
+def start_parse_workers(writer: PlanhatWriter) -> Optional[ParseWorkers]:
+    """The parse worker processes for the writer's sync (see parallel.py), or None to parse in this
+    process. Parsing in this process is always correct, so anything that keeps workers from starting
+    falls back to it, with a warning."""
     plan = writer.parallel_plan()
-    count = config.parse_workers
-    why = "parse_workers" if count is not None else f"{available_cpus()} CPU(s) available"
+    count = writer.config.parse_workers
     if count is None:
-        count = default_worker_count()
+        cpus = available_cpus()
+        count, why = default_worker_count(cpus), f"{cpus} CPU(s) available"
+    else:
+        why = "parse_workers"
     if count and not plan["streams"]:
         count, why = 0, "no stream is mapped without unpivot_columns or dot paths"
     if count and not workers_supported():
@@ -318,9 +319,7 @@ def read_input(stream: BinaryIO, writer: PlanhatWriter, workers: Optional[ParseW
             writer.flush_overdue()
         if tail:
             pieces.append(tail)
-    last = b"".join(pieces)
-    if last.strip():
-        parse_lines([last], line_number, writer, not_json="the input ended in the middle of a line")
+    _last_line(b"".join(pieces), line_number, writer)
 
 
 def _read_input_in_parallel(stream: BinaryIO, writer: PlanhatWriter, workers: ParseWorkers) -> None:
@@ -339,9 +338,13 @@ def _read_input_in_parallel(stream: BinaryIO, writer: PlanhatWriter, workers: Pa
                 str(exc),
             )
         )
-        raise  # (fail raises; this keeps type checkers and readers sure of it)
+    _last_line(last, pipeline.lines_sent, writer)
+
+
+def _last_line(last: bytes, before: int, writer: PlanhatWriter) -> None:
+    """What came after the input's last newline: a line too, if it holds anything."""
     if last.strip():
-        parse_lines([last], pipeline.lines_sent, writer, not_json="the input ended in the middle of a line")
+        parse_lines([last], before, writer, not_json="the input ended in the middle of a line")
 
 
 def parse_lines(lines: list[bytes], before: int, writer: PlanhatWriter, not_json: str = "it is not valid JSON") -> None:

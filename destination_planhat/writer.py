@@ -16,7 +16,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, NoReturn, Optional, Sequence
 
 import orjson
 from airbyte_cdk.models import AirbyteMessage, AirbyteStateMessage, AirbyteStateStats, AirbyteStateType
@@ -148,11 +148,16 @@ class PlanhatWriter:
             raise
         self._log_summary()
 
-    def fail(self, error: BaseException) -> None:
+    @property
+    def config(self) -> PlanhatConfig:
+        return self._config
+
+    def fail(self, error: BaseException) -> NoReturn:
         """A failure outside the writer (a parse worker): it ends the sync as a failed batch would,
-        with the summary logged, and is raised."""
+        with the summary logged, and is raised (or the failure recorded before it, if there was one)."""
         self._record_failure(error)
         self._raise_if_failed()
+        raise error  # not reached: a failure is recorded by now
 
     def close(self) -> None:
         """Stop the threads whatever happened; safe to call twice.

@@ -249,7 +249,7 @@ def test_a_failed_batch_ends_the_sync_while_the_source_is_quiet(parse_workers):
 
     client, clock, emitted = FakeClient(unavailable), Clock(), []
     w = writer(client, clock, emitted, batch_size=2, parse_workers=parse_workers)
-    workers = start_parse_workers(w._config, w)
+    workers = start_parse_workers(w)
     source = QuietAfter(b"".join(orjson.dumps({"type": "RECORD", "record": {"stream": "m", "data": metric(i), "emitted_at": 1}}) + b"\n" for i in range(4)))
     outcome: list[BaseException] = []
 

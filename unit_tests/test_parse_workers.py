@@ -343,7 +343,7 @@ def test_start_parse_workers_follows_the_setting_and_says_why(settings, started,
     parsed = config(**settings)
     writer = PlanhatWriter(parsed, route_streams(parsed, catalog(configured_stream("m", METRIC_SCHEMA))), FakeClient(), lambda m: None)
     with caplog.at_level(logging.INFO, logger="airbyte"):
-        pool = start_parse_workers(parsed, writer)
+        pool = start_parse_workers(writer)
     try:
         assert (pool.count if pool else 0) == started
         assert any(said in r.getMessage() for r in caplog.records), [r.getMessage() for r in caplog.records]
@@ -405,7 +405,7 @@ def test_workers_that_cannot_start_leave_the_parsing_to_the_connector(monkeypatc
     parsed = config(**SETTINGS, parse_workers=2)
     writer = PlanhatWriter(parsed, route_streams(parsed, CATALOG), FakeClient(), lambda m: None)
     with caplog.at_level(logging.INFO, logger="airbyte"):
-        assert start_parse_workers(parsed, writer) is None
+        assert start_parse_workers(writer) is None
     assert any("could not start parse worker processes (fork: Resource temporarily unavailable); parsing in this process"
                in r.getMessage() for r in caplog.records)
 
