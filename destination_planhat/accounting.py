@@ -51,6 +51,10 @@ class StreamStats:
     local_reasons: Counter = field(default_factory=Counter)
     sent_invalid_reasons: Counter = field(default_factory=Counter)
     skip_reasons: Counter = field(default_factory=Counter)
+    # Records whose `meta.changes` say the source changed them (a field nulled or truncated), and the
+    # changes by "field: change (reason)".
+    changed_records: int = 0
+    source_changes: Counter = field(default_factory=Counter)
 
     def invariant_holds(self) -> bool:
         """Every record read is accounted for: sent, rejected here, skipped, or left behind by a failure."""
@@ -89,6 +93,8 @@ class StreamStats:
             "planhat_reasons": dict(self.planhat_reasons.most_common(10)),
             "local_reasons": dict(self.local_reasons.most_common(10)),
             "skip_reasons": dict(self.skip_reasons.most_common(10)),
+            "records_changed_by_source": self.changed_records,
+            "source_changes": dict(self.source_changes.most_common(10)),
             "books_balance": self.books_balance(),
         }
 
@@ -148,6 +154,25 @@ class Ledger:
             stats.skipped += records
             stats.skip_reasons[reason] += records
 
+    def read_of(self, stream: str) -> int:
+        """Records of the stream read so far (0 for a stream never seen)."""
+        stats = self._streams.get(stream)
+        return stats.read if stats is not None else 0
+
+    def source_changes(self, stream: str, changes: list) -> None:
+        """One record's `meta.changes` (Airbyte's record meta: the source nulled or truncated fields)."""
+        with self._lock:
+            stats = self._streams[stream]
+            stats.changed_records += 1
+            for change in changes:
+                if type(change) is dict:
+                    what = f"{change.get('field')}: {change.get('change')}"
+                    if change.get("reason"):
+                        what += f" ({change.get('reason')})"
+                else:
+                    what = repr(change)[:100]
+                stats.source_changes[what] += 1
+
     def sent_invalid(self, stream: str, reason: str) -> int:
         """Count an item sent although it failed the local checks; returns the count for this reason."""
         with self._lock:
@@ -164,10 +189,11 @@ class Ledger:
         rejected_reasons: list[str],
         resent: int,
         attempts: int = 1,
-    ) -> None:
+    ) -> int:
         """A 2xx answer for `items` items. Counts Planhat's answer gave for more items than were sent
         are capped, and items its counts leave out are `unconfirmed`, so the books always balance
-        (the writer logs such answers)."""
+        (the writer logs such answers). Returns how many items were counted as rejected by Planhat:
+        the first that many of `rejected_reasons`."""
         with self._lock:
             stats = self._streams[stream]
             stats.requests += 1
@@ -176,13 +202,14 @@ class Ledger:
             stats.resent_after_ambiguous_failure += resent
             if processed is None:
                 stats.unconfirmed += items
-                return
+                return 0
             counted_processed = min(max(processed, 0), items)
             counted_rejected = min(len(rejected_reasons), items - counted_processed)
             stats.processed += counted_processed
             stats.rejected_by_planhat += counted_rejected
             stats.unconfirmed += items - counted_processed - counted_rejected
             stats.planhat_reasons.update(rejected_reasons)
+            return counted_rejected
 
     def close_books(self, failed: bool, buffered: dict[str, int]) -> None:
         """At the end of a sync: what a failure left behind (buffered items, unanswered batches)."""

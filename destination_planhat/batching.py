@@ -8,14 +8,21 @@ the cheapest thing the hot path can do with an item. See bench/ for the numbers.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import time
 from typing import Any, Callable, Optional, Sequence
 
 import orjson
 
+from destination_planhat.accounting import StreamStats
 from destination_planhat.planhat import Endpoint
 from destination_planhat.routing import StreamRoute
+
+# Which record each item of a batch came from (for the counts on states, state_counts.py): runs of
+# (index of the run's first item, ordinal of that item's record, step). With step 1 every item of the
+# run is the next record; with step 0 they are all items of one record (unpivot).
+Origins = tuple[tuple[int, int, int], ...]
 
 # The JSON array around the items: "[" + items joined by "," + "]".
 _ARRAY_OVERHEAD = 2
@@ -35,10 +42,17 @@ class ItemTooLarge(Exception):
 class Batch:
     """Items of one stream, encoded as one request body, on their way to one endpoint."""
 
-    __slots__ = ("batch_id", "route", "payload", "count", "opened_at", "number")
+    __slots__ = ("batch_id", "route", "payload", "count", "opened_at", "number", "origins")
 
     def __init__(
-        self, batch_id: int, route: StreamRoute, payload: bytes, count: int, opened_at: float, number: int = 0
+        self,
+        batch_id: int,
+        route: StreamRoute,
+        payload: bytes,
+        count: int,
+        opened_at: float,
+        number: int = 0,
+        origins: Origins = ((0, 0, 1),),
     ) -> None:
         self.batch_id = batch_id
         self.route = route
@@ -46,10 +60,30 @@ class Batch:
         self.count = count
         self.opened_at = opened_at  # clock time of its first item
         self.number = number  # per stream, 1-based, for the logs
+        self.origins = origins
 
     @classmethod
-    def of_items(cls, batch_id: int, route: StreamRoute, items: Sequence[Any], opened_at: float = 0.0, number: int = 0) -> "Batch":
-        return cls(batch_id, route, orjson.dumps(list(items)), len(items), opened_at, number)
+    def of_items(
+        cls,
+        batch_id: int,
+        route: StreamRoute,
+        items: Sequence[Any],
+        opened_at: float = 0.0,
+        number: int = 0,
+        origins: Origins = ((0, 0, 1),),
+    ) -> "Batch":
+        return cls(batch_id, route, orjson.dumps(list(items)), len(items), opened_at, number, origins)
+
+    def ordinal_at(self, position: int) -> tuple[int, bool]:
+        """(ordinal of the record the item at `position` came from, whether that record made several items)."""
+        origins = self.origins
+        run = bisect.bisect_right(origins, (position, float("inf"), 0)) - 1
+        start, ordinal, step = origins[run]
+        return ordinal + (position - start) * step, step == 0
+
+    @property
+    def one_item_per_record(self) -> bool:
+        return all(step == 1 for _, _, step in self.origins)
 
     @property
     def endpoint(self) -> Endpoint:
@@ -73,10 +107,12 @@ class Batch:
         """Two halves, in order, for a server that answered 413 although the body was under the limit we know."""
         items = self.items()
         middle = len(items) // 2
-        first, second = (
-            Batch.of_items(self.batch_id, self.route, half, self.opened_at, self.number)
-            for half in (items[:middle], items[middle:])
-        )
+        ordinal, several = self.ordinal_at(middle)
+        later = tuple((start - middle, o, step) for start, o, step in self.origins if start > middle)
+        first_origins = tuple(run for run in self.origins if run[0] < middle)
+        second_origins = ((0, ordinal, 0 if several else 1),) + later
+        first = Batch.of_items(self.batch_id, self.route, items[:middle], self.opened_at, self.number, first_origins)
+        second = Batch.of_items(self.batch_id, self.route, items[middle:], self.opened_at, self.number, second_origins)
         return first, second
 
 
@@ -84,6 +120,11 @@ class StreamBuffer:
     """The open batch of one stream. Owned by one writer, used by one thread; never shared between syncs.
 
     `open_batch` hands out the id of a new batch (the writer's StateBarrier) when its first item arrives.
+
+    It also keeps which record each item came from (`Origins`), at no cost per record: the next item
+    is taken to come from the record after the previous item's, and whoever feeds the buffer says
+    when that is not so (`skip_record`, `begin_record` / `end_record`). `stats.read` is the number
+    of the stream's records read, the current one included.
     """
 
     def __init__(
@@ -93,12 +134,16 @@ class StreamBuffer:
         max_body_bytes: int,
         open_batch: Callable[[], int] = itertools.count().__next__,
         clock: Callable[[], float] = time.monotonic,
+        stats: Optional[StreamStats] = None,
     ) -> None:
         self.route = route
         self.batch_size = batch_size
         self.max_body_bytes = max_body_bytes
         self._open_batch = open_batch
         self._clock = clock
+        self._stats = stats if stats is not None else StreamStats(route.name)
+        self._runs: list[tuple[int, int, int]] = []
+        self.record_of_items: Optional[int] = None  # set while the items of one record are added
         # The open batch: "[" then every item followed by ","; take() turns the last "," into "]". The writer
         # appends to `body` and `count` itself in the common case (see PlanhatWriter.record): keep the
         # two in step with add().
@@ -134,11 +179,39 @@ class StreamBuffer:
         self.add(part)
         return cut
 
-    def open(self) -> None:
-        """Start the batch that the next item goes into (its id orders it for the states)."""
+    def open(self, first_ordinal: Optional[int] = None) -> None:
+        """Start the batch that the next item goes into (its id orders it for the states). The item's
+        record is the current one (`stats.read - 1`) unless `first_ordinal` says otherwise."""
         self.batch_id = self._open_batch()
         self.opened_at = self._clock()
         self.batches_cut += 1
+        several = self.record_of_items
+        if several is not None:
+            self._runs = [(0, several, 0)]
+        else:
+            self._runs = [(0, self._stats.read - 1 if first_ordinal is None else first_ordinal, 1)]
+
+    def _new_run(self, ordinal: int, step: int) -> None:
+        if not self.count:
+            return  # open() starts the runs of the next batch
+        runs = self._runs
+        if runs[-1][0] == self.count:
+            runs[-1] = (self.count, ordinal, step)
+        else:
+            runs.append((self.count, ordinal, step))
+
+    def skip_record(self) -> None:
+        """The current record put no item here (rejected, skipped, or no items): the next item is the next record's."""
+        self._new_run(self._stats.read, 1)
+
+    def begin_record(self, ordinal: int) -> None:
+        """The items added until `end_record` all come from the record with this ordinal."""
+        self.record_of_items = ordinal
+        self._new_run(ordinal, 0)
+
+    def end_record(self) -> None:
+        self.record_of_items = None
+        self._new_run(self._stats.read, 1)
 
     @property
     def body_bytes(self) -> int:
@@ -155,7 +228,9 @@ class StreamBuffer:
             return None
         body = self.body
         body[-1] = _CLOSE
-        batch = Batch(self.batch_id, self.route, bytes(body), self.count, self.opened_at, self.batches_cut)
+        batch = Batch(
+            self.batch_id, self.route, bytes(body), self.count, self.opened_at, self.batches_cut, tuple(self._runs)
+        )
         self.body = bytearray(_OPEN)
         self.count = 0
         return batch

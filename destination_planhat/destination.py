@@ -48,6 +48,7 @@ from destination_planhat.parallel import (
 )
 from destination_planhat.planhat import Endpoint
 from destination_planhat.routing import route_streams, settings_problems
+from destination_planhat.state import InvalidState
 from destination_planhat.writer import TICK_SECONDS, PlanhatWriter
 
 logger = logging.getLogger("airbyte")
@@ -142,13 +143,18 @@ class DestinationPlanhat(Destination):
         configured_catalog: ConfiguredAirbyteCatalog,
         input_messages: Iterable[AirbyteMessage],
     ) -> Iterable[AirbyteMessage]:
-        """The CDK's interface: messages in, released states out (yielded as they are released)."""
+        """The CDK's interface: messages in, released states out (yielded as they are released).
+
+        It cannot echo states verbatim: the CDK's models it receives have already dropped every key
+        they do not know, the platform's state `id` among them, and the models it yields would drop
+        them again. The connector's CLI (`write` on stdin), which Airbyte and PyAirbyte run, keeps
+        them; use this API only where no platform checks the ids."""
         released: list[AirbyteMessage] = []
         lock = threading.Lock()
 
-        def collect(message: AirbyteMessage) -> None:
+        def collect(message: dict[str, Any]) -> None:
             with lock:
-                released.append(message)
+                released.append(AirbyteMessageSerializer.load(message))
 
         def drain() -> list[AirbyteMessage]:
             with lock:
@@ -161,8 +167,12 @@ class DestinationPlanhat(Destination):
                 if message.type == Type.RECORD and message.record is not None:
                     record = message.record
                     writer.record(record.stream, record.namespace, record.data)
-                elif message.type == Type.STATE:
-                    writer.state(message)
+                elif message.type == Type.STATE and message.state is not None:
+                    writer.state(AirbyteMessageSerializer.dump(message))
+                elif message.type == Type.TRACE and message.trace is not None and message.trace.stream_status is not None:
+                    status = message.trace.stream_status
+                    descriptor = status.stream_descriptor
+                    writer.stream_status(descriptor.namespace, descriptor.name, status.status.value)
                 else:
                     writer.other_message(message.type.value if message.type else None)
                 yield from drain()
@@ -178,7 +188,7 @@ class DestinationPlanhat(Destination):
         and counted instead of crashing the sync) and print each state the moment it is released."""
         with open(configured_catalog_path, "rb") as file:
             catalog = ConfiguredAirbyteCatalogSerializer.load(orjson.loads(file.read()))
-        writer = self._start_writer(config, catalog, print_message)
+        writer = self._start_writer(config, catalog, print_state)
         workers: Optional[ParseWorkers] = None
         try:
             workers = start_parse_workers(writer)
@@ -191,7 +201,7 @@ class DestinationPlanhat(Destination):
         return iter(())
 
     def _start_writer(
-        self, config: Mapping[str, Any], catalog: ConfiguredAirbyteCatalog, emit: Callable[[AirbyteMessage], None]
+        self, config: Mapping[str, Any], catalog: ConfiguredAirbyteCatalog, emit: Callable[[dict[str, Any]], None]
     ) -> PlanhatWriter:
         parsed = parse_config(config)
         routes = route_streams(parsed, catalog)
@@ -205,11 +215,13 @@ class DestinationPlanhat(Destination):
 _stdout_lock = threading.Lock()
 
 
-def print_message(message: AirbyteMessage) -> None:
-    """Print one message as a single write, so lines from several threads never interleave."""
-    line = orjson.dumps(AirbyteMessageSerializer.dump(message)) + b"\n"
+def print_state(message: dict[str, Any]) -> None:
+    """Print one released STATE message as a single write, so lines from several threads never
+    interleave. With the standard library's encoder: it writes back every value the input had as it
+    was read (integers of any size, for one, which orjson refuses)."""
+    line = json.dumps(message, ensure_ascii=False, separators=(",", ":")) + "\n"
     with _stdout_lock:
-        sys.stdout.write(line.decode())
+        sys.stdout.write(line)
         sys.stdout.flush()
 
 
@@ -356,6 +368,9 @@ def parse_lines(lines: list[bytes], before: int, writer: PlanhatWriter, not_json
         except JSONDecodeError as exc:
             if not line.strip():
                 continue
+            if b'"STATE"' in line and _is_state_line(line):  # NaN or the like: the standard parser reads it
+                _state_line(writer, line_number, line)
+                continue
             message = _salvage_record(line)
             if message is None:
                 writer.unparseable_line(line_number, line, f"{not_json} ({exc})", guess_stream(line))
@@ -365,6 +380,7 @@ def parse_lines(lines: list[bytes], before: int, writer: PlanhatWriter, not_json
             if message["type"] == "RECORD":
                 body = message["record"]
                 stream, namespace, data = body["stream"], body.get("namespace"), body["data"]
+                meta = body.get("meta")
             else:
                 body = None
         except (KeyError, TypeError, AttributeError):  # not an object, or a RECORD missing a part
@@ -372,6 +388,8 @@ def parse_lines(lines: list[bytes], before: int, writer: PlanhatWriter, not_json
         if body is None:
             _other_line(writer, line_number, line, message)
         else:
+            if meta and type(meta) is dict and meta.get("changes"):
+                writer.source_changes(namespace, stream, meta["changes"])
             record(stream, namespace, data)
 
 
@@ -385,16 +403,44 @@ def _other_line(writer: PlanhatWriter, line_number: int, line: bytes, message: A
         else:
             writer.unparseable_line(line_number, line, "a RECORD message without a record object")
     elif kind == "STATE":
-        try:
-            parsed = AirbyteMessageSerializer.load(message)
-        except Exception as exc:  # serpyco raises its own validation errors
-            writer.unparseable_line(line_number, line, f"a STATE message that is not valid ({exc})")
-            return
-        writer.state(parsed)
+        _state_line(writer, line_number, line)
+    elif kind == "TRACE" and _stream_status(writer, message):
+        return
     elif kind is None:
         writer.unparseable_line(line_number, line, "not an Airbyte message (no 'type')")
     else:
         writer.other_message(kind)
+
+
+def _state_line(writer: PlanhatWriter, line_number: int, line: bytes) -> None:
+    """A STATE line, read again by the standard library's parser: it keeps every value exactly
+    (orjson turns integers past 64 bits into floats), so the state can go out as it came in."""
+    try:
+        writer.state(json.loads(line))
+    except (ValueError, InvalidState) as exc:
+        writer.unparseable_line(line_number, line, str(exc) if isinstance(exc, InvalidState) else f"a STATE message that is not valid ({exc})")
+
+
+def _is_state_line(line: bytes) -> bool:
+    try:
+        message = json.loads(line)
+    except ValueError:
+        return False
+    return type(message) is dict and message.get("type") == "STATE"
+
+
+def _stream_status(writer: PlanhatWriter, message: dict[str, Any]) -> bool:
+    """A TRACE STREAM_STATUS message (the platform sends COMPLETE per stream after the source ends):
+    handed to the writer. False for any other TRACE, which is ignored like other messages."""
+    trace = message.get("trace")
+    if type(trace) is not dict or trace.get("type") != "STREAM_STATUS":
+        return False
+    status = trace.get("stream_status")
+    descriptor = status.get("stream_descriptor") if type(status) is dict else None
+    if type(descriptor) is not dict:
+        return False
+    writer.stream_status(descriptor.get("namespace"), descriptor.get("name"), status.get("status"))
+    return True
 
 
 def _salvage_record(line: bytes) -> Optional[dict[str, Any]]:

@@ -9,14 +9,14 @@ next real sync must send them.
 from __future__ import annotations
 
 import logging
-from typing import Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import orjson
-from airbyte_cdk.models import AirbyteMessage
 
 from destination_planhat.batching import Batch
 from destination_planhat.config import PlanhatConfig
 from destination_planhat.routing import StreamKey, StreamRoute
+from destination_planhat.state import read_state
 from destination_planhat.writer import SAMPLE_CHARS, PlanhatWriter
 
 logger = logging.getLogger("airbyte")
@@ -29,7 +29,7 @@ class DryRunWriter(PlanhatWriter):
         self,
         config: PlanhatConfig,
         routes: Mapping[StreamKey, StreamRoute],
-        emit: Callable[[AirbyteMessage], None],
+        emit: Callable[[dict[str, Any]], None],
     ) -> None:
         super().__init__(config, routes, None, emit)  # type: ignore[arg-type]  # no client: nothing can be sent
         self._samples: dict[str, list[bytes]] = {}
@@ -43,7 +43,8 @@ class DryRunWriter(PlanhatWriter):
             logger.info(f"dry run: stream '{route.name}' -> Planhat {route.endpoint.label} ({route.why})")
         return self  # no sender or ticker threads: a batch is counted the moment it is cut
 
-    def state(self, message: AirbyteMessage) -> None:
+    def state(self, message: dict[str, Any]) -> None:
+        read_state(message)  # a malformed one is reported as in a real sync
         self._states_withheld += 1
 
     def _submit(self, batch: Optional[Batch]) -> None:

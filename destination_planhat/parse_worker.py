@@ -150,7 +150,8 @@ def decode(
                 namespace = record.get("namespace")
                 taker = by_key.get((namespace, record["stream"])) if namespace else by_name.get(record["stream"])
                 data = record["data"]
-                if taker is not None and type(data) is dict:
+                meta = record.get("meta")  # a record the source changed is counted by the connector's process
+                if taker is not None and type(data) is dict and not (meta and meta.get("changes")):
                     result = taker[1](data)
                     if result is not _ODD_RECORD:
                         part = dumps(result[0])

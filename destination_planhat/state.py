@@ -11,18 +11,61 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from typing import Callable
+from dataclasses import dataclass
+from typing import Any, Callable
 
-from airbyte_cdk.models import AirbyteMessage
+from airbyte_cdk.models import AirbyteMessageSerializer, AirbyteStateMessage
+
+from destination_planhat.state_counts import StateCut
+
+
+class InvalidState(ValueError):
+    """A STATE message the protocol's model cannot read."""
+
+
+def read_state(message: Any) -> AirbyteStateMessage:
+    """The CDK's model of a STATE message (for its type and stream; the message itself is what is echoed)."""
+    if type(message) is not dict or type(message.get("state")) is not dict:
+        raise InvalidState("a STATE message without a state object")
+    try:
+        parsed = AirbyteMessageSerializer.load(message)
+    except Exception as exc:  # serpyco raises its own validation errors
+        raise InvalidState(f"a STATE message that is not valid ({exc})") from exc
+    if parsed.state is None:
+        raise InvalidState("a STATE message without a state object")
+    return parsed.state
+
+
+@dataclass
+class PendingState:
+    """A STATE message as it came in, waiting for the records before it.
+
+    Why the raw message and not the CDK's model: the platform adds keys no model knows (its `id`,
+    which it requires back on every state it handed out; `sourceStats`; whatever a later protocol
+    adds) and the models drop them. So the message goes out exactly as it came in, every key at every
+    level, with only `state.destinationStats` set (see state_counts.py for its counts)."""
+
+    message: dict[str, Any]
+    cut: StateCut
+
+    def with_counts(self, written: int, rejected: int) -> dict[str, Any]:
+        state = self.message["state"]
+        stats = state.get("destinationStats")
+        stats = dict(stats) if type(stats) is dict else {}
+        # Numbers with a decimal point, as the protocol's `number` and the platform's Doubles have them.
+        stats["recordCount"] = float(written)
+        stats["rejectedRecordCount"] = float(rejected)
+        state["destinationStats"] = stats
+        return self.message
 
 
 class StateBarrier:
-    def __init__(self, emit: Callable[[AirbyteMessage], None]) -> None:
+    def __init__(self, emit: Callable[[PendingState], None]) -> None:
         self._emit = emit
         self._lock = threading.Lock()
         self._next_batch_id = 0
         self._unacknowledged: set[int] = set()
-        self._waiting: deque[tuple[int, AirbyteMessage]] = deque()
+        self._waiting: deque[tuple[int, PendingState]] = deque()
         self._closed = False
         self.emitted = 0
 
@@ -43,7 +86,7 @@ class StateBarrier:
             self._unacknowledged.discard(batch_id)
             self._release()
 
-    def add_state(self, message: AirbyteMessage) -> None:
+    def add_state(self, message: PendingState) -> None:
         with self._lock:
             self._waiting.append((self._next_batch_id, message))
             self._release()

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, NoReturn, Optional, Sequence
 
 import orjson
-from airbyte_cdk.models import AirbyteMessage, AirbyteStateMessage, AirbyteStateStats, AirbyteStateType
+from airbyte_cdk.models import AirbyteStateType
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 from destination_planhat.accounting import Ledger, StreamStats
@@ -41,7 +41,8 @@ from destination_planhat.mapping import Invalid, MapResult, Mapper, RecordReject
 from destination_planhat.planhat import SAFE_BODY_BYTES, WHERE_API_TOKEN, WHERE_TENANT_TOKEN, Endpoint
 from destination_planhat.reporting import ProgressReporter, summary_notes, summary_table
 from destination_planhat.routing import StreamKey, StreamRoute, stream_label
-from destination_planhat.state import StateBarrier
+from destination_planhat.state import PendingState, StateBarrier, read_state
+from destination_planhat.state_counts import StateCounts, match_rejected
 
 logger = logging.getLogger("airbyte")
 
@@ -74,7 +75,6 @@ class _Sink:
     mapper: Mapper
     buffer: StreamBuffer
     stats: StreamStats
-    read_at_state: int = 0  # stats.read when the last state covering this stream arrived
 
 
 class PlanhatWriter:
@@ -83,7 +83,7 @@ class PlanhatWriter:
         config: PlanhatConfig,
         routes: Mapping[StreamKey, StreamRoute],
         client: PlanhatClient,
-        emit: Callable[[AirbyteMessage], None],
+        emit: Callable[[dict[str, Any]], None],
         *,
         max_body_bytes: Optional[int] = None,
         clock: Callable[[], float] = time.monotonic,
@@ -93,13 +93,15 @@ class PlanhatWriter:
         self._send_invalid = config.invalid_records is InvalidRecords.SEND
         self._clock = clock
         self.ledger = Ledger()
-        self._barrier = StateBarrier(emit)
+        self._emit = emit
+        self._barrier = StateBarrier(self._release_state)
+        self._counts = StateCounts(route.name for route in routes.values())
         self._sinks: dict[StreamKey, _Sink] = {}
         # The request body limit: the config's (a proxy may need less than Planhat's), unless a test overrides it.
         max_body_bytes = max_body_bytes or getattr(config, "max_request_body_bytes", SAFE_BODY_BYTES)
         for key, route in routes.items():
             stats = self.ledger.stats(route.name, route.endpoint.value)
-            buffer = StreamBuffer(route, config.batch_size, max_body_bytes, self._barrier.open_batch, clock)
+            buffer = StreamBuffer(route, config.batch_size, max_body_bytes, self._barrier.open_batch, clock, stats)
             self._sinks[key] = _Sink(route, build_mapper(route), buffer, stats)
         # Streams without a namespace by name alone: the common case costs no tuple per record.
         self._sinks_by_name = {key[1]: sink for key, sink in self._sinks.items() if key[0] is None}
@@ -109,8 +111,7 @@ class PlanhatWriter:
         self._endpoints = [endpoint for endpoint in Endpoint if any(r.endpoint is endpoint for r in routes.values())]
         self._progress = ProgressReporter(self.ledger, config.progress_interval_seconds, clock())
         self._unknown_streams: dict[StreamKey, int] = {}
-        self._unknown_since_state: dict[StreamKey, int] = {}
-        self._read_at_global_state = 0  # records of every stream read when the last global state arrived
+        self._ignored_types: set[str] = set()  # message types already warned about
         self._slots = threading.Semaphore(config.max_in_flight_requests)
         self._queue: queue.SimpleQueue[Optional[Batch]] = queue.SimpleQueue()
         self._failure: Optional[BaseException] = None
@@ -247,7 +248,7 @@ class PlanhatWriter:
             end = ends[upto - 1]
             if len(buffer.body) + (end - start) <= buffer.max_body_bytes:  # as StreamBuffer.add judges each item
                 if not buffer.count:
-                    buffer.open()
+                    buffer.open(stats.read)
                 buffer.body += view[start:end]
                 buffer.count += upto - done
                 stats.read += upto - done
@@ -267,39 +268,61 @@ class PlanhatWriter:
         stats = sink.stats
         if not items:
             stats.empty_records += 1
+            sink.buffer.skip_record()
             return
         stats.extra_items += len(items) - 1
+        sink.buffer.begin_record(stats.read - 1)
         for item in items:
             if type(item) is dict:
                 self._add_item(sink, item)
             else:
                 self._invalid(sink, item)
+        sink.buffer.end_record()
 
-    def state(self, message: AirbyteMessage) -> None:
-        """One STATE message: stamped with the records it covers, then held until they are acknowledged.
+    def state(self, message: dict[str, Any]) -> None:
+        """One STATE message, as parsed from its JSON line. Held until every record before it is
+        acknowledged, then emitted exactly as it came in, with the counts of the records it covers
+        (state.py, state_counts.py). Raises InvalidState, changing nothing, for a malformed one.
 
         It does not cut the partial batches: they go when full or overdue (`flush_overdue`), and the
         state follows as soon as they are acknowledged."""
-        state = message.state
-        if state is None:
-            return
+        state = read_state(message)
         if state.type == AirbyteStateType.STREAM and state.stream is not None:
             descriptor = state.stream.stream_descriptor
-            key = (descriptor.namespace or None, descriptor.name)
-            sink = self._sinks.get(key)
-            if sink is not None:
-                count, sink.read_at_state = sink.stats.read - sink.read_at_state, sink.stats.read
-            else:
-                count = self._unknown_since_state.pop(key, 0)
-        else:
-            read = sum(stats.read for stats in self.ledger.all())  # every stream's, unknown ones included
-            count, self._read_at_global_state = read - self._read_at_global_state, read
-            self._unknown_since_state.clear()
-            for sink in self._sinks.values():
-                sink.read_at_state = sink.stats.read
-        state.destinationStats = AirbyteStateStats(recordCount=float(count))
+            label = stream_label((descriptor.namespace or None, descriptor.name))
+            cut = self._counts.cut({label: self.ledger.read_of(label)}, global_scope=False)
+        else:  # GLOBAL or LEGACY: every stream, those not in the catalog included
+            cut = self._counts.cut({stats.stream: stats.read for stats in self.ledger.all()}, global_scope=True)
+        pending = PendingState(message, cut)
         self._raise_if_failed()
-        self._barrier.add_state(message)
+        self._barrier.add_state(pending)
+
+    def _release_state(self, pending: PendingState) -> None:
+        """Called by the barrier, in input order, once every record before the state is acknowledged."""
+        written, rejected = self._counts.counts(pending.cut)
+        self._emit(pending.with_counts(written, rejected))
+
+    def stream_status(self, namespace: Any, stream: Any, status: Any) -> None:
+        """A TRACE STREAM_STATUS message. After the source ends, the platform sends COMPLETE for each
+        stream: nothing more of it will come, so its partial batch goes now rather than when overdue."""
+        if status != "COMPLETE":
+            return
+        sink = self._sink_of(namespace, stream)
+        if sink is not None:
+            self._submit(sink.buffer.take())
+
+    def source_changes(self, namespace: Any, stream: Any, changes: Any) -> None:
+        """A record's `meta.changes`: fields the source nulled or truncated (counted, shown in the summary)."""
+        sink = self._sink_of(namespace, stream)
+        if sink is None or type(changes) is not list:
+            return
+        self.ledger.source_changes(sink.stats.stream, changes)
+
+    def _sink_of(self, namespace: Any, stream: Any) -> Optional[_Sink]:
+        try:
+            return self._sinks[(namespace, stream)] if namespace else self._sinks_by_name[stream]
+        except (KeyError, TypeError):
+            return None
 
     def flush_overdue(self) -> None:
         """Send every partial batch whose first record has waited `flush_interval_seconds`.
@@ -328,19 +351,27 @@ class PlanhatWriter:
             logger.warning(f"input line {line_number} skipped: {why}{hint} (starts with: {preview!r})")
             return
         self.ledger.skip(sink.stats.stream, "unreadable input line")  # counted as read: states count it too
+        self._counts.reject(sink.stats.stream, sink.stats.read - 1)
+        sink.buffer.skip_record()
         logger.warning(
             f"stream '{sink.stats.stream}': input line {line_number} skipped: {why} (starts with: {preview!r})"
         )
 
     def other_message(self, kind: Any) -> None:
-        """Messages a destination may receive but has nothing to do with (TRACE, LOG, CONTROL...)."""
+        """Messages a destination may receive but has nothing to do with (LOG, CONTROL, other TRACEs...):
+        counted, and one warning per message type, not per message."""
         self.ledger.ignored_messages += 1
-        if kind not in KNOWN_MESSAGE_TYPES:
+        known = kind in KNOWN_MESSAGE_TYPES
+        if not known:
             self.ledger.unknown_messages += 1
-            if self.ledger.unknown_messages <= 5:
-                logger.warning(f"ignoring an input message of type {kind!r}, which is not an Airbyte message type")
-        elif self.ledger.ignored_messages <= 5:
-            logger.info(f"ignoring an input message of type {kind!r}")
+        key = repr(kind)
+        if key in self._ignored_types:
+            return
+        self._ignored_types.add(key)
+        if known:
+            logger.warning(f"ignoring input messages of type {kind!r}: the connector does not use them (counted in the summary)")
+        else:
+            logger.warning(f"ignoring input messages of type {kind!r}, which is not an Airbyte message type (counted in the summary)")
 
     # ----- local validation -------------------------------------------------------------------
 
@@ -359,6 +390,12 @@ class PlanhatWriter:
 
     def _reject(self, sink: _Sink, reason: str, example: str) -> None:
         stats = sink.stats
+        several = sink.buffer.record_of_items
+        if several is None:  # the whole record
+            self._counts.reject(stats.stream, stats.read - 1)
+            sink.buffer.skip_record()
+        else:  # one item of a record that made several (unpivot)
+            self._counts.reject(stats.stream, several, several_items=True)
         seen = self.ledger.reject_locally(stats.stream, reason)
         if seen <= EXAMPLES_PER_REASON:
             logger.warning(f"stream '{stats.stream}': an item was not sent: {reason} ({example})")
@@ -481,6 +518,8 @@ class PlanhatWriter:
                 self.ledger.count(batch.route.name, resent_after_ambiguous_failure=len(batch) * exc.ambiguous_failures)
             if len(batch) == 1:
                 self.ledger.record_answer(batch.route.name, 1, 0, [PAYLOAD_TOO_LARGE_REASON], 0)
+                ordinal, several = batch.ordinal_at(0)
+                self._counts.reject(batch.route.name, ordinal, several_items=several)
                 logger.warning(f"{label}: Planhat refused one item as too large (HTTP 413): {exc.body}")
                 return
             first, second = batch.split()
@@ -498,9 +537,11 @@ class PlanhatWriter:
     def _account(self, batch: Batch, label: str, result: PostResult) -> None:
         stream = batch.route.name
         resent = len(batch) * result.ambiguous_failures
-        self.ledger.record_answer(
+        rejected = self.ledger.record_answer(
             stream, len(batch), result.processed, [e.reason for e in result.errors], resent, attempts=result.attempts
         )
+        if rejected:
+            self._count_rejected_records(batch, result, rejected)
         line = f"{label} -> {batch.endpoint.label}: sent {len(batch)}"
         if result.processed is None:
             logger.warning(f"{line}; Planhat acknowledged the request without counts ({result.note})")
@@ -522,6 +563,19 @@ class PlanhatWriter:
                 f"{label}: re-sent {len(batch)} items after {result.ambiguous_failures} failure(s) where Planhat may "
                 "already have received them: these items may be counted twice in Planhat"
             )
+
+    def _count_rejected_records(self, batch: Batch, result: PostResult, rejected: int) -> None:
+        """Which records Planhat's rejections belong to, for the counts on states. Positions matter only
+        when the batch holds records of more than one state's window, or records with several items;
+        otherwise all `rejected` are single records of one window."""
+        stream = batch.route.name
+        first, _ = batch.ordinal_at(0)
+        last, _ = batch.ordinal_at(len(batch) - 1)
+        if batch.one_item_per_record and self._counts.same_windows(stream, first, last):
+            self._counts.reject_run(stream, first, rejected)
+            return
+        positions = match_rejected(batch.items(), [error.item for error in result.errors[:rejected]])
+        self._counts.reject_all(stream, (batch.ordinal_at(position) for position in positions))
 
     def _wait_for_senders(self) -> None:
         # Every slot free means every batch handed over has been answered (or the sync failed).
@@ -567,9 +621,9 @@ class PlanhatWriter:
             key = (None, label)
         count = self._unknown_streams.get(key, 0) + 1
         self._unknown_streams[key] = count
-        self._unknown_since_state[key] = self._unknown_since_state.get(key, 0) + 1
-        self.ledger.stats(label)
+        stats = self.ledger.stats(label)
         self.ledger.skip(label, "the stream is not in the configured catalog")
+        self._counts.reject(label, stats.read - 1)
         if count == 1:
             logger.warning(
                 f"records of stream '{label}' are skipped: the stream is not in the configured catalog"

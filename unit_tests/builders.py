@@ -53,31 +53,32 @@ def route(name: str = "s", schema: Mapping[str, Any] = METRIC_SCHEMA, **config_o
     return routes[(None, name)]
 
 
-def stream_state(name: str, cursor: Any, namespace: Optional[str] = None) -> AirbyteMessage:
+def stream_state(name: str, cursor: Any, namespace: Optional[str] = None) -> dict[str, Any]:
+    """A STREAM state as the platform sends it (the writer takes messages as parsed from JSON)."""
     descriptor: dict[str, Any] = {"name": name}
     if namespace:
         descriptor["namespace"] = namespace
-    return AirbyteMessageSerializer.load(
-        {"type": "STATE", "state": {"type": "STREAM", "stream": {"stream_descriptor": descriptor, "stream_state": {"cursor": cursor}}}}
-    )
+    return {"type": "STATE", "state": {"type": "STREAM", "stream": {"stream_descriptor": descriptor, "stream_state": {"cursor": cursor}}}}
 
 
-def global_state(cursor: Any) -> AirbyteMessage:
-    return AirbyteMessageSerializer.load(
-        {"type": "STATE", "state": {"type": "GLOBAL", "global": {"shared_state": {"cursor": cursor}, "stream_states": []}}}
-    )
+def global_state(cursor: Any) -> dict[str, Any]:
+    return {"type": "STATE", "state": {"type": "GLOBAL", "global": {"shared_state": {"cursor": cursor}, "stream_states": []}}}
 
 
-def legacy_state(cursor: Any) -> AirbyteMessage:
-    return AirbyteMessageSerializer.load({"type": "STATE", "state": {"type": "LEGACY", "data": {"cursor": cursor}}})
+def legacy_state(cursor: Any) -> dict[str, Any]:
+    return {"type": "STATE", "state": {"type": "LEGACY", "data": {"cursor": cursor}}}
 
 
-def state_cursor(message: AirbyteMessage) -> Any:
-    state = message.state
-    if state.stream is not None:
-        return state.stream.stream_state.cursor if hasattr(state.stream.stream_state, "cursor") else state.stream.stream_state["cursor"]
-    if state.global_ is not None:
-        shared = state.global_.shared_state
-        return shared.cursor if hasattr(shared, "cursor") else shared["cursor"]
-    data = state.data
-    return data.cursor if hasattr(data, "cursor") else data["cursor"]
+def state_cursor(message: dict[str, Any]) -> Any:
+    state = message["state"]
+    if "stream" in state:
+        return state["stream"]["stream_state"]["cursor"]
+    if "global" in state:
+        return state["global"]["shared_state"]["cursor"]
+    return state["data"]["cursor"]
+
+
+def state_counts(message: dict[str, Any]) -> tuple[float, float]:
+    """(recordCount, rejectedRecordCount) of an emitted state."""
+    stats = message["state"]["destinationStats"]
+    return stats["recordCount"], stats["rejectedRecordCount"]

@@ -62,7 +62,7 @@ def test_a_partial_batch_leaves_once_its_first_record_waited_the_flush_interval_
         w.flush_overdue()
         wait_until(lambda: len(emitted) == 1, "the state after the overdue batch was acknowledged")
         assert [items for _, items in client.calls] == [[metric(1), metric(2)]]
-        assert state_cursor(emitted[0]) == "after-2" and emitted[0].state.destinationStats.recordCount == 2
+        assert state_cursor(emitted[0]) == "after-2" and emitted[0]["state"]["destinationStats"]["recordCount"] == 2
         w.finish()
     finally:
         w.close()

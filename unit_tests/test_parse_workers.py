@@ -19,7 +19,6 @@ from typing import Any
 
 import orjson
 import pytest
-from airbyte_cdk.models import AirbyteMessageSerializer
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 from destination_planhat import parallel
@@ -153,7 +152,7 @@ def sync(data: bytes, workers: int, caplog: pytest.LogCaptureFixture) -> dict[st
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     return {
         "batches": batches_per_stream(client.calls),
-        "states": [AirbyteMessageSerializer.dump(m) for m in emitted],
+        "states": list(emitted),
         "books": writer.ledger.snapshot(),
         "warnings": warnings,
     }

@@ -33,6 +33,7 @@ from unit_tests.builders import (
     configured_stream,
     global_state,
     legacy_state,
+    state_counts,
     state_cursor,
     stream_state,
 )
@@ -113,8 +114,9 @@ def tag_of(item: dict[str, Any]) -> str:
     return item.get("externalId") or item["euExtId"]
 
 
-def counts(states: list[AirbyteMessage]) -> list[tuple[Any, float]]:
-    return [(state_cursor(m), m.state.destinationStats.recordCount) for m in states]
+def counts(states: list[dict[str, Any]]) -> list[tuple[Any, float, float]]:
+    """(cursor, recordCount, rejectedRecordCount) of each emitted state."""
+    return [(state_cursor(m), *state_counts(m)) for m in states]
 
 
 # ----- ordering ---------------------------------------------------------------------------------
@@ -219,7 +221,7 @@ def test_empty_input_sends_nothing():
 def test_states_without_records_are_emitted_without_any_request():
     run = Run(FakeClient()).run([stream_state("m", 1), global_state(2)])
     assert run.client.calls == []
-    assert counts(run.states) == [(1, 0), (2, 0)]
+    assert counts(run.states) == [(1, 0, 0), (2, 0, 0)]
 
 
 def test_records_go_to_their_endpoint_as_mapped_items():
@@ -261,7 +263,7 @@ def test_planhat_per_item_errors_do_not_fail_the_sync():
         return PostResult(processed=len(items) - 1, errors=[RejectedItem(items[0], "dimensionId must be specified")])
 
     run = Run(FakeClient(behaviour), batch_size=2).run(["m", "m", stream_state("m", 1)])
-    assert counts(run.states) == [(1, 2)]
+    assert counts(run.states) == [(1, 1, 1)]
 
 
 # ----- destinationStats.recordCount ---------------------------------------------------------------
@@ -270,21 +272,21 @@ def test_planhat_per_item_errors_do_not_fail_the_sync():
 @pytest.mark.parametrize(
     "steps, expected",
     [
-        (["m", "m", stream_state("m", "a")], [("a", 2)]),
+        (["m", "m", stream_state("m", "a")], [("a", 2, 0)]),
         # Per stream: each state counts its own stream's records since that stream's previous state.
         (["m", "u", "m", stream_state("m", "a"), "u", stream_state("u", "b"), "m", stream_state("m", "c")],
-         [("a", 2), ("b", 2), ("c", 1)]),
-        (["u", stream_state("m", "a")], [("a", 0)]),
+         [("a", 2, 0), ("b", 2, 0), ("c", 1, 0)]),
+        (["u", stream_state("m", "a")], [("a", 0, 0)]),
         # GLOBAL and LEGACY states count the records of every stream since the previous such state.
-        (["m", "u", "u", global_state("g1"), "m", global_state("g2")], [("g1", 3), ("g2", 1)]),
-        (["m", "u", legacy_state("l1")], [("l1", 2)]),
-        (["m", "u", stream_state("m", "a"), "u", global_state("g")], [("a", 1), ("g", 3)]),
-        # Records of a stream that is not in the catalog are received too.
-        (["m", "x", global_state("g")], [("g", 2)]),
-        (["x", "m", stream_state("m", "a")], [("a", 1)]),
+        (["m", "u", "u", global_state("g1"), "m", global_state("g2")], [("g1", 3, 0), ("g2", 1, 0)]),
+        (["m", "u", legacy_state("l1")], [("l1", 2, 0)]),
+        (["m", "u", stream_state("m", "a"), "u", global_state("g")], [("a", 1, 0), ("g", 3, 0)]),
+        # Records of a stream that is not in the catalog are received, and skipped: rejected.
+        (["m", "x", global_state("g")], [("g", 1, 1)]),
+        (["x", "m", stream_state("m", "a")], [("a", 1, 0)]),
         # A state of a stream not in the catalog counts that stream's records since its previous state.
         (["x", "x", stream_state("x", "a"), "x", stream_state("x", "b"), "m", stream_state("x", "c")],
-         [("a", 2), ("b", 1), ("c", 0)]),
+         [("a", 0, 2), ("b", 0, 1), ("c", 0, 0)]),
     ],
 )
 def test_record_count_of_each_state(steps, expected):
