@@ -141,6 +141,11 @@ def summary_notes(streams: Sequence[StreamStats]) -> list[str]:
                 f"{where}: sent although they fail the local checks (invalid_records: send): "
                 f"{stats.sent_invalid:,}: {_top(stats.sent_invalid_reasons)}"
             )
+        if stats.changed_records:
+            notes.append(
+                f"{where}: {stats.changed_records:,} record(s) arrived changed by the source (Airbyte's meta.changes): "
+                f"{_top(stats.source_changes)}"
+            )
         if stats.unconfirmed:
             notes.append(f"{where}: {stats.unconfirmed:,} acknowledged by Planhat without a processed count")
         if stats.retries:

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence
+from typing import IO, Any, Iterable, Iterator, Mapping, Optional, Sequence
 
 import orjson
 
@@ -186,6 +188,44 @@ def run_cli(
         except ValueError:
             messages.append({"type": "_NOT_JSON", "line": line})
     return CliRun(completed.returncode, stdout, completed.stderr.decode("utf-8", "replace"), messages)
+
+
+GIVE_UP_SECONDS = 120  # a bound for a hung connector, not an expectation
+
+
+class OutputLines:
+    """Lines of a running connector's stdout, handed over by a thread so a test can wait for one."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._queue: queue.Queue[Optional[bytes]] = queue.Queue()
+        self.seen: list[dict[str, Any]] = []
+        threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
+
+    def _pump(self, stream: IO[bytes]) -> None:
+        for line in stream:
+            self._queue.put(line)
+        self._queue.put(None)
+
+    def next_state(self) -> dict[str, Any]:
+        """The `state` of the next STATE message (the messages before it are kept in `seen`)."""
+        while True:
+            line = self._queue.get(timeout=GIVE_UP_SECONDS)
+            assert line is not None, "the connector ended its output without emitting the state"
+            message = json.loads(line)
+            self.seen.append(message)
+            if message.get("type") == "STATE":
+                return message["state"]
+
+
+def start_write(tmp_path: Path, config: Mapping[str, Any], configured: Optional[Mapping[str, Any]] = None) -> "subprocess.Popen[bytes]":
+    """`main.py write` running with its stdin a pipe the test writes to (and may leave open)."""
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    (tmp_path / "catalog.json").write_text(json.dumps(configured if configured is not None else mixed_catalog()))
+    args = [sys.executable, str(MAIN), "write", "--config", str(tmp_path / "config.json"),
+            "--catalog", str(tmp_path / "catalog.json")]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            cwd=REPO_ROOT, env=env)
 
 
 def state_positions(run: CliRun) -> list[int]:

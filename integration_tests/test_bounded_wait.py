@@ -9,65 +9,22 @@ that a hung connector would hit), then checks what had happened by that moment.
 
 from __future__ import annotations
 
-import json
-import os
-import queue
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
-from typing import IO, Any, Optional
 
 import orjson
 import pytest
 
 from integration_tests.harness import (
-    MAIN,
-    REPO_ROOT,
+    GIVE_UP_SECONDS,
+    OutputLines,
     encode_lines,
     metric,
-    mixed_catalog,
     record,
     sandbox_config,
+    start_write,
     stream_state,
 )
-
-GIVE_UP_SECONDS = 120  # a bound for a hung connector, not an expectation
-
-
-class _Lines:
-    """Lines of a child's stdout, handed over by a thread so the test can wait for one."""
-
-    def __init__(self, stream: IO[bytes]) -> None:
-        self._queue: queue.Queue[Optional[bytes]] = queue.Queue()
-        self.seen: list[dict[str, Any]] = []
-        threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
-
-    def _pump(self, stream: IO[bytes]) -> None:
-        for line in stream:
-            self._queue.put(line)
-        self._queue.put(None)
-
-    def next_state(self) -> dict[str, Any]:
-        while True:
-            line = self._queue.get(timeout=GIVE_UP_SECONDS)
-            assert line is not None, "the connector ended its output without emitting the state"
-            message = json.loads(line)
-            self.seen.append(message)
-            if message.get("type") == "STATE":
-                return message["state"]
-
-
-def start_write(tmp_path: Path, config: dict[str, Any]) -> subprocess.Popen[bytes]:
-    (tmp_path / "config.json").write_text(json.dumps(config))
-    (tmp_path / "catalog.json").write_text(json.dumps(mixed_catalog()))
-    args = [sys.executable, str(MAIN), "write", "--config", str(tmp_path / "config.json"),
-            "--catalog", str(tmp_path / "catalog.json")]
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            cwd=REPO_ROOT, env=env)
-
 
 @pytest.mark.parametrize("parse_workers", [0, 2], ids=["parsing in process", "two parse workers"])
 def test_a_state_comes_out_while_the_source_is_quiet_and_its_pipe_still_open(parse_workers, sandbox, tmp_path):
@@ -75,7 +32,7 @@ def test_a_state_comes_out_while_the_source_is_quiet_and_its_pipe_still_open(par
     process = start_write(tmp_path, config)
     try:
         assert process.stdin is not None and process.stdout is not None
-        output = _Lines(process.stdout)
+        output = OutputLines(process.stdout)
         first = [record("metrics_stream", metric(i)) for i in range(5)]
         process.stdin.write(encode_lines([*first, stream_state("metrics_stream", "after-5")]))
         process.stdin.flush()  # and nothing more for now: the pipe stays open
@@ -149,7 +106,7 @@ def test_parse_workers_end_when_the_connector_is_killed(sandbox, tmp_path):
     process = start_write(tmp_path, sandbox_config(sandbox.url, batch_size=1_000, flush_interval_seconds=1, parse_workers=2))
     try:
         assert process.stdin is not None and process.stdout is not None
-        output = _Lines(process.stdout)
+        output = OutputLines(process.stdout)
         process.stdin.write(encode_lines([record("metrics_stream", metric(1)), stream_state("metrics_stream", "after-1")]))
         process.stdin.flush()
         output.next_state()  # the sync is running, its workers started
