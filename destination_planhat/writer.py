@@ -237,31 +237,7 @@ class PlanhatWriter:
         """Items of one stream that a parse worker mapped, checked and encoded: one record each, in
         input order, each followed by "," in `encoded`, ending at the offsets `ends`. What `record`
         does for each of them, a run of items at a time; each run is counted as read once placed."""
-        sink = self._sinks_by_index[index]
-        buffer, stats = sink.buffer, sink.stats
-        view = memoryview(encoded)
-        count = len(ends)
-        done = start = 0
-        while done < count:
-            room = buffer.batch_size - buffer.count
-            upto = count if count - done <= room else done + room
-            end = ends[upto - 1]
-            if len(buffer.body) + (end - start) <= buffer.max_body_bytes:  # as StreamBuffer.add judges each item
-                if not buffer.count:
-                    buffer.open(stats.read)
-                buffer.body += view[start:end]
-                buffer.count += upto - done
-                stats.read += upto - done
-                done, start = upto, end
-                if buffer.count >= buffer.batch_size:
-                    self._submit(buffer.take())
-            else:  # the size cap falls inside this run: one item, through the buffer's own cut
-                end = ends[done]
-                stats.read += 1
-                ready = buffer.add(bytes(view[start : end - 1]))
-                done, start = done + 1, end
-                if ready is not None:
-                    self._submit(ready)
+        self._sinks_by_index[index].buffer.add_run(encoded, ends, self._submit)
 
     def _add_items(self, sink: _Sink, items: MapResult) -> None:
         """A record that made no item or several (unpivot): each item through the general path."""
