@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from airbyte_cdk.models import AirbyteMessageSerializer, ConfiguredAirbyteCatalogSerializer  # noqa: E402
 
-from destination_planhat.client import PostResult  # noqa: E402
+from destination_planhat.answers import PostResult  # noqa: E402
 from destination_planhat.config import parse_config  # noqa: E402
 from destination_planhat.destination import read_chunks, read_input  # noqa: E402
 from destination_planhat.planhat import Endpoint  # noqa: E402

@@ -29,12 +29,9 @@ from airbyte_cdk.utils.airbyte_secrets_utils import get_secrets, update_secrets
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 from destination_planhat.bad_input import guess_stream, is_clean_text, parse_leniently
-from destination_planhat.client import (
-    PlanhatAuthError,
-    PlanhatClient,
-    PlanhatError,
-    RetryPolicy,
-)
+from destination_planhat.client import PlanhatClient
+from destination_planhat.errors import PlanhatError
+from destination_planhat.retries import RetryPolicy
 from destination_planhat.config import PlanhatConfig, parse_config
 from destination_planhat.dry_run import DryRunWriter
 from destination_planhat.errors import system_error
@@ -120,17 +117,8 @@ class DestinationPlanhat(Destination):
             for endpoint in endpoints:
                 try:
                     client.post(endpoint, b"[]", context="check: ")
-                except PlanhatAuthError as exc:
-                    field = "api_token" if endpoint is Endpoint.METRICS else "tenant_uuid"
-                    return AirbyteConnectionStatus(
-                        status=Status.FAILED,
-                        message=f"Planhat {endpoint.label} refused the credentials (HTTP {exc.status}): check `{field}`.",
-                    )
-                except PlanhatError as exc:
-                    return AirbyteConnectionStatus(
-                        status=Status.FAILED,
-                        message=f"Could not reach Planhat {endpoint.label} at {client.url_for_logs(endpoint)}: {exc}",
-                    )
+                except PlanhatError as exc:  # the same message a sync would end with
+                    return AirbyteConnectionStatus(status=Status.FAILED, message=exc.user_message(client.where(endpoint)))
         finally:
             client.close()
         if not parsed.token:

@@ -25,18 +25,10 @@ from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 from destination_planhat.accounting import Ledger, StreamStats
 from destination_planhat.bad_input import why_not_encodable
 from destination_planhat.batching import Batch, ItemTooLarge, StreamBuffer
-from destination_planhat.client import (
-    PlanhatAuthError,
-    PlanhatClient,
-    PlanhatError,
-    PlanhatPayloadTooLarge,
-    PlanhatRejectedRequest,
-    PlanhatTLSError,
-    PlanhatUnavailable,
-    PostResult,
-)
+from destination_planhat.answers import PostResult
+from destination_planhat.client import PlanhatClient
+from destination_planhat.errors import PlanhatError, PlanhatPayloadTooLarge, as_traced, config_error
 from destination_planhat.config import InvalidRecords, PlanhatConfig
-from destination_planhat.errors import config_error, system_error, transient_error
 from destination_planhat.mapping import Invalid, MapResult, Mapper, RecordRejected, build_mapper, fast_plan
 from destination_planhat.planhat import SAFE_BODY_BYTES, WHERE_API_TOKEN, WHERE_TENANT_TOKEN, Endpoint
 from destination_planhat.reporting import ProgressReporter, summary_notes, summary_table
@@ -583,7 +575,7 @@ class PlanhatWriter:
             return
         self._log_summary()
         if isinstance(failure, PlanhatError):
-            raise _traced(failure, self._client) from failure
+            raise as_traced(failure, self._client.where(failure.endpoint)) from failure
         raise failure
 
     # ----- reporting --------------------------------------------------------------------------
@@ -653,29 +645,3 @@ def _largest_field(item: Mapping[str, Any]) -> str:
         return ""
     size, name = max(sizes)
     return f" (its largest field is '{name}', {size:,} bytes)"
-
-
-def _traced(failure: PlanhatError, client: PlanhatClient) -> AirbyteTracedException:
-    endpoint = failure.endpoint
-    where = f"Planhat {endpoint.label} ({client.url_for_logs(endpoint)})"
-    if isinstance(failure, PlanhatAuthError):
-        if endpoint is Endpoint.METRICS:
-            fix = f"check `api_token`: it must be {WHERE_API_TOKEN}, allowed to write metrics"
-        else:
-            fix = f"check `tenant_uuid`: it must be {WHERE_TENANT_TOKEN}"
-        return config_error(f"{where} refused the credentials (HTTP {failure.status}): {fix}.", str(failure))
-    if isinstance(failure, PlanhatUnavailable):
-        return transient_error(
-            f"{where} could not take a batch: {failure}. Records after the last emitted state will be sent "
-            "again by the next attempt of the sync.",
-            str(failure),
-        )
-    if isinstance(failure, PlanhatTLSError):
-        return config_error(
-            f"{where}: {failure}. Check `analytics_base_url`: it must be Planhat's analytics host or a proxy "
-            "with a certificate your system trusts.",
-            str(failure),
-        )
-    if isinstance(failure, PlanhatRejectedRequest):
-        return system_error(f"{where} rejected a request: {failure}", str(failure))
-    return system_error(f"{where} failed: {failure}", str(failure))

@@ -18,7 +18,9 @@ from typing import Any, Optional
 
 import pytest
 
-from destination_planhat.client import PlanhatClient, RequestAborted, RetryPolicy
+from destination_planhat.client import PlanhatClient
+from destination_planhat.errors import RequestAborted
+from destination_planhat.retries import RetryPolicy
 from destination_planhat.config import PlanhatConfig, parse_config
 from integration_tests.harness import REPO_ROOT
 from destination_planhat.planhat import Endpoint
@@ -223,7 +225,7 @@ def test_connection_refused_fails_check(tmp_path, planhat):
     run = run_connector("check", tmp_path, config=config)
 
     assert run.connection_status["status"] == "FAILED"
-    assert "Could not reach Planhat User Activities at http://127.0.0.1:" in run.connection_status["message"]
+    assert "Could not reach Planhat User Activities (http://127.0.0.1:" in run.connection_status["message"]
 
 
 def test_413_splits_the_batch_until_it_fits(planhat, tmp_path):

@@ -8,7 +8,7 @@ from typing import Any, Callable, Optional
 
 import orjson
 
-from destination_planhat.client import PostResult
+from destination_planhat.answers import PostResult
 from destination_planhat.planhat import Endpoint
 
 # behaviour(call_index, endpoint, items) -> PostResult, or raises; it may block to delay the answer.
@@ -42,6 +42,9 @@ class FakeClient:
 
     def url_for_logs(self, endpoint: Endpoint) -> str:
         return f"https://planhat.invalid/{endpoint.value}/***"
+
+    def where(self, endpoint: Endpoint) -> str:
+        return f"Planhat {endpoint.label} ({self.url_for_logs(endpoint)})"
 
     def close(self) -> None:
         self.closed = True

@@ -16,15 +16,9 @@ import requests_mock as requests_mock_module
 from airbyte_cdk.models import FailureType
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
-from destination_planhat.client import (
-    PlanhatAuthError,
-    PlanhatClient,
-    PlanhatPayloadTooLarge,
-    PlanhatRejectedRequest,
-    PlanhatUnavailable,
-    RetryPolicy,
-    parse_retry_after,
-)
+from destination_planhat.client import PlanhatClient
+from destination_planhat.errors import PlanhatAuthError, PlanhatPayloadTooLarge, PlanhatRejectedRequest, PlanhatUnavailable
+from destination_planhat.retries import parse_retry_after, RetryPolicy
 from destination_planhat.planhat import Endpoint
 from destination_planhat.routing import route_streams
 from destination_planhat.writer import PlanhatWriter

@@ -13,7 +13,7 @@ from typing import Any, Iterator
 import orjson
 import pytest
 
-from destination_planhat.client import PlanhatUnavailable
+from destination_planhat.errors import PlanhatUnavailable
 from destination_planhat.destination import read_input, start_parse_workers, with_idle_ticks
 from destination_planhat.planhat import Endpoint
 from destination_planhat.routing import route_streams

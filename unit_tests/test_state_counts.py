@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from destination_planhat.batching import Batch
-from destination_planhat.client import PostResult, RejectedItem
+from destination_planhat.answers import PostResult, RejectedItem
 from destination_planhat.planhat import Endpoint
 from destination_planhat.routing import route_streams
 from destination_planhat.state_counts import StateCounts, match_rejected

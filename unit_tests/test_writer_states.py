@@ -14,14 +14,8 @@ import pytest
 from airbyte_cdk.models import AirbyteMessage, FailureType
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
-from destination_planhat.client import (
-    PlanhatAuthError,
-    PlanhatPayloadTooLarge,
-    PlanhatRejectedRequest,
-    PlanhatUnavailable,
-    PostResult,
-    RejectedItem,
-)
+from destination_planhat.answers import PostResult, RejectedItem
+from destination_planhat.errors import PlanhatAuthError, PlanhatPayloadTooLarge, PlanhatRejectedRequest, PlanhatUnavailable
 from destination_planhat.planhat import Endpoint
 from destination_planhat.routing import route_streams
 from destination_planhat.writer import PlanhatWriter
