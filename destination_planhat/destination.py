@@ -33,7 +33,7 @@ from destination_planhat.client import PlanhatClient
 from destination_planhat.errors import PlanhatError
 from destination_planhat.retries import RetryPolicy
 from destination_planhat.config import PlanhatConfig, parse_config
-from destination_planhat.dry_run import DryRunWriter
+from destination_planhat.dry_run import DryRun
 from destination_planhat.errors import system_error
 from destination_planhat.parallel import (
     ParseWorkerFailed,
@@ -196,7 +196,7 @@ class DestinationPlanhat(Destination):
         if not routes:
             logger.warning("the configured catalog has no streams: nothing will be written")
         if parsed.dry_run:
-            return DryRunWriter(parsed, routes, emit).start()  # builds no client: nothing can be sent
+            return PlanhatWriter(parsed, routes, DryRun(), emit).start()  # builds no client: nothing can be sent
         return PlanhatWriter(parsed, routes, build_client(parsed), emit).start()
 
 

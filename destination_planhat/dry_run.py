@@ -1,7 +1,7 @@
-"""Dry run (`dry_run: true`): the whole write path except the POSTs, so a user can try a mapping.
+"""Dry run (`dry_run: true`): the whole write path with a sender that sends nothing.
 
 Records are routed, mapped, validated and cut into batches exactly as in a real sync; batches are
-counted instead of sent. No client exists, so nothing can reach Planhat. No STATE is emitted: a
+counted instead of sent (no client exists, so nothing can reach Planhat). No STATE is emitted: a
 state tells Airbyte that the records before it are in the destination, and they are not, so the
 next real sync must send them.
 """
@@ -9,66 +9,67 @@ next real sync must send them.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Mapping, Optional
+from typing import Optional
 
 import orjson
 
+from destination_planhat.accounting import Ledger
 from destination_planhat.batching import Batch
-from destination_planhat.config import PlanhatConfig
-from destination_planhat.routing import StreamKey, StreamRoute
-from destination_planhat.state import read_state
-from destination_planhat.writer import SAMPLE_CHARS, PlanhatWriter
+from destination_planhat.planhat import Endpoint
+from destination_planhat.state import StateBarrier
 
 logger = logging.getLogger("airbyte")
 
 SAMPLE_PAYLOADS = 3
+SAMPLE_CHARS = 300
 
 
-class DryRunWriter(PlanhatWriter):
-    def __init__(
-        self,
-        config: PlanhatConfig,
-        routes: Mapping[StreamKey, StreamRoute],
-        emit: Callable[[dict[str, Any]], None],
-    ) -> None:
-        super().__init__(config, routes, None, emit)  # type: ignore[arg-type]  # no client: nothing can be sent
+class DryRun:
+    """What a dry run is given instead of a client: nothing to send with."""
+
+
+class DryRunSender:
+    """Counts each batch the moment it is cut and keeps a few sample items per stream."""
+
+    def __init__(self, ledger: Ledger, barrier: StateBarrier) -> None:
+        self._ledger = ledger
+        self._barrier = barrier
         self._samples: dict[str, list[bytes]] = {}
         self._batches: dict[str, int] = {}
-        self._states_withheld = 0
+        self.failure: Optional[BaseException] = None
 
-    def start(self) -> "DryRunWriter":
+    def start(self) -> None:
         logger.info("dry run: records are mapped and checked but nothing is sent to Planhat and no state is saved")
-        for sink in self._sinks.values():
-            route = sink.route
-            logger.info(f"dry run: stream '{route.name}' -> Planhat {route.endpoint.label} ({route.why})")
-        return self  # no sender or ticker threads: a batch is counted the moment it is cut
 
-    def state(self, message: dict[str, Any]) -> None:
-        read_state(message)  # a malformed one is reported as in a real sync
-        self._states_withheld += 1
+    def where(self, endpoint: Endpoint) -> str:
+        return f"Planhat {endpoint.label} (dry run)"
 
-    def _submit(self, batch: Optional[Batch]) -> None:
-        if batch is None or not batch.count:
-            return
+    def acquire(self) -> None:
+        return None  # nothing is in flight, ever
+
+    def send(self, batch: Batch) -> None:
         stream = batch.route.name
-        stats = self.ledger.stats(stream)
-        stats.sent += len(batch)
+        self._ledger.stats(stream).sent += len(batch)
         self._batches[stream] = self._batches.get(stream, 0) + 1
         samples = self._samples.setdefault(stream, [])
         if len(samples) < SAMPLE_PAYLOADS:
             samples.extend(orjson.dumps(item) for item in batch.items()[: SAMPLE_PAYLOADS - len(samples)])
-        self._barrier.acknowledge(batch.batch_id)  # keeps the barrier small; it has no state to release
-        self._check_error_share(final=False, only=stats)
+        self._barrier.acknowledge(batch.batch_id)  # keeps the barrier small; its states are withheld anyway
 
-    def finish(self) -> None:
-        for sink in self._sinks.values():
-            self._submit(sink.buffer.take())
-        self._log_dry_run_summary()
-        self._check_error_share(final=True)
+    def wait_idle(self) -> None:
+        return None
 
-    def _log_dry_run_summary(self) -> None:
-        self._summary_logged = True
-        for stats in self.ledger.all():
+    def record_failure(self, exc: BaseException) -> None:
+        if self.failure is None:
+            self.failure = exc
+
+    def close(self) -> None:
+        return None
+
+    def summary_lines(self, states_withheld: int) -> list[str]:
+        """What a dry run reports instead of the summary table: per stream what would have been sent."""
+        lines = []
+        for stats in self._ledger.all():
             reasons = "; ".join(f"{reason!r} x{count}" for reason, count in stats.local_reasons.most_common())
             line = (
                 f"dry run: stream '{stats.stream}'" + (f" -> {stats.endpoint}" if stats.endpoint else "") + ": "
@@ -81,10 +82,11 @@ class DryRunWriter(PlanhatWriter):
                 line += f"; unpivot: +{stats.extra_items} items beyond one per record, {stats.empty_records} records without items"
             if stats.sent_invalid:
                 line += f"; would send {stats.sent_invalid} items that fail the checks (invalid_records: send)"
-            logger.info(line)
+            lines.append(line)
             for number, sample in enumerate(self._samples.get(stats.stream, ()), start=1):
-                logger.info(f"dry run: stream '{stats.stream}' sample payload {number}: {sample.decode()[:SAMPLE_CHARS]}")
-        logger.info(
-            f"dry run: {self._states_withheld} state message(s) received and not emitted, so the next real sync "
+                lines.append(f"dry run: stream '{stats.stream}' sample payload {number}: {sample.decode()[:SAMPLE_CHARS]}")
+        lines.append(
+            f"dry run: {states_withheld} state message(s) received and not emitted, so the next real sync "
             "sends these records"
         )
+        return lines

@@ -6,14 +6,22 @@ the sync accounts with. Nothing here reads a clock: callers pass `now`, so tests
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from dataclasses import dataclass, fields
-from typing import Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Optional, Sequence
+
+import orjson
 
 from destination_planhat.accounting import TOP_REASONS, Ledger, StreamStats
 from destination_planhat.planhat import Endpoint
 
+logger = logging.getLogger("airbyte")
+
 STREAM_COLUMN_MAX = 48
+# The end-of-sync summary as one JSON object, for machines (tests, log scrapers); the lines before it
+# say the same for people.
+SUMMARY_JSON_PREFIX = "sync summary (JSON): "
 
 
 @dataclass(frozen=True)
@@ -176,3 +184,60 @@ def _endpoint_label(value: str) -> str:
         return Endpoint(value).label
     except ValueError:
         return value or "(not written)"
+
+
+class SyncReport:
+    """The log of one sync: a progress line when due, and the summary once at the end (also of a
+    failed sync), from the ledger and the states' counts."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        progress: ProgressReporter,
+        endpoints: Sequence[Endpoint],
+        max_in_flight: int,
+        states: Callable[[], tuple[int, int]],
+    ) -> None:
+        self._ledger = ledger
+        self._progress = progress
+        self._endpoints = list(endpoints)
+        self._max_in_flight = max_in_flight
+        self._states = states  # (emitted, waiting)
+        self.summary_logged = False
+
+    def progress_line(self, now: float) -> Optional[str]:
+        """The progress line, when one is due (none after the summary)."""
+        if self.summary_logged or not self._progress.due(now):
+            return None
+        in_flight = self._ledger.in_flight()
+        per_endpoint = {endpoint: in_flight.get(endpoint, 0) for endpoint in self._endpoints}
+        line = self._progress.line(now, per_endpoint, self._max_in_flight)
+        emitted, waiting = self._states()
+        return f"{line}; states emitted {emitted}, waiting {waiting}"
+
+    def log_summary(self, failed: bool, buffered: Mapping[str, int]) -> None:
+        """Once per sync. `buffered`: items never sent, per stream (they count as not sent)."""
+        if self.summary_logged:
+            return
+        self.summary_logged = True
+        self._ledger.close_books(failed, dict(buffered))
+        streams = self._ledger.all()
+        for line in (*summary_table(streams), *summary_notes(streams)):
+            logger.info("summary: " + line)
+        if self._ledger.unparseable_lines:
+            logger.warning(
+                f"summary: {self._ledger.unparseable_lines} input line(s) could not be read and named no stream "
+                "of the catalog; they were skipped"
+            )
+        emitted, waiting = self._states()
+        logger.info(f"summary: {emitted} state message(s) emitted, {waiting} held back")
+        summary = {
+            "status": "failed" if failed else "succeeded",
+            "streams": self._ledger.snapshot(),
+            "unreadable_lines_without_stream": self._ledger.unparseable_lines,
+            "ignored_messages": self._ledger.ignored_messages,
+            "unknown_message_types": self._ledger.unknown_messages,
+            "states_emitted": emitted,
+            "states_held_back": waiting,
+        }
+        logger.info(SUMMARY_JSON_PREFIX + orjson.dumps(summary).decode())

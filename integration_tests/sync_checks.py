@@ -36,7 +36,7 @@ from airbyte_cdk.test.entrypoint_wrapper import EntrypointOutput
 from airbyte_cdk.test.standard_tests._spec_lint import assert_no_secrets_in_output
 
 from destination_planhat import DestinationPlanhat
-from destination_planhat.writer import SUMMARY_JSON_PREFIX
+from destination_planhat.reporting import SUMMARY_JSON_PREFIX
 from integration_tests.harness import (
     ACTIVITY_SCHEMA,
     MAIN,
