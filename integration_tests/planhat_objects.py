@@ -6,8 +6,9 @@ threads) so that it can be read and tested as Planhat's rules; `planhat_sandbox`
 and adds auth, permissions, rate limiting and faults. It never imports the connector: the sandbox
 must be able to tell the connector it is wrong.
 
-What Planhat documents and what is the sandbox's own reading of an undocumented point is written up
-in /work/notes/planhat-objects.md (one section per object); the table below follows it.
+What Planhat documents, with sources, and which points are the sandbox's own reading of something
+undocumented (the error entry's shape, 400 when every item fails, an unmatched `_id`, ...) is
+written up in the team notes planhat-objects.md, one section per object; the table below follows it.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ In-process (pytest)::
         assert sandbox.summary()["metrics"]["processed"] == 1
 
 The main API (``PUT /{object}``, ``GET /{object}``, ``GET /customfields``) follows Planhat's
-object rules as written up in /work/notes/planhat-objects.md; the rules themselves live in
+object rules as written up in the team notes planhat-objects.md; the rules themselves live in
 `integration_tests.planhat_objects`::
 
     requests.put(f"{sandbox.url}/companies", json=[{"name": "Acme", "externalId": "acme"}],

@@ -1,7 +1,8 @@
 """Tests of the sandbox's Planhat main API: bulk upsert of objects, custom fields, and how it fails.
 
 The connector's object sync will be tested against this server, so these tests pin its rules
-(written up, with what Planhat documents and what it leaves open, in /work/notes/planhat-objects.md).
+(written up, with what Planhat documents and what it leaves open, in the team notes
+planhat-objects.md). Where Planhat's docs are silent, a test pins the sandbox's own reading.
 Every request goes over real loopback HTTP with `requests`.
 """
 
