@@ -1,4 +1,5 @@
-"""An embedded, Planhat-compatible analytics server for tests, demos and benchmarks.
+"""An embedded, Planhat-compatible server for tests, demos and benchmarks: the analytics endpoints
+(metrics, user activities) and the main API's objects (bulk upsert of companies, end users, ...).
 
 Why this exists: Planhat offers no sandbox for its analytics host, answers 200 even when it rejects
 items, and documents little about how it fails. The connector's reliability code (retries, batch
@@ -13,6 +14,14 @@ In-process (pytest)::
                       headers={"Authorization": f"Bearer {sandbox.api_token}"})
         assert sandbox.summary()["metrics"]["processed"] == 1
 
+The main API (``PUT /{object}``, ``GET /{object}``, ``GET /customfields``) follows Planhat's
+object rules as written up in the team notes planhat-objects.md; the rules themselves live in
+`integration_tests.planhat_objects`::
+
+    requests.put(f"{sandbox.url}/companies", json=[{"name": "Acme", "externalId": "acme"}],
+                 headers={"Authorization": f"Bearer {sandbox.api_token}"})
+    assert sandbox.objects("companies")[0]["name"] == "Acme"
+
 As a process (demo, benchmark); control it through ``/_sandbox/*``::
 
     python -m integration_tests.planhat_sandbox --port 0
@@ -21,6 +30,9 @@ As a process (demo, benchmark); control it through ``/_sandbox/*``::
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
+import copy
 import hmac
 import math
 import os
@@ -42,14 +54,33 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from ipaddress import ip_address
 from random import Random
 from types import TracebackType
-from typing import IO, Any, Callable, Mapping, Sequence
+from typing import IO, Any, Callable, Collection, Mapping, Sequence
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import orjson
 
+from integration_tests.planhat_objects import (
+    MAX_BULK_ITEMS,
+    OBJECTS,
+    ObjectStore,
+    empty_answer,
+    normalize_custom_fields,
+)
+
 METRICS = "metrics"
 USER_ACTIVITIES = "user_activities"
 ENDPOINTS = (METRICS, USER_ACTIVITIES)
+
+# The two APIs the sandbox serves; each has its own fault plan and request log, as the two hosts
+# (analytics.planhat.com and api.planhat.com) fail independently.
+ANALYTICS_API = "analytics"
+MAIN_API = "main"
+APIS = (ANALYTICS_API, MAIN_API)
+CUSTOM_FIELDS_PATH = "customfields"
+# `GET /{object}` paging; Planhat documents neither the default nor the maximum (unconfirmed).
+DEFAULT_LIST_LIMIT = 100
+MAX_LIST_LIMIT = 5000
+DEFAULT_RATE_WINDOW_S = 60.0
 
 DEFAULT_TENANT = "demo-tenant-0001"
 DEFAULT_API_TOKEN = "demo-api-token"
@@ -319,7 +350,12 @@ class _FaultPlan:
 
 @dataclass(frozen=True, slots=True)
 class RequestRecord:
-    """What the sandbox saw and did for one data request (control requests are not logged)."""
+    """What the sandbox saw and did for one data request (control requests are not logged).
+
+    Main API requests are logged apart (`PlanhatSandbox.main_api_requests`), with `endpoint` the
+    object's path (``companies``, ``customfields``), `tenant` empty, `items` the items of a bulk
+    upsert, `processed` those created or updated and `errors` those in createdErrors/updatedErrors.
+    """
 
     endpoint: str
     tenant: str
@@ -336,6 +372,7 @@ class RequestRecord:
     duration_s: float
     path: str = ""  # the request target as sent (path and query), to check what URLs carry
     number: int = 0  # 1-based arrival number; `acknowledged()` uses it to tell answered items apart
+    method: str = "POST"
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,10 +380,11 @@ class _Outcome:
     """Result of handing a body to Planhat's logic: the answer, and what was recorded."""
 
     status: int
-    payload: dict[str, Any]
+    payload: Any
     items: int = 0
     processed: int = 0
     errors: int = 0
+    headers: tuple[tuple[str, str], ...] = ()  # e.g. the main API's X-Rate-Limit-* and Retry-After
 
 
 class _EndpointStats:
@@ -380,6 +418,7 @@ class _EndpointStats:
 
 
 _SUMMARY_KEY_NAMES = {METRICS: "by_dimension_id", USER_ACTIVITIES: "by_action"}
+_KEEP: Any = object()  # `configure_main_api`: an argument left out keeps its value
 
 
 # --------------------------------------------------------------------------------------------
@@ -398,6 +437,12 @@ def _phrase(status: int) -> str:
         return HTTPStatus(status).phrase
     except ValueError:
         return f"HTTP {status}"
+
+
+def _main_api_name(path: str) -> str | None:
+    """``/companies`` or ``/companies/`` -> ``companies``; None for anything with more segments."""
+    name = path.strip("/")
+    return name if name and "/" not in name else None
 
 
 def _peer_closed(sock: socket.socket) -> bool:
@@ -477,8 +522,23 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         if url.path.startswith(_CONTROL_PREFIX):
             self._control_get(url.path[len(_CONTROL_PREFIX) :], parse_qs(url.query))
+            return
+        name = _main_api_name(url.path)
+        if name is not None and (name in OBJECTS or name == CUSTOM_FIELDS_PATH):
+            self._serve_main("GET", name, parse_qs(url.query))
         else:
             self._send_json(HTTPStatus.NOT_FOUND, {"message": "Not Found"})
+
+    def do_PUT(self) -> None:
+        url = urlsplit(self.path)
+        name = _main_api_name(url.path)
+        if name is not None and name in OBJECTS:
+            self._serve_main("PUT", name, parse_qs(url.query))
+            return
+        length = self._content_length()
+        if length is not None:
+            self._drain(length)
+        self._send_json(HTTPStatus.NOT_FOUND, {"message": "Not Found"})
 
     def do_POST(self) -> None:
         path = urlsplit(self.path).path
@@ -500,18 +560,54 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve_data(self, endpoint: str, tenant: str) -> None:
         sandbox = self.server.sandbox
+
+        def ingest(body: bytes, authorization: str | None, number: int) -> _Outcome:
+            return sandbox._ingest(endpoint, tenant, authorization, body, number)
+
+        self._serve_api(ANALYTICS_API, "POST", endpoint, tenant, ingest, body_required=True)
+
+    def _serve_main(self, method: str, name: str, query: dict[str, list[str]]) -> None:
+        sandbox = self.server.sandbox
+
+        def answer(body: bytes, authorization: str | None, number: int) -> _Outcome:
+            return sandbox._main_api(method, name, query, authorization, body)
+
+        self._serve_api(MAIN_API, method, name, "", answer, body_required=method != "GET")
+
+    def _serve_api(
+        self,
+        api: str,
+        method: str,
+        endpoint: str,
+        tenant: str,
+        process: Callable[[bytes, str | None, int], _Outcome],
+        body_required: bool,
+    ) -> None:
+        sandbox = self.server.sandbox
         sandbox._request_started()
         try:
-            self._serve_data_request(sandbox, endpoint, tenant)
+            self._serve_data_request(sandbox, api, method, endpoint, tenant, process, body_required)
         finally:
             sandbox._request_finished()
 
-    def _serve_data_request(self, sandbox: PlanhatSandbox, endpoint: str, tenant: str) -> None:
-        """One data request: size limit, then the injected fault, then Planhat's own logic."""
+    def _serve_data_request(
+        self,
+        sandbox: PlanhatSandbox,
+        api: str,
+        method: str,
+        endpoint: str,
+        tenant: str,
+        process: Callable[[bytes, str | None, int], _Outcome],
+        body_required: bool,
+    ) -> None:
+        """One data request of either API: size limit, then the injected fault, then Planhat's logic."""
         started = time.monotonic()
-        number = sandbox._new_request_number()
+        number = sandbox._new_request_number(api)
         authorization = self.headers.get("Authorization")
-        auth_matched = authorization is not None and sandbox._bearer_matches(authorization)
+        if api == MAIN_API:
+            auth_matched = sandbox._main_authorized(authorization)
+        else:
+            auth_matched = authorization is not None and sandbox._bearer_matches(authorization)
 
         def log(
             status: int | None, fault: Fault = _NO_FAULT, outcome: _Outcome | None = None, body_bytes: int = 0
@@ -519,6 +615,7 @@ class _Handler(BaseHTTPRequestHandler):
             # Logged before answering, so a client that just got its answer always finds the record.
             outcome = outcome or _Outcome(status or 0, {})
             sandbox._log_request(
+                api,
                 RequestRecord(
                     endpoint=endpoint,
                     tenant=tenant,
@@ -534,17 +631,20 @@ class _Handler(BaseHTTPRequestHandler):
                     duration_s=time.monotonic() - started,
                     path=self.path,
                     number=number,
-                )
+                    method=method,
+                ),
             )
 
         length = self._content_length()
+        if length is None and not body_required and "Transfer-Encoding" not in self.headers:
+            length = 0  # a GET without a body
         if length is None:
             log(HTTPStatus.LENGTH_REQUIRED)
             self.close_connection = True
             self._send_json(HTTPStatus.LENGTH_REQUIRED, {"message": "Content-Length required"})
             return
         # Like a front proxy's body limit: checked before any fault, and it consumes none.
-        limit = sandbox._max_body_bytes()
+        limit = sandbox._max_body_bytes(api)
         if length > limit:
             self._drain(length)  # so the client reads a clean 413 rather than a reset
             log(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, body_bytes=length)
@@ -554,7 +654,7 @@ class _Handler(BaseHTTPRequestHandler):
             )
             return
 
-        fault = sandbox._next_fault()
+        fault = sandbox._next_fault(api)
         if fault.kind == "reset_before":
             log(None, fault, body_bytes=length)
             self._abort()
@@ -565,7 +665,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         if fault.kind == "status":
-            sandbox._sleep(sandbox._latency_s())
+            sandbox._sleep(sandbox._latency_s(api))
             log(fault.status, fault, body_bytes=length)
             if fault.body is None:
                 body_out, content_type = orjson.dumps({"message": _phrase(fault.status)}), "application/json"
@@ -585,13 +685,13 @@ class _Handler(BaseHTTPRequestHandler):
         if fault.kind in ("bad_body", "bad_json") and not fault.process:
             outcome = _Outcome(HTTPStatus.OK, {})  # a broken proxy answered; Planhat never saw it
         else:
-            outcome = sandbox._ingest(endpoint, tenant, authorization, body, number)
+            outcome = process(body, authorization, number)
         if fault.kind == "delay" and fault.process:
             if self._wait_unless_client_leaves(fault.seconds):  # processed, but the client gave up waiting
                 log(None, fault, outcome, length)
                 self.close_connection = True
                 return
-        sandbox._sleep(sandbox._latency_s())
+        sandbox._sleep(sandbox._latency_s(api))
 
         if fault.kind == "reset_after":
             log(None, fault, outcome, length)
@@ -602,7 +702,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(HTTPStatus.OK, (fault.body or "").encode(), content_type)
         else:
             log(outcome.status, fault, outcome, length)
-            self._send_json(outcome.status, outcome.payload)
+            self._send(outcome.status, orjson.dumps(outcome.payload), "application/json", outcome.headers)
 
     def _wait_unless_client_leaves(self, seconds: float) -> bool:
         """Sleep `seconds`, or less if the client hangs up (its read timeout); True when it did."""
@@ -623,7 +723,21 @@ class _Handler(BaseHTTPRequestHandler):
         if name == "summary":
             self._send_json(HTTPStatus.OK, sandbox.summary())
         elif name == "requests":
-            self._send_json(HTTPStatus.OK, sandbox.requests)
+            api = query.get("api", [ANALYTICS_API])[0]
+            if api not in APIS:
+                self._send_json(HTTPStatus.BAD_REQUEST, {"message": f"api must be one of {APIS}, got {api!r}"})
+            else:
+                self._send_json(HTTPStatus.OK, sandbox.requests if api == ANALYTICS_API else sandbox.main_api_requests)
+        elif name == "objects":
+            object_name = query.get("object", [None])[0]
+            try:
+                payload: Any = sandbox.all_objects() if object_name is None else sandbox.objects(object_name)
+            except ValueError as error:  # unknown object name
+                self._send_json(HTTPStatus.BAD_REQUEST, {"message": str(error)})
+                return
+            self._send_json(HTTPStatus.OK, payload)
+        elif name == "main_api":
+            self._send_json(HTTPStatus.OK, sandbox.main_api_summary())
         elif name == "received":
             endpoint = query.get("endpoint", [None])[0]
             try:
@@ -644,12 +758,15 @@ class _Handler(BaseHTTPRequestHandler):
         if name == "reset":
             sandbox.reset()
             self._send_json(HTTPStatus.OK, {"ok": True})
-        elif name == "faults":
+        elif name in ("faults", "main_api"):
             try:
-                faults = orjson.loads(body or b"{}")
-                if not isinstance(faults, dict):
-                    raise ValueError("the faults config must be a JSON object")
-                sandbox.set_faults(**faults)
+                config = orjson.loads(body or b"{}")
+                if not isinstance(config, dict):
+                    raise ValueError(f"the {name} config must be a JSON object")
+                if name == "faults":
+                    sandbox.set_faults(**config)
+                else:
+                    sandbox.configure_main_api(**config)
             except (orjson.JSONDecodeError, TypeError, ValueError) as error:
                 self._send_json(HTTPStatus.BAD_REQUEST, {"message": str(error)})
                 return
@@ -713,10 +830,10 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class PlanhatSandbox:
-    """A Planhat analytics host on 127.0.0.1 that records what it receives and fails on demand.
+    """Planhat's analytics host and main API on 127.0.0.1, recording what they receive and failing on demand.
 
     Every public method is thread-safe: the server answers each request on its own thread while
-    tests read `received()`, `requests` and `summary()` from theirs.
+    tests read `received()`, `requests`, `summary()`, `objects()` and `main_api_requests` from theirs.
     """
 
     def __init__(
@@ -731,8 +848,21 @@ class PlanhatSandbox:
         latency_s: float = 0.0,
         ssl_context: ssl.SSLContext | None = None,
         validate: bool = True,
+        *,
+        permitted_objects: Collection[str] | None = None,
+        rate_limit_per_minute: int | None = None,
+        rate_limit_window_s: float = DEFAULT_RATE_WINDOW_S,
+        custom_fields: Sequence[Mapping[str, Any]] = (),
+        main_api_latency_s: float = 0.0,
     ) -> None:
         """`max_body_bytes` and `latency_s` are the baseline that `reset()` and `set_faults()` return to.
+
+        Main API (the same `api_token`, as Bearer or as basic auth ``token:``):
+        `permitted_objects`: the objects the token may read and write (None: all of `OBJECTS`); others
+        answer 403 with permissionErrors. `rate_limit_per_minute`: calls allowed per window of
+        `rate_limit_window_s` seconds before 429 (None: no limit, the default). `custom_fields`: what
+        ``GET /customfields`` lists (name, type, parent, ...). `main_api_latency_s`: seconds added to
+        each main API answer. All are the baseline that `reset()` returns to.
 
         `ssl_context`: a server-side TLS context; the sandbox then serves https (to test that the
         connector verifies certificates).
@@ -755,8 +885,26 @@ class PlanhatSandbox:
         self.ssl_context = ssl_context
         self.validate = validate
         self._expected_authorization = _utf8(f"Bearer {api_token}")
+        self._expected_basic = _utf8(f"{api_token}:")
         self._lock = threading.Lock()
         self._faults = _FaultPlan(latency_s=latency_s, max_body_bytes=max_body_bytes)
+        self.main_api_latency_s = main_api_latency_s
+        self.permitted_objects = None if permitted_objects is None else frozenset(permitted_objects)
+        self.rate_limit_per_minute = rate_limit_per_minute
+        self.rate_limit_window_s = rate_limit_window_s
+        self.custom_fields = normalize_custom_fields(custom_fields)
+        self._check_main_api_settings(self.permitted_objects, rate_limit_per_minute, rate_limit_window_s)
+        self._main_faults = _FaultPlan(latency_s=main_api_latency_s, max_body_bytes=max_body_bytes)
+        self._main_lock = threading.Lock()  # the object store and main API settings; never held with _lock
+        self._store = ObjectStore()
+        self._permitted = self.permitted_objects
+        self._rate_limit = rate_limit_per_minute
+        self._rate_window_s = rate_limit_window_s
+        self._rate_window_started: float | None = None
+        self._rate_calls = 0
+        self._custom_fields = copy.deepcopy(self.custom_fields)
+        self._main_requests: list[RequestRecord] = []
+        self._main_request_count = 0
         self._received: list[tuple[str, Any, bool]] = []
         self._received_in: list[int] = []  # per received item, the number of its request
         self._request_count = 0
@@ -920,7 +1068,105 @@ class PlanhatSandbox:
                 if counts:
                     lines.append(f"    {title}:")
                     lines.extend(f"      {n:>12,}  {key}" for key, n in counts.items())
+        main = self.main_api_summary()
+        if main["requests"] or main["objects"]:
+            lines.append("  main API (PUT /{object}, GET /{object}, GET /customfields)")
+            lines.append(f"    requests {main['requests']:,}")
+            if main["statuses"]:
+                lines.append("    answers   " + ", ".join(f"{code} x{n:,}" for code, n in main["statuses"].items()))
+            if main["faults"]:
+                lines.append("    faults    " + ", ".join(f"{kind} x{n:,}" for kind, n in main["faults"].items()))
+            for name, counts in main["objects"].items():
+                lines.append(
+                    f"    {name:<14} records {counts['records']:,}  created {counts['created']:,}"
+                    f"  updated {counts['updated']:,}  item errors {counts['errors']:,}"
+                )
         return "\n".join(lines)
+
+    # ---- main API: inspection and settings --------------------------------------------------
+
+    def objects(self, name: str) -> list[dict[str, Any]]:
+        """The records the main API holds for one object (``companies``, ``endusers``, ...), oldest
+        first, as deep copies; company references are stored as Planhat ids. ValueError for an
+        unknown object name (see `OBJECTS`)."""
+        with self._main_lock:
+            return self._store.records(name)
+
+    def all_objects(self) -> dict[str, list[dict[str, Any]]]:
+        """`objects()` of every object, empty ones included."""
+        with self._main_lock:
+            return {name: self._store.records(name) for name in OBJECTS}
+
+    def seed(self, name: str, items: Sequence[Any]) -> dict[str, Any]:
+        """Bulk upsert `items` into `name` without HTTP (no auth, permission, rate limit, fault or log):
+        to give a test or the demo existing records. Returns Planhat's answer body."""
+        if name not in OBJECTS:
+            raise ValueError(f"unknown Planhat object {name!r}; known: {', '.join(OBJECTS)}")
+        with self._main_lock:
+            return self._store.bulk_upsert(name, list(items)).body
+
+    @property
+    def main_api_requests(self) -> list[RequestRecord]:
+        """A snapshot of the main API's request log, oldest first (kept apart from `requests`)."""
+        with self._main_lock:
+            return list(self._main_requests)
+
+    def main_api_summary(self) -> dict[str, Any]:
+        """Requests, answers and faults of the main API; per object with records or activity, counts."""
+        with self._main_lock:
+            statuses = Counter("no response" if r.status is None else str(r.status) for r in self._main_requests)
+            faults = Counter(r.fault for r in self._main_requests if r.fault is not None)
+            counts = self._store.counts()
+            objects = {
+                name: {"records": counts[name], "created": stats.created, "updated": stats.updated, "errors": stats.errors}
+                for name, stats in self._store.stats.items()
+                if counts[name] or stats.created or stats.updated or stats.errors
+            }
+            return {
+                "requests": len(self._main_requests),
+                "statuses": dict(sorted(statuses.items())),
+                "faults": dict(sorted(faults.items())),
+                "objects": objects,
+                "permitted_objects": None if self._permitted is None else sorted(self._permitted),
+                "rate_limit_per_minute": self._rate_limit,
+                "custom_fields": len(self._custom_fields),
+            }
+
+    def configure_main_api(
+        self,
+        *,
+        permitted_objects: Collection[str] | None | object = _KEEP,
+        rate_limit_per_minute: int | None | object = _KEEP,
+        rate_limit_window_s: float | object = _KEEP,
+        custom_fields: Sequence[Mapping[str, Any]] | object = _KEEP,
+    ) -> None:
+        """Change the main API's settings; an argument left out keeps its value (see `__init__`).
+
+        A new rate limit or window starts a new window. Raises ValueError before changing anything.
+        """
+        with self._main_lock:
+            permitted = self._permitted if permitted_objects is _KEEP else (
+                None if permitted_objects is None else frozenset(permitted_objects)  # type: ignore[arg-type]
+            )
+            limit = self._rate_limit if rate_limit_per_minute is _KEEP else rate_limit_per_minute
+            window = self._rate_window_s if rate_limit_window_s is _KEEP else rate_limit_window_s
+            fields = self._custom_fields if custom_fields is _KEEP else normalize_custom_fields(custom_fields)  # type: ignore[arg-type]
+            self._check_main_api_settings(permitted, limit, window)  # type: ignore[arg-type]
+            self._permitted = permitted
+            if rate_limit_per_minute is not _KEEP or rate_limit_window_s is not _KEEP:
+                self._rate_window_started, self._rate_calls = None, 0
+            self._rate_limit = limit  # type: ignore[assignment]
+            self._rate_window_s = float(window)  # type: ignore[arg-type]
+            self._custom_fields = fields
+
+    @staticmethod
+    def _check_main_api_settings(permitted: frozenset[str] | None, limit: object, window: object) -> None:
+        if permitted is not None and not permitted <= OBJECTS.keys():
+            raise ValueError(f"unknown object(s) {sorted(permitted - OBJECTS.keys())}; known: {', '.join(OBJECTS)}")
+        if limit is not None and (type(limit) is not int or limit < 1):
+            raise ValueError(f"rate_limit_per_minute must be a positive integer or None, got {limit!r}")
+        if type(window) not in (int, float) or window <= 0:  # type: ignore[operator]
+            raise ValueError(f"rate_limit_window_s must be > 0, got {window!r}")
 
     # ---- faults -----------------------------------------------------------------------------
 
@@ -932,45 +1178,68 @@ class PlanhatSandbox:
         seed: int = 0,
         latency_s: float | None = None,
         max_body_bytes: int | None = None,
+        api: str = ANALYTICS_API,
     ) -> None:
-        """Replace the fault configuration (it is not merged with the previous one).
+        """Replace the fault configuration of one API (it is not merged with the previous one).
 
         `script`: faults for the next data requests, one each, in order (see `Fault`, `FAULT_KINDS`).
         `random`: then, per request, e.g. ``{"503": 0.1, "429": 0.05, "reset_before": 0.02}``, drawn
         from ``Random(seed)`` so a run is reproducible; a random 429 carries ``Retry-After: 0``.
         `latency_s` / `max_body_bytes`: None keeps the constructor's values.
-        Raises ValueError on an unknown kind or field, before changing anything.
+        `api`: ``"analytics"`` (the metrics and activities endpoints, the default) or ``"main"``
+        (every main API request, GETs included); each API keeps its own plan.
+        Raises ValueError on an unknown kind, field or api, before changing anything.
         """
+        if api not in APIS:
+            raise ValueError(f"api must be one of {', '.join(APIS)}, got {api!r}")
+        baseline_latency = self.latency_s if api == ANALYTICS_API else self.main_api_latency_s
         plan = _FaultPlan(
             script=script,
             random=random,
             seed=seed,
-            latency_s=self.latency_s if latency_s is None else latency_s,
+            latency_s=baseline_latency if latency_s is None else latency_s,
             max_body_bytes=self.max_body_bytes if max_body_bytes is None else max_body_bytes,
         )
-        with self._lock:
-            self._faults = plan
+        if api == ANALYTICS_API:
+            with self._lock:
+                self._faults = plan
+        else:
+            with self._main_lock:
+                self._main_faults = plan
 
     def reset(self) -> None:
-        """Forget received items, the request log, statistics and faults (the record file is kept)."""
+        """Forget received items, records of every object, both request logs, statistics and faults;
+        the main API's settings return to the constructor's (the record file is kept)."""
         with self._lock:
             self._faults = _FaultPlan(latency_s=self.latency_s, max_body_bytes=self.max_body_bytes)
             self._received.clear()
             self._received_in.clear()
             self._requests.clear()
             self._stats = {endpoint: _EndpointStats() for endpoint in ENDPOINTS}
+        with self._main_lock:
+            self._main_faults = _FaultPlan(latency_s=self.main_api_latency_s, max_body_bytes=self.max_body_bytes)
+            self._store = ObjectStore()
+            self._main_requests.clear()
+            self._permitted = self.permitted_objects
+            self._rate_limit = self.rate_limit_per_minute
+            self._rate_window_s = self.rate_limit_window_s
+            self._rate_window_started, self._rate_calls = None, 0
+            self._custom_fields = copy.deepcopy(self.custom_fields)
 
     # ---- used by the request handler ------------------------------------------------------
 
-    def _next_fault(self) -> Fault:
+    def _next_fault(self, api: str = ANALYTICS_API) -> Fault:
+        if api == MAIN_API:
+            with self._main_lock:
+                return self._main_faults.draw()
         with self._lock:
             return self._faults.draw()
 
-    def _latency_s(self) -> float:
-        return self._faults.latency_s
+    def _latency_s(self, api: str = ANALYTICS_API) -> float:
+        return (self._main_faults if api == MAIN_API else self._faults).latency_s
 
-    def _max_body_bytes(self) -> int:
-        return self._faults.max_body_bytes
+    def _max_body_bytes(self, api: str = ANALYTICS_API) -> int:
+        return (self._main_faults if api == MAIN_API else self._faults).max_body_bytes
 
     def _sleep(self, seconds: float) -> None:
         """Sleep on the request's own thread; stop() cuts it short."""
@@ -995,10 +1264,96 @@ class PlanhatSandbox:
             self._in_flight -= 1
             self._idle.notify_all()
 
-    def _new_request_number(self) -> int:
+    def _new_request_number(self, api: str = ANALYTICS_API) -> int:
+        if api == MAIN_API:
+            with self._main_lock:
+                self._main_request_count += 1
+                return self._main_request_count
         with self._lock:
             self._request_count += 1
             return self._request_count
+
+    def _main_authorized(self, authorization: str | None) -> bool:
+        """Planhat takes the token as ``Bearer <token>`` or as basic auth with user ``<token>:``."""
+        if authorization is None:
+            return False
+        if self._bearer_matches(authorization):
+            return True
+        scheme, _, credentials = authorization.partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            decoded = base64.b64decode(credentials.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            return False
+        return hmac.compare_digest(decoded, self._expected_basic)
+
+    def _take_rate_limit(self) -> tuple[_Outcome | None, tuple[tuple[str, str], ...]]:
+        """Count one call in the current window: (a 429 answer when over the limit, or None; headers)."""
+        with self._main_lock:
+            limit = self._rate_limit
+            if limit is None:
+                return None, ()
+            now = time.monotonic()
+            if self._rate_window_started is None or now - self._rate_window_started >= self._rate_window_s:
+                self._rate_window_started, self._rate_calls = now, 0
+            if self._rate_calls >= limit:
+                retry_after = max(1, math.ceil(self._rate_window_started + self._rate_window_s - now))
+                headers = (
+                    ("Retry-After", str(retry_after)),
+                    ("X-Rate-Limit-Limit", str(limit)),
+                    ("X-Rate-Limit-Remaining", "0"),
+                )
+                return _Outcome(HTTPStatus.TOO_MANY_REQUESTS, {"message": "Too Many Requests"}, headers=headers), headers
+            self._rate_calls += 1
+            return None, (("X-Rate-Limit-Limit", str(limit)), ("X-Rate-Limit-Remaining", str(limit - self._rate_calls)))
+
+    def _main_api(
+        self, method: str, name: str, query: Mapping[str, list[str]], authorization: str | None, body: bytes
+    ) -> _Outcome:
+        """Planhat's side of a main API request: token, rate limit, permission, then the object's rules."""
+        if not self._main_authorized(authorization):
+            return _Outcome(HTTPStatus.UNAUTHORIZED, {"message": "Unauthorized"})
+        limited, headers = self._take_rate_limit()
+        if limited is not None:
+            return limited
+        if name == CUSTOM_FIELDS_PATH:  # query parameters (e.g. parent) are ignored: filter client-side
+            with self._main_lock:
+                return _Outcome(HTTPStatus.OK, copy.deepcopy(self._custom_fields), headers=headers)
+        with self._main_lock:
+            permitted = self._permitted is None or name in self._permitted
+        if not permitted:
+            denial = {"object": name, "message": f"this token has no permission on {name}"}
+            payload = {"message": denial["message"], "permissionErrors": [denial]}
+            if method == "PUT":
+                payload = {**empty_answer(), "permissionErrors": [denial]}
+            return _Outcome(HTTPStatus.FORBIDDEN, payload, headers=headers)
+        if method == "GET":
+            return self._list_records(name, query, headers)
+        try:
+            items = orjson.loads(body)
+        except orjson.JSONDecodeError as error:
+            return _Outcome(HTTPStatus.BAD_REQUEST, {"message": f"request body is not valid JSON: {error}"}, headers=headers)
+        if not isinstance(items, list):
+            return _Outcome(HTTPStatus.BAD_REQUEST, {"message": "a bulk upsert body must be a JSON array"}, headers=headers)
+        if len(items) > MAX_BULK_ITEMS:
+            message = f"bulk upsert takes at most {MAX_BULK_ITEMS} items per request, got {len(items)}"
+            return _Outcome(HTTPStatus.BAD_REQUEST, {"message": message}, len(items), headers=headers)
+        with self._main_lock:
+            result = self._store.bulk_upsert(name, items)
+        return _Outcome(result.status, result.body, result.items, result.processed, result.errors, headers)
+
+    def _list_records(self, name: str, query: Mapping[str, list[str]], headers: tuple[tuple[str, str], ...]) -> _Outcome:
+        try:
+            limit = int(query.get("limit", [str(DEFAULT_LIST_LIMIT)])[0])
+            offset = int(query.get("offset", ["0"])[0])
+        except ValueError:
+            return _Outcome(HTTPStatus.BAD_REQUEST, {"message": "limit and offset must be integers"}, headers=headers)
+        if not 0 < limit <= MAX_LIST_LIMIT or offset < 0:
+            message = f"limit must be within 1..{MAX_LIST_LIMIT} and offset >= 0"
+            return _Outcome(HTTPStatus.BAD_REQUEST, {"message": message}, headers=headers)
+        with self._main_lock:
+            return _Outcome(HTTPStatus.OK, self._store.page(name, limit, offset), headers=headers)
 
     def _ingest(self, endpoint: str, tenant: str, authorization: str | None, body: bytes, number: int = 0) -> _Outcome:
         """Planhat's side of a data request: tenant and token, then parse, validate and record."""
@@ -1060,7 +1415,11 @@ class PlanhatSandbox:
             stats.accepted_by_key.update(accepted_keys)
             stats.error_reasons.update(error["error"] for error in errors)
 
-    def _log_request(self, record: RequestRecord) -> None:
+    def _log_request(self, api: str, record: RequestRecord) -> None:
+        if api == MAIN_API:
+            with self._main_lock:
+                self._main_requests.append(record)
+            return
         with self._lock:
             self._requests.append(record)
             stats = self._stats[record.endpoint]
@@ -1081,11 +1440,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Serve until SIGINT/SIGTERM; print the listening line first and the summary last."""
     parser = argparse.ArgumentParser(
         prog="python -m integration_tests.planhat_sandbox",
-        description="A local, Planhat-compatible analytics server (127.0.0.1 only). Control: /_sandbox/*",
+        description="A local, Planhat-compatible server, analytics and main API (127.0.0.1 only). Control: /_sandbox/*",
     )
     parser.add_argument("--port", type=int, default=8080, help="port to bind; 0 picks a free one (default 8080)")
     parser.add_argument("--tenant", default=DEFAULT_TENANT, help="tenant token expected in the paths")
-    parser.add_argument("--api-token", default=DEFAULT_API_TOKEN, help="API token expected by Metrics")
+    parser.add_argument("--api-token", default=DEFAULT_API_TOKEN, help="API token expected by Metrics and the main API")
     parser.add_argument("--record-file", default=None, help="append every received item to this JSON-lines file")
     parser.add_argument(
         "--no-keep-items", dest="keep_items", action="store_false", help="count items without keeping them"
@@ -1096,7 +1455,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--no-validate", dest="validate", action="store_false",
         help="accept every item without checking it (still parsed and counted): for benchmarks",
     )
+    parser.add_argument(
+        "--permitted-objects", default=None,
+        help="comma-separated main API objects the token may use (default: all); others answer 403",
+    )
+    parser.add_argument(
+        "--rate-limit-per-minute", type=int, default=None, help="main API calls per minute before 429 (default: no limit)"
+    )
+    parser.add_argument("--main-api-latency", type=float, default=0.0, help="seconds to wait before each main API answer")
     args = parser.parse_args(argv)
+    permitted = None if args.permitted_objects is None else [n for n in args.permitted_objects.split(",") if n]
 
     stop_requested = threading.Event()
 
@@ -1114,6 +1482,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_body_bytes=args.max_body_bytes,
         latency_s=args.latency,
         validate=args.validate,
+        permitted_objects=permitted,
+        rate_limit_per_minute=args.rate_limit_per_minute,
+        main_api_latency_s=args.main_api_latency,
     )
     with sandbox:
         print(f"planhat-sandbox listening on {sandbox.url}", flush=True)

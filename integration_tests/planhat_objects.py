@@ -1,0 +1,480 @@
+"""Planhat's main API objects, as the sandbox plays them: the object table, the records, bulk upsert.
+
+Why a module of its own: the analytics endpoints are data sinks, but the main API (`PUT /{object}`)
+keeps records, matches items to them on keys and answers per item. That logic is pure (no HTTP, no
+threads) so that it can be read and tested as Planhat's rules; `planhat_sandbox` serves it over HTTP
+and adds auth, permissions, rate limiting and faults. It never imports the connector: the sandbox
+must be able to tell the connector it is wrong.
+
+What Planhat documents, with sources, and which points are the sandbox's own reading of something
+undocumented (the error entry's shape, 400 when every item fails, an unmatched `_id`, ...) is
+written up in the team notes planhat-objects.md, one section per object; the table below follows it.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+# Planhat: "For all bulk upsert operations, regardless the model there is an upper limit of 5,000
+# items per request."
+MAX_BULK_ITEMS = 5000
+
+EXTID_PREFIX = "extid-"
+SRCID_PREFIX = "srcid-"
+
+# Reasons in the error entries of an answer (Planhat's own entry shape is undocumented).
+MISSING_REQUIRED = "missing_required"
+COMPANY_NOT_FOUND = "company_not_found"
+NOT_FOUND = "not_found"
+NOT_AN_OBJECT = "not_an_object"
+INVALID_CUSTOM = "invalid_custom"
+DUPLICATED = "duplicated"
+
+# Custom field types Planhat lists on its Custom Field page.
+CUSTOM_FIELD_TYPES = (
+    "number", "text", "rich text", "checkbox", "day", "date", "list", "multipicklist", "team member",
+    "team members", "rating", "phone", "email", "enduser", "endusers", "url",
+)
+_CUSTOM_FIELD_FLAGS = ("isFeatured", "isHidden", "isShared", "isLocked", "isMandatory", "isFormula")
+
+# Keyables whose uniqueness Planhat scopes to the record's company ("externalId: unique per Company").
+_COMPANY_SCOPED_KEYS = frozenset({"externalId", "extId"})
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectSpec:
+    """One Planhat object as the sandbox knows it.
+
+    `company_field`: where the item names its company (a Planhat id, ``extid-<externalId>`` or
+    ``srcid-<sourceId>``); `company_is_list` for issues' ``companyIds``. `company_required`: a create
+    without a company that resolves is an error. `drop_without`: items lacking this field are dropped
+    without an error (tickets without email, as Planhat documents).
+    """
+
+    path: str
+    model: str  # Planhat's model name, as a custom field's `parent` names it (unconfirmed spelling)
+    keyables: tuple[str, ...]  # in match order
+    required: tuple[str, ...] = ()
+    company_field: str | None = "companyId"
+    company_required: bool = True
+    company_is_list: bool = False
+    company_external_id_field: str | None = None  # e.g. tickets' companyExternalId (a bare externalId)
+    company_by_email_domain: bool = False  # end users: a company whose `domains` has the email's domain
+    drop_without: str | None = None
+
+    @property
+    def scoped_by_company(self) -> bool:
+        return self.company_field is not None and not self.company_is_list
+
+
+_STANDARD_KEYS = ("_id", "sourceId", "externalId")
+
+OBJECTS: dict[str, ObjectSpec] = {
+    spec.path: spec
+    for spec in (
+        ObjectSpec("companies", "Company", _STANDARD_KEYS, ("name",), company_field=None, company_required=False),
+        ObjectSpec("endusers", "EndUser", _STANDARD_KEYS, ("email",), company_by_email_domain=True),
+        ObjectSpec("assets", "Asset", _STANDARD_KEYS, ("name",)),
+        ObjectSpec("projects", "Project", _STANDARD_KEYS, ("name",)),
+        ObjectSpec("licenses", "License", _STANDARD_KEYS, ("_currency", "fromDate")),
+        ObjectSpec("sales", "Sale", _STANDARD_KEYS, ("_currency", "salesDate", "value")),
+        ObjectSpec("opportunities", "Opportunity", _STANDARD_KEYS),
+        ObjectSpec("conversations", "Conversation", _STANDARD_KEYS),
+        ObjectSpec("issues", "Issue", ("_id", "sourceId"), ("title",), company_field="companyIds",
+                   company_required=False, company_is_list=True),
+        ObjectSpec("invoices", "Invoice", ("_id", "sourceId", "extId"), ("currency",), company_field="cId"),
+        ObjectSpec("campaigns", "Campaign", _STANDARD_KEYS, ("name",)),
+        ObjectSpec("tasks", "Task", _STANDARD_KEYS, ("mainType",)),
+        ObjectSpec("churn", "Churn", _STANDARD_KEYS),
+        ObjectSpec("nps", "Nps", ("_id", "sourceId"), ("email", "score"), company_field="cId", company_required=False),
+        ObjectSpec("tickets", "Ticket", ("_id", "sourceId"), ("sourceId",),
+                   company_external_id_field="companyExternalId", drop_without="email"),
+        ObjectSpec("users", "User", ("_id", "externalId"), ("email", "nickName", "firstName", "lastName"),
+                   company_field=None, company_required=False),
+        ObjectSpec("deals", "Deal", _STANDARD_KEYS),
+    )
+}
+
+
+def _present(value: object) -> bool:
+    """A field counts as given unless it is absent, null or an empty string."""
+    return value is not None and value != ""
+
+
+def _key_text(value: object) -> str | None:
+    """Keyable values are matched as text ("123" and 123 are one key); None when not a usable key."""
+    if not _present(value) or isinstance(value, (dict, list, bool)):
+        return None
+    return str(value)
+
+
+def _error(item: Any, reason: str, message: str, **extra: Any) -> dict[str, Any]:
+    return {"item": item, "reason": reason, "message": message, **extra}
+
+
+def empty_answer() -> dict[str, Any]:
+    """The bulk upsert answer with nothing in it: every documented field, in documented order."""
+    return {
+        "created": 0,
+        "createdErrors": [],
+        "insertsKeys": [],
+        "updated": 0,
+        "updatedErrors": [],
+        "updatesKeys": [],
+        "nonupdates": 0,
+        "modified": [],
+        "upsertedIds": [],
+        "permissionErrors": [],
+    }
+
+
+@dataclass(slots=True)
+class UpsertResult:
+    """What one bulk upsert did: the HTTP status and body Planhat would answer, and counts to log."""
+
+    status: int
+    body: dict[str, Any]
+    items: int
+    dropped: int = 0
+
+    @property
+    def processed(self) -> int:
+        return int(self.body.get("created", 0)) + int(self.body.get("updated", 0))
+
+    @property
+    def errors(self) -> int:
+        return len(self.body.get("createdErrors", ())) + len(self.body.get("updatedErrors", ()))
+
+
+@dataclass(slots=True)
+class _Plan:
+    """One item of a request after the read-only pass: what it matched, its company, or its error."""
+
+    position: int
+    item: Any
+    record_id: str | None = None  # the matched record: an update
+    company: str | None = None  # resolved company id (single company field)
+    companies: list[str] | None = None  # resolved ids (list company field)
+    error: dict[str, Any] | None = None
+    dropped: bool = False
+
+
+@dataclass(slots=True)
+class _ObjectStats:
+    created: int = 0
+    updated: int = 0
+    errors: int = 0
+
+
+class ObjectStore:
+    """The records of every object, with key indexes. Not thread-safe: the sandbox holds a lock."""
+
+    def __init__(self) -> None:
+        self._records: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in OBJECTS}
+        # (object, keyable) -> key text -> record ids holding it, oldest first
+        self._index: dict[tuple[str, str], dict[str, list[str]]] = {}
+        self._next_id = 0
+        self.stats: dict[str, _ObjectStats] = {name: _ObjectStats() for name in OBJECTS}
+
+    # ---- reading -------------------------------------------------------------------------
+
+    def records(self, name: str) -> list[dict[str, Any]]:
+        """Deep copies of the object's records, in creation order."""
+        return copy.deepcopy(list(self._spec_records(name).values()))
+
+    def counts(self) -> dict[str, int]:
+        return {name: len(records) for name, records in self._records.items()}
+
+    def page(self, name: str, limit: int, offset: int) -> list[dict[str, Any]]:
+        return copy.deepcopy(list(self._spec_records(name).values())[offset : offset + limit])
+
+    def _spec_records(self, name: str) -> dict[str, dict[str, Any]]:
+        if name not in OBJECTS:
+            raise ValueError(f"unknown Planhat object {name!r}; known: {', '.join(OBJECTS)}")
+        return self._records[name]
+
+    def resolve_company(self, reference: object) -> str | None:
+        """A company reference (Planhat id, ``extid-…``, ``srcid-…``) -> the company's Planhat id."""
+        if not isinstance(reference, str) or not reference:
+            return None
+        if reference.startswith(EXTID_PREFIX):
+            return self._first("companies", "externalId", reference[len(EXTID_PREFIX) :])
+        if reference.startswith(SRCID_PREFIX):
+            return self._first("companies", "sourceId", reference[len(SRCID_PREFIX) :])
+        return reference if reference in self._records["companies"] else None
+
+    def _first(self, name: str, key: str, text: str, company: str | None = None) -> str | None:
+        ids = self._index.get((name, key), {}).get(text, [])
+        if company is not None and OBJECTS[name].scoped_by_company and key in _COMPANY_SCOPED_KEYS:
+            field_name = OBJECTS[name].company_field
+            ids = [rid for rid in ids if self._records[name][rid].get(field_name) == company]
+        return ids[0] if ids else None
+
+    def _company_by_domain(self, email: object) -> str | None:
+        if not isinstance(email, str) or "@" not in email:
+            return None
+        domain = email.rsplit("@", 1)[1].lower()
+        for company_id, company in self._records["companies"].items():
+            domains = company.get("domains")
+            if isinstance(domains, list) and domain in (str(d).lower() for d in domains):
+                return company_id
+        return None
+
+    # ---- writing -------------------------------------------------------------------------
+
+    def bulk_upsert(self, name: str, items: Sequence[Any]) -> UpsertResult:
+        """Planhat's ``PUT /{name}`` with `items`: match, create or update, answer per item.
+
+        Three passes: a read-only one (shape, company, match, errors), a duplicate check over the
+        whole request (any duplicated key refuses the request with 400 and changes nothing), then
+        the writes.
+        """
+        spec = OBJECTS[name]
+        answer = empty_answer()
+        if len(items) > MAX_BULK_ITEMS:
+            raise ValueError(f"at most {MAX_BULK_ITEMS} items per request")
+        plans = [self._plan(spec, position, item) for position, item in enumerate(items)]
+
+        duplicated = self._duplicates(spec, plans)
+        if duplicated:
+            for plan, key, value in duplicated:
+                target = answer["updatedErrors"] if plan.record_id is not None else answer["createdErrors"]
+                target.append(_error(plan.item, DUPLICATED, f"{key} {value!r} is duplicated in the request",
+                                     key=key, value=value))
+            self.stats[name].errors += len(duplicated)
+            return UpsertResult(400, answer, len(items))
+
+        dropped = 0
+        for plan in plans:
+            if plan.dropped:
+                dropped += 1
+            elif plan.error is not None:
+                target = answer["updatedErrors"] if plan.record_id is not None else answer["createdErrors"]
+                target.append(plan.error)
+            elif plan.record_id is not None:
+                changed = self._update(spec, plan)
+                answer["updated"] += 1
+                answer["updatesKeys"].append(self._keys_of(spec, plan.record_id, plan.item))
+                answer["upsertedIds"].append(plan.record_id)
+                if changed:
+                    answer["modified"].append(plan.record_id)
+                else:
+                    answer["nonupdates"] += 1
+            else:
+                record_id = self._create(spec, plan)
+                answer["created"] += 1
+                answer["insertsKeys"].append(self._keys_of(spec, record_id, plan.item))
+                answer["upsertedIds"].append(record_id)
+
+        result = UpsertResult(200, answer, len(items), dropped)
+        stats = self.stats[name]
+        stats.created += answer["created"]
+        stats.updated += answer["updated"]
+        stats.errors += result.errors
+        if result.errors:
+            result.status = 206 if result.processed else 400
+        return result
+
+    def _plan(self, spec: ObjectSpec, position: int, item: Any) -> _Plan:
+        plan = _Plan(position, item)
+        if not isinstance(item, dict):
+            plan.error = _error(item, NOT_AN_OBJECT, "item must be a JSON object")
+            return plan
+        if spec.drop_without is not None and not _present(item.get(spec.drop_without)):
+            plan.dropped = True
+            return plan
+        company_given, company_error = self._resolve_item_company(spec, item, plan)
+        try:
+            plan.record_id = self._match(spec, item, plan.company)
+        except LookupError as missing:
+            plan.error = _error(item, NOT_FOUND, str(missing))
+            return plan
+        if company_error is not None:
+            plan.error = company_error
+            return plan
+        if "custom" in item and not isinstance(item["custom"], dict):
+            plan.error = _error(item, INVALID_CUSTOM, "custom must be an object of custom field values")
+            return plan
+        if plan.record_id is None:
+            plan.error = self._create_error(spec, item, plan, company_given)
+        return plan
+
+    def _resolve_item_company(self, spec: ObjectSpec, item: dict[str, Any], plan: _Plan) -> tuple[bool, dict | None]:
+        """Resolve the item's company reference(s) into `plan`; (whether one was given, its error)."""
+        if spec.company_field is None:
+            return False, None
+        if spec.company_is_list:
+            references = item.get(spec.company_field)
+            if references is None:
+                return False, None
+            if not isinstance(references, list):
+                return True, _error(item, COMPANY_NOT_FOUND, f"{spec.company_field} must be an array of company ids")
+            resolved = [self.resolve_company(ref) for ref in references]
+            unknown = [ref for ref, rid in zip(references, resolved) if rid is None]
+            if unknown:
+                return True, _error(item, COMPANY_NOT_FOUND, f"no company matches {unknown[0]!r}")
+            plan.companies = [rid for rid in resolved if rid is not None]
+            return True, None
+        reference = item.get(spec.company_field)
+        if _present(reference):
+            plan.company = self.resolve_company(reference)
+            if plan.company is None:
+                return True, _error(item, COMPANY_NOT_FOUND, f"no company matches {spec.company_field} {reference!r}")
+            return True, None
+        if spec.company_external_id_field is not None and _present(item.get(spec.company_external_id_field)):
+            external_id = item[spec.company_external_id_field]
+            plan.company = self.resolve_company(EXTID_PREFIX + str(external_id))
+            if plan.company is None:
+                return True, _error(item, COMPANY_NOT_FOUND, f"no company has externalId {external_id!r}")
+            return True, None
+        return False, None
+
+    def _match(self, spec: ObjectSpec, item: dict[str, Any], company: str | None) -> str | None:
+        """The record the item updates, by the first keyable that matches; LookupError for an `_id`
+        that matches nothing (Planhat ids are made by Planhat, so that cannot be a create)."""
+        for key in spec.keyables:
+            text = _key_text(item.get(key))
+            if text is None:
+                continue
+            if key == "_id":
+                if text in self._records[spec.path]:
+                    return text
+                continue
+            found = self._first(spec.path, key, text, company)
+            if found is not None:
+                return found
+        if _key_text(item.get("_id")) is not None:
+            raise LookupError(f"no {spec.path} record has _id {item['_id']!r}")
+        return None
+
+    def _create_error(self, spec: ObjectSpec, item: dict[str, Any], plan: _Plan, company_given: bool) -> dict | None:
+        missing = [name for name in spec.required if not _present(item.get(name))]
+        if spec.company_required and plan.company is None and not company_given:
+            if spec.company_by_email_domain:
+                plan.company = self._company_by_domain(item.get("email"))
+            if plan.company is None:
+                missing.append(spec.company_field or "company")
+        if missing:
+            return _error(item, MISSING_REQUIRED, f"required to create {spec.path}: {', '.join(missing)}",
+                          missing=missing)
+        return None
+
+    def _duplicates(self, spec: ObjectSpec, plans: list[_Plan]) -> list[tuple[_Plan, str, str]]:
+        """Items of the request that share a keyable value (externalId within one company)."""
+        groups: dict[tuple[str, str, str | None], list[_Plan]] = {}
+        for plan in plans:
+            if not isinstance(plan.item, dict) or plan.dropped:
+                continue
+            for key in spec.keyables:
+                text = _key_text(plan.item.get(key))
+                if text is None:
+                    continue
+                scope = plan.company if spec.scoped_by_company and key in _COMPANY_SCOPED_KEYS else None
+                groups.setdefault((key, text, scope), []).append(plan)
+        found: list[tuple[_Plan, str, str]] = []
+        for (key, text, _), members in groups.items():
+            if len(members) > 1:
+                found.extend((plan, key, text) for plan in members)
+        found.sort(key=lambda entry: entry[0].position)
+        return found
+
+    def _new_id(self) -> str:
+        """24 hex digits, like Planhat's (MongoDB) ids; sequential, so runs are reproducible."""
+        self._next_id += 1
+        return f"5a{self._next_id:022x}"
+
+    def _create(self, spec: ObjectSpec, plan: _Plan) -> str:
+        record = copy.deepcopy(plan.item)
+        record_id = self._new_id()
+        record["_id"] = record_id
+        self._apply_company(spec, record, plan)
+        self._records[spec.path][record_id] = record
+        self._reindex(spec, record_id, {}, record)
+        return record_id
+
+    def _update(self, spec: ObjectSpec, plan: _Plan) -> bool:
+        record = self._records[spec.path][plan.record_id]  # type: ignore[index]
+        before = copy.deepcopy(record)
+        for key, value in plan.item.items():
+            if key == "_id":
+                continue
+            if key == "custom" and isinstance(record.get("custom"), dict):
+                record["custom"] = {**record["custom"], **copy.deepcopy(value)}
+            else:
+                record[key] = copy.deepcopy(value)
+        self._apply_company(spec, record, plan)
+        self._reindex(spec, record["_id"], before, record)
+        return record != before
+
+    def _apply_company(self, spec: ObjectSpec, record: dict[str, Any], plan: _Plan) -> None:
+        """Store company references as Planhat ids, and the company's name where Planhat adds one."""
+        if spec.company_is_list:
+            if plan.companies is not None:
+                record[spec.company_field] = list(plan.companies)  # type: ignore[index]
+            return
+        if spec.company_field is None or plan.company is None:
+            return
+        record[spec.company_field] = plan.company
+        name_field = "cName" if spec.company_field == "cId" else "companyName"
+        record[name_field] = self._records["companies"][plan.company].get("name")
+
+    def _reindex(self, spec: ObjectSpec, record_id: str, before: Mapping[str, Any], after: Mapping[str, Any]) -> None:
+        for key in spec.keyables:
+            if key == "_id":
+                continue
+            old, new = _key_text(before.get(key)), _key_text(after.get(key))
+            if old == new:
+                continue
+            index = self._index.setdefault((spec.path, key), {})
+            if old is not None and record_id in index.get(old, []):
+                index[old].remove(record_id)
+            if new is not None:
+                index.setdefault(new, []).append(record_id)
+
+    def _keys_of(self, spec: ObjectSpec, record_id: str, item: Mapping[str, Any]) -> dict[str, Any]:
+        """An insertsKeys / updatesKeys entry: the Planhat id and the keyables the item carried."""
+        keys: dict[str, Any] = {"_id": record_id}
+        for key in spec.keyables:
+            if key != "_id" and _present(item.get(key)):
+                keys[key] = item[key]
+        return keys
+
+
+# ---- custom fields ----------------------------------------------------------------------------
+
+
+def normalize_custom_fields(fields: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Custom field definitions as ``GET /customfields`` lists them, with Planhat's defaults filled in.
+
+    Raises ValueError for a definition without name, type or parent, or with an undocumented type.
+    """
+    normalized: list[dict[str, Any]] = []
+    for number, definition in enumerate(fields, start=1):
+        if not isinstance(definition, Mapping):
+            raise ValueError(f"custom field #{number} must be an object, got {definition!r}")
+        for required in ("name", "type", "parent"):
+            if not isinstance(definition.get(required), str) or not definition[required]:
+                raise ValueError(f"custom field #{number} needs a '{required}' string: {dict(definition)!r}")
+        if definition["type"] not in CUSTOM_FIELD_TYPES:
+            raise ValueError(f"custom field type must be one of {', '.join(CUSTOM_FIELD_TYPES)}, "
+                             f"got {definition['type']!r}")
+        entry: dict[str, Any] = {"_id": f"5c{number:022x}"}
+        entry.update({flag: False for flag in _CUSTOM_FIELD_FLAGS})
+        entry["listValues"] = []
+        entry.update(copy.deepcopy(dict(definition)))
+        normalized.append(entry)
+    return normalized
+
+
+__all__ = [
+    "MAX_BULK_ITEMS",
+    "OBJECTS",
+    "ObjectSpec",
+    "ObjectStore",
+    "UpsertResult",
+    "empty_answer",
+    "normalize_custom_fields",
+    "CUSTOM_FIELD_TYPES",
+]
