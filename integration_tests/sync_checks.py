@@ -15,6 +15,9 @@ checks one write against the sandbox:
 - each emitted STATE comes after every record before it was acknowledged (2xx) by the sandbox,
   states keep their input order, and none is printed after an error;
 - the API token only ever travels in the Authorization header of Metrics requests.
+
+`run_connector` also validates every stdout line against the official Airbyte protocol schema
+(`protocol_schema.py`), when the schema file is present.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from integration_tests.harness import (
     run_cli,
 )
 from integration_tests.planhat_sandbox import METRICS, USER_ACTIVITIES, PlanhatSandbox
+from integration_tests.protocol_schema import assert_protocol_output, schema_path
 
 # Shaped like the real thing (Planhat's tenant token is a UUID), and unlike anything else in the
 # output, so that finding one in the output can only mean a leak.
@@ -205,7 +209,8 @@ def run_connector(
     extra_env: Optional[Mapping[str, str]] = None,
     sandbox: Optional[PlanhatSandbox] = None,
 ) -> CliRun:
-    """Run the CLI; fail if stdout or stderr carries `tenant_uuid` or `api_token` in any form.
+    """Run the CLI; fail if stdout or stderr carries `tenant_uuid` or `api_token` in any form, or
+    if a stdout line is not a valid Airbyte protocol message (with the schema file present).
 
     With `sandbox`, stdout is read while the connector runs and each STATE is stamped with
     `sandbox.requests_logged()` at the moment it appeared (see `WatchedRun`).
@@ -215,6 +220,8 @@ def run_connector(
     else:
         run = _run_watching(command, tmp_path, sandbox, config, catalog, stdin, timeout, extra_env)
     assert_no_secrets(run, config or {}, verb=command)
+    if schema_path() is not None:
+        assert_protocol_output(run.stdout, source=command)
     return run
 
 
