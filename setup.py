@@ -10,6 +10,8 @@ TEST_REQUIREMENTS = [
     "pytest>=8",
     "requests-mock>=1.11",
     "airbyte-connector-models>=0.1.12",
+    # The official Airbyte protocol schema, as pydantic v2 models (integration_tests/protocol_schema.py).
+    "airbyte-protocol-models-pdv2==0.18.0",
 ]
 
 setup(

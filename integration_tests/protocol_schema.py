@@ -1,41 +1,45 @@
 """Check what the connector prints against the official Airbyte protocol schema, line by line.
 
-The schema is `airbyte_protocol.yaml` of the airbytehq/airbyte-protocol repository, release
-v0.18.0 (see `unit_tests/airbyte_protocol/README.md` for where it comes from and where it is looked
-for). It is a JSON Schema (draft 7) whose `definitions` hold `AirbyteMessage` and everything it
-refers to with local `$ref`s (`#/definitions/...`); every printed line must be one valid
-`AirbyteMessage`.
+The schema comes from the PyPI package `airbyte-protocol-models-pdv2` at version 0.18.0 (a test
+requirement in setup.py): pydantic v2 models that Airbyte generates from `airbyte_protocol.yaml` of
+airbytehq/airbyte-protocol, release v0.18.0 (the one with `destinationStats.rejectedRecordCount`).
+`AirbyteMessage.model_json_schema()` renders them back into a JSON Schema (draft 2020-12, the
+definitions under `$defs`); every printed line must be one valid `AirbyteMessage` of it. Any other
+installed version of the package is refused, not skipped.
 
     errors = message_errors(line)                # [] when the line is a valid AirbyteMessage
     counts = assert_protocol_output(run.stdout, source="write")   # AssertionError naming each bad line
 
-The schema alone accepts `{"type": "STATE"}` (no payload field is required); the protocol says the
-field that `type` names carries the message, so that is checked too (`PAYLOAD_FIELDS`).
+Two rules are added to what pydantic renders, so that the check is as strict as the YAML:
+
+- no `null` anywhere the protocol defines a field: pydantic renders each optional field
+  (`Optional[X]`, how the generator writes a property the YAML does not require) as
+  `anyOf: [X, {"type": "null"}]`, while the YAML allows `null` nowhere; so every `{"type": "null"}`
+  alternative is dropped (`without_null`). Free-form objects (record `data`, `stream_state`, ...)
+  keep accepting any value inside them, `null` included.
+- the field that `type` names must be there: the schema requires only `type`, so it accepts
+  `{"type": "STATE"}`; the protocol says the field that `type` names carries the message
+  (`PAYLOAD_FIELDS`).
+
+Everything else (required fields, types, enum values, extra keys allowed) is the package's.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from collections import Counter
 from functools import lru_cache
-from pathlib import Path
-from typing import Any, Optional
+from importlib import metadata
+from typing import Any
 
-import yaml
-from jsonschema import Draft7Validator
+from airbyte_protocol.models import AirbyteMessage
+from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError, best_match
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+PROTOCOL_PACKAGE = "airbyte-protocol-models-pdv2"
 PROTOCOL_VERSION = "0.18.0"
-# sha256 of protocol-models/src/main/resources/airbyte_protocol/v0/airbyte_protocol.yaml at tag v0.18.0.
-PROTOCOL_SCHEMA_SHA256 = "ccc7c10a4711f2597ff26d0a15830a3a1c173cb504c1b566c44ec9d196d27381"
-SCHEMA_ENV = "AIRBYTE_PROTOCOL_SCHEMA"
-SCHEMA_NAME = Path("airbyte_protocol") / "airbyte_protocol.yaml"
-# Where the file is looked for, after $AIRBYTE_PROTOCOL_SCHEMA: in the repository, then in the
-# workplace's shared/ folder beside the repository (see the README next to the first one).
-SCHEMA_PLACES = (REPO_ROOT / "unit_tests" / SCHEMA_NAME, REPO_ROOT.parent / "shared" / SCHEMA_NAME)
+JSON_SCHEMA_DRAFT = "https://json-schema.org/draft/2020-12/schema"
+_NULL = {"type": "null"}
 
 # The message type -> the field that carries it (AirbyteMessage's properties).
 PAYLOAD_FIELDS = {
@@ -52,52 +56,58 @@ PAYLOAD_FIELDS = {
 _SHOWN_CHARS = 300
 
 
-def schema_path() -> Optional[Path]:
-    """The schema file to use, or None when there is none (see SCHEMA_PLACES)."""
-    configured = os.environ.get(SCHEMA_ENV)
-    if configured:
-        return Path(configured)
-    return next((place for place in SCHEMA_PLACES if place.is_file()), None)
-
-
-def missing_schema_reason() -> str:
-    places = ", ".join(str(p) for p in SCHEMA_PLACES)
-    return (
-        f"the Airbyte protocol schema (airbyte_protocol.yaml of airbytehq/airbyte-protocol v{PROTOCOL_VERSION}) "
-        f"is not here: set ${SCHEMA_ENV} or put it at one of {places} (unit_tests/airbyte_protocol/README.md)"
-    )
-
-
-@lru_cache(maxsize=4)
-def load_protocol_schema(path: Optional[Path] = None) -> dict[str, Any]:
-    """The parsed schema, after checking that it is the pinned official file."""
-    path = path or schema_path()
-    if path is None:
-        raise FileNotFoundError(missing_schema_reason())
-    content = path.read_bytes()
-    digest = hashlib.sha256(content).hexdigest()
-    if digest != PROTOCOL_SCHEMA_SHA256:
-        raise ValueError(
-            f"{path} is not airbyte_protocol.yaml of airbyte-protocol v{PROTOCOL_VERSION} "
-            f"(sha256 {digest}, expected {PROTOCOL_SCHEMA_SHA256}); update PROTOCOL_VERSION and "
-            f"PROTOCOL_SCHEMA_SHA256 together with the file"
+def require_protocol_version(found: str) -> None:
+    """Refuse any version of the package but the one the tests are about."""
+    if found != PROTOCOL_VERSION:
+        raise RuntimeError(
+            f"{PROTOCOL_PACKAGE} {found} is installed; the protocol tests check against "
+            f"{PROTOCOL_VERSION} (setup.py pins it: reinstall with `pip install -e '.[dev]'`, or "
+            f"update the pin and PROTOCOL_VERSION together)"
         )
-    schema = yaml.safe_load(content)
-    Draft7Validator.check_schema(schema)
+
+
+def without_null(node: Any) -> Any:
+    """`node` with every `{"type": "null"}` alternative of an `anyOf` removed (a copy).
+
+    `anyOf: [X, {"type": "null"}]` becomes X itself, keeping the field's own keys (description,
+    default) beside X's; an `anyOf` of several non-null alternatives stays one, without the null.
+    """
+    if isinstance(node, list):
+        return [without_null(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {key: without_null(value) for key, value in node.items()}
+    alternatives = out.get("anyOf")
+    if isinstance(alternatives, list) and _NULL in alternatives:
+        rest = [alternative for alternative in alternatives if alternative != _NULL]
+        del out["anyOf"]
+        if len(rest) == 1:
+            out.update(rest[0])
+        else:
+            out["anyOf"] = rest
+        if out.get("default", ...) is None:
+            del out["default"]
+    return out
+
+
+def build_message_schema() -> dict[str, Any]:
+    """The JSON Schema of one AirbyteMessage: the package's, plus the no-`null` rule."""
+    require_protocol_version(metadata.version(PROTOCOL_PACKAGE))
+    schema = without_null(AirbyteMessage.model_json_schema())  # validation mode, by alias
+    schema = {"$schema": JSON_SCHEMA_DRAFT, **schema}
+    Draft202012Validator.check_schema(schema)
     return schema
 
 
-@lru_cache(maxsize=4)
-def message_validator(path: Optional[Path] = None) -> Draft7Validator:
-    """A validator of one AirbyteMessage; `$ref`s resolve within the same document."""
-    document = load_protocol_schema(path)
-    schema = {
-        "$schema": document["$schema"],
-        "definitions": document["definitions"],
-        # In draft 7 a `$ref` stands for the whole schema; it resolves against this document.
-        "$ref": "#/definitions/AirbyteMessage",
-    }
-    return Draft7Validator(schema)
+@lru_cache(maxsize=1)
+def message_schema() -> dict[str, Any]:
+    return build_message_schema()
+
+
+@lru_cache(maxsize=1)
+def message_validator() -> Draft202012Validator:
+    """A validator of one AirbyteMessage; `$ref`s (`#/$defs/...`) resolve within the schema."""
+    return Draft202012Validator(message_schema())
 
 
 def _short(value: Any) -> str:
@@ -107,19 +117,18 @@ def _short(value: Any) -> str:
 
 def _describe(error: ValidationError) -> str:
     """`at $.state.destinationStats.recordCount: '3' is not of type 'number' (rule type: number)`."""
-    deepest = best_match([error])  # under a oneOf / anyOf: the alternative that came closest
+    deepest = best_match([error])  # under an anyOf: the alternative that came closest
     rule = f"{deepest.validator}: {_short(deepest.validator_value)}"
     return f"at {deepest.json_path}: {_short(deepest.message)} (rule {rule})"
 
 
-def message_errors(line: str, path: Optional[Path] = None) -> list[str]:
+def message_errors(line: str) -> list[str]:
     """Every way `line` fails to be one AirbyteMessage; empty when it is one."""
     try:
         message = json.loads(line)
     except ValueError as error:
         return [f"not JSON ({error})"]
-    validator = message_validator(path)
-    errors = sorted(validator.iter_errors(message), key=lambda e: (list(map(str, e.absolute_path)), e.message))
+    errors = sorted(message_validator().iter_errors(message), key=lambda e: (list(map(str, e.absolute_path)), e.message))
     problems = [_describe(error) for error in errors]
     if not problems and isinstance(message, dict):
         payload = PAYLOAD_FIELDS.get(message["type"])
@@ -128,7 +137,7 @@ def message_errors(line: str, path: Optional[Path] = None) -> list[str]:
     return problems
 
 
-def assert_protocol_output(stdout: str, *, source: str, path: Optional[Path] = None) -> Counter:
+def assert_protocol_output(stdout: str, *, source: str) -> Counter:
     """Every stdout line is a valid AirbyteMessage; returns how many messages of each type.
 
     The AssertionError names each bad line by its number (1-based), the place in the message and
@@ -137,7 +146,7 @@ def assert_protocol_output(stdout: str, *, source: str, path: Optional[Path] = N
     counts: Counter = Counter()
     failures = []
     for number, line in enumerate(stdout.splitlines(), start=1):
-        problems = message_errors(line, path)
+        problems = message_errors(line)
         if problems:
             failures.append(f"line {number}: " + "; ".join(problems) + f"\n    the line: {_short(line)}")
         else:

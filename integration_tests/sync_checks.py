@@ -17,7 +17,7 @@ checks one write against the sandbox:
 - the API token only ever travels in the Authorization header of Metrics requests.
 
 `run_connector` also validates every stdout line against the official Airbyte protocol schema
-(`protocol_schema.py`), when the schema file is present.
+(`protocol_schema.py`).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ from integration_tests.harness import (
     run_cli,
 )
 from integration_tests.planhat_sandbox import METRICS, USER_ACTIVITIES, PlanhatSandbox
-from integration_tests.protocol_schema import assert_protocol_output, schema_path
+from integration_tests.protocol_schema import assert_protocol_output
 
 # Shaped like the real thing (Planhat's tenant token is a UUID), and unlike anything else in the
 # output, so that finding one in the output can only mean a leak.
@@ -210,7 +210,7 @@ def run_connector(
     sandbox: Optional[PlanhatSandbox] = None,
 ) -> CliRun:
     """Run the CLI; fail if stdout or stderr carries `tenant_uuid` or `api_token` in any form, or
-    if a stdout line is not a valid Airbyte protocol message (with the schema file present).
+    if a stdout line is not a valid Airbyte protocol message.
 
     With `sandbox`, stdout is read while the connector runs and each STATE is stamped with
     `sandbox.requests_logged()` at the moment it appeared (see `WatchedRun`).
@@ -220,8 +220,7 @@ def run_connector(
     else:
         run = _run_watching(command, tmp_path, sandbox, config, catalog, stdin, timeout, extra_env)
     assert_no_secrets(run, config or {}, verb=command)
-    if schema_path() is not None:
-        assert_protocol_output(run.stdout, source=command)
+    assert_protocol_output(run.stdout, source=command)
     return run
 
 

@@ -9,20 +9,20 @@ from __future__ import annotations
 
 import copy
 import json
+from importlib import metadata
 
 import pytest
 
+from integration_tests import protocol_schema
 from integration_tests.protocol_schema import (
+    PROTOCOL_PACKAGE,
     PROTOCOL_VERSION,
     assert_protocol_output,
-    load_protocol_schema,
     message_errors,
-    missing_schema_reason,
-    schema_path,
+    message_schema,
+    require_protocol_version,
+    without_null,
 )
-
-if schema_path() is None:
-    pytest.skip(missing_schema_reason(), allow_module_level=True)
 
 STREAM_STATE = {
     "type": "STATE",
@@ -89,6 +89,16 @@ INVALID = [
     ("status OK", {"type": "CONNECTION_STATUS", "connectionStatus": {"status": "OK"}}, "$.connectionStatus.status", "is not one of"),
     ("spec without connectionSpecification", {"type": "SPEC", "spec": {"documentationUrl": "https://example.com"}}, "$.spec", "'connectionSpecification' is a required property"),
     ("STATE without its state", {"type": "STATE"}, "$", "without its `state` field"),
+    ("record without stream", {"type": "RECORD", "record": {"data": {}, "emitted_at": 1}}, "$.record", "'stream' is a required property"),
+    ("record data not an object", {"type": "RECORD", "record": {"stream": "usage", "data": [], "emitted_at": 1}}, "$.record.data", "not of type 'object'"),
+    # No null where the YAML defines a field (pydantic's rendering of Optional allows it; see without_null).
+    ("recordCount null", broken(STREAM_STATE, "state.destinationStats.recordCount", None), "$.state.destinationStats.recordCount", "None is not of type 'number'"),
+    ("destinationStats null", broken(STREAM_STATE, "state.destinationStats", None), "$.state.destinationStats", "None is not of type 'object'"),
+    ("stream_state null", broken(STREAM_STATE, "state.stream.stream_state", None), "$.state.stream.stream_state", "None is not of type 'object'"),
+    ("state type null", broken(STREAM_STATE, "state.type", None), "$.state.type", "is not one of"),
+    ("failure_type null", broken(TRACE_ERROR, "trace.error.failure_type", None), "$.trace.error.failure_type", "is not one of"),
+    ("LOG with log null", {"type": "LOG", "log": None}, "$.log", "None is not of type 'object'"),
+    ("status message null", {"type": "CONNECTION_STATUS", "connectionStatus": {"status": "FAILED", "message": None}}, "$.connectionStatus.message", "None is not of type 'string'"),
 ]
 
 
@@ -120,12 +130,56 @@ def test_output_check_names_each_bad_line_and_counts_the_good_ones():
     assert counts == {"LOG": 1, "STATE": 1, "TRACE": 1}
 
 
-def test_the_schema_is_the_pinned_official_file(tmp_path):
-    schema = load_protocol_schema()
-    assert schema["title"] == "AirbyteProtocol"
-    assert "AirbyteMessage" in schema["definitions"]
-    assert "rejectedRecordCount" in schema["definitions"]["AirbyteStateStats"]["properties"]  # protocol 0.18
-    altered = tmp_path / "airbyte_protocol.yaml"
-    altered.write_bytes(schema_path().read_bytes() + b"# edited\n")
-    with pytest.raises(ValueError, match="is not airbyte_protocol.yaml of airbyte-protocol v"):
-        load_protocol_schema(altered)
+def test_the_schema_is_the_pinned_package_of_protocol_0_18():
+    assert metadata.version(PROTOCOL_PACKAGE) == PROTOCOL_VERSION == "0.18.0"
+    schema = message_schema()
+    assert schema["title"] == "AirbyteMessage"
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert "rejectedRecordCount" in schema["$defs"]["AirbyteStateStats"]["properties"]  # protocol 0.18
+    with pytest.raises(RuntimeError, match=f"{PROTOCOL_PACKAGE} 0.17.0 is installed"):
+        require_protocol_version("0.17.0")
+
+
+def test_another_installed_version_is_refused_not_skipped(monkeypatch):
+    monkeypatch.setattr(protocol_schema.metadata, "version", lambda name: "0.19.0")
+    with pytest.raises(RuntimeError, match="0.19.0 is installed; the protocol tests check against 0.18.0"):
+        protocol_schema.build_message_schema()
+
+
+def _nulls(node, where="#"):
+    """Every place in a schema that would accept null."""
+    if isinstance(node, dict):
+        kinds = node.get("type")
+        if kinds == "null" or (isinstance(kinds, list) and "null" in kinds) or node.get("const", ...) is None:
+            yield where
+        if None in node.get("enum", ()):
+            yield where
+        for key, value in node.items():
+            yield from _nulls(value, f"{where}/{key}")
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _nulls(value, f"{where}/{index}")
+
+
+def test_the_schema_accepts_null_nowhere():
+    assert list(_nulls(message_schema())) == []
+
+
+def test_without_null_keeps_the_field_and_its_other_alternatives():
+    optional = {"anyOf": [{"$ref": "#/$defs/Level"}, {"type": "null"}], "default": None, "description": "d"}
+    assert without_null(optional) == {"$ref": "#/$defs/Level", "description": "d"}
+    union = {"anyOf": [{"type": "string"}, {"type": "integer"}, {"type": "null"}], "default": False}
+    assert without_null(union) == {"anyOf": [{"type": "string"}, {"type": "integer"}], "default": False}
+    nested = {"properties": {"a": {"items": optional}}}
+    assert without_null(nested)["properties"]["a"]["items"] == {"$ref": "#/$defs/Level", "description": "d"}
+    assert nested["properties"]["a"]["items"] is optional  # the input is not changed
+
+
+def test_the_enums_are_the_protocols():
+    defs = message_schema()["$defs"]
+    assert defs["Type"]["enum"] == list(protocol_schema.PAYLOAD_FIELDS)
+    assert set(defs["AirbyteStateType"]["enum"]) == {"GLOBAL", "STREAM", "LEGACY"}
+    assert set(defs["TraceType"]["enum"]) == {"ERROR", "ESTIMATE", "STREAM_STATUS", "ANALYTICS"}
+    assert set(defs["FailureType"]["enum"]) == {"system_error", "config_error", "transient_error"}
+    assert set(defs["Level"]["enum"]) == {"FATAL", "ERROR", "WARN", "INFO", "DEBUG", "TRACE"}
+    assert set(defs["Status"]["enum"]) == {"SUCCEEDED", "FAILED"}
