@@ -17,6 +17,8 @@ from typing import IO, Any, Iterable, Iterator, Mapping, Optional, Sequence
 
 import orjson
 
+from integration_tests.protocol_schema import assert_protocol_output
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MAIN = REPO_ROOT / "main.py"
 TENANT = "demo-tenant-0001"
@@ -181,6 +183,7 @@ def run_cli(
     env = dict(os.environ, PYTHONUNBUFFERED="1", **(extra_env or {}))
     completed = subprocess.run(args, input=stdin, capture_output=True, timeout=timeout, cwd=REPO_ROOT, env=env)
     stdout = completed.stdout.decode("utf-8", "replace")
+    assert_protocol_output(stdout, source=command)  # every line a valid Airbyte protocol message
     messages = []
     for line in stdout.splitlines():
         try:

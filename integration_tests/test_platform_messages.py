@@ -46,7 +46,7 @@ STREAM_STATE = {
         "type": "STREAM",
         "id": 4711,
         "stream": {
-            "stream_descriptor": {"name": "usage", "namespace": None},
+            "stream_descriptor": {"name": "usage"},
             "stream_state": {"cursor": BIG, "float": 1.0, "nested": {"list": [1, 2.5, None, "é"], "deep": {"x": True}}},
             "a_key_of_a_later_protocol": {"k": 1},
         },
