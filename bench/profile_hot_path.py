@@ -30,7 +30,7 @@ from airbyte_cdk.models import AirbyteMessageSerializer, ConfiguredAirbyteCatalo
 
 from destination_planhat.client import PostResult  # noqa: E402
 from destination_planhat.config import parse_config  # noqa: E402
-from destination_planhat.destination import read_chunks, read_input  # noqa: E402
+from destination_planhat.reading import read_chunks, read_input  # noqa: E402
 from destination_planhat.planhat import Endpoint  # noqa: E402
 from destination_planhat.routing import route_streams  # noqa: E402
 from destination_planhat.writer import PlanhatWriter  # noqa: E402

@@ -24,7 +24,7 @@ from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 from destination_planhat.accounting import Ledger, StreamStats
 from destination_planhat.bad_input import why_not_encodable
-from destination_planhat.batching import Batch, ItemTooLarge, StreamBuffer
+from destination_planhat.batching import Batch, ItemTooLarge, StreamBuffer, body_fits
 from destination_planhat.client import (
     PlanhatAuthError,
     PlanhatClient,
@@ -212,7 +212,7 @@ class PlanhatWriter:
         buffer = sink.buffer
         body = buffer.body
         count = buffer.count
-        if count and len(body) + len(part) < buffer.max_body_bytes:
+        if count and body_fits(len(body), len(part), buffer.max_body_bytes):
             body += part
             body += b","
             buffer.count = count = count + 1

@@ -22,9 +22,9 @@ import pytest
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 from destination_planhat import parallel
-from destination_planhat.destination import read_input, start_parse_workers
+from destination_planhat.input_pipeline import CHUNK_MAX_BYTES, FAST, ODD, Decoder
 from destination_planhat.parallel import ParseWorkerFailed, ParseWorkers, _cgroup_cpu_quota, default_worker_count
-from destination_planhat.parse_worker import FAST, ODD, build_takers, decode
+from destination_planhat.reading import Pipeline, read_input, start_parse_workers
 from destination_planhat.routing import route_streams
 from destination_planhat.writer import PlanhatWriter
 from integration_tests.harness import record, stream_state
@@ -183,9 +183,9 @@ def worker_view(lines: list[Any], max_part_bytes: int = 2048) -> list[tuple[Any,
     parsed = config(**SETTINGS)
     writer = PlanhatWriter(parsed, route_streams(parsed, CATALOG), FakeClient(), lambda m: None)
     plan = orjson.loads(orjson.dumps(writer.parallel_plan()))  # as the worker gets it: through JSON
-    by_name, by_key = build_takers(plan)
+    plan["max_part_bytes"] = max_part_bytes
     index = {(ns, name): i for i, ns, name, *_ in plan["streams"]}
-    segments = decode(b"\n".join(map(line, lines)), by_name, by_key, max_part_bytes)
+    segments = Decoder(plan).decode(b"\n".join(map(line, lines)))
     named = {v: k for k, v in index.items()}
     return [
         ("FAST", named[s[1]], [orjson.loads(b"[" + s[2][:-1] + b"]"), list(s[3])]) if s[0] == FAST else ("ODD", s[1], s[2])
@@ -355,10 +355,11 @@ def test_start_parse_workers_follows_the_setting_and_says_why(settings, started,
 
 
 class EchoWorkers:
-    """Stands in for ParseWorkers: every line comes back as ODD, after `delay` further sends."""
+    """Stands in for ParseWorkers: every line comes back as ODD."""
 
     def __init__(self, count: int) -> None:
         self.count = count
+        self.depth = 2 * count
         self.sent: list[tuple[int, bytes]] = []
         self._answers: dict[int, list[list[tuple[Any, ...]]]] = {n: [] for n in range(count)}
 
@@ -376,23 +377,28 @@ class EchoWorkers:
 
 def test_the_pipeline_cuts_whole_lines_into_bounded_chunks_sends_them_in_turn_and_applies_answers_in_order():
     lines = [b"%d:" % i + b"x" * (i % 300) for i in range(12_000)]
-    lines[5_000] = b"long:" + b"y" * (parallel.CHUNK_MAX_BYTES + 10)  # one line longer than a chunk
+    lines[5_000] = b"long:" + b"y" * (CHUNK_MAX_BYTES + 10)  # one line longer than a chunk
     data = b"\n".join(lines) + b"\nunterminated"
     workers = EchoWorkers(3)
     seen: list[tuple[int, bytes]] = []
-    pipeline = parallel.Pipeline(
-        workers,  # type: ignore[arg-type]
-        take_encoded=lambda *args: None,
-        parse_lines=lambda got, before: seen.extend(enumerate(got, before + 1)),
-        flush_overdue=lambda: None,
-    )
+
+    class Unreadable:
+        """Every line here is unreadable JSON: the writer hears of each one, with its line number."""
+
+        def unparseable_line(self, number: int, got: bytes, why: str, *rest: Any) -> None:
+            seen.append((number, got))
+
+        def flush_overdue(self) -> None:
+            pass
+
+    pipeline = Pipeline(workers, Unreadable())  # type: ignore[arg-type]
     for start in range(0, len(data), 1 << 20):  # pieces of 1 MiB, as a file gives them
         pipeline.add(data[start : start + (1 << 20)])
-    assert pipeline.finish() == b"unterminated"
-    assert seen == list(enumerate(lines, 1)), "every whole line once, in order, with its line number"
+    pipeline.finish()
+    assert seen == [*enumerate(lines, 1), (len(lines) + 1, b"unterminated")], "every line once, in order, with its number"
     assert [number for number, _ in workers.sent] == [n % 3 for n in range(len(workers.sent))]
     sizes = sorted(len(chunk) for _, chunk in workers.sent)
-    assert sizes[-1] == len(lines[5_000]) and sizes[-2] <= parallel.CHUNK_MAX_BYTES
+    assert sizes[-1] == len(lines[5_000]) and sizes[-2] <= CHUNK_MAX_BYTES
     assert len(workers.sent) > 4
 
 
