@@ -30,18 +30,18 @@ DATE_MEMO_SIZE = 20_000
 
 
 # ----- value checks and conversions (one per FieldKind) ---------------------------------------
-# Each returns the value to send, or _BAD. They run once per field per record: keep them flat.
+# Each returns the value to send, or BAD. They run once per field per record: keep them flat.
 
-_BAD: Any = object()
+BAD: Any = object()
 _NUMBER_TEXT = re.compile(r"\s*[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\s*", re.ASCII).fullmatch
 _INTEGER_TEXT = re.compile(r"\s*[+-]?\d+\s*", re.ASCII).fullmatch
-_DIMENSION_ID_OK = re.compile(DIMENSION_ID_PATTERN).fullmatch
+is_dimension_id = re.compile(DIMENSION_ID_PATTERN).fullmatch
 _MODELS = frozenset(METRIC_MODELS)
 # A date-time in UTC (Z, +00:00, +0000, +00) or without a zone, which is taken as UTC.
 _UTC_DATE_TIME = re.compile(r"(\d{4}-\d\d-\d\d)[Tt ](\d\d:\d\d:\d\d)(?:[.,](\d{1,9}))?(?:[Zz]|[+-]00(?::?00)?)?", re.ASCII).fullmatch
-_GOOD_DIMENSION_IDS: set[str] = set()  # a memo of valid dimensionIds (few per stream); bounded
+GOOD_DIMENSION_IDS: set[str] = set()  # a memo of valid dimensionIds (few per stream); bounded
 GOOD_DIMENSION_IDS_SIZE = 10_000
-_DATE_MEMO: dict[str, Any] = {}  # a memo of the pure function _normalize_date; bounded, never evicted
+DATE_MEMO: dict[str, Any] = {}  # a memo of the pure function _normalize_date; bounded, never evicted
 
 
 def to_string(value: Any) -> Any:
@@ -53,7 +53,7 @@ def to_string(value: Any) -> Any:
         return str(value)
     if kind is float and math.isfinite(value):
         return str(int(value)) if value.is_integer() else repr(value)
-    return _BAD
+    return BAD
 
 
 def to_number(value: Any) -> Any:
@@ -62,32 +62,32 @@ def to_number(value: Any) -> Any:
     if kind is int:
         return value
     if kind is float:
-        return value if math.isfinite(value) else _BAD
+        return value if math.isfinite(value) else BAD
     if kind is str and _NUMBER_TEXT(value):
         if (value.isascii() and value.isdigit()) or _INTEGER_TEXT(value):
             return int(value)
         number = float(value)
-        return number if math.isfinite(number) else _BAD
-    return _BAD
+        return number if math.isfinite(number) else BAD
+    return BAD
 
 
 def to_model(value: Any) -> Any:
-    return value if type(value) is str and value in _MODELS else _BAD
+    return value if type(value) is str and value in _MODELS else BAD
 
 
 def to_object(value: Any) -> Any:
-    return value if type(value) is dict else _BAD
+    return value if type(value) is dict else BAD
 
 
 def to_date(value: Any) -> Any:
     """An ISO 8601 date or date-time, in the form the connector sends (see planhat.DATE_FORMAT_NOTE)."""
     if type(value) is not str:
-        return _BAD
-    result = _DATE_MEMO.get(value)
+        return BAD
+    result = DATE_MEMO.get(value)
     if result is None:
         result = _normalize_date(value)
-        if len(_DATE_MEMO) < DATE_MEMO_SIZE:
-            _DATE_MEMO[value] = result
+        if len(DATE_MEMO) < DATE_MEMO_SIZE:
+            DATE_MEMO[value] = result
     return result
 
 
@@ -100,7 +100,7 @@ def _normalize_date(text: str) -> Any:
     """
     candidate = text.strip()
     if not candidate or len(candidate) > 64:
-        return _BAD
+        return BAD
     if "T" not in candidate and "t" not in candidate and " " not in candidate:
         try:
             return date.fromisoformat(candidate).isoformat()
@@ -112,27 +112,27 @@ def _normalize_date(text: str) -> Any:
         try:
             datetime.fromisoformat(f"{day}T{time_of_day}")  # still rejects 2026-02-30 and 25:00
         except ValueError:
-            return _BAD
+            return BAD
         return f"{day}T{time_of_day}.{(fraction or '')[:3].ljust(3, '0')}Z"
     if candidate[-1] in "Zz":  # Python 3.10's parser does not know Z
         candidate = candidate[:-1] + "+00:00"
     try:
         parsed = datetime.fromisoformat(candidate)
     except ValueError:
-        return _BAD
+        return BAD
     if parsed.tzinfo is not None:
         parsed = parsed.astimezone(timezone.utc).replace(tzinfo=None)
     return parsed.isoformat(timespec="milliseconds") + "Z"
 
 
 def to_dimension_id(value: Any) -> Any:
-    if type(value) is str and value in _GOOD_DIMENSION_IDS:
+    if type(value) is str and value in GOOD_DIMENSION_IDS:
         return value
     text = to_string(value)
-    if text is _BAD or not _DIMENSION_ID_OK(text):
-        return _BAD
-    if len(_GOOD_DIMENSION_IDS) < GOOD_DIMENSION_IDS_SIZE:
-        _GOOD_DIMENSION_IDS.add(text)
+    if text is BAD or not is_dimension_id(text):
+        return BAD
+    if len(GOOD_DIMENSION_IDS) < GOOD_DIMENSION_IDS_SIZE:
+        GOOD_DIMENSION_IDS.add(text)
     return text
 
 
@@ -162,13 +162,13 @@ def invalid_reason(field: str, kind: FieldKind) -> str:
 
 
 def convert_constant(text: str, kind: FieldKind) -> Any:
-    """A constant of the form (always text) as the value its field takes, or _BAD."""
+    """A constant of the form (always text) as the value its field takes, or BAD."""
     if kind is FieldKind.OBJECT:
         try:
             parsed = json.loads(text)
         except ValueError:
-            return _BAD
-        return parsed if type(parsed) is dict else _BAD
+            return BAD
+        return parsed if type(parsed) is dict else BAD
     return CONVERTERS[kind](text)
 
 
@@ -204,9 +204,9 @@ def fast_item_mapper(
         "GENERAL": general,
         "CONSTANTS": constants,
         "MODELS": _MODELS,
-        "GOOD_DIMENSION_IDS": _GOOD_DIMENSION_IDS,
-        "DATE_MEMO": _DATE_MEMO,
-        "BAD": _BAD,
+        "GOOD_DIMENSION_IDS": GOOD_DIMENSION_IDS,
+        "DATE_MEMO": DATE_MEMO,
+        "BAD": BAD,
     }
     code = ["def map_record(data):", "    get = data.get", "    item = CONSTANTS.copy()" if constants else "    item = {}"]
     for number, (field, key, kind) in enumerate(fields):

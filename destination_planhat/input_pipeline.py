@@ -30,6 +30,7 @@ import orjson
 from destination_planhat.batching import largest_item_bytes
 from destination_planhat.checks import fast_item_mapper
 from destination_planhat.planhat import Endpoint, FieldKind
+from destination_planhat.typed_records import decode_record_line, typed_item_encoder
 
 FAST = 0
 ODD = 1
@@ -102,9 +103,10 @@ class LineFramer:
         return rest
 
 
-# One stream a Decoder maps: (its index in the plan, its fast mapper).
-Taker = tuple[int, Callable[[Any], Any]]
+# One stream a Decoder maps: (its index in the plan, its fast mapper, its typed encoder or None).
+Taker = tuple[int, Callable[[Any], Any], Optional[Callable[[Any], Optional[bytes]]]]
 _ODD_RECORD: Any = object()  # what a fast mapper returns for a record it does not map itself
+_NOT_PARSED: Any = object()
 
 
 class Decoder:
@@ -113,22 +115,21 @@ class Decoder:
 
     `keep_messages`: ODD segments also carry what orjson made of each line (or its error), so that
     the general path in the same process does not parse those lines again. A worker does not keep
-    them: sending them back would cost more than parsing again."""
+    them: sending them back would cost more than parsing again. `typed=False` leaves out msgspec's
+    first try (typed_records.py), for comparison (bench/profile_hot_path.py)."""
 
-    def __init__(self, plan: dict[str, Any], keep_messages: bool = False) -> None:
+    def __init__(self, plan: dict[str, Any], keep_messages: bool = False, typed: bool = True) -> None:
         self.by_name: dict[str, Taker] = {}  # streams without a namespace, by name
         self.by_key: dict[tuple[str, str], Taker] = {}  # by (namespace, name)
         for index, namespace, name, endpoint, fields, constants in plan["streams"]:
-            mapper = fast_item_mapper(
-                Endpoint(endpoint),
-                [(field, key, FieldKind(kind)) for field, key, kind in fields],
-                constants,
-                lambda data: _ODD_RECORD,
-            )
+            fast_fields = [(field, key, FieldKind(kind)) for field, key, kind in fields]
+            mapper = fast_item_mapper(Endpoint(endpoint), fast_fields, constants, lambda data: _ODD_RECORD)
+            encoder = typed_item_encoder(Endpoint(endpoint), fast_fields, constants) if typed else None
+            taker = (index, mapper, encoder)
             if namespace:
-                self.by_key[(namespace, name)] = (index, mapper)
+                self.by_key[(namespace, name)] = taker
             else:
-                self.by_name[name] = (index, mapper)
+                self.by_name[name] = taker
         self.largest_item = largest_item_bytes(int(plan["max_part_bytes"]))
         self.keep_messages = keep_messages
 
@@ -140,25 +141,37 @@ class Decoder:
         odd: list[bytes] = []
         kept: Optional[list[Any]] = [] if self.keep_messages else None
         by_name, by_key, largest = self.by_name, self.by_key, self.largest_item
-        loads, dumps = orjson.loads, orjson.dumps
+        loads, dumps, typed = orjson.loads, orjson.dumps, decode_record_line
         for number, line in enumerate(bytes(chunk).split(b"\n")):
-            part = message = None
-            try:
-                message = loads(line)
-                if message["type"] == "RECORD":
-                    record = message["record"]
-                    namespace = record.get("namespace")
-                    taker = by_key.get((namespace, record["stream"])) if namespace else by_name.get(record["stream"])
-                    data = record["data"]
-                    meta = record.get("meta")  # a record the source changed is counted by the general path
-                    if taker is not None and type(data) is dict and not (meta and meta.get("changes")):
-                        result = taker[1](data)
-                        if result is not _ODD_RECORD:
-                            part = dumps(result[0])
-            except orjson.JSONDecodeError as exc:
-                message = exc.with_traceback(None)  # kept in place of the message: why orjson refused the line
-            except Exception:  # anything unusual is the general path's to handle, as it would
+            part = taker = None
+            message: Any = _NOT_PARSED
+            try:  # first try: a RECORD whose values all have their fields' types, decoded by msgspec
+                typed_record = typed(line).record
+                namespace = typed_record.namespace
+                stream = typed_record.stream
+                taker = by_key.get((namespace, stream)) if namespace else by_name.get(stream)
+                meta = typed_record.meta
+                if taker is not None and taker[2] is not None and (meta is None or not meta.changes):
+                    part = taker[2](typed_record.data)
+            except Exception:  # MsgspecError mostly: not this try's, the next one decides
                 part = None
+            if part is None:
+                try:  # then: orjson and the stream's fast mapper, which converts values where the rules allow
+                    message = loads(line)
+                    if message["type"] == "RECORD":
+                        record = message["record"]
+                        namespace = record.get("namespace")
+                        taker = by_key.get((namespace, record["stream"])) if namespace else by_name.get(record["stream"])
+                        data = record["data"]
+                        meta = record.get("meta")  # a record the source changed is counted by the general path
+                        if taker is not None and type(data) is dict and not (meta and meta.get("changes")):
+                            result = taker[1](data)
+                            if result is not _ODD_RECORD:
+                                part = dumps(result[0])
+                except orjson.JSONDecodeError as exc:
+                    message = exc.with_traceback(None)  # kept in place of the message: why orjson refused the line
+                except Exception:  # anything unusual is the general path's to handle, as it would
+                    part = None
             if part is not None and len(part) <= largest:
                 if odd:
                     segments.append((ODD, odd_from, odd, kept) if kept is not None else (ODD, odd_from, odd))
@@ -180,6 +193,11 @@ class Decoder:
                 odd_from = number
             odd.append(line)
             if kept is not None:
+                if message is _NOT_PARSED:  # (the first try made an item, too large for a request)
+                    try:
+                        message = loads(line)
+                    except orjson.JSONDecodeError as exc:
+                        message = exc.with_traceback(None)
                 kept.append(message)
         segments.extend((FAST, index, body, ends[index]) for index, body in bodies.items())
         if odd:

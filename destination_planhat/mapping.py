@@ -20,13 +20,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence, Union
 
 from destination_planhat.checks import (
-    _BAD,
-    _DIMENSION_ID_OK,
+    BAD,
     CONVERTERS,
     FastField,
     convert_constant,
     fast_item_mapper,
     invalid_reason,
+    is_dimension_id,
     to_number,
 )
 from destination_planhat.errors import config_error
@@ -175,7 +175,7 @@ def _compile(
         if mapping.constant is not None:
             if mapping.constant == "":
                 continue  # an empty constant leaves the field out; required fields are checked below
-            if convert_constant(mapping.constant, kinds[field]) is _BAD:
+            if convert_constant(mapping.constant, kinds[field]) is BAD:
                 problems.append(
                     f"{entry}: the constant {mapping.constant!r} for '{field}' is not valid: "
                     f"{_constant_hint(field, kinds[field])}"
@@ -204,7 +204,7 @@ def _compile(
             if column in seen:
                 problems.append(f"{where}: unpivot column '{column}' is listed twice; keep one")
             seen.add(column)
-            if not _DIMENSION_ID_OK(column):
+            if not is_dimension_id(column):
                 problems.append(
                     f"{where}: unpivot column '{column}' cannot be a dimensionId, which allows {DIMENSION_ID_CHARACTERS} "
                     "only; rename the column at the source"
@@ -228,7 +228,7 @@ def _compile(
         if mapping is not None and mapping.constant is not None:
             if mapping.constant != "":
                 value = convert_constant(mapping.constant, kind)
-                if value is not _BAD:
+                if value is not BAD:
                     constants[field] = value
             continue
         path = _split_path(mapping.source_field, properties) if mapping is not None else (field,)
@@ -342,7 +342,7 @@ def _fill(rows: tuple[_Row, ...], data: Mapping[str, Any], item: Item) -> Option
         if value is None:
             continue
         converted = convert(value)
-        if converted is _BAD:
+        if converted is BAD:
             if bad is None:
                 bad = (reason, _example(field, value))
             converted = value
@@ -399,7 +399,7 @@ def _unpivot_mapper(plan: _Plan) -> Mapper:
             item = common.copy()
             item["dimensionId"] = column
             value = to_number(raw)
-            if value is _BAD:
+            if value is BAD:
                 item["value"] = raw
                 out.append(Invalid(reason, _example(column, raw), item))
                 continue

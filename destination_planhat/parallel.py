@@ -27,8 +27,10 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Optional
 
+import msgspec
 import orjson
 
+import destination_planhat
 from destination_planhat.parse_worker import FRAME_HEADER, widen_pipe
 
 logger = logging.getLogger("airbyte")
@@ -185,9 +187,9 @@ class ParseWorkers:
         self._workers: list[_Worker] = []
 
     def start(self) -> "ParseWorkers":
-        # The worker imports this very package (the same code as this process) and orjson, from where
+        # The worker imports this very package (the same code as this process), orjson and msgspec, from where
         # this process found them, and nothing else: no site-packages scan (-S), which saves memory.
-        paths = [str(Path(__file__).resolve().parent.parent), str(Path(orjson.__file__).resolve().parent.parent)]
+        paths = list(dict.fromkeys(str(Path(module.__file__).resolve().parent.parent) for module in (destination_planhat, orjson, msgspec)))
         bootstrap = "import sys; sys.path[:0] = sys.argv[1:]; from destination_planhat.parse_worker import main; main()"
         try:
             for number in range(self.count):
