@@ -106,19 +106,22 @@ class LineFramer:
 # One stream a Decoder maps: (its index in the plan, its fast mapper, its typed encoder or None).
 Taker = tuple[int, Callable[[Any], Any], Optional[Callable[[Any], Optional[bytes]]]]
 _ODD_RECORD: Any = object()  # what a fast mapper returns for a record it does not map itself
-_NOT_PARSED: Any = object()
 
 
 class Decoder:
     """One chunk of lines -> its segments (see the module's docstring), for the streams of a plan
     (PlanhatWriter.parallel_plan: each stream's fields, their sources and kinds, its constants).
 
-    `keep_messages`: ODD segments also carry what orjson made of each line (or its error), so that
-    the general path in the same process does not parse those lines again. A worker does not keep
-    them: sending them back would cost more than parsing again. `typed=False` leaves out msgspec's
-    first try (typed_records.py), for comparison (bench/profile_hot_path.py)."""
+    Each line is parsed once, by msgspec, as a RECORD whose data is left raw (typed_records.py);
+    any other line is ODD at once. A record of a stream in the plan is then tried, in turn, by:
+    1. the stream's typed encoder: msgspec decodes the data straight into the item's fields, type
+       checked in C, and encodes them (the common record: every value of its field's type);
+    2. orjson on the data and the stream's fast mapper (checks.py), which converts values where the
+       rules allow (an id given as a number, a number given as text, a date-time to UTC);
+    and is ODD when neither makes its item. `typed=False` leaves out the first, for comparison
+    (bench/profile_hot_path.py)."""
 
-    def __init__(self, plan: dict[str, Any], keep_messages: bool = False, typed: bool = True) -> None:
+    def __init__(self, plan: dict[str, Any], typed: bool = True) -> None:
         self.by_name: dict[str, Taker] = {}  # streams without a namespace, by name
         self.by_key: dict[tuple[str, str], Taker] = {}  # by (namespace, name)
         for index, namespace, name, endpoint, fields, constants in plan["streams"]:
@@ -131,52 +134,43 @@ class Decoder:
             else:
                 self.by_name[name] = taker
         self.largest_item = largest_item_bytes(int(plan["max_part_bytes"]))
-        self.keep_messages = keep_messages
 
     def decode(self, chunk: Chunk) -> list[Segment]:
+        if not self.by_name and not self.by_key:  # no stream to take (unpivot or dot paths only): all ODD
+            return [(ODD, 0, bytes(chunk).split(b"\n"))]
         segments: list[Segment] = []
         bodies: dict[int, bytearray] = {}
         ends: dict[int, array] = {}
         odd_from = -1
         odd: list[bytes] = []
-        kept: Optional[list[Any]] = [] if self.keep_messages else None
         by_name, by_key, largest = self.by_name, self.by_key, self.largest_item
-        loads, dumps, typed = orjson.loads, orjson.dumps, decode_record_line
+        read_line, loads, dumps = decode_record_line, orjson.loads, orjson.dumps
         for number, line in enumerate(bytes(chunk).split(b"\n")):
             part = taker = None
-            message: Any = _NOT_PARSED
-            try:  # first try: a RECORD whose values all have their fields' types, decoded by msgspec
-                typed_record = typed(line).record
-                namespace = typed_record.namespace
-                stream = typed_record.stream
-                taker = by_key.get((namespace, stream)) if namespace else by_name.get(stream)
-                meta = typed_record.meta
-                if taker is not None and taker[2] is not None and (meta is None or not meta.changes):
-                    part = taker[2](typed_record.data)
-            except Exception:  # MsgspecError mostly: not this try's, the next one decides
-                part = None
-            if part is None:
-                try:  # then: orjson and the stream's fast mapper, which converts values where the rules allow
-                    message = loads(line)
-                    if message["type"] == "RECORD":
-                        record = message["record"]
-                        namespace = record.get("namespace")
-                        taker = by_key.get((namespace, record["stream"])) if namespace else by_name.get(record["stream"])
-                        data = record["data"]
-                        meta = record.get("meta")  # a record the source changed is counted by the general path
-                        if taker is not None and type(data) is dict and not (meta and meta.get("changes")):
+            try:
+                record = read_line(line).record
+                namespace = record.namespace
+                taker = by_key.get((namespace, record.stream)) if namespace else by_name.get(record.stream)
+                meta = record.meta  # a record the source changed is counted by the general path
+                if taker is not None and (meta is None or not meta.changes):
+                    encoder = taker[2]
+                    if encoder is not None:
+                        try:
+                            part = encoder(record.data)
+                        except Exception:  # MsgspecError mostly: a value not of its field's type
+                            part = None
+                    if part is None:
+                        data = loads(memoryview(record.data))
+                        if type(data) is dict:
                             result = taker[1](data)
                             if result is not _ODD_RECORD:
                                 part = dumps(result[0])
-                except orjson.JSONDecodeError as exc:
-                    message = exc.with_traceback(None)  # kept in place of the message: why orjson refused the line
-                except Exception:  # anything unusual is the general path's to handle, as it would
-                    part = None
+            except Exception:  # not a well-formed RECORD, or anything unusual: the general path's
+                part = None
             if part is not None and len(part) <= largest:
                 if odd:
-                    segments.append((ODD, odd_from, odd, kept) if kept is not None else (ODD, odd_from, odd))
+                    segments.append((ODD, odd_from, odd))
                     odd = []
-                    kept = [] if kept is not None else None
                 index = taker[0]  # type: ignore[index]
                 body = bodies.get(index)
                 if body is None:
@@ -192,15 +186,7 @@ class Decoder:
             if not odd:
                 odd_from = number
             odd.append(line)
-            if kept is not None:
-                if message is _NOT_PARSED:  # (the first try made an item, too large for a request)
-                    try:
-                        message = loads(line)
-                    except orjson.JSONDecodeError as exc:
-                        message = exc.with_traceback(None)
-                kept.append(message)
         segments.extend((FAST, index, body, ends[index]) for index, body in bodies.items())
         if odd:
-            segments.append((ODD, odd_from, odd, kept) if kept is not None else (ODD, odd_from, odd))
+            segments.append((ODD, odd_from, odd))
         return segments
-

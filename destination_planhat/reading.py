@@ -71,7 +71,7 @@ class InProcess:
 
     def __init__(self, plan: dict[str, Any]) -> None:
         self.count = 1
-        self._decoder = Decoder(plan, keep_messages=True)
+        self._decoder = Decoder(plan)
         self._chunks: deque[Chunk] = deque()
 
     def send(self, number: int, chunk: Chunk) -> None:
@@ -137,7 +137,7 @@ class Pipeline:
             if segment[0] == FAST:
                 writer.take_encoded(segment[1], segment[2], segment[3])
             elif segment[0] == ODD:
-                parse_lines(segment[2], before + segment[1], writer, messages=segment[3] if len(segment) > 3 else None)
+                parse_lines(segment[2], before + segment[1], writer)
             else:
                 raise ParseWorkerFailed(f"parse worker process {number + 1}: an answer of unknown kind {segment[0]!r}")
 
@@ -277,20 +277,13 @@ def parse_lines(
     before: int,
     writer: PlanhatWriter,
     not_json: str = "it is not valid JSON",
-    messages: Optional[Sequence[Any]] = None,
 ) -> None:
-    """One JSON line per message; `before` is the number of lines already read. `messages`, when
-    given, is what orjson already made of each line (its JSONDecodeError where it refused it)."""
+    """One JSON line per message; `before` is the number of lines already read. Every kind of line
+    and every mistake is handled here (a Decoder only takes the common record off its hands)."""
     loads, JSONDecodeError = orjson.loads, orjson.JSONDecodeError
-    for offset, line in enumerate(lines):
-        line_number = before + 1 + offset
+    for line_number, line in enumerate(lines, before + 1):
         try:
-            if messages is None:
-                message = loads(line)
-            else:
-                message = messages[offset]
-                if type(message) is JSONDecodeError:
-                    raise message
+            message = loads(line)
         except JSONDecodeError as exc:
             if not line.strip():
                 continue

@@ -16,6 +16,7 @@ records. No Airbyte CDK here either (parse workers import it).
 
 from __future__ import annotations
 
+import operator
 from typing import Annotated, Any, Callable, Literal, Optional, Sequence, Union
 
 import msgspec
@@ -75,54 +76,55 @@ def typed_item_encoder(
             return None
     if len({key for _, key, _ in fields}) != len(fields):  # one column feeding two fields: not this path's
         return None
-    attrs = [f"f{number}" for number in range(len(fields))]
+    # The struct's attributes are the Planhat fields' names (so the checks below can name them); its
+    # JSON names the source columns. kw_only: required fields may follow optional ones, and the
+    # struct keeps the item's field order.
     spec: list[Any] = []
-    for attr, (field, _, kind) in zip(attrs, fields):
+    for field, _, kind in fields:
         kind_type = _TYPES[kind]
         if field in required:  # present, not null, and text not empty: else the general path says why
-            spec.append((attr, _NonEmpty if kind_type is str else kind_type))
+            spec.append((field, _NonEmpty if kind_type is str else kind_type))
         else:
-            spec.append((attr, Optional[kind_type], None))
-    # kw_only: required fields may follow optional ones, and the struct keeps the item's field order.
-    decoded_type = msgspec.defstruct("Decoded", spec, rename={a: key for a, (_, key, _) in zip(attrs, fields)},
+            spec.append((field, Optional[kind_type], None))
+    decoded_type = msgspec.defstruct("Decoded", spec, rename={field: key for field, key, _ in fields},
                                      omit_defaults=True, kw_only=True)
-    encoded_type = None  # the same struct encodes the item, unless a field comes from a column of another name
+    encoded_type: Any = None  # the same struct encodes the item, unless a field comes from a column of another name
     if any(field != key for field, key, _ in fields):
-        encoded_type = msgspec.defstruct("Encoded", [(a, Any, None) for a in attrs],
-                                         rename={a: field for a, (field, _, _) in zip(attrs, fields)}, omit_defaults=True)
+        encoded_type = msgspec.defstruct("Encoded", [(field, Any, None) for field, _, _ in fields], omit_defaults=True)
     decode = msgspec.json.Decoder(decoded_type).decode
     encode = msgspec.json.Encoder().encode
     to_tuple = msgspec.structs.astuple
-    dates = tuple(a for a, (_, _, kind) in zip(attrs, fields) if kind is FieldKind.DATE)
-    dimension_ids = tuple(a for a, (_, _, kind) in zip(attrs, fields) if kind is FieldKind.DIMENSION_ID)
-    objects = tuple(a for a, (_, _, kind) in zip(attrs, fields) if kind is FieldKind.OBJECT)
+    kinds = {field: kind for field, _, kind in fields}
+    check_dimension_id = kinds.get("dimensionId") is FieldKind.DIMENSION_ID
+    check_date = kinds.get("date") is FieldKind.DATE
+    refuse_info = kinds.get("info") is FieldKind.OBJECT
     # User Activities: email or euExtId, not empty, unless a constant gives one.
-    identity_attrs = () if not identities or any(constants.get(f) for f in USER_ACTIVITY_IDENTITY_FIELDS) else tuple(
-        a for a, (field, _, _) in zip(attrs, fields) if field in identities
-    )
+    identity: Optional[Callable[[Any], Any]] = None
+    if identities and not any(constants.get(f) for f in USER_ACTIVITY_IDENTITY_FIELDS):
+        identity = operator.attrgetter(identities[0]) if len(identities) == 1 else (lambda r: r.email or r.euExtId)
     prefix = orjson.dumps(constants)[:-1] if constants else b""  # the constants come first in the item
-    good_ids, date_memo, getattr_ = GOOD_DIMENSION_IDS, DATE_MEMO, getattr
+    good_ids, date_memo = GOOD_DIMENSION_IDS, DATE_MEMO
 
     def encode_item(raw: msgspec.Raw) -> Optional[bytes]:
-        record = decode(raw)
-        for attr in objects:
-            if getattr_(record, attr) is not None:
+        record: Any = decode(raw)
+        if check_dimension_id:
+            value = record.dimensionId
+            if value not in good_ids and to_dimension_id(value) is BAD:
                 return None
-        for attr in dimension_ids:
-            value = getattr_(record, attr)
-            if value is not None and value not in good_ids and to_dimension_id(value) is BAD:
-                return None
-        for attr in dates:
-            value = getattr_(record, attr)
+        if check_date:
+            value = record.date
             if value is not None:
                 normal = date_memo.get(value)
                 if normal is None:
                     normal = to_date(value)
-                if normal is BAD:
-                    return None
-                if normal != value:
-                    setattr(record, attr, normal)
-        if identity_attrs and not any(getattr_(record, attr) for attr in identity_attrs):
+                if normal is not value:
+                    if normal is BAD:
+                        return None
+                    if normal != value:
+                        record.date = normal
+        if refuse_info and record.info is not None:
+            return None
+        if identity is not None and not identity(record):
             return None
         encoded = encode(record if encoded_type is None else encoded_type(*to_tuple(record)))
         if not prefix:

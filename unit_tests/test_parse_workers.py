@@ -19,16 +19,18 @@ from typing import Any
 
 import orjson
 import pytest
+from airbyte_cdk.models import AirbyteMessageSerializer
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
-from destination_planhat import parallel
+from destination_planhat import destination, parallel
+from destination_planhat.destination import DestinationPlanhat
 from destination_planhat.input_pipeline import CHUNK_MAX_BYTES, FAST, ODD, Decoder
 from destination_planhat.parallel import ParseWorkerFailed, ParseWorkers, _cgroup_cpu_quota, default_worker_count
 from destination_planhat.reading import Pipeline, read_input, start_parse_workers
 from destination_planhat.routing import route_streams
 from destination_planhat.writer import PlanhatWriter
 from integration_tests.harness import record, stream_state
-from unit_tests.builders import ACTIVITY_SCHEMA, METRIC_SCHEMA, catalog, config, configured_stream
+from unit_tests.builders import ACTIVITY_SCHEMA, API_TOKEN, METRIC_SCHEMA, TENANT, catalog, config, configured_stream
 from unit_tests.fake_client import FakeClient
 
 CATALOG = catalog(
@@ -174,6 +176,54 @@ def test_workers_change_nothing_but_speed(workers, caplog):
 def test_workers_change_nothing_for_other_mixes_either(seed, caplog):
     data = mixed_input(seed)
     assert sync(data, 2, caplog) == sync(data, 0, caplog)
+
+
+# ----- the CDK's write() API: the same pipeline -------------------------------------------------
+
+
+def cdk_messages(data: bytes) -> tuple[list[Any], bytes]:
+    """The lines of `data` that the CDK can read as AirbyteMessage models (what write() receives),
+    as models and as the lines they were."""
+    models, lines = [], []
+    for raw in data.split(b"\n"):
+        try:
+            models.append(AirbyteMessageSerializer.load(orjson.loads(raw)))
+        except Exception:
+            continue
+        lines.append(raw)
+    return models, b"\n".join(lines) + b"\n"
+
+
+def api_sync(models: list[Any], workers: int, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """DestinationPlanhat.write() over `models`; what the outside world saw of it."""
+    client, books = FakeClient(), {}
+    monkeypatch.setattr(destination, "build_client", lambda parsed: client)
+    real_finish = PlanhatWriter.finish
+
+    def finish(writer: PlanhatWriter) -> None:
+        real_finish(writer)
+        books.update(writer.ledger.snapshot())
+
+    monkeypatch.setattr(PlanhatWriter, "finish", finish)
+    raw_config = {"tenant_uuid": TENANT, "api_token": API_TOKEN, "analytics_base_url": "http://127.0.0.1:9",
+                  **SETTINGS, "parse_workers": workers}
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="airbyte"):
+        states = [AirbyteMessageSerializer.dump(m) for m in DestinationPlanhat().write(raw_config, CATALOG, iter(models))]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    return {"batches": batches_per_stream(client.calls), "states": states, "books": books, "warnings": warnings}
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_the_cdk_write_api_goes_through_the_same_pipeline_as_the_cli(workers, caplog, monkeypatch):
+    models, lines = cdk_messages(mixed_input())
+    cli = sync(lines, workers, caplog)
+    api = api_sync(models, workers, caplog, monkeypatch)
+    assert api["batches"] == cli["batches"] and api["books"] == cli["books"]
+    assert api["warnings"] == cli["warnings"], "bad records and ignored messages reported alike"
+    # States: the API hands out models (which keep only the protocol's keys); the same states, same counts.
+    assert api["states"] == [AirbyteMessageSerializer.dump(AirbyteMessageSerializer.load(m)) for m in cli["states"]]
+    assert len(api["states"]) > 20 and cli["books"]["m"]["rejected_locally"] > 0 and cli["books"]["wide"]["extra_items"] > 0
 
 
 # ----- what a worker handles, and what it hands back ---------------------------------------------
