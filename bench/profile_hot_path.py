@@ -7,8 +7,7 @@ In-process, with a client that answers at once, so only the reading thread's wor
 framing (reading.read_chunks, input_pipeline.LineFramer), the decode step (input_pipeline.Decoder:
 what a parse worker spends per record), and the whole in-process pipeline (reading.read_input with
 `parse_workers: 0`: decode and apply, into the batch bodies). The decode step is also timed without
-msgspec's typed first try, and with a plain loop instead of the generated fast mapper, which is
-how the choices in typed_records.py and checks.py were made. Each stage is timed by that thread's
+msgspec's typed first try (typed_records.py), which is what that try earns. Each stage is timed by that thread's
 CPU time (best of 3), which other work on a shared machine changes less than the wall time (but it
 does: shared caches and cores). The CDK's parse of the same lines is the reference.
 Sending (HTTP, sender threads, the kernel's copies) is not in these figures: run_benchmark.py
@@ -35,7 +34,6 @@ from airbyte_cdk.models import AirbyteMessageSerializer, ConfiguredAirbyteCatalo
 
 from destination_planhat.client import PostResult  # noqa: E402
 from destination_planhat.config import parse_config  # noqa: E402
-from destination_planhat import input_pipeline  # noqa: E402
 from destination_planhat.input_pipeline import Decoder, LineFramer  # noqa: E402
 from destination_planhat.reading import read_chunks, read_input  # noqa: E402
 from destination_planhat.planhat import Endpoint  # noqa: E402
@@ -58,36 +56,6 @@ class InstantClient:
 
     def abort(self) -> None:
         pass
-
-
-def loop_item_mapper(endpoint: Endpoint, fields: Any, constants: Any, general: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """checks.fast_item_mapper without code generation: a loop over the fields, one converter call each."""
-    from destination_planhat.checks import BAD, CONVERTERS
-    from destination_planhat.planhat import METRIC_REQUIRED_FIELDS, USER_ACTIVITY_IDENTITY_FIELDS
-
-    rows = tuple((field, key, CONVERTERS[kind]) for field, key, kind in fields)
-    metrics = endpoint is Endpoint.METRICS
-    dimension_id, value_field, external_id = METRIC_REQUIRED_FIELDS
-    email, eu_ext_id = USER_ACTIVITY_IDENTITY_FIELDS
-
-    def map_record(data: Any) -> Any:
-        item = constants.copy()
-        get = data.get
-        for field, key, convert in rows:
-            v = get(key)
-            if v is not None:
-                v = convert(v)
-                if v is BAD:
-                    return general(data)
-                item[field] = v
-        if metrics:
-            if item.get(dimension_id) and item.get(external_id) and value_field in item:
-                return (item,)
-        elif item.get(email) or item.get(eu_ext_id):
-            return (item,)
-        return general(data)
-
-    return map_record
 
 
 def main() -> int:
@@ -137,19 +105,10 @@ def main() -> int:
 
     typed = Decoder(plan)
     untyped = Decoder(plan, typed=False)
-    original = input_pipeline.fast_item_mapper
-    input_pipeline.fast_item_mapper = loop_item_mapper  # type: ignore[assignment]
-    try:
-        untyped_loop = Decoder(plan, typed=False)
-        typed_loop = Decoder(plan)
-    finally:
-        input_pipeline.fast_item_mapper = original  # type: ignore[assignment]
     stages: list[tuple[str, Callable[[], None]]] = [
         ("framing: read stdin in pieces, LineFramer, chunks of whole lines", framing),
-        ("decode step (Decoder: msgspec first, then orjson + generated mapper)", decode_with(typed)),
-        ("  the same with a loop instead of the generated mapper", decode_with(typed_loop)),
-        ("  decode step without msgspec (orjson + generated mapper)", decode_with(untyped)),
-        ("  decode step without msgspec, loop mapper", decode_with(untyped_loop)),
+        ("decode step (Decoder: msgspec's typed try first, then orjson + the mapper)", decode_with(typed)),
+        ("  the decode step without the typed try (orjson + the mapper for every record)", decode_with(untyped)),
         ("whole in-process pipeline: read_input, parse_workers 0 (decode + apply)", in_process),
         ("  every line through the general path (no stream in the plan: unpivot, dot paths)", lambda: in_process(True)),
     ]

@@ -1,8 +1,9 @@
-"""The per-value checks of Planhat fields, and the generated fast mapper: no Airbyte CDK imports.
+"""The per-value checks of Planhat fields: no Airbyte CDK imports.
 
 Why a module of its own: the parse worker processes (parse_worker.py) map records with exactly
 these functions, and they must start fast and stay small, so nothing here may import the CDK,
-pydantic or requests. mapping.py builds its mappers on top of this module.
+pydantic or requests. mapping.py builds the mapper on top of this module; typed_records.py uses
+its memos.
 """
 
 from __future__ import annotations
@@ -11,15 +12,12 @@ import json
 import math
 import re
 from datetime import date, datetime, timezone
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable
 
 from destination_planhat.planhat import (
     DIMENSION_ID_CHARACTERS,
     DIMENSION_ID_PATTERN,
     METRIC_MODELS,
-    METRIC_REQUIRED_FIELDS,
-    USER_ACTIVITY_IDENTITY_FIELDS,
-    Endpoint,
     FieldKind,
 )
 
@@ -172,62 +170,5 @@ def convert_constant(text: str, kind: FieldKind) -> Any:
     return CONVERTERS[kind](text)
 
 
-# ----- the fast path ------------------------------------------------------------------------------
-# Most records need no conversion: every value already has its field's type, and their dates and
-# dimensionIds were seen before (memoized). A function generated once per stream checks each value
-# inline, with no call per field, calls a field's converter only when its value needs converting,
-# and builds exactly the item the general mapper would (same fields, same order). A record with an
-# invalid value goes to the general mapper, whole, so what is rejected or reported, and how, never
-# depends on this path. See bench/ for what it saves. Names from the settings reach the generated
-# code as variables, never as source text.
-
-# kind -> a condition on `v` that holds only when the kind's converter would return `v` unchanged.
-_UNCHANGED_IF = {
-    FieldKind.STRING: "type(v) is str",
-    FieldKind.NUMBER: "type(v) is int or (type(v) is float and v - v == 0.0)",  # inf and nan fail v - v == 0
-    FieldKind.MODEL: "type(v) is str and v in MODELS",
-    FieldKind.OBJECT: "type(v) is dict",
-    FieldKind.DIMENSION_ID: "type(v) is str and v in GOOD_DIMENSION_IDS",
-}
-
-
-# One Planhat field of a fast mapper: (Planhat field, top-level source column, its kind).
+# One Planhat field as parse workers get it: (Planhat field, top-level source column, its kind).
 FastField = tuple[str, str, FieldKind]
-
-
-def fast_item_mapper(
-    endpoint: Endpoint, fields: Sequence[FastField], constants: Item, general: Callable[[Mapping[str, Any]], Any]
-) -> Callable[[Mapping[str, Any]], Any]:
-    """The generated fast path in front of `general`: returns `(item,)`, or whatever `general(data)`
-    returns for a record it does not map itself."""
-    namespace: dict[str, Any] = {
-        "GENERAL": general,
-        "CONSTANTS": constants,
-        "MODELS": _MODELS,
-        "GOOD_DIMENSION_IDS": GOOD_DIMENSION_IDS,
-        "DATE_MEMO": DATE_MEMO,
-        "BAD": BAD,
-    }
-    code = ["def map_record(data):", "    get = data.get", "    item = CONSTANTS.copy()" if constants else "    item = {}"]
-    for number, (field, key, kind) in enumerate(fields):
-        namespace[f"KEY{number}"], namespace[f"FIELD{number}"] = key, field
-        namespace[f"CONVERT{number}"] = CONVERTERS[kind]
-        code += [f"    v = get(KEY{number})", "    if v is not None:"]
-        if kind is FieldKind.DATE:
-            code += [
-                "        w = DATE_MEMO.get(v) if type(v) is str else None",
-                f"        v = CONVERT{number}(v) if w is None else w",
-            ]
-        else:
-            code += [f"        if not ({_UNCHANGED_IF[kind]}):", f"            v = CONVERT{number}(v)"]
-        code += ["        if v is BAD:", "            return GENERAL(data)", f"        item[FIELD{number}] = v"]
-    # The required fields, checked as the general mapper checks them in its common case.
-    if endpoint is Endpoint.METRICS:
-        namespace["DIMENSION_ID"], namespace["VALUE"], namespace["EXTERNAL_ID"] = METRIC_REQUIRED_FIELDS
-        code += ["    if item.get(DIMENSION_ID) and item.get(EXTERNAL_ID) and VALUE in item:"]
-    else:
-        namespace["EMAIL"], namespace["EU_EXT_ID"] = USER_ACTIVITY_IDENTITY_FIELDS
-        code += ["    if item.get(EMAIL) or item.get(EU_EXT_ID):"]
-    code += ["        return (item,)", "    return GENERAL(data)"]
-    exec(compile("\n".join(code), f"<fast mapper of {endpoint.value}>", "exec"), namespace)
-    return namespace["map_record"]

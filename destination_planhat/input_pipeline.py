@@ -12,8 +12,8 @@
 The same two steps run in parse worker processes (parse_worker.py) and, with `parse_workers: 0`,
 in the connector's own process (reading.InProcess): what is sent, rejected, counted and logged
 does not depend on where they ran. A Decoder decides nothing the user could see: a FAST item is
-exactly what the general path would have made of its record, with the same functions (checks.py);
-anything else is handed back. At every ODD line the FAST segments before it are closed first, so a
+exactly what the general path would have made of its record, with the same mapper (mapping.py) or
+msgspec's typed equivalent (typed_records.py); anything else is handed back. At every ODD line the FAST segments before it are closed first, so a
 STATE always comes after every record read before it.
 
 This module imports no Airbyte CDK, pydantic or requests: a worker starts fast and stays small.
@@ -28,7 +28,7 @@ from typing import Any, Callable, Optional, Union
 import orjson
 
 from destination_planhat.batching import largest_item_bytes
-from destination_planhat.checks import fast_item_mapper
+from destination_planhat.mapping import item_mapper
 from destination_planhat.planhat import Endpoint, FieldKind
 from destination_planhat.typed_records import decode_record_line, typed_item_encoder
 
@@ -103,9 +103,8 @@ class LineFramer:
         return rest
 
 
-# One stream a Decoder maps: (its index in the plan, its fast mapper, its typed encoder or None).
+# One stream a Decoder maps: (its index in the plan, its mapper, its typed encoder or None).
 Taker = tuple[int, Callable[[Any], Any], Optional[Callable[[Any], Optional[bytes]]]]
-_ODD_RECORD: Any = object()  # what a fast mapper returns for a record it does not map itself
 
 
 class Decoder:
@@ -116,9 +115,10 @@ class Decoder:
     any other line is ODD at once. A record of a stream in the plan is then tried, in turn, by:
     1. the stream's typed encoder: msgspec decodes the data straight into the item's fields, type
        checked in C, and encodes them (the common record: every value of its field's type);
-    2. orjson on the data and the stream's fast mapper (checks.py), which converts values where the
-       rules allow (an id given as a number, a number given as text, a date-time to UTC);
-    and is ODD when neither makes its item. `typed=False` leaves out the first, for comparison
+    2. orjson on the data and the stream's mapper (mapping.item_mapper, the connector's general one),
+       which converts values where the rules allow (an id given as a number, a number given as
+       text, a date-time to UTC);
+    and is ODD when neither makes a valid item: the general path then rejects it and says why. `typed=False` leaves out the first, for comparison
     (bench/profile_hot_path.py)."""
 
     def __init__(self, plan: dict[str, Any], typed: bool = True) -> None:
@@ -126,7 +126,7 @@ class Decoder:
         self.by_key: dict[tuple[str, str], Taker] = {}  # by (namespace, name)
         for index, namespace, name, endpoint, fields, constants in plan["streams"]:
             fast_fields = [(field, key, FieldKind(kind)) for field, key, kind in fields]
-            mapper = fast_item_mapper(Endpoint(endpoint), fast_fields, constants, lambda data: _ODD_RECORD)
+            mapper = item_mapper(Endpoint(endpoint), fast_fields, constants)
             encoder = typed_item_encoder(Endpoint(endpoint), fast_fields, constants) if typed else None
             taker = (index, mapper, encoder)
             if namespace:
@@ -162,9 +162,9 @@ class Decoder:
                     if part is None:
                         data = loads(memoryview(record.data))
                         if type(data) is dict:
-                            result = taker[1](data)
-                            if result is not _ODD_RECORD:
-                                part = dumps(result[0])
+                            item = taker[1](data)[0]  # one item, or Invalid
+                            if type(item) is dict:
+                                part = dumps(item)
             except Exception:  # not a well-formed RECORD, or anything unusual: the general path's
                 part = None
             if part is not None and len(part) <= largest:

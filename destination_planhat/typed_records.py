@@ -86,8 +86,11 @@ def typed_item_encoder(
             spec.append((field, _NonEmpty if kind_type is str else kind_type))
         else:
             spec.append((field, Optional[kind_type], None))
-    decoded_type = msgspec.defstruct("Decoded", spec, rename={field: key for field, key, _ in fields},
-                                     omit_defaults=True, kw_only=True)
+    try:
+        decoded_type = msgspec.defstruct("Decoded", spec, rename={field: key for field, key, _ in fields},
+                                         omit_defaults=True, kw_only=True)
+    except ValueError:  # msgspec refuses column names with a quote, a backslash or a control character
+        return None
     encoded_type: Any = None  # the same struct encodes the item, unless a field comes from a column of another name
     if any(field != key for field, key, _ in fields):
         encoded_type = msgspec.defstruct("Encoded", [(field, Any, None) for field, _, _ in fields], omit_defaults=True)
