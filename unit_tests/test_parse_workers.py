@@ -477,3 +477,21 @@ def test_a_worker_that_stops_answering_fails_the_sync_instead_of_hanging_it(monk
     finally:
         os.kill(process.pid, signal.SIGCONT)
         pool.close()
+
+
+def test_a_worker_imports_no_airbyte_cdk_pydantic_or_requests():
+    """Workers start as `python -S` with only this package, orjson and msgspec on the path (parallel.py):
+    the decode step and the body size rule must not pull in the CDK."""
+    import subprocess
+    import sys
+
+    import msgspec
+
+    import destination_planhat
+
+    paths = [str(Path(m.__file__).resolve().parent.parent) for m in (destination_planhat, orjson, msgspec)]
+    code = ("import sys; sys.path[:0] = sys.argv[1:]; import destination_planhat.parse_worker; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('airbyte_cdk', 'pydantic', 'requests')))")
+    done = subprocess.run([sys.executable, "-S", "-c", code, *paths], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
