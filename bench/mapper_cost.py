@@ -1,7 +1,19 @@
-"""Per-record cost of the mapper (mapping + local validation), next to the cost of parsing the record.
+"""Per-record cost of each way the Decoder can map a record, next to the cost of parsing it.
 
-Run: .venv/bin/python bench/mapper_cost.py   (prints µs per record and the ratio to the CDK's parser;
-no assertions: the machine is shared, so numbers vary).
+    .venv/bin/python bench/mapper_cost.py      # prints ns per record; no assertions (the machine is shared)
+
+For two kinds of records of each endpoint: records whose values all have their fields' types (the
+common case, which msgspec's typed encoder takes), and records whose values need converting (ids
+given as numbers, numbers given as text, date-times with a zone), which the typed encoder declines
+and the Decoder's second try maps. Each way is timed on the same records, taking turns, best of 7:
+
+- typed: typed_records.typed_item_encoder (data decoded, checked and encoded by msgspec, in C);
+- mapper: orjson.loads of the data, the stream's mapper (mapping.build_mapper, the one mapper of the
+  connector, which the Decoder's second try and the general path both use), orjson.dumps.
+
+(Until issue 11 a third way existed, a mapper generated per stream with `exec` (checks.py); on these
+records it was within a few per cent of the plain mapper, and once the typed try took the common
+record it no longer earned its place: see bench/RESULTS.md.)
 """
 
 from __future__ import annotations
@@ -9,52 +21,90 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import orjson
-from destination_planhat.config import parse_config
-from destination_planhat.routing import StreamRoute
-from destination_planhat.planhat import Endpoint
-from destination_planhat.mapping import build_mapper
-from integration_tests.harness import METRIC_SCHEMA, metric, activity, ACTIVITY_SCHEMA
 
-def bench(route, records, label):
-    m = build_mapper(route)
-    n = len(records)
-    best = 1e9
-    for _ in range(5):
-        t = time.perf_counter()
-        for r in records: m(r)
-        best = min(best, time.perf_counter() - t)
-    print(f"{label}: {best/n*1e6:.2f} us/record")
-    return best / n
+import msgspec  # noqa: E402
+import orjson  # noqa: E402
 
-cfg = parse_config({"tenant_uuid": "x", "streams": [
-  {"name": "purchases", "endpoint": "metrics", "field_mappings": [
-     {"planhat_field": "dimensionId", "constant": "purchases"}, {"planhat_field": "value", "constant": "1"},
-     {"planhat_field": "externalId", "source_field": "user_id"}, {"planhat_field": "model", "constant": "EndUser"},
-     {"planhat_field": "date", "source_field": "purchased_at"}]},
-  {"name": "users", "endpoint": "user_activities", "field_mappings": [
-     {"planhat_field": "email", "source_field": "email"}, {"planhat_field": "action", "constant": "signed_up"},
-     {"planhat_field": "date", "source_field": "created_at"}]},
-  {"name": "wide", "endpoint": "metrics", "unpivot_columns": ["mrr", "seats"], "field_mappings": [
-     {"planhat_field": "externalId", "source_field": "company.id"}, {"planhat_field": "date", "source_field": "day"}]},
-]})
-N = 200_000
-plain = [metric(i) for i in range(N)]
-bench(StreamRoute((None, "m"), Endpoint.METRICS, "", None, METRIC_SCHEMA), plain, "plain metrics (5 fields, date)")
-bench(StreamRoute((None, "a"), Endpoint.USER_ACTIVITIES, "", None, ACTIVITY_SCHEMA), [activity(i) for i in range(N)], "plain activities (4 fields)")
-purch = [{"id": i, "user_id": i % 2000, "product_id": 3, "purchased_at": f"2026-{1+i%12:02d}-{1+i%28:02d}T{i%24:02d}:{i%60:02d}:{(i*7)%60:02d}+00:00", "created_at": "x"} for i in range(N)]
-bench(StreamRoute((None, "purchases"), Endpoint.METRICS, "", cfg.streams[0], {}), purch, "mapped metrics (faker purchases)")
-users = [{"id": i, "email": f"u{i}@x.com", "name": "n", "weight": 70, "created_at": f"20{i%25:02d}-0{1+i%9}-1{i%10}T0{i%10}:{i%60:02d}:{(i*7)%60:02d}+00:00"} for i in range(N)]
-bench(StreamRoute((None, "users"), Endpoint.USER_ACTIVITIES, "", cfg.streams[1], {}), users, "mapped activities (faker users)")
-wide = [{"company": {"id": f"c{i%500}"}, "day": "2026-11-01", "mrr": i % 1000, "seats": str(i % 30)} for i in range(N)]
-bench(StreamRoute((None, "wide"), Endpoint.METRICS, "", cfg.streams[2], {}), wide, "unpivot 2 columns (per record)")
-t=time.perf_counter(); lines=[orjson.dumps({"type":"RECORD","record":{"stream":"m","data":r,"emitted_at":1}}) for r in plain]
-t=time.perf_counter()
-for l in lines: orjson.loads(l)
-print(f"reference: orjson.loads of one RECORD line: {(time.perf_counter()-t)/N*1e6:.2f} us")
-from airbyte_cdk.models import AirbyteMessageSerializer
-t=time.perf_counter()
-for l in lines[:20000]: AirbyteMessageSerializer.load(orjson.loads(l))
-print(f"reference: CDK parse (orjson + AirbyteMessageSerializer.load): {(time.perf_counter()-t)/20000*1e6:.2f} us")
+from destination_planhat.mapping import build_mapper, fast_plan  # noqa: E402
+from destination_planhat.planhat import Endpoint  # noqa: E402
+from destination_planhat.routing import StreamRoute  # noqa: E402
+from destination_planhat.typed_records import typed_item_encoder  # noqa: E402
+from integration_tests.harness import ACTIVITY_SCHEMA, METRIC_SCHEMA, activity, metric  # noqa: E402
+
+N = 100_000
+
+
+def ways(route: StreamRoute) -> dict[str, Callable[[bytes], Any]]:
+    plan = fast_plan(route)
+    assert plan is not None
+    typed = typed_item_encoder(*plan)
+    assert typed is not None
+    general = build_mapper(route)
+    loads, dumps, raw = orjson.loads, orjson.dumps, msgspec.Raw
+
+    def with_mapper(mapper: Callable[[Any], Any]) -> Callable[[bytes], Any]:
+        def run(data: bytes) -> Any:
+            item = mapper(loads(data))[0]
+            return dumps(item) if type(item) is dict else None
+        return run
+
+    def typed_way(data: bytes) -> Any:
+        try:
+            return typed(raw(data))
+        except msgspec.MsgspecError:
+            return None
+
+    return {"typed": typed_way, "mapper": with_mapper(general)}
+
+
+def converted_metric(i: int) -> dict[str, Any]:
+    return {**metric(i), "externalId": i % 500, "value": str(i % 97), "date": f"2026-11-{1 + i % 28:02d}T10:00:00+02:00"}
+
+
+def converted_activity(i: int) -> dict[str, Any]:
+    return {**activity(i), "count": "1", "companyExternalId": i % 500}
+
+
+def main() -> int:
+    cases = [
+        ("metrics, values of their fields' types", StreamRoute((None, "m"), Endpoint.METRICS, "", None, METRIC_SCHEMA), metric),
+        ("metrics, values to convert", StreamRoute((None, "m"), Endpoint.METRICS, "", None, METRIC_SCHEMA), converted_metric),
+        ("activities, values of their fields' types", StreamRoute((None, "a"), Endpoint.USER_ACTIVITIES, "", None, ACTIVITY_SCHEMA), activity),
+        ("activities, values to convert", StreamRoute((None, "a"), Endpoint.USER_ACTIVITIES, "", None, ACTIVITY_SCHEMA), converted_activity),
+    ]
+    lines = [orjson.dumps({"type": "RECORD", "record": {"stream": "m", "data": metric(i), "emitted_at": 1}}) for i in range(N)]
+    print(f"{N:,} records per case; CPU ns per record, best of 7 (the ways take turns)")
+    loads = orjson.loads
+    from airbyte_cdk.models import AirbyteMessageSerializer
+
+    load = AirbyteMessageSerializer.load
+    reference = best_of({"orjson.loads of the RECORD line": lambda: [loads(x) for x in lines],
+                         "CDK parse floor of the line": lambda: [load(loads(x)) for x in lines]})
+    for name, seconds in reference.items():
+        print(f"  reference: {name}: {seconds / N * 1e9:.0f} ns")
+    for label, route, make in cases:
+        records = [orjson.dumps(make(i)) for i in range(N)]
+        runs = ways(route)
+        handled = {name: sum(run(r) is not None for r in records[:1000]) for name, run in runs.items()}
+        timings = best_of({name: (lambda run=run: [run(r) for r in records]) for name, run in runs.items()})
+        cells = ", ".join(f"{name} {seconds / N * 1e9:.0f}" + ("" if handled[name] == 1000 else " (declines)")
+                          for name, seconds in timings.items())
+        print(f"  {label}: {cells}")
+    return 0
+
+
+def best_of(stages: dict[str, Callable[[], Any]], rounds: int = 7) -> dict[str, float]:
+    best = {name: float("inf") for name in stages}
+    for _ in range(rounds):
+        for name, stage in stages.items():
+            started = time.thread_time()
+            stage()
+            best[name] = min(best[name], time.thread_time() - started)
+    return best
+
+
+if __name__ == "__main__":
+    sys.exit(main())

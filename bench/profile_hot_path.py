@@ -1,13 +1,17 @@
-"""Where the reading thread's time goes, per record: the connector's input path, one stage at a time.
+"""Where the CPU time per record goes: the input pipeline, one stage at a time.
 
     .venv/bin/python bench/profile_hot_path.py                # 300,000 records, about a minute
     .venv/bin/python bench/profile_hot_path.py --cprofile     # and cProfile's top functions
 
-In-process, with a client that answers at once, so only the reading thread's work is measured: each
-stage adds one step of the real code path (`destination.read_input` -> `PlanhatWriter.record` -> the
-stream's mapper -> the batch body), timed by that thread's CPU time (best of 3), which other work on a
-shared machine hardly changes. The CDK's parse of the same lines is the reference. Sending (HTTP,
-sender threads, the kernel's copies) is not in these figures: run_benchmark.py measures the whole.
+In-process, with a client that answers at once, so only the reading thread's work is measured: the
+framing (reading.read_chunks, input_pipeline.LineFramer), the decode step (input_pipeline.Decoder:
+what a parse worker spends per record), and the whole in-process pipeline (reading.read_input with
+`parse_workers: 0`: decode and apply, into the batch bodies). The decode step is also timed without
+msgspec's typed first try (typed_records.py), which is what that try earns. Each stage is timed by that thread's
+CPU time (best of 3), which other work on a shared machine changes less than the wall time (but it
+does: shared caches and cores). The CDK's parse of the same lines is the reference.
+Sending (HTTP, sender threads, the kernel's copies) is not in these figures: run_benchmark.py
+measures the whole.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import pstats
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import orjson
 
@@ -30,7 +34,8 @@ from airbyte_cdk.models import AirbyteMessageSerializer, ConfiguredAirbyteCatalo
 
 from destination_planhat.answers import PostResult  # noqa: E402
 from destination_planhat.config import parse_config  # noqa: E402
-from destination_planhat.destination import read_chunks, read_input  # noqa: E402
+from destination_planhat.input_pipeline import Decoder, LineFramer  # noqa: E402
+from destination_planhat.reading import read_chunks, read_input  # noqa: E402
 from destination_planhat.planhat import Endpoint  # noqa: E402
 from destination_planhat.routing import route_streams  # noqa: E402
 from destination_planhat.writer import PlanhatWriter  # noqa: E402
@@ -53,29 +58,11 @@ class InstantClient:
         pass
 
 
-class NoWriter:
-    """Takes every message and does nothing: what is left is reading, parsing and dispatching."""
-
-    def record(self, stream: Any, namespace: Any, data: Any) -> None:
-        pass
-
-    def state(self, message: Any) -> None:
-        pass
-
-    def other_message(self, kind: Any) -> None:
-        pass
-
-    def unparseable_line(self, *args: Any) -> None:
-        pass
-
-    def flush_overdue(self) -> None:
-        pass
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=300_000)
     parser.add_argument("--batch-size", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of every stage in turn (the least time is kept)")
     parser.add_argument("--cprofile", action="store_true", help="also print cProfile's top functions of the whole path")
     args = parser.parse_args()
     logging.getLogger("airbyte").setLevel(logging.WARNING)
@@ -86,15 +73,15 @@ def main() -> int:
     config = parse_config(sandbox_config("http://127.0.0.1:9", batch_size=args.batch_size))
     catalog = ConfiguredAirbyteCatalogSerializer.load(mixed_catalog())
 
-    def writer(identity_mapper: bool = False) -> PlanhatWriter:
-        w = PlanhatWriter(config, route_streams(config, catalog), InstantClient(), lambda message: None).start()  # type: ignore[arg-type]
-        if identity_mapper:
-            for sink in w._sinks.values():
-                sink.mapper = lambda record: (record,)
-        return w
+    def writer() -> PlanhatWriter:
+        return PlanhatWriter(config, route_streams(config, catalog), InstantClient(), lambda message: None).start()  # type: ignore[arg-type]
 
-    def through_writer(identity_mapper: bool = False) -> None:
-        w = writer(identity_mapper)
+    plan = writer().parallel_plan()
+
+    def in_process(general_only: bool = False) -> None:
+        w = writer()
+        if general_only:  # no stream in the plan (unpivot or dot paths only): every line through the general path
+            w.parallel_plan = lambda: {"streams": [], "max_part_bytes": plan["max_part_bytes"]}  # type: ignore[method-assign]
         try:
             read_input(io.BytesIO(data), w)
             w.finish()
@@ -106,51 +93,60 @@ def main() -> int:
         for line in lines:
             load(loads(line))
 
-    def split() -> None:
-        for chunk in read_chunks(io.BytesIO(data)):
-            chunk.split(b"\n")
+    def framing() -> None:
+        for _ in frame(data):
+            pass
 
-    def parse() -> None:
-        loads, error = orjson.loads, orjson.JSONDecodeError
-        for chunk in read_chunks(io.BytesIO(data)):
-            for line in chunk.split(b"\n"):
-                try:
-                    loads(line)
-                except error:  # the pieces of a line cut by a chunk boundary: one per chunk
-                    pass
+    def decode_with(decoder: Decoder) -> Callable[[], None]:
+        def run() -> None:
+            for chunk in frame(data):
+                decoder.decode(chunk)
+        return run
 
+    typed = Decoder(plan)
+    untyped = Decoder(plan, typed=False)
     stages: list[tuple[str, Callable[[], None]]] = [
-        ("read stdin in chunks, split into lines", split),
-        ("+ orjson.loads of each line", parse),
-        ("+ dispatch: a RECORD's stream, namespace and data to writer.record", lambda: read_input(io.BytesIO(data), NoWriter())),  # type: ignore[arg-type]
-        ("+ writer.record: stream, counts, encode, batch body (identity mapper)", lambda: through_writer(True)),
-        ("+ the stream's real mapper (mapping and local validation)", through_writer),
+        ("framing: read stdin in pieces, LineFramer, chunks of whole lines", framing),
+        ("decode step (Decoder: msgspec's typed try first, then orjson + the mapper)", decode_with(typed)),
+        ("  the decode step without the typed try (orjson + the mapper for every record)", decode_with(untyped)),
+        ("whole in-process pipeline: read_input, parse_workers 0 (decode + apply)", in_process),
+        ("  every line through the general path (no stream in the plan: unpivot, dot paths)", lambda: in_process(True)),
     ]
     per_record = 1e9 / args.records
-    reference = best_cpu(floor) * per_record
-    print(f"{args.records:,} records, batch {args.batch_size:,}; CPU time of the reading thread per record (best of 3)")
-    print(f"  {'CDK parse floor: AirbyteMessageSerializer.load(orjson.loads(line))':74s} {reference:6.0f} ns")
-    previous = 0.0
-    for name, stage in stages:
-        total = best_cpu(stage) * per_record
-        print(f"  {name:74s} {total:6.0f} ns  (+{total - previous:.0f})")
-        previous = total
-    print(f"  reading thread vs the floor: {reference / previous:.2f} x")
+    print(f"{args.records:,} records, batch {args.batch_size:,}; CPU time of the reading thread per record, best of "
+          f"{args.rounds} rounds (the stages take turns, so that other work on the machine weighs on each alike)")
+    best = interleaved([("floor", floor), *stages], args.rounds)
+    reference = best[0] * per_record
+    print(f"  {'CDK parse floor: AirbyteMessageSerializer.load(orjson.loads(line))':76s} {reference:6.0f} ns")
+    for (name, _), seconds in zip(stages, best[1:]):
+        total = seconds * per_record
+        print(f"  {name:76s} {total:6.0f} ns  ({reference / total:.2f} x the floor)")
 
     if args.cprofile:
         profile = cProfile.Profile()
-        profile.runcall(through_writer)
+        profile.runcall(in_process)
         print()
         pstats.Stats(profile).sort_stats("tottime").print_stats(15)
     return 0
 
 
-def best_cpu(stage: Callable[[], None], repeats: int = 3) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.thread_time()
-        stage()
-        best = min(best, time.thread_time() - started)
+def frame(data: bytes) -> Iterator[memoryview]:
+    framer = LineFramer()
+    for piece in read_chunks(io.BytesIO(data)):
+        for chunk, _ in framer.add(piece):
+            yield chunk
+    for chunk, _ in framer.flush():
+        yield chunk
+
+
+def interleaved(stages: list[tuple[str, Callable[[], None]]], rounds: int) -> list[float]:
+    """The least CPU time of the calling thread for each stage, over `rounds` rounds of every stage in turn."""
+    best = [float("inf")] * len(stages)
+    for _ in range(rounds):
+        for number, (_, stage) in enumerate(stages):
+            started = time.thread_time()
+            stage()
+            best[number] = min(best[number], time.thread_time() - started)
     return best
 
 

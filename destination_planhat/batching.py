@@ -11,24 +11,42 @@ from __future__ import annotations
 import bisect
 import itertools
 import time
-from typing import Any, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 import orjson
 
 from destination_planhat.accounting import StreamStats
-from destination_planhat.planhat import Endpoint
-from destination_planhat.routing import StreamRoute
+
+if TYPE_CHECKING:  # parse workers import this module for the body size rule: no CDK at run time
+    from destination_planhat.planhat import Endpoint
+    from destination_planhat.routing import StreamRoute
 
 # Which record each item of a batch came from (for the counts on states, state_counts.py): runs of
 # (index of the run's first item, ordinal of that item's record, step). With step 1 every item of the
 # run is the next record; with step 0 they are all items of one record (unpivot).
 Origins = tuple[tuple[int, int, int], ...]
 
-# The JSON array around the items: "[" + items joined by "," + "]".
-_ARRAY_OVERHEAD = 2
+# A request body is a JSON array, built as it is filled: "[", then every item followed by ",";
+# when the batch is taken, its last "," becomes "]".
 _OPEN = b"["
 _SEPARATOR = b","
 _CLOSE = ord("]")
+
+
+# ----- the body size rule: written here only ----------------------------------------------------
+
+
+def body_fits(body_bytes: int, item_bytes: int, limit: int) -> bool:
+    """Whether an item of `item_bytes` (without its ",") may join an open body of `body_bytes`
+    ("[" and the items so far, each with its ","), for a posted body of at most `limit` bytes.
+    The item's "," is the posted body's "]" if it stays the last, so the body then has exactly
+    body_bytes + item_bytes + 1 bytes."""
+    return body_bytes + item_bytes + len(_SEPARATOR) <= limit
+
+
+def largest_item_bytes(limit: int) -> int:
+    """The largest item (encoded, without its ",") that fits a request body alone."""
+    return limit - len(_OPEN) - len(_SEPARATOR)
 
 
 class ItemTooLarge(Exception):
@@ -144,9 +162,7 @@ class StreamBuffer:
         self._stats = stats if stats is not None else StreamStats(route.name)
         self._runs: list[tuple[int, int, int]] = []
         self.record_of_items: Optional[int] = None  # set while the items of one record are added
-        # The open batch: "[" then every item followed by ","; take() turns the last "," into "]". The writer
-        # appends to `body` and `count` itself in the common case (see PlanhatWriter.record): keep the
-        # two in step with add().
+        # The open batch: "[" then every item followed by ","; take() turns the last "," into "]".
         self.body = bytearray(_OPEN)
         self.count = 0
         self.batch_id = -1
@@ -158,7 +174,7 @@ class StreamBuffer:
         early because `part` would have taken its body over the size cap. Raises ItemTooLarge (leaving
         the buffer as it was) for an item that cannot fit in any body."""
         body = self.body
-        if len(body) + len(part) >= self.max_body_bytes:  # the body would pass the cap with this item and its ","
+        if not body_fits(len(body), len(part), self.max_body_bytes):
             return self._add_after_cut(part)
         if not self.count:
             self.open()
@@ -181,7 +197,7 @@ class StreamBuffer:
             room = self.batch_size - self.count
             upto = count if count - done <= room else done + room
             end = ends[upto - 1]
-            if len(self.body) + (end - start) <= self.max_body_bytes:  # as `add` judges each item
+            if body_fits(len(self.body), end - start - len(_SEPARATOR), self.max_body_bytes):  # the run as one item
                 if not self.count:
                     self.open(stats.read)
                 self.body += view[start:end]
@@ -200,9 +216,8 @@ class StreamBuffer:
                     submit(ready)
 
     def _add_after_cut(self, part: bytes) -> Optional[Batch]:
-        size = len(part) + _ARRAY_OVERHEAD
-        if size > self.max_body_bytes:
-            raise ItemTooLarge(size, self.max_body_bytes)
+        if len(part) > largest_item_bytes(self.max_body_bytes):
+            raise ItemTooLarge(len(part) + len(_OPEN) + len(_SEPARATOR), self.max_body_bytes)
         cut = self.take()
         # `part` fits alone, and cannot fill the new batch: the cut one held an item without being full,
         # so batch_size >= 2. (With nothing buffered, a part that fits alone never gets here.)

@@ -1,8 +1,9 @@
-"""The per-value checks of Planhat fields, and the generated fast mapper: no Airbyte CDK imports.
+"""The per-value checks of Planhat fields: no Airbyte CDK imports.
 
 Why a module of its own: the parse worker processes (parse_worker.py) map records with exactly
 these functions, and they must start fast and stay small, so nothing here may import the CDK,
-pydantic or requests. mapping.py builds its mappers on top of this module.
+pydantic or requests. mapping.py builds the mapper on top of this module; typed_records.py uses
+its memos.
 """
 
 from __future__ import annotations
@@ -11,15 +12,12 @@ import json
 import math
 import re
 from datetime import date, datetime, timezone
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable
 
 from destination_planhat.planhat import (
     DIMENSION_ID_CHARACTERS,
     DIMENSION_ID_PATTERN,
     METRIC_MODELS,
-    METRIC_REQUIRED_FIELDS,
-    USER_ACTIVITY_IDENTITY_FIELDS,
-    Endpoint,
     FieldKind,
 )
 
@@ -30,18 +28,18 @@ DATE_MEMO_SIZE = 20_000
 
 
 # ----- value checks and conversions (one per FieldKind) ---------------------------------------
-# Each returns the value to send, or _BAD. They run once per field per record: keep them flat.
+# Each returns the value to send, or BAD. They run once per field per record: keep them flat.
 
-_BAD: Any = object()
+BAD: Any = object()
 _NUMBER_TEXT = re.compile(r"\s*[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\s*", re.ASCII).fullmatch
 _INTEGER_TEXT = re.compile(r"\s*[+-]?\d+\s*", re.ASCII).fullmatch
-_DIMENSION_ID_OK = re.compile(DIMENSION_ID_PATTERN).fullmatch
+is_dimension_id = re.compile(DIMENSION_ID_PATTERN).fullmatch
 _MODELS = frozenset(METRIC_MODELS)
 # A date-time in UTC (Z, +00:00, +0000, +00) or without a zone, which is taken as UTC.
 _UTC_DATE_TIME = re.compile(r"(\d{4}-\d\d-\d\d)[Tt ](\d\d:\d\d:\d\d)(?:[.,](\d{1,9}))?(?:[Zz]|[+-]00(?::?00)?)?", re.ASCII).fullmatch
-_GOOD_DIMENSION_IDS: set[str] = set()  # a memo of valid dimensionIds (few per stream); bounded
+GOOD_DIMENSION_IDS: set[str] = set()  # a memo of valid dimensionIds (few per stream); bounded
 GOOD_DIMENSION_IDS_SIZE = 10_000
-_DATE_MEMO: dict[str, Any] = {}  # a memo of the pure function _normalize_date; bounded, never evicted
+DATE_MEMO: dict[str, Any] = {}  # a memo of the pure function _normalize_date; bounded, never evicted
 
 
 def to_string(value: Any) -> Any:
@@ -53,7 +51,7 @@ def to_string(value: Any) -> Any:
         return str(value)
     if kind is float and math.isfinite(value):
         return str(int(value)) if value.is_integer() else repr(value)
-    return _BAD
+    return BAD
 
 
 def to_number(value: Any) -> Any:
@@ -62,32 +60,32 @@ def to_number(value: Any) -> Any:
     if kind is int:
         return value
     if kind is float:
-        return value if math.isfinite(value) else _BAD
+        return value if math.isfinite(value) else BAD
     if kind is str and _NUMBER_TEXT(value):
         if (value.isascii() and value.isdigit()) or _INTEGER_TEXT(value):
             return int(value)
         number = float(value)
-        return number if math.isfinite(number) else _BAD
-    return _BAD
+        return number if math.isfinite(number) else BAD
+    return BAD
 
 
 def to_model(value: Any) -> Any:
-    return value if type(value) is str and value in _MODELS else _BAD
+    return value if type(value) is str and value in _MODELS else BAD
 
 
 def to_object(value: Any) -> Any:
-    return value if type(value) is dict else _BAD
+    return value if type(value) is dict else BAD
 
 
 def to_date(value: Any) -> Any:
     """An ISO 8601 date or date-time, in the form the connector sends (see planhat.DATE_FORMAT_NOTE)."""
     if type(value) is not str:
-        return _BAD
-    result = _DATE_MEMO.get(value)
+        return BAD
+    result = DATE_MEMO.get(value)
     if result is None:
         result = _normalize_date(value)
-        if len(_DATE_MEMO) < DATE_MEMO_SIZE:
-            _DATE_MEMO[value] = result
+        if len(DATE_MEMO) < DATE_MEMO_SIZE:
+            DATE_MEMO[value] = result
     return result
 
 
@@ -100,7 +98,7 @@ def _normalize_date(text: str) -> Any:
     """
     candidate = text.strip()
     if not candidate or len(candidate) > 64:
-        return _BAD
+        return BAD
     if "T" not in candidate and "t" not in candidate and " " not in candidate:
         try:
             return date.fromisoformat(candidate).isoformat()
@@ -112,27 +110,27 @@ def _normalize_date(text: str) -> Any:
         try:
             datetime.fromisoformat(f"{day}T{time_of_day}")  # still rejects 2026-02-30 and 25:00
         except ValueError:
-            return _BAD
+            return BAD
         return f"{day}T{time_of_day}.{(fraction or '')[:3].ljust(3, '0')}Z"
     if candidate[-1] in "Zz":  # Python 3.10's parser does not know Z
         candidate = candidate[:-1] + "+00:00"
     try:
         parsed = datetime.fromisoformat(candidate)
     except ValueError:
-        return _BAD
+        return BAD
     if parsed.tzinfo is not None:
         parsed = parsed.astimezone(timezone.utc).replace(tzinfo=None)
     return parsed.isoformat(timespec="milliseconds") + "Z"
 
 
 def to_dimension_id(value: Any) -> Any:
-    if type(value) is str and value in _GOOD_DIMENSION_IDS:
+    if type(value) is str and value in GOOD_DIMENSION_IDS:
         return value
     text = to_string(value)
-    if text is _BAD or not _DIMENSION_ID_OK(text):
-        return _BAD
-    if len(_GOOD_DIMENSION_IDS) < GOOD_DIMENSION_IDS_SIZE:
-        _GOOD_DIMENSION_IDS.add(text)
+    if text is BAD or not is_dimension_id(text):
+        return BAD
+    if len(GOOD_DIMENSION_IDS) < GOOD_DIMENSION_IDS_SIZE:
+        GOOD_DIMENSION_IDS.add(text)
     return text
 
 
@@ -162,72 +160,15 @@ def invalid_reason(field: str, kind: FieldKind) -> str:
 
 
 def convert_constant(text: str, kind: FieldKind) -> Any:
-    """A constant of the form (always text) as the value its field takes, or _BAD."""
+    """A constant of the form (always text) as the value its field takes, or BAD."""
     if kind is FieldKind.OBJECT:
         try:
             parsed = json.loads(text)
         except ValueError:
-            return _BAD
-        return parsed if type(parsed) is dict else _BAD
+            return BAD
+        return parsed if type(parsed) is dict else BAD
     return CONVERTERS[kind](text)
 
 
-# ----- the fast path ------------------------------------------------------------------------------
-# Most records need no conversion: every value already has its field's type, and their dates and
-# dimensionIds were seen before (memoized). A function generated once per stream checks each value
-# inline, with no call per field, calls a field's converter only when its value needs converting,
-# and builds exactly the item the general mapper would (same fields, same order). A record with an
-# invalid value goes to the general mapper, whole, so what is rejected or reported, and how, never
-# depends on this path. See bench/ for what it saves. Names from the settings reach the generated
-# code as variables, never as source text.
-
-# kind -> a condition on `v` that holds only when the kind's converter would return `v` unchanged.
-_UNCHANGED_IF = {
-    FieldKind.STRING: "type(v) is str",
-    FieldKind.NUMBER: "type(v) is int or (type(v) is float and v - v == 0.0)",  # inf and nan fail v - v == 0
-    FieldKind.MODEL: "type(v) is str and v in MODELS",
-    FieldKind.OBJECT: "type(v) is dict",
-    FieldKind.DIMENSION_ID: "type(v) is str and v in GOOD_DIMENSION_IDS",
-}
-
-
-# One Planhat field of a fast mapper: (Planhat field, top-level source column, its kind).
+# One Planhat field as parse workers get it: (Planhat field, top-level source column, its kind).
 FastField = tuple[str, str, FieldKind]
-
-
-def fast_item_mapper(
-    endpoint: Endpoint, fields: Sequence[FastField], constants: Item, general: Callable[[Mapping[str, Any]], Any]
-) -> Callable[[Mapping[str, Any]], Any]:
-    """The generated fast path in front of `general`: returns `(item,)`, or whatever `general(data)`
-    returns for a record it does not map itself."""
-    namespace: dict[str, Any] = {
-        "GENERAL": general,
-        "CONSTANTS": constants,
-        "MODELS": _MODELS,
-        "GOOD_DIMENSION_IDS": _GOOD_DIMENSION_IDS,
-        "DATE_MEMO": _DATE_MEMO,
-        "BAD": _BAD,
-    }
-    code = ["def map_record(data):", "    get = data.get", "    item = CONSTANTS.copy()" if constants else "    item = {}"]
-    for number, (field, key, kind) in enumerate(fields):
-        namespace[f"KEY{number}"], namespace[f"FIELD{number}"] = key, field
-        namespace[f"CONVERT{number}"] = CONVERTERS[kind]
-        code += [f"    v = get(KEY{number})", "    if v is not None:"]
-        if kind is FieldKind.DATE:
-            code += [
-                "        w = DATE_MEMO.get(v) if type(v) is str else None",
-                f"        v = CONVERT{number}(v) if w is None else w",
-            ]
-        else:
-            code += [f"        if not ({_UNCHANGED_IF[kind]}):", f"            v = CONVERT{number}(v)"]
-        code += ["        if v is BAD:", "            return GENERAL(data)", f"        item[FIELD{number}] = v"]
-    # The required fields, checked as the general mapper checks them in its common case.
-    if endpoint is Endpoint.METRICS:
-        namespace["DIMENSION_ID"], namespace["VALUE"], namespace["EXTERNAL_ID"] = METRIC_REQUIRED_FIELDS
-        code += ["    if item.get(DIMENSION_ID) and item.get(EXTERNAL_ID) and VALUE in item:"]
-    else:
-        namespace["EMAIL"], namespace["EU_EXT_ID"] = USER_ACTIVITY_IDENTITY_FIELDS
-        code += ["    if item.get(EMAIL) or item.get(EU_EXT_ID):"]
-    code += ["        return (item,)", "    return GENERAL(data)"]
-    exec(compile("\n".join(code), f"<fast mapper of {endpoint.value}>", "exec"), namespace)
-    return namespace["map_record"]

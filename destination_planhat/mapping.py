@@ -20,16 +20,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence, Union
 
 from destination_planhat.checks import (
-    _BAD,
-    _DIMENSION_ID_OK,
+    BAD,
     CONVERTERS,
     FastField,
     convert_constant,
-    fast_item_mapper,
     invalid_reason,
+    is_dimension_id,
     to_number,
 )
-from destination_planhat.errors import config_error
 from destination_planhat.planhat import (
     ALL_FIELDS,
     DIMENSION_ID_CHARACTERS,
@@ -175,7 +173,7 @@ def _compile(
         if mapping.constant is not None:
             if mapping.constant == "":
                 continue  # an empty constant leaves the field out; required fields are checked below
-            if convert_constant(mapping.constant, kinds[field]) is _BAD:
+            if convert_constant(mapping.constant, kinds[field]) is BAD:
                 problems.append(
                     f"{entry}: the constant {mapping.constant!r} for '{field}' is not valid: "
                     f"{_constant_hint(field, kinds[field])}"
@@ -204,7 +202,7 @@ def _compile(
             if column in seen:
                 problems.append(f"{where}: unpivot column '{column}' is listed twice; keep one")
             seen.add(column)
-            if not _DIMENSION_ID_OK(column):
+            if not is_dimension_id(column):
                 problems.append(
                     f"{where}: unpivot column '{column}' cannot be a dimensionId, which allows {DIMENSION_ID_CHARACTERS} "
                     "only; rename the column at the source"
@@ -228,7 +226,7 @@ def _compile(
         if mapping is not None and mapping.constant is not None:
             if mapping.constant != "":
                 value = convert_constant(mapping.constant, kind)
-                if value is not _BAD:
+                if value is not BAD:
                     constants[field] = value
             continue
         path = _split_path(mapping.source_field, properties) if mapping is not None else (field,)
@@ -292,11 +290,19 @@ def build_mapper(route: "StreamRoute") -> Mapper:
     """The mapper of one stream. Routing has already reported any problem of its settings."""
     plan, problems = _compile(route.name, route.endpoint, route.settings, route.json_schema)
     if problems:
+        from destination_planhat.errors import config_error  # (the CDK's: parse workers import this module)
+
         raise config_error("Some streams cannot be written to Planhat: " + "; ".join(problems) + ".")
     if plan.unpivot:
         return _unpivot_mapper(plan)
-    general = _item_mapper(plan)
-    return _fast_item_mapper(plan, general) or general
+    return _item_mapper(plan)
+
+
+def item_mapper(endpoint: Endpoint, fields: Sequence[FastField], constants: Item) -> Mapper:
+    """The same mapper from a plan as fast_plan gives it (what parse workers get): the one general
+    mapper, wherever it runs."""
+    sources = tuple(_Source(field, key, None, CONVERTERS[kind], invalid_reason(field, kind)) for field, key, kind in fields)
+    return _item_mapper(_Plan(endpoint, sources, dict(constants), ()))
 
 
 def _dig(data: Any, path: tuple[str, ...]) -> Any:
@@ -342,7 +348,7 @@ def _fill(rows: tuple[_Row, ...], data: Mapping[str, Any], item: Item) -> Option
         if value is None:
             continue
         converted = convert(value)
-        if converted is _BAD:
+        if converted is BAD:
             if bad is None:
                 bad = (reason, _example(field, value))
             converted = value
@@ -399,7 +405,7 @@ def _unpivot_mapper(plan: _Plan) -> Mapper:
             item = common.copy()
             item["dimensionId"] = column
             value = to_number(raw)
-            if value is _BAD:
+            if value is BAD:
                 item["value"] = raw
                 out.append(Invalid(reason, _example(column, raw), item))
                 continue
@@ -410,11 +416,11 @@ def _unpivot_mapper(plan: _Plan) -> Mapper:
     return map_record
 
 
-# ----- the fast path (generated in checks.py) -------------------------------------------------------
+# ----- what parse workers need ----------------------------------------------------------------------
 
 
 def fast_fields(plan: _Plan) -> Optional[list[FastField]]:
-    """The plan's fields as the fast mapper takes them, or None where it does not apply (a dot path)."""
+    """The plan's fields as (Planhat field, top-level column, kind), or None where a field comes from a dot path."""
     if any(source.key is None for source in plan.sources):
         return None
     return [(source.field, source.key, _KIND_OF_CONVERTER[source.convert]) for source in plan.sources]  # type: ignore[misc]
@@ -424,18 +430,11 @@ _KIND_OF_CONVERTER = {convert: kind for kind, convert in CONVERTERS.items()}
 
 
 def fast_plan(route: "StreamRoute") -> Optional[tuple[Endpoint, list[FastField], Item]]:
-    """What a parse worker needs to map a stream's common record: (endpoint, fields, constants), or
-    None when the stream has no fast path (unpivot, dot paths): its records are then all mapped here."""
+    """What a parse worker needs to map a stream's records: (endpoint, fields, constants), or None
+    when the stream has no such plan (unpivot, dot paths): its records are then all mapped by the
+    connector's own process."""
     plan, problems = _compile(route.name, route.endpoint, route.settings, route.json_schema)
     if problems or plan.unpivot:
         return None
     fields = fast_fields(plan)
     return None if fields is None else (plan.endpoint, fields, plan.constants)
-
-
-def _fast_item_mapper(plan: _Plan, general: Mapper) -> Optional[Mapper]:
-    """The generated fast path in front of `general`, or None where it does not apply (dot paths)."""
-    fields = fast_fields(plan)
-    if fields is None:
-        return None
-    return fast_item_mapper(plan.endpoint, fields, plan.constants, general)

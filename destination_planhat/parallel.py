@@ -1,16 +1,14 @@
-"""Parsing stdin on several cores: the connector's side of the parse worker processes.
+"""Decoding on several cores: the parse worker processes, seen from the connector.
 
-The reading thread cuts stdin into chunks of whole lines and hands them, in turn, to
-`parse_workers` worker processes (parse_worker.py), which parse, check and encode the common record.
-Their answers are applied strictly in input order: encoded items go straight into the stream's batch
-body (PlanhatWriter.take_encoded), every other line goes through destination.parse_lines exactly as
-it would without workers. Everything else (batches, states, accounting, sending) stays in this
-process, unchanged. A worker that dies or fails fails the sync with a system error that names it; no
-record is skipped because of it (the records not yet applied were not read, and no state after them
-is emitted).
+The reading thread (reading.Pipeline) frames stdin into chunks of whole lines and hands them, in
+turn, to `parse_workers` worker processes (parse_worker.py), which decode them as the connector
+would in its own process (input_pipeline.Decoder). Their answers are applied strictly in input
+order by the same code as without workers. A worker that dies or fails fails the sync with a system
+error that names it; no record is skipped because of it (the records not yet applied were not read,
+and no state after them is emitted).
 
-Bounded memory: at most WORKER_DEPTH chunks per worker are on their way at once; the reading thread
-waits for the oldest answer before it sends more.
+Bounded memory: at most WORKER_DEPTH chunks per worker are on their way at once (`depth`); the
+reading thread waits for the oldest answer before it sends more.
 """
 
 from __future__ import annotations
@@ -27,21 +25,16 @@ import sys
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
+import msgspec
 import orjson
 
-from destination_planhat.parse_worker import _HEADER, FAST, ODD, widen_pipe
+import destination_planhat
+from destination_planhat.parse_worker import FRAME_HEADER, widen_pipe
 
 logger = logging.getLogger("airbyte")
 
-# Chunks sent to a worker are at least this large (a pipe gives 64 KiB at a time: fewer, larger
-# chunks cost less per record), unless their first bytes have waited CHUNK_MAX_WAIT_SECONDS (a slow
-# source) or the input has been quiet for a tick.
-CHUNK_MIN_BYTES = 256 * 1024
-CHUNK_MAX_WAIT_SECONDS = 0.2
-# ...and at most this large (one longer line aside): a worker holds a few times its chunk in memory.
-CHUNK_MAX_BYTES = 512 * 1024
 # Chunks on their way to each worker at once: one being parsed, one waiting.
 WORKER_DEPTH = 2
 # The default number of workers: one per available CPU, at most this many; none with a single CPU
@@ -130,7 +123,7 @@ class _Worker:
         self.ended = False  # its stdout reached EOF
 
     def queue(self, payload: bytes) -> None:
-        self.outgoing.append(memoryview(_HEADER.pack(len(payload))))
+        self.outgoing.append(memoryview(FRAME_HEADER.pack(len(payload))))
         self.outgoing.append(memoryview(payload))
 
     def write_some(self) -> None:
@@ -152,16 +145,16 @@ class _Worker:
         while True:
             if self.answer is None:
                 try:
-                    data = os.read(self.from_fd, _HEADER.size - len(self.header))
+                    data = os.read(self.from_fd, FRAME_HEADER.size - len(self.header))
                 except BlockingIOError:
                     return
                 if not data:
                     self.ended = True
                     return
                 self.header += data
-                if len(self.header) < _HEADER.size:
+                if len(self.header) < FRAME_HEADER.size:
                     continue
-                (length,) = _HEADER.unpack(self.header)
+                (length,) = FRAME_HEADER.unpack(self.header)
                 self.header = bytearray()
                 self.answer, self.answer_in = memoryview(bytearray(length)), 0
             answer = self.answer
@@ -189,13 +182,14 @@ class ParseWorkers:
 
     def __init__(self, count: int, plan: dict[str, Any]) -> None:
         self.count = count
+        self.depth = WORKER_DEPTH * count  # chunks on their way at once, at most
         self._plan = json.dumps(plan).encode()  # plain json: the worker reads it without the CDK's helpers
         self._workers: list[_Worker] = []
 
     def start(self) -> "ParseWorkers":
-        # The worker imports this very package (the same code as this process) and orjson, from where
+        # The worker imports this very package (the same code as this process), orjson and msgspec, from where
         # this process found them, and nothing else: no site-packages scan (-S), which saves memory.
-        paths = [str(Path(__file__).resolve().parent.parent), str(Path(orjson.__file__).resolve().parent.parent)]
+        paths = list(dict.fromkeys(str(Path(module.__file__).resolve().parent.parent) for module in (destination_planhat, orjson, msgspec)))
         bootstrap = "import sys; sys.path[:0] = sys.argv[1:]; from destination_planhat.parse_worker import main; main()"
         try:
             for number in range(self.count):
@@ -289,103 +283,3 @@ class ParseWorkers:
                 worker.process.kill()
                 worker.process.wait()
         self._workers = []
-
-
-class Pipeline:
-    """Chunks of whole lines out to the workers in turn; their answers applied in input order."""
-
-    def __init__(
-        self,
-        workers: ParseWorkers,
-        take_encoded: Callable[[int, bytes, Any], None],
-        parse_lines: Callable[[list[bytes], int], None],
-        flush_overdue: Callable[[], None],
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._workers = workers
-        self._take_encoded = take_encoded
-        self._parse_lines = parse_lines
-        self._flush_overdue = flush_overdue
-        self._clock = clock
-        self._held: list[bytes] = []  # input not sent yet: whole lines, and maybe the start of one
-        self._held_bytes = 0
-        self._held_has_line = False  # whether `_held` holds a newline (else there is nothing to send)
-        self._held_since = 0.0
-        self._pending: deque[tuple[int, int]] = deque()  # (worker, number of lines before its chunk)
-        self._next_worker = 0
-        self.lines_sent = 0
-
-    def add(self, chunk: bytes) -> None:
-        """A piece of stdin (any size, cut anywhere)."""
-        if not self._held:
-            self._held_since = self._clock()
-        self._held.append(chunk)
-        self._held_bytes += len(chunk)
-        self._held_has_line = self._held_has_line or b"\n" in chunk
-        if self._held_bytes >= CHUNK_MIN_BYTES or self._clock() - self._held_since >= CHUNK_MAX_WAIT_SECONDS:
-            self._dispatch()
-        self._apply_ready()
-        self._flush_overdue()
-
-    def on_idle(self) -> None:
-        """Input is quiet: send what is held, apply what has come back, send overdue batches."""
-        self._dispatch()
-        self._apply_ready()
-        self._flush_overdue()
-
-    def finish(self) -> bytes:
-        """End of input: every chunk sent and applied. Returns the last, unterminated line (maybe empty)."""
-        self._dispatch()
-        while self._pending:
-            self._apply_oldest()
-        rest = b"".join(self._held)
-        self._held, self._held_bytes = [], 0
-        return rest
-
-    def _dispatch(self) -> None:
-        """Send every whole line held, in chunks of at most CHUNK_MAX_BYTES (or one longer line)."""
-        if not self._held_has_line:  # (joining the pieces of one long line again and again would be quadratic)
-            return
-        data = self._held[0] if len(self._held) == 1 else b"".join(self._held)
-        end = data.rfind(b"\n")
-        rest = data[end + 1 :]
-        self._held = [rest] if rest else []
-        self._held_bytes = len(rest)
-        self._held_has_line = False
-        self._held_since = self._clock()
-        view = memoryview(data)
-        start = 0
-        while start <= end:
-            cut = end
-            if end - start > CHUNK_MAX_BYTES:
-                cut = data.rfind(b"\n", start, start + CHUNK_MAX_BYTES)
-                if cut < 0:  # one line longer than a chunk: it goes alone
-                    cut = data.find(b"\n", start + CHUNK_MAX_BYTES)
-            self._send(view[start:cut], data.count(b"\n", start, cut) + 1)
-            start = cut + 1
-
-    def _send(self, lines: memoryview, count: int) -> None:
-        while len(self._pending) >= WORKER_DEPTH * self._workers.count:
-            self._apply_oldest()
-        worker = self._next_worker
-        self._next_worker = (worker + 1) % self._workers.count
-        self._workers.send(worker, lines)
-        self._pending.append((worker, self.lines_sent))
-        self.lines_sent += count
-
-    def _apply_ready(self) -> None:
-        while self._pending and self._workers.ready(self._pending[0][0]):
-            self._apply_oldest()
-
-    def _apply_oldest(self) -> None:
-        worker, before = self._pending.popleft()
-        for segment in self._workers.receive(worker):
-            if segment[0] == FAST:
-                _, index, encoded, ends = segment
-                self._take_encoded(index, encoded, ends)
-            elif segment[0] == ODD:
-                _, first, lines = segment
-                self._parse_lines(lines, before + first)
-            else:
-                raise ParseWorkerFailed(f"parse worker process {worker + 1}: an answer of unknown kind {segment[0]!r}")
-

@@ -15,7 +15,7 @@ import orjson
 
 from destination_planhat.accounting import Ledger, StreamStats
 from destination_planhat.bad_input import why_not_encodable
-from destination_planhat.batching import Batch, ItemTooLarge, StreamBuffer
+from destination_planhat.batching import Batch, ItemTooLarge, StreamBuffer, body_fits
 from destination_planhat.mapping import Invalid, MapResult, Mapper, RecordRejected
 from destination_planhat.routing import StreamRoute
 from destination_planhat.state_counts import StateCounts
@@ -82,7 +82,7 @@ class StreamSink:
         buffer = self.buffer
         body = buffer.body
         count = buffer.count
-        if count and len(body) + len(part) < buffer.max_body_bytes:
+        if count and body_fits(len(body), len(part), buffer.max_body_bytes):
             body += part
             body += b","
             buffer.count = count = count + 1

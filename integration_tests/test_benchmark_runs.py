@@ -45,7 +45,9 @@ def test_the_benchmark_runs_every_stage_on_a_tiny_input_and_prints_one_table(tmp
         "growth 4,000 -> 8,000 records",
     ):
         assert row in out, f"missing row {row!r} in:\n{out}"
-    assert out.count("PASS") + out.count("FAIL") == 4, "a verdict per target: 2 ratios, 2 growths"
+    assert "parse_workers 0 (in process" in out and "CPU time per record of the process tree" in out
+    # A verdict per target: the rate with workers and in process vs the floor, the latency ratio, 2 growths.
+    assert out.count("PASS") + out.count("FAIL") == 5
 
     # Each run's output was kept: the connector's states and the naive sender's states are there.
     for label in ("connector-no-latency-b1000-1", "naive-latency-10ms", "connector-latency-10ms"):

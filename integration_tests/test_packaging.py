@@ -78,7 +78,7 @@ def test_dockerfile_install_steps_in_a_fresh_virtualenv(sandbox, tmp_path):
         [spec_message] = [m for m in messages if m["type"] == "SPEC"]
         assert "tenant_uuid" in spec_message["spec"]["connectionSpecification"]["properties"]
     # A real sync through the installed console script, with two parse workers: they must find the
-    # installed package and orjson on their own (they start without site-packages scanning).
+    # installed package, orjson and msgspec on their own (they start without site-packages scanning).
     (elsewhere / "catalog.json").write_text(json.dumps(mixed_catalog()))
     (elsewhere / "config.json").write_text(json.dumps(sandbox_config(sandbox.url, batch_size=100, parse_workers=2)))
     write = subprocess.run(

@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from destination_planhat.errors import PlanhatUnavailable
-from destination_planhat.destination import read_input, start_parse_workers, with_idle_ticks
+from destination_planhat.reading import read_input, start_parse_workers, with_idle_ticks
 from destination_planhat.planhat import Endpoint
 from destination_planhat.routing import route_streams
 from destination_planhat.writer import PlanhatWriter
@@ -173,6 +173,9 @@ class Recorder:
 
     def flush_overdue(self) -> None:
         pass
+
+    def parallel_plan(self) -> dict[str, Any]:
+        return {"streams": [], "max_part_bytes": 1 << 20}  # no stream to decode: every line goes the general way
 
 
 LINES = [

@@ -19,16 +19,18 @@ from typing import Any
 
 import orjson
 import pytest
+from airbyte_cdk.models import AirbyteMessageSerializer
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
-from destination_planhat import parallel
-from destination_planhat.destination import read_input, start_parse_workers
+from destination_planhat import destination, parallel
+from destination_planhat.destination import DestinationPlanhat
+from destination_planhat.input_pipeline import CHUNK_MAX_BYTES, FAST, ODD, Decoder
 from destination_planhat.parallel import ParseWorkerFailed, ParseWorkers, _cgroup_cpu_quota, default_worker_count
-from destination_planhat.parse_worker import FAST, ODD, build_takers, decode
+from destination_planhat.reading import Pipeline, read_input, start_parse_workers
 from destination_planhat.routing import route_streams
 from destination_planhat.writer import PlanhatWriter
 from integration_tests.harness import record, stream_state
-from unit_tests.builders import ACTIVITY_SCHEMA, METRIC_SCHEMA, catalog, config, configured_stream
+from unit_tests.builders import ACTIVITY_SCHEMA, API_TOKEN, METRIC_SCHEMA, TENANT, catalog, config, configured_stream
 from unit_tests.fake_client import FakeClient
 
 CATALOG = catalog(
@@ -176,6 +178,54 @@ def test_workers_change_nothing_for_other_mixes_either(seed, caplog):
     assert sync(data, 2, caplog) == sync(data, 0, caplog)
 
 
+# ----- the CDK's write() API: the same pipeline -------------------------------------------------
+
+
+def cdk_messages(data: bytes) -> tuple[list[Any], bytes]:
+    """The lines of `data` that the CDK can read as AirbyteMessage models (what write() receives),
+    as models and as the lines they were."""
+    models, lines = [], []
+    for raw in data.split(b"\n"):
+        try:
+            models.append(AirbyteMessageSerializer.load(orjson.loads(raw)))
+        except Exception:
+            continue
+        lines.append(raw)
+    return models, b"\n".join(lines) + b"\n"
+
+
+def api_sync(models: list[Any], workers: int, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """DestinationPlanhat.write() over `models`; what the outside world saw of it."""
+    client, books = FakeClient(), {}
+    monkeypatch.setattr(destination, "build_client", lambda parsed: client)
+    real_finish = PlanhatWriter.finish
+
+    def finish(writer: PlanhatWriter) -> None:
+        real_finish(writer)
+        books.update(writer.ledger.snapshot())
+
+    monkeypatch.setattr(PlanhatWriter, "finish", finish)
+    raw_config = {"tenant_uuid": TENANT, "api_token": API_TOKEN, "analytics_base_url": "http://127.0.0.1:9",
+                  **SETTINGS, "parse_workers": workers}
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="airbyte"):
+        states = [AirbyteMessageSerializer.dump(m) for m in DestinationPlanhat().write(raw_config, CATALOG, iter(models))]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    return {"batches": batches_per_stream(client.calls), "states": states, "books": books, "warnings": warnings}
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_the_cdk_write_api_goes_through_the_same_pipeline_as_the_cli(workers, caplog, monkeypatch):
+    models, lines = cdk_messages(mixed_input())
+    cli = sync(lines, workers, caplog)
+    api = api_sync(models, workers, caplog, monkeypatch)
+    assert api["batches"] == cli["batches"] and api["books"] == cli["books"]
+    assert api["warnings"] == cli["warnings"], "bad records and ignored messages reported alike"
+    # States: the API hands out models (which keep only the protocol's keys); the same states, same counts.
+    assert api["states"] == [AirbyteMessageSerializer.dump(AirbyteMessageSerializer.load(m)) for m in cli["states"]]
+    assert len(api["states"]) > 20 and cli["books"]["m"]["rejected_locally"] > 0 and cli["books"]["wide"]["extra_items"] > 0
+
+
 # ----- what a worker handles, and what it hands back ---------------------------------------------
 
 
@@ -183,9 +233,9 @@ def worker_view(lines: list[Any], max_part_bytes: int = 2048) -> list[tuple[Any,
     parsed = config(**SETTINGS)
     writer = PlanhatWriter(parsed, route_streams(parsed, CATALOG), FakeClient(), lambda m: None)
     plan = orjson.loads(orjson.dumps(writer.parallel_plan()))  # as the worker gets it: through JSON
-    by_name, by_key = build_takers(plan)
+    plan["max_part_bytes"] = max_part_bytes
     index = {(ns, name): i for i, ns, name, *_ in plan["streams"]}
-    segments = decode(b"\n".join(map(line, lines)), by_name, by_key, max_part_bytes)
+    segments = Decoder(plan).decode(b"\n".join(map(line, lines)))
     named = {v: k for k, v in index.items()}
     return [
         ("FAST", named[s[1]], [orjson.loads(b"[" + s[2][:-1] + b"]"), list(s[3])]) if s[0] == FAST else ("ODD", s[1], s[2])
@@ -355,10 +405,11 @@ def test_start_parse_workers_follows_the_setting_and_says_why(settings, started,
 
 
 class EchoWorkers:
-    """Stands in for ParseWorkers: every line comes back as ODD, after `delay` further sends."""
+    """Stands in for ParseWorkers: every line comes back as ODD."""
 
     def __init__(self, count: int) -> None:
         self.count = count
+        self.depth = 2 * count
         self.sent: list[tuple[int, bytes]] = []
         self._answers: dict[int, list[list[tuple[Any, ...]]]] = {n: [] for n in range(count)}
 
@@ -376,23 +427,28 @@ class EchoWorkers:
 
 def test_the_pipeline_cuts_whole_lines_into_bounded_chunks_sends_them_in_turn_and_applies_answers_in_order():
     lines = [b"%d:" % i + b"x" * (i % 300) for i in range(12_000)]
-    lines[5_000] = b"long:" + b"y" * (parallel.CHUNK_MAX_BYTES + 10)  # one line longer than a chunk
+    lines[5_000] = b"long:" + b"y" * (CHUNK_MAX_BYTES + 10)  # one line longer than a chunk
     data = b"\n".join(lines) + b"\nunterminated"
     workers = EchoWorkers(3)
     seen: list[tuple[int, bytes]] = []
-    pipeline = parallel.Pipeline(
-        workers,  # type: ignore[arg-type]
-        take_encoded=lambda *args: None,
-        parse_lines=lambda got, before: seen.extend(enumerate(got, before + 1)),
-        flush_overdue=lambda: None,
-    )
+
+    class Unreadable:
+        """Every line here is unreadable JSON: the writer hears of each one, with its line number."""
+
+        def unparseable_line(self, number: int, got: bytes, why: str, *rest: Any) -> None:
+            seen.append((number, got))
+
+        def flush_overdue(self) -> None:
+            pass
+
+    pipeline = Pipeline(workers, Unreadable())  # type: ignore[arg-type]
     for start in range(0, len(data), 1 << 20):  # pieces of 1 MiB, as a file gives them
         pipeline.add(data[start : start + (1 << 20)])
-    assert pipeline.finish() == b"unterminated"
-    assert seen == list(enumerate(lines, 1)), "every whole line once, in order, with its line number"
+    pipeline.finish()
+    assert seen == [*enumerate(lines, 1), (len(lines) + 1, b"unterminated")], "every line once, in order, with its number"
     assert [number for number, _ in workers.sent] == [n % 3 for n in range(len(workers.sent))]
     sizes = sorted(len(chunk) for _, chunk in workers.sent)
-    assert sizes[-1] == len(lines[5_000]) and sizes[-2] <= parallel.CHUNK_MAX_BYTES
+    assert sizes[-1] == len(lines[5_000]) and sizes[-2] <= CHUNK_MAX_BYTES
     assert len(workers.sent) > 4
 
 
@@ -421,3 +477,21 @@ def test_a_worker_that_stops_answering_fails_the_sync_instead_of_hanging_it(monk
     finally:
         os.kill(process.pid, signal.SIGCONT)
         pool.close()
+
+
+def test_a_worker_imports_no_airbyte_cdk_pydantic_or_requests():
+    """Workers start as `python -S` with only this package, orjson and msgspec on the path (parallel.py):
+    the decode step and the body size rule must not pull in the CDK."""
+    import subprocess
+    import sys
+
+    import msgspec
+
+    import destination_planhat
+
+    paths = [str(Path(m.__file__).resolve().parent.parent) for m in (destination_planhat, orjson, msgspec)]
+    code = ("import sys; sys.path[:0] = sys.argv[1:]; import destination_planhat.parse_worker; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('airbyte_cdk', 'pydantic', 'requests')))")
+    done = subprocess.run([sys.executable, "-S", "-c", code, *paths], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

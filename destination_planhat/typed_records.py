@@ -1,0 +1,137 @@
+"""The first try of the Decoder on a RECORD line: msgspec decodes and type-checks it in C.
+
+Why: the Decoder's per-record work in Python (parse to dicts, check each field's type, build the
+item, encode it) is most of a sync's CPU time. For the common record, whose every value already has
+its Planhat field's type, msgspec does all of that in one C call per line and one per record's data,
+straight into a typed struct per stream, and encodes the struct as the item. What is left in Python
+is what needs a memo: dates (normalized) and dimensionIds (checked against the allowed characters).
+
+The rule that keeps this safe: this path only ever says "here is the item, exactly as the general
+mapper would make it" or "not mine" (None, or a msgspec error). Anything else (a number given as
+text, an id given as a number, a null required field, an `info` object, a big integer, text that is
+not valid UTF-8...) goes to the next try, the Decoder's orjson path, unchanged from before, and from
+there to the general path if need be. unit_tests/test_typed_records.py compares the two on tables of
+records. No Airbyte CDK here either (parse workers import it).
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Annotated, Any, Callable, Literal, Optional, Sequence, Union
+
+import msgspec
+import orjson
+
+from destination_planhat.checks import BAD, DATE_MEMO, GOOD_DIMENSION_IDS, FastField, to_date, to_dimension_id
+from destination_planhat.planhat import METRIC_MODELS, METRIC_REQUIRED_FIELDS, USER_ACTIVITY_IDENTITY_FIELDS, Endpoint, FieldKind
+
+# What orjson can encode: integers of 64 bits (a larger one goes the general way, which says why).
+_Int = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+_NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
+_TYPES: dict[FieldKind, Any] = {
+    FieldKind.STRING: str,
+    FieldKind.DIMENSION_ID: str,  # and a memo check in Python
+    FieldKind.NUMBER: Union[_Int, float],  # msgspec refuses non-finite numbers and booleans
+    FieldKind.MODEL: Literal[tuple(METRIC_MODELS)],  # type: ignore[misc]
+    FieldKind.DATE: str,  # normalized in Python, memoized
+    FieldKind.OBJECT: msgspec.Raw,  # present: not this path's (its content would need checking)
+}
+
+
+class _Meta(msgspec.Struct):
+    changes: Any = None
+
+
+class _Record(msgspec.Struct):
+    stream: str
+    data: msgspec.Raw
+    namespace: Optional[str] = None
+    meta: Optional[_Meta] = None
+
+
+class _RecordMessage(msgspec.Struct, tag_field="type", tag="RECORD"):
+    record: _Record
+
+
+# A RECORD line, its data left raw; raises msgspec.MsgspecError for any other line.
+decode_record_line: Callable[[bytes], _RecordMessage] = msgspec.json.Decoder(_RecordMessage).decode
+
+
+def typed_item_encoder(
+    endpoint: Endpoint, fields: Sequence[FastField], constants: dict[str, Any]
+) -> Optional[Callable[[msgspec.Raw], Optional[bytes]]]:
+    """For one stream: a record's data (raw JSON) -> its item, encoded, or None (or a msgspec
+    error) when this path does not handle it. None when the stream's settings leave a required
+    field without a source (every record is then the general path's to reject)."""
+    sourced = {field for field, _, _ in fields}
+    if endpoint is Endpoint.METRICS:
+        required = set(METRIC_REQUIRED_FIELDS)
+        if not required <= sourced | set(constants):
+            return None
+        identities: tuple[str, ...] = ()
+    else:
+        required = set()
+        identities = tuple(f for f in USER_ACTIVITY_IDENTITY_FIELDS if f in sourced)
+        if not identities and not any(constants.get(f) for f in USER_ACTIVITY_IDENTITY_FIELDS):
+            return None
+    if len({key for _, key, _ in fields}) != len(fields):  # one column feeding two fields: not this path's
+        return None
+    # The struct's attributes are the Planhat fields' names (so the checks below can name them); its
+    # JSON names the source columns. kw_only: required fields may follow optional ones, and the
+    # struct keeps the item's field order.
+    spec: list[Any] = []
+    for field, _, kind in fields:
+        kind_type = _TYPES[kind]
+        if field in required:  # present, not null, and text not empty: else the general path says why
+            spec.append((field, _NonEmpty if kind_type is str else kind_type))
+        else:
+            spec.append((field, Optional[kind_type], None))
+    try:
+        decoded_type = msgspec.defstruct("Decoded", spec, rename={field: key for field, key, _ in fields},
+                                         omit_defaults=True, kw_only=True)
+    except ValueError:  # msgspec refuses column names with a quote, a backslash or a control character
+        return None
+    encoded_type: Any = None  # the same struct encodes the item, unless a field comes from a column of another name
+    if any(field != key for field, key, _ in fields):
+        encoded_type = msgspec.defstruct("Encoded", [(field, Any, None) for field, _, _ in fields], omit_defaults=True)
+    decode = msgspec.json.Decoder(decoded_type).decode
+    encode = msgspec.json.Encoder().encode
+    to_tuple = msgspec.structs.astuple
+    kinds = {field: kind for field, _, kind in fields}
+    check_dimension_id = kinds.get("dimensionId") is FieldKind.DIMENSION_ID
+    check_date = kinds.get("date") is FieldKind.DATE
+    refuse_info = kinds.get("info") is FieldKind.OBJECT
+    # User Activities: email or euExtId, not empty, unless a constant gives one.
+    identity: Optional[Callable[[Any], Any]] = None
+    if identities and not any(constants.get(f) for f in USER_ACTIVITY_IDENTITY_FIELDS):
+        identity = operator.attrgetter(identities[0]) if len(identities) == 1 else (lambda r: r.email or r.euExtId)
+    prefix = orjson.dumps(constants)[:-1] if constants else b""  # the constants come first in the item
+    good_ids, date_memo = GOOD_DIMENSION_IDS, DATE_MEMO
+
+    def encode_item(raw: msgspec.Raw) -> Optional[bytes]:
+        record: Any = decode(raw)
+        if check_dimension_id:
+            value = record.dimensionId
+            if value not in good_ids and to_dimension_id(value) is BAD:
+                return None
+        if check_date:
+            value = record.date
+            if value is not None:
+                normal = date_memo.get(value)
+                if normal is None:
+                    normal = to_date(value)
+                if normal is not value:
+                    if normal is BAD:
+                        return None
+                    if normal != value:
+                        record.date = normal
+        if refuse_info and record.info is not None:
+            return None
+        if identity is not None and not identity(record):
+            return None
+        encoded = encode(record if encoded_type is None else encoded_type(*to_tuple(record)))
+        if not prefix:
+            return encoded
+        return prefix + (b"}" if len(encoded) == 2 else b"," + encoded[1:])
+
+    return encode_item
