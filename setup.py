@@ -4,6 +4,8 @@ MAIN_REQUIREMENTS = [
     "airbyte-cdk>=7.39,<8",
     "requests>=2.31,<3",
     "pydantic>=2,<3",
+    # The main API's calls-per-minute window (pacing.py); comes with the CDK, declared as used directly.
+    "pyrate-limiter>=3.1,<4",
 ]
 
 TEST_REQUIREMENTS = [
