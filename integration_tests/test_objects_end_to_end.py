@@ -321,3 +321,15 @@ def test_soak_with_faults_loses_nothing_and_counts_every_resend(tmp_path: Path, 
     assert accounts["resent_after_ambiguous_failure"] + people["resent_after_ambiguous_failure"] > 0
     assert people["rejected_by_planhat"] == 0  # every company was there before its end users
     assert [s["destinationStats"]["rejectedRecordCount"] for s in run.states] == [0.0] * len(run.states)
+
+
+def test_check_reads_one_company_and_names_the_permission_when_refused(tmp_path: Path, main_api: PlanhatSandbox) -> None:
+    config = objects_config(main_api, [COMPANY_SETTINGS])
+    status = run_connector("check", tmp_path, config=config).connection_status
+    assert status == {"status": "SUCCEEDED"}
+    main_api.configure_main_api(permitted_objects=["endusers"])
+    status = run_connector("check", tmp_path, config=config).connection_status
+    assert status is not None and status["status"] == "FAILED"
+    assert "HTTP 403" in status["message"] and "permission to read and write Companies" in status["message"]
+    assert [(r.method, r.status) for r in main_api.main_api_requests] == [("GET", 200), ("GET", 403)]
+    assert main_api.objects("companies") == []  # the check writes nothing
