@@ -6,6 +6,8 @@ MAIN_REQUIREMENTS = [
     "pydantic>=2,<3",
     # decodes and type-checks the common record in C (typed_records.py): about a third of the CPU per record
     "msgspec>=0.18,<1",
+    # The main API's calls-per-minute window (pacing.py); comes with the CDK, declared as used directly.
+    "pyrate-limiter>=3.1,<4",
 ]
 
 TEST_REQUIREMENTS = [

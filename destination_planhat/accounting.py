@@ -6,7 +6,7 @@ is one item, except with unpivot_columns, where one record becomes one item per 
 records that produced none (every unpivot column null).
 
 Invariants, per stream (`books_balance`):
-  read + extra_items = sent + rejected_locally + skipped + empty_records + not_sent
+  read + extra_items = sent + rejected_locally + skipped + empty_records + not_sent + merged
   sent = processed + rejected_by_planhat + unconfirmed + not_acknowledged
 (without unpivot and without a failure: read = sent + rejected_locally + skipped). `unconfirmed`
 are items Planhat acknowledged without counting them (a 200 whose body has no counts).
@@ -15,6 +15,10 @@ handed to a sender whose batch never got a 2xx answer. Items re-sent after an am
 (the server may have kept the first copy) are counted apart, as possible duplicates; they do not
 enter the invariants. `sent_invalid` (invalid_records: send) counts items among `sent` that failed
 the local checks.
+
+Objects (the main API): `merged` counts records merged into an earlier item with the same key in
+the same request (one item is sent for them all); of `processed`, `created` and `updated` are what
+Planhat's answer counts, and `unchanged` (its `nonupdates`) the updated items that changed nothing.
 """
 
 from __future__ import annotations
@@ -47,6 +51,10 @@ class StreamStats:
     retries: int = 0
     not_sent: int = 0
     not_acknowledged: int = 0
+    merged: int = 0
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
     planhat_reasons: Counter = field(default_factory=Counter)
     local_reasons: Counter = field(default_factory=Counter)
     sent_invalid_reasons: Counter = field(default_factory=Counter)
@@ -60,7 +68,7 @@ class StreamStats:
         """Every record read is accounted for: sent, rejected here, skipped, or left behind by a failure."""
         return (
             self.read + self.extra_items
-            == self.sent + self.rejected_locally + self.skipped + self.empty_records + self.not_sent
+            == self.sent + self.rejected_locally + self.skipped + self.empty_records + self.not_sent + self.merged
         )
 
     def answers_add_up(self) -> bool:
@@ -86,6 +94,10 @@ class StreamStats:
             "skipped": self.skipped,
             "not_sent": self.not_sent,
             "not_acknowledged": self.not_acknowledged,
+            "merged": self.merged,
+            "created": self.created,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
             "sent_invalid": self.sent_invalid,
             "resent_after_ambiguous_failure": self.resent_after_ambiguous_failure,
             "requests": self.requests,
@@ -189,6 +201,9 @@ class Ledger:
         rejected_reasons: list[str],
         resent: int,
         attempts: int = 1,
+        created: Optional[int] = None,
+        updated: Optional[int] = None,
+        unchanged: Optional[int] = None,
     ) -> int:
         """A 2xx answer for `items` items. Counts Planhat's answer gave for more items than were sent
         are capped, and items its counts leave out are `unconfirmed`, so the books always balance
@@ -206,6 +221,13 @@ class Ledger:
             counted_processed = min(max(processed, 0), items)
             counted_rejected = min(len(rejected_reasons), items - counted_processed)
             stats.processed += counted_processed
+            if created is not None or updated is not None:
+                # Capped like `processed`, created first: the books never count more than was sent.
+                counted_created = min(max(created or 0, 0), counted_processed)
+                counted_updated = min(max(updated or 0, 0), counted_processed - counted_created)
+                stats.created += counted_created
+                stats.updated += counted_updated
+                stats.unchanged += min(max(unchanged or 0, 0), counted_updated)
             stats.rejected_by_planhat += counted_rejected
             stats.unconfirmed += items - counted_processed - counted_rejected
             stats.planhat_reasons.update(rejected_reasons)

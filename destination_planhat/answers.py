@@ -35,6 +35,12 @@ class PostResult:
     attempts: int = 1
     ambiguous_failures: int = 0  # failed attempts after which Planhat may have kept the items
     note: str = ""  # why the counts are missing, when they are
+    # Objects (the main API's upsert answer): of `processed`, how many were created and updated, and
+    # of the updated, how many changed nothing (`nonupdates`). None for the analytics answers.
+    created: Optional[int] = None
+    updated: Optional[int] = None
+    unchanged: Optional[int] = None
+    status: int = 200  # the HTTP status the answer came with (a 400 can carry per-item errors)
 
 
 def read_analytics_answer(body: bytes) -> PostResult:
@@ -61,3 +67,57 @@ def quote(body: bytes | str) -> str:
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
     text = " ".join(text.split())
     return text[:BODY_QUOTE_CHARS] + ("..." if len(text) > BODY_QUOTE_CHARS else "")
+
+
+# The main API's bulk upsert answer (PUT /{object}): counts, and per item errors in three lists.
+UPSERT_ERROR_LISTS = ("createdErrors", "updatedErrors", "permissionErrors")
+
+
+def _count(value: Any) -> Optional[int]:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, list):  # some answers list ids instead of counting them
+        return len(value)
+    return None
+
+
+def _error_entry(entry: Any) -> RejectedItem:
+    """One error entry; its shape is not documented, so it is read defensively: the item when the
+    entry carries one, and its text (message, reason or error, else the whole entry) as the reason."""
+    if isinstance(entry, Mapping):
+        texts = [entry.get(key) for key in ("message", "reason", "error")]
+        reason = next((str(text) for text in texts if text not in (None, "")), None)
+        item = entry.get("item")
+        return RejectedItem(item, quote(reason if reason is not None else orjson.dumps(entry).decode()))
+    if isinstance(entry, str):
+        return RejectedItem(None, quote(entry))
+    return RejectedItem(None, quote(orjson.dumps(entry).decode() if entry is not None else "unknown error"))
+
+
+def read_upsert_answer(body: bytes) -> PostResult:
+    """`{"created": N, "updated": N, "nonupdates": N, "createdErrors": [...], "updatedErrors": [...],
+    "permissionErrors": [...], ...}`; an answer without the counts still means "received"."""
+    try:
+        answer = orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        return PostResult(processed=None, note=f"the answer was not JSON: {quote(body)}")
+    if not isinstance(answer, Mapping):
+        return PostResult(processed=None, note=f"the answer had no counts: {quote(body)}")
+    errors: list[RejectedItem] = []
+    for name in UPSERT_ERROR_LISTS:
+        entries = answer.get(name)
+        if isinstance(entries, list):
+            errors.extend(_error_entry(entry) for entry in entries)
+    created, updated = _count(answer.get("created")), _count(answer.get("updated"))
+    if created is None and updated is None:
+        return PostResult(processed=None, errors=errors, note=f"the answer had no created/updated counts: {quote(body)}")
+    unchanged = _count(answer.get("nonupdates"))
+    return PostResult(
+        processed=(created or 0) + (updated or 0),
+        errors=errors,
+        created=created or 0,
+        updated=updated or 0,
+        unchanged=unchanged or 0,
+    )

@@ -14,7 +14,8 @@ import requests
 
 from destination_planhat.answers import PostResult, quote
 from destination_planhat.errors import PlanhatTLSError, PlanhatUnavailable, RequestAborted
-from destination_planhat.planhat import TARGETS, Endpoint, Host, endpoint_path
+from destination_planhat.pacing import CallPacer
+from destination_planhat.planhat import DEFAULT_CALLS_PER_MINUTE, TARGETS, Endpoint, Host, endpoint_path
 from destination_planhat.retries import RetryPolicy, Verdict, judge_exception, judge_status, parse_retry_after, tls_reason
 
 logger = logging.getLogger("airbyte")
@@ -28,9 +29,11 @@ class PlanhatClient:
     def __init__(
         self,
         base_url: str,
-        tenant: str,
+        tenant: Optional[str],
         api_token: Optional[str],
         *,
+        main_base_url: Optional[str] = None,
+        calls_per_minute: int = DEFAULT_CALLS_PER_MINUTE,
         retry_policy: RetryPolicy = RetryPolicy(),
         connect_timeout: float = 10.0,
         read_timeout: float = 300.0,
@@ -38,15 +41,21 @@ class PlanhatClient:
         sleep: Optional[Callable[[float], None]] = None,
         pool_size: int = 8,
     ) -> None:
-        """`base_url`: the analytics host's. `sleep`: how to wait between attempts; by default a wait
-        that `abort()` cuts short."""
-        self._base_urls: Mapping[Host, str] = {Host.ANALYTICS: base_url}
-        self._urls = {endpoint: self._base_urls[t.host] + endpoint_path(endpoint, tenant) for endpoint, t in TARGETS.items()}
+        """`base_url`: the analytics host's; `main_base_url`: the main API's (objects), paced at
+        `calls_per_minute` (pacing.py). `tenant`: None when no stream goes to the analytics host.
+        `sleep`: how to wait between attempts; by default a wait that `abort()` cuts short."""
+        self._base_urls: Mapping[Host, str] = {Host.ANALYTICS: base_url, Host.MAIN: main_base_url or ""}
+        self._urls = {
+            endpoint: self._base_urls[t.host] + (t.path if "{tenant}" not in t.path else endpoint_path(endpoint, tenant or ""))
+            for endpoint, t in TARGETS.items()
+            if "{tenant}" not in t.path or tenant
+        }
         self._api_token = api_token
         self._policy = retry_policy
         self._timeout = (connect_timeout, read_timeout)
         self._aborted = threading.Event()
         self._sleep = sleep or self._aborted.wait
+        self.pacer = CallPacer(calls_per_minute)
         self._session = session or requests.Session()
         adapter = requests.adapters.HTTPAdapter(pool_connections=2, pool_maxsize=pool_size, max_retries=0)
         self._session.mount("https://", adapter)
@@ -63,6 +72,7 @@ class PlanhatClient:
         not keep sending (or keep the process alive) after the failure is reported.
         """
         self._aborted.set()
+        self.pacer.abort()
 
     def _check_aborted(self, endpoint: Endpoint, attempt: int) -> None:
         if self._aborted.is_set():
@@ -83,10 +93,35 @@ class PlanhatClient:
             headers["Authorization"] = f"Bearer {self._api_token}"
         return headers
 
+    def verify_main_api(self) -> None:
+        """`GET /companies?limit=1`: a read that writes nothing, to check the token on the main API
+        (for `check`). Raises a PlanhatError naming Companies when it is refused."""
+        endpoint = Endpoint.COMPANIES
+        url = self._urls[endpoint] + "?limit=1"
+        self.pacer.wait()
+        try:
+            response = self._session.get(url, headers=self._headers(endpoint), timeout=self._timeout, allow_redirects=False)
+        except requests.exceptions.SSLError as exc:
+            raise PlanhatTLSError(f"the TLS connection failed ({tls_reason(exc)})", endpoint=endpoint) from None
+        except requests.RequestException as exc:
+            raise PlanhatUnavailable(f"{type(exc).__name__} on GET /companies", endpoint=endpoint) from None
+        status = response.status_code
+        if 200 <= status < 300:
+            return
+        decision = judge_status(status, frozenset())
+        error = decision.error or PlanhatUnavailable
+        raise error(
+            _failure_text(status, quote(response.content), TARGETS[endpoint].base_url_field),
+            endpoint=endpoint,
+            status=status,
+            body=quote(response.content),
+        )
+
     def post(self, endpoint: Endpoint, body: bytes, *, context: str = "") -> PostResult:
         """Send `body` to the target with retries. Raises a PlanhatError subclass when it cannot be delivered."""
         target = TARGETS[endpoint]
         url, headers = self._urls[endpoint], self._headers(endpoint)
+        paced = target.host is Host.MAIN
         waited = 0.0
         ambiguous = 0
         attempt = 0
@@ -94,6 +129,8 @@ class PlanhatClient:
             attempt += 1
             self._check_aborted(endpoint, attempt)
             retry_after: Optional[float] = None
+            if paced and not self.pacer.wait():
+                self._check_aborted(endpoint, attempt)
             try:
                 # Redirects are not followed: a redirected request would carry the token (and the
                 # data) to wherever the Location header points.
@@ -112,10 +149,20 @@ class PlanhatClient:
                 failure = f"{type(exc).__name__} ({'not connected' if clean else 'the server may have received it'})"
             else:
                 status = response.status_code
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                if paced:
+                    self.pacer.observe(status, response.headers, retry_after)
                 decision = judge_status(status, target.split_statuses)
+                if status in target.answer_statuses:
+                    # A 400 of the main API lists the refused items like a 206 does: the sender
+                    # decides whether the batch is split further or its items are counted as refused.
+                    result = target.read_answer(response.content)
+                    if result.errors:
+                        result.attempts, result.ambiguous_failures, result.status = attempt, ambiguous, status
+                        return result
                 if decision.verdict is Verdict.DONE:
                     result = target.read_answer(response.content)
-                    result.attempts, result.ambiguous_failures = attempt, ambiguous
+                    result.attempts, result.ambiguous_failures, result.status = attempt, ambiguous, status
                     return result
                 if decision.error is not None:
                     raise decision.error(
@@ -126,7 +173,6 @@ class PlanhatClient:
                         ambiguous_failures=ambiguous,
                     )
                 clean = decision.verdict is Verdict.RETRY
-                retry_after = parse_retry_after(response.headers.get("Retry-After"))
                 failure = f"HTTP {status}" + (f" (Retry-After {retry_after:g}s)" if retry_after is not None else "")
             delay = self._policy.delay(attempt, retry_after, waited)
             if delay is None:

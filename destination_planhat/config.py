@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from enum import Enum
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Union
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
@@ -17,6 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from destination_planhat.errors import config_error
 from destination_planhat.planhat import (
     DEFAULT_ANALYTICS_BASE_URL,
+    DEFAULT_CALLS_PER_MINUTE,
+    REGION_PATTERN,
+    MatchOn,
+    main_api_base_url,
     SAFE_BODY_BYTES,
     TENANT_TOKEN_PATTERN,
     WHERE_TENANT_TOKEN,
@@ -35,6 +39,22 @@ class InvalidRecords(str, Enum):
 
     REJECT = "reject"  # not sent; counted per reason, first examples logged
     SEND = "send"  # sent as it is, so that Planhat judges it (and lists it under Failed Metrics)
+
+
+class UnmappedColumns(str, Enum):
+    """What an object stream does with a column that is neither mapped nor named like a standard field."""
+
+    IGNORE = "ignore"  # not sent
+    CUSTOM = "custom"  # sent as the custom field of the column's name
+
+
+class UnpivotColumn(BaseModel):
+    """An `unpivot_columns` entry with a dimensionId of its own, for a column named e.g. `active users`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    column: str = Field(min_length=1)
+    dimension_id: str = Field(min_length=1)
 
 
 class FieldMapping(BaseModel):
@@ -60,7 +80,21 @@ class StreamSettings(BaseModel):
     namespace: Optional[str] = None
     endpoint: Endpoint
     field_mappings: tuple[FieldMapping, ...] = ()
-    unpivot_columns: tuple[str, ...] = ()
+    unpivot_columns: tuple[Union[str, UnpivotColumn], ...] = ()
+    match_on: Optional[MatchOn] = None  # objects only; None: externalId
+    unmapped_columns: Optional[UnmappedColumns] = None  # objects only; None: ignore
+
+    @property
+    def effective_match_on(self) -> MatchOn:
+        return self.match_on or MatchOn.EXTERNAL_ID
+
+    @property
+    def unpivot_pairs(self) -> tuple[tuple[str, str], ...]:
+        """Each unpivot column with its dimensionId: (column, dimensionId)."""
+        return tuple(
+            (entry, entry) if isinstance(entry, str) else (entry.column, entry.dimension_id)
+            for entry in self.unpivot_columns
+        )
 
     @model_validator(mode="after")
     def _each_mapping_has_one_source(self) -> "StreamSettings":
@@ -77,7 +111,7 @@ class StreamSettings(BaseModel):
                     f"{where}: `source_field` must be a column name or a dot path such as account.id "
                     "(no empty parts)"
                 )
-        for number, column in enumerate(self.unpivot_columns, start=1):
+        for number, (column, _) in enumerate(self.unpivot_pairs, start=1):
             if not column.strip():
                 problems.append(f"stream '{self.name}', unpivot_columns entry {number}: must not be empty")
         if problems:
@@ -92,11 +126,14 @@ class StreamSettings(BaseModel):
 class PlanhatConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    tenant_uuid: SecretStr
+    tenant_uuid: Optional[SecretStr] = None  # required when a stream goes to Metrics or User Activities (routing)
     api_token: Optional[SecretStr] = None
     batch_size: int = Field(default=10_000, ge=1, le=100_000)
     streams: tuple[StreamSettings, ...] = ()
     analytics_base_url: str = DEFAULT_ANALYTICS_BASE_URL
+    region: str = Field(default="", pattern=REGION_PATTERN)
+    api_base_url: Optional[str] = None  # None: from `region`
+    api_calls_per_minute: int = Field(default=DEFAULT_CALLS_PER_MINUTE, ge=1, le=10_000)
     max_in_flight_requests: int = Field(default=8, ge=1, le=32)
     request_timeout_seconds: float = Field(default=300.0, ge=1, le=3600)
     max_attempts: int = Field(default=8, ge=1, le=50)
@@ -112,7 +149,9 @@ class PlanhatConfig(BaseModel):
 
     @field_validator("tenant_uuid")
     @classmethod
-    def _tenant_is_a_token(cls, value: SecretStr) -> SecretStr:
+    def _tenant_is_a_token(cls, value: Optional[SecretStr]) -> Optional[SecretStr]:
+        if value is None:
+            return None
         if not re.fullmatch(TENANT_PATTERN, value.get_secret_value().strip()):
             raise ValueError(
                 f"must be your Planhat tenant token, letters, digits and dashes only: {WHERE_TENANT_TOKEN}"
@@ -131,6 +170,13 @@ class PlanhatConfig(BaseModel):
             raise ValueError("must be one line of visible characters, as Planhat shows it (no spaces or line breaks)")
         return SecretStr(token)
 
+    @field_validator("api_base_url")
+    @classmethod
+    def _main_https_unless_loopback(cls, value: Optional[str]) -> Optional[str]:
+        if value is None or not value.strip():
+            return None
+        return cls._https_unless_loopback(value)
+
     @field_validator("analytics_base_url")
     @classmethod
     def _https_unless_loopback(cls, value: str) -> str:
@@ -147,8 +193,13 @@ class PlanhatConfig(BaseModel):
         return value.strip().rstrip("/")
 
     @property
-    def tenant(self) -> str:
-        return self.tenant_uuid.get_secret_value()
+    def tenant(self) -> Optional[str]:
+        return self.tenant_uuid.get_secret_value() if self.tenant_uuid else None
+
+    @property
+    def main_base_url(self) -> str:
+        """The main API's base URL (objects): `api_base_url`, else the host of `region`."""
+        return self.api_base_url or main_api_base_url(self.region)
 
     @property
     def token(self) -> Optional[str]:

@@ -31,9 +31,9 @@ from destination_planhat.config import PlanhatConfig, parse_config
 from destination_planhat.dry_run import DryRun
 from destination_planhat.errors import PlanhatError
 from destination_planhat.parallel import ParseWorkers
-from destination_planhat.retries import RetryPolicy
-from destination_planhat.planhat import Endpoint
+from destination_planhat.planhat import WHERE_API_TOKEN, Endpoint
 from destination_planhat.reading import message_lines, read_input, run_pipeline, start_parse_workers
+from destination_planhat.retries import RetryPolicy
 from destination_planhat.routing import route_streams, settings_problems
 from destination_planhat.writer import PlanhatWriter
 
@@ -53,6 +53,8 @@ def build_client(config: PlanhatConfig, *, attempts: Optional[int] = None, sleep
         config.analytics_base_url,
         config.tenant,
         config.token,
+        main_base_url=config.main_base_url,
+        calls_per_minute=config.api_calls_per_minute,
         retry_policy=policy,
         read_timeout=config.request_timeout_seconds,
         pool_size=config.max_in_flight_requests,
@@ -94,9 +96,20 @@ class DestinationPlanhat(Destination):
             return AirbyteConnectionStatus(
                 status=Status.FAILED, message="The stream settings are not valid: " + "; ".join(problems) + "."
             )
+        objects = any(settings.endpoint.is_object for settings in parsed.streams)
+        if not parsed.tenant and not objects:
+            return AirbyteConnectionStatus(
+                status=Status.FAILED,
+                message="`tenant_uuid` is required for Metrics and User Activities (it may stay empty only when every "
+                "stream goes to a Planhat object, set under `streams`).",
+            )
         client = build_client(parsed, attempts=CHECK_ATTEMPTS)
-        endpoints = [Endpoint.USER_ACTIVITIES] + ([Endpoint.METRICS] if parsed.token else [])
+        endpoints = ([Endpoint.USER_ACTIVITIES] + ([Endpoint.METRICS] if parsed.token else [])) if parsed.tenant else []
         try:
+            if objects:  # see check_main_api
+                problem = check_main_api(client, parsed)
+                if problem:
+                    return AirbyteConnectionStatus(status=Status.FAILED, message=problem)
             for endpoint in endpoints:
                 try:
                     client.post(endpoint, b"[]", context="check: ")
@@ -179,6 +192,18 @@ class DestinationPlanhat(Destination):
 
 
 _stdout_lock = threading.Lock()
+
+
+def check_main_api(client: PlanhatClient, config: PlanhatConfig) -> Optional[str]:
+    """The main API's part of `check`: the token reads one company (nothing is written). The failure's
+    message, or None."""
+    if not config.token:
+        return f"Streams go to Planhat objects, which need an API token: fill in `api_token` ({WHERE_API_TOKEN})."
+    try:
+        client.verify_main_api()
+    except PlanhatError as exc:
+        return exc.user_message(client.where(exc.endpoint)) + " (the check reads one company: GET /companies?limit=1)"
+    return None
 
 
 def print_state(message: dict[str, Any]) -> None:

@@ -95,6 +95,7 @@ class _Plan:
     sources: tuple[_Source, ...]
     constants: Item
     unpivot: tuple[str, ...]
+    dimension_ids: tuple[str, ...] = ()  # per unpivot column, its dimensionId (the column's name unless set)
 
 
 def _schema_properties(json_schema: Optional[Mapping[str, Any]]) -> Optional[Mapping[str, Any]]:
@@ -147,7 +148,9 @@ def _compile(
     other = Endpoint.USER_ACTIVITIES if endpoint is Endpoint.METRICS else Endpoint.METRICS
     properties = _schema_properties(json_schema)
     mappings = settings.field_mappings if settings else ()
-    unpivot = tuple(settings.unpivot_columns) if settings else ()
+    pairs = settings.unpivot_pairs if settings else ()
+    unpivot = tuple(column for column, _ in pairs)
+    dimension_ids = tuple(dimension for _, dimension in pairs)
     where = f"stream '{label}' ({endpoint.label})"
     problems: list[str] = []
 
@@ -198,14 +201,17 @@ def _compile(
                     "field_mappings entry"
                 )
         seen: set[str] = set()
-        for column in unpivot:
+        for column, dimension in pairs:
             if column in seen:
                 problems.append(f"{where}: unpivot column '{column}' is listed twice; keep one")
             seen.add(column)
-            if not is_dimension_id(column):
+            if not is_dimension_id(dimension):
                 problems.append(
                     f"{where}: unpivot column '{column}' cannot be a dimensionId, which allows {DIMENSION_ID_CHARACTERS} "
-                    "only; rename the column at the source"
+                    "only; give it one: {\"column\": \"" + column + "\", \"dimension_id\": \"...\"}"
+                    if column == dimension
+                    else f"{where}: the dimension_id '{dimension}' of unpivot column '{column}' allows "
+                    f"{DIMENSION_ID_CHARACTERS} only"
                 )
             if properties is not None and column not in properties:
                 problems.append(
@@ -232,7 +238,7 @@ def _compile(
         path = _split_path(mapping.source_field, properties) if mapping is not None else (field,)
         key = path[0] if len(path) == 1 else None
         sources.append(_Source(field, key, None if key else path, CONVERTERS[kind], invalid_reason(field, kind)))
-    return _Plan(endpoint, tuple(sources), constants, unpivot), problems
+    return _Plan(endpoint, tuple(sources), constants, unpivot, dimension_ids), problems
 
 
 def _unsourced_required(
@@ -387,7 +393,10 @@ def _unpivot_mapper(plan: _Plan) -> Mapper:
     """One record -> one metric per non-null unpivot column (dimensionId = column, value = its value)."""
     sources = _rows(plan.sources)
     constants = plan.constants
-    columns = tuple((column, f"unpivot column {column} is not a number") for column in plan.unpivot)
+    columns = tuple(
+        (column, dimension, f"unpivot column {column} is not a number")
+        for column, dimension in zip(plan.unpivot, plan.dimension_ids)
+    )
     fill = _fill
 
     def map_record(data: Mapping[str, Any]) -> MapResult:
@@ -398,12 +407,12 @@ def _unpivot_mapper(plan: _Plan) -> Mapper:
             if external_id is None or external_id == "":
                 bad = ("externalId is missing", _example("item", common))
         out: list[Union[Item, Invalid]] = []
-        for column, reason in columns:
+        for column, dimension, reason in columns:
             raw = data.get(column)
             if raw is None:
                 continue
             item = common.copy()
-            item["dimensionId"] = column
+            item["dimensionId"] = dimension
             value = to_number(raw)
             if value is BAD:
                 item["value"] = raw

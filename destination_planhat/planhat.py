@@ -8,13 +8,25 @@ place a stream can be written to is a `Target`, described in `TARGETS`: adding o
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Callable, Mapping, Optional
 
-from destination_planhat.answers import PostResult, read_analytics_answer
+from destination_planhat.answers import PostResult, read_analytics_answer, read_upsert_answer
 
 DEFAULT_ANALYTICS_BASE_URL = "https://analytics.planhat.com"
+# Planhat's main API: https://api.planhat.com, or a regional host https://api-<region>.planhat.com
+# (the region is the prefix of the app's URL: app-us2.planhat.com -> us2).
+MAIN_API_HOST = "api{region}.planhat.com"
+REGION_PATTERN = r"^[a-z0-9]*$"
+# "For all bulk upsert operations, regardless the model there is an upper limit of 5,000 items per request."
+MAX_UPSERT_ITEMS = 5_000
+# Planhat's soft quota on its main API: about 200 calls per minute.
+DEFAULT_CALLS_PER_MINUTE = 200
+
+
+def main_api_base_url(region: str) -> str:
+    return "https://" + MAIN_API_HOST.format(region=f"-{region}" if region else "")
 
 # Planhat rejects request bodies over 32 MB. Batches are cut well below that, so that a proxy's
 # own framing or a slightly different byte count on Planhat's side never tips a batch over.
@@ -27,6 +39,20 @@ class Endpoint(str, Enum):
 
     METRICS = "metrics"
     USER_ACTIVITIES = "user_activities"
+    # Planhat objects, by the path of their bulk upsert (PUT /{path}); see OBJECT_TARGETS.
+    COMPANIES = "companies"
+    ENDUSERS = "endusers"
+    ASSETS = "assets"
+    PROJECTS = "projects"
+    LICENSES = "licenses"
+    SALES = "sales"
+    OPPORTUNITIES = "opportunities"
+    CONVERSATIONS = "conversations"
+    ISSUES = "issues"
+    INVOICES = "invoices"
+    CAMPAIGNS = "campaigns"
+    TASKS = "tasks"
+    NPS = "nps"
 
     @property
     def label(self) -> str:
@@ -35,6 +61,10 @@ class Endpoint(str, Enum):
     @property
     def target(self) -> "Target":
         return TARGETS[self]
+
+    @property
+    def is_object(self) -> bool:
+        return TARGETS[self].host is Host.MAIN
 
 
 METRIC_REQUIRED_FIELDS = ("dimensionId", "value", "externalId")
@@ -54,6 +84,8 @@ class FieldKind(str, Enum):
     MODEL = "model"  # one of METRIC_MODELS
     DATE = "date"  # ISO 8601 date or date-time, see DATE_FORMAT_NOTE
     OBJECT = "object"  # a JSON object
+    BOOLEAN = "boolean"  # true/false; the texts "true" and "false" are converted (objects only)
+    ARRAY = "array"  # a JSON array (objects only)
 
 
 METRIC_FIELD_KINDS = {
@@ -77,7 +109,7 @@ USER_ACTIVITY_FIELD_KINDS = {
 # Item fields per endpoint, in the order they are written. Anything else in a record is not sent.
 METRIC_FIELDS = tuple(METRIC_FIELD_KINDS)
 USER_ACTIVITY_FIELDS = tuple(USER_ACTIVITY_FIELD_KINDS)
-# Every Planhat field a `field_mappings` entry may name (the spec's enum), in a stable order.
+# Every analytics field a `field_mappings` entry may name, in a stable order.
 ALL_FIELDS = tuple(dict.fromkeys(METRIC_FIELDS + USER_ACTIVITY_FIELDS))
 
 # A metric's name (dimensionId): Planhat says "no spaces or special characters". The connector
@@ -116,6 +148,31 @@ class Host(str, Enum):
     """Which Planhat host a target lives on; its base URL comes from the config."""
 
     ANALYTICS = "analytics"
+    MAIN = "main"  # api.planhat.com or a regional host: the objects
+
+
+class MatchOn(str, Enum):
+    """What an object's bulk upsert matches existing records on: a `streams` entry's `match_on`."""
+
+    EXTERNAL_ID = "externalId"  # your own system's id
+    SOURCE_ID = "sourceId"  # an integration's id
+    PLANHAT_ID = "_id"  # Planhat's own id: every item updates an existing record
+    NONE = "none"  # no key: every item creates a record (a resend creates it again)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A field of an object that points at a parent object (a company).
+
+    Planhat takes the parent's Planhat id, or `extid-<externalId>` / `srcid-<sourceId>`; a record may
+    instead carry the parent's externalId or sourceId in a column named by `aliases`, which the
+    connector sends in the prefixed form.
+    """
+
+    field: str
+    parent: "Endpoint"
+    many: bool = False  # the field is an array of references (issues' companyIds)
+    aliases: tuple[tuple[str, str], ...] = (("companyExternalId", "extid-"), ("companySourceId", "srcid-"))
 
 
 @dataclass(frozen=True)
@@ -137,9 +194,13 @@ class Target:
     read_answer: Callable[[bytes], PostResult]  # a 2xx body -> items processed and rejected
     base_url_field: str  # the config field with the host's base URL
     credential_fix: str  # what to check when the target refuses the credentials
+    # Objects only: match_on value -> the item field it matches on (the keyables the object has).
+    keyables: Mapping[str, str] = field(default_factory=dict)
+    references: tuple[Reference, ...] = ()  # parent references (companyId ...)
+    answer_statuses: frozenset[int] = frozenset()  # non-2xx answers whose body is an answer to read (400)
 
 
-TARGETS: Mapping[Endpoint, Target] = {
+_ANALYTICS_TARGETS: dict[Endpoint, Target] = {
     Endpoint.METRICS: Target(
         endpoint=Endpoint.METRICS,
         label="Metrics",
@@ -175,6 +236,149 @@ TARGETS: Mapping[Endpoint, Target] = {
         credential_fix=f"check `tenant_uuid`: it must be {WHERE_TENANT_TOKEN}",
     ),
 }
+
+
+# ----- Planhat objects (the main API's bulk upserts) ----------------------------------------------
+# From Planhat's API reference (planhat.com/developers/api/<object>), first part of each property
+# table; see docs/planhat.md for the objects left out and why. `custom` (an object) takes custom
+# fields by name. Fields Planhat marks as automatic are left out (they are not written).
+
+S, N, D, O, B, A = FieldKind.STRING, FieldKind.NUMBER, FieldKind.DATE, FieldKind.OBJECT, FieldKind.BOOLEAN, FieldKind.ARRAY
+_KEYS = {"_id": S, "externalId": S, "sourceId": S}
+_ALL_KEYS = {"externalId": "externalId", "sourceId": "sourceId", "_id": "_id"}
+_COMPANY = (Reference("companyId", Endpoint.COMPANIES),)
+
+
+@dataclass(frozen=True)
+class _Object:
+    label: str
+    fields: Mapping[str, FieldKind]
+    required: tuple[str, ...]
+    keyables: Mapping[str, str] = field(default_factory=lambda: dict(_ALL_KEYS))
+    references: tuple[Reference, ...] = _COMPANY
+
+
+OBJECTS: Mapping[Endpoint, _Object] = {
+    Endpoint.COMPANIES: _Object(
+        "Companies",
+        {**_KEYS, "name": S, "owner": S, "coOwner": S, "phase": S, "status": S, "domains": A, "custom": O},
+        ("name",),
+        references=(),
+    ),
+    Endpoint.ENDUSERS: _Object(
+        "End Users",
+        {**_KEYS, "email": S, "companyId": S, "firstName": S, "lastName": S, "position": S, "phone": S, "tags": A,
+         "featured": B, "primary": B, "archived": B, "custom": O},
+        ("email",),  # companyId too, unless the email's domain is a company's (Planhat assigns it then)
+    ),
+    Endpoint.ASSETS: _Object(
+        "Assets",
+        {**_KEYS, "name": S, "companyId": S, "serialNumber": S, "value": N, "_currency": S, "installDate": D,
+         "status": S, "ownerId": S, "custom": O},
+        ("name", "companyId"),
+    ),
+    Endpoint.PROJECTS: _Object(
+        "Projects",
+        {**_KEYS, "name": S, "companyId": S, "currency": S, "startDate": D, "endDate": D, "mrr": N, "arr": N,
+         "nrr": N, "custom": O},
+        ("name", "companyId"),
+    ),
+    Endpoint.LICENSES: _Object(
+        "Licenses",
+        {**_KEYS, "companyId": S, "_currency": S, "fromDate": D, "toDate": D, "product": S, "fixedPeriod": B,
+         "mrr": N, "value": N, "renewalStatus": S, "autoRenews": B, "renewalPeriod": N, "noticePeriod": N,
+         "custom": O},
+        ("_currency", "companyId", "fromDate"),
+    ),
+    Endpoint.SALES: _Object(
+        "Sales",
+        {**_KEYS, "companyId": S, "_currency": S, "salesDate": D, "value": N, "product": S, "custom": O},
+        ("_currency", "companyId", "salesDate", "value"),
+    ),
+    Endpoint.OPPORTUNITIES: _Object(
+        "Opportunities",
+        {**_KEYS, "companyId": S, "title": S, "salesStage": S, "_currency": S, "status": S, "dealDate": D,
+         "landingDate": D, "closeDate": D, "ownerId": S, "mrr": N, "arr": N, "nrr": N, "contractLength": N,
+         "custom": O},
+        ("companyId",),
+    ),
+    Endpoint.CONVERSATIONS: _Object(
+        "Conversations",
+        {**_KEYS, "companyId": S, "type": S, "subject": S, "description": S, "snippet": S, "date": D, "outDate": D,
+         "users": A, "activityTags": A, "tags": A, "starred": B, "pinned": B, "archived": B, "custom": O},
+        ("companyId",),
+    ),
+    Endpoint.ISSUES: _Object(
+        "Issues",
+        {"_id": S, "sourceId": S, "title": S, "description": S, "source": S, "sourceUrl": S, "priority": S,
+         "status": S, "archived": B, "companyIds": A, "enduserIds": A, "conversationIds": A, "followers": A,
+         "custom": O},
+        ("title",),
+        keyables={"sourceId": "sourceId", "_id": "_id"},
+        references=(Reference("companyIds", Endpoint.COMPANIES, many=True),),
+    ),
+    Endpoint.INVOICES: _Object(
+        "Invoices",
+        # Dates of invoices are days since 1970-01-01 (integers), as Planhat's invoice page says.
+        {"_id": S, "sourceId": S, "extId": S, "cId": S, "currency": S, "product": S, "status": S,
+         "invoiceDate": N, "dueDate": N, "paidDate": N, "amountTotal": N, "custom": O},
+        ("currency", "cId"),
+        keyables={"externalId": "extId", "sourceId": "sourceId", "_id": "_id"},
+        references=(Reference("cId", Endpoint.COMPANIES),),
+    ),
+    Endpoint.CAMPAIGNS: _Object(
+        "Campaigns",
+        {**_KEYS, "name": S, "companyId": S, "campaignPurpose": S, "custom": O},
+        ("name", "companyId"),
+    ),
+    Endpoint.TASKS: _Object(
+        "Tasks",
+        {**_KEYS, "mainType": S, "companyId": S, "action": S, "description": S, "startTime": D, "endTime": D,
+         "dateDone": D, "repeat": S, "repeatDays": N, "type": S, "ownerId": S, "custom": O},
+        ("mainType", "companyId"),
+    ),
+    Endpoint.NPS: _Object(
+        "NPS",
+        {"_id": S, "sourceId": S, "email": S, "score": N, "cId": S, "campaignId": S, "comment": S, "source": S,
+         "dateSent": D, "dateAnswered": D, "custom": O},
+        ("email", "score"),
+        keyables={"sourceId": "sourceId", "_id": "_id"},
+        references=(Reference("cId", Endpoint.COMPANIES),),
+    ),
+}
+
+
+def _object_target(endpoint: Endpoint, spec: _Object) -> Target:
+    return Target(
+        endpoint=endpoint,
+        label=spec.label,
+        host=Host.MAIN,
+        method="PUT",
+        path="/" + endpoint.value,
+        needs_api_token=True,
+        fields=spec.fields,
+        required=spec.required,
+        one_of=(),
+        max_items=MAX_UPSERT_ITEMS,
+        max_body_bytes=SAFE_BODY_BYTES,
+        # A 400 is "a problem with the request payload": halves are sent until the refused items are
+        # alone (a 413 likewise).
+        split_statuses=frozenset({400, 413}),
+        read_answer=read_upsert_answer,
+        base_url_field="api_base_url",
+        credential_fix=(
+            f"check `api_token`: it must be {WHERE_API_TOKEN}, and its Service Account needs the permission to "
+            f"read and write {spec.label} (in Planhat: Settings > Service Accounts > the account's permissions)"
+        ),
+        keyables=spec.keyables,
+        references=spec.references,
+        answer_statuses=frozenset({400}),
+    )
+
+
+TARGETS: Mapping[Endpoint, Target] = {**_ANALYTICS_TARGETS, **{endpoint: _object_target(endpoint, spec) for endpoint, spec in OBJECTS.items()}}
+OBJECT_ENDPOINTS = tuple(OBJECTS)
+ANALYTICS_ENDPOINTS = (Endpoint.METRICS, Endpoint.USER_ACTIVITIES)
 
 # Derived from the descriptions above, for the modules that look up one aspect by endpoint.
 ENDPOINT_PATHS = {endpoint: target.path for endpoint, target in TARGETS.items()}

@@ -101,6 +101,22 @@ SUMMARY_COLUMNS: tuple[tuple[str, str], ...] = (
 )
 
 
+# Added to the table when a stream goes to a Planhat object (what the upsert answers count).
+OBJECT_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("created", "created"),
+    ("updated", "updated"),
+    ("unchanged", "unchanged"),
+    ("merged", "merged duplicates"),
+)
+
+
+def _is_object(stats: StreamStats) -> bool:
+    try:
+        return Endpoint(stats.endpoint).is_object
+    except ValueError:
+        return False
+
+
 def summary_table(streams: Sequence[StreamStats]) -> list[str]:
     """The final per-stream counts as fixed-width lines: a header, one row per stream, a total.
 
@@ -108,13 +124,13 @@ def summary_table(streams: Sequence[StreamStats]) -> list[str]:
     """
     names = [_clip(stats.stream) for stats in streams]
     endpoints = [_endpoint_label(stats.endpoint) for stats in streams]
-    totals = Totals.of(streams)
+    columns = SUMMARY_COLUMNS + (OBJECT_COLUMNS if any(_is_object(stats) for stats in streams) else ())
     rows = [
-        [name, endpoint, *(f"{getattr(stats, attribute):,}" for attribute, _ in SUMMARY_COLUMNS)]
+        [name, endpoint, *(f"{getattr(stats, attribute):,}" for attribute, _ in columns)]
         for name, endpoint, stats in zip(names, endpoints, streams)
     ]
-    header = ["stream", "endpoint", *(title for _, title in SUMMARY_COLUMNS)]
-    total = ["total", "", *(f"{getattr(totals, attribute):,}" for attribute, _ in SUMMARY_COLUMNS)]
+    header = ["stream", "endpoint", *(title for _, title in columns)]
+    total = ["total", "", *(f"{sum(getattr(stats, attribute) for stats in streams):,}" for attribute, _ in columns)]
     table = [header, *rows, total]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
 

@@ -10,12 +10,15 @@ from airbyte_cdk.models import ConfiguredAirbyteCatalog, ConfiguredAirbyteStream
 from destination_planhat.config import PlanhatConfig, StreamSettings
 from destination_planhat.errors import config_error
 from destination_planhat.mapping import mapping_problems
+from destination_planhat.object_mapping import object_mapping_problems
 from destination_planhat.planhat import (
     ENDPOINT_NEEDS_API_TOKEN,
     METRIC_REQUIRED_FIELDS,
     USER_ACTIVITY_IDENTITY_FIELDS,
     WHERE_API_TOKEN,
+    WHERE_TENANT_TOKEN,
     Endpoint,
+    MatchOn,
 )
 
 StreamKey = tuple[Optional[str], str]  # (namespace, name), as Airbyte identifies a stream
@@ -72,8 +75,16 @@ def route_streams(config: PlanhatConfig, catalog: ConfiguredAirbyteCatalog) -> d
                     f"stream '{route.name}' goes to {route.endpoint.label} ({route.why}), which needs an "
                     f"API token: fill in `api_token` with {WHERE_API_TOKEN}"
                 )
-            if route.settings is not None:
-                problems.extend(mapping_problems(route.name, route.endpoint, route.settings, route.json_schema))
+            if not route.endpoint.is_object and not config.tenant:
+                problems.append(
+                    f"stream '{route.name}' goes to {route.endpoint.label} ({route.why}), which needs the tenant "
+                    f"token: fill in `tenant_uuid` with {WHERE_TENANT_TOKEN}"
+                )
+            problems.extend(stream_settings_problems(route.name, route.endpoint, route.settings, route.json_schema))
+            if route.endpoint.is_object and configured.destination_sync_mode == DestinationSyncMode.append_dedup:
+                problem = _primary_key_problem(route, configured)
+                if problem:
+                    problems.append(problem)
             routes[route.key] = route
     if problems:
         raise config_error(
@@ -87,6 +98,17 @@ def _route(config: PlanhatConfig, configured: ConfiguredAirbyteStream) -> tuple[
     key: StreamKey = (stream.namespace or None, stream.name)
     label = stream_label(key)
     mode = configured.destination_sync_mode
+    settings = config.settings_for(stream.name, key[0])
+    if settings is not None and settings.endpoint.is_object:
+        if mode in (DestinationSyncMode.append, DestinationSyncMode.append_dedup):
+            why = "set in the connector's `streams` setting"
+            return StreamRoute(key, settings.endpoint, why, settings, stream.json_schema or {}), None
+        mode_name = getattr(mode, "value", mode)
+        return None, (
+            f"stream '{label}' uses the destination sync mode '{mode_name}', but Planhat's {settings.endpoint.label} "
+            "can only be upserted (nothing is deleted, so a table cannot be replaced): choose 'append' or "
+            "'append_dedup' for this stream (both upsert on its `match_on` key)"
+        )
     if mode != DestinationSyncMode.append:
         # Planhat has no primary keys to deduplicate on and nothing can be replaced or deleted, so
         # append_dedup and overwrite would silently mean "append", and re-sent rows inflate totals.
@@ -97,7 +119,6 @@ def _route(config: PlanhatConfig, configured: ConfiguredAirbyteStream) -> tuple[
             "this stream (in PyAirbyte: destination.write(source, cache=False, write_strategy='append'))"
         )
     json_schema = stream.json_schema or {}
-    settings = config.settings_for(stream.name, key[0])
     if settings is not None:
         why = "set in the connector's `streams` setting"
         return StreamRoute(key, settings.endpoint, why, settings, json_schema), None
@@ -115,10 +136,50 @@ def _route(config: PlanhatConfig, configured: ConfiguredAirbyteStream) -> tuple[
     return StreamRoute(key, endpoint, why, None, json_schema), None
 
 
+def stream_settings_problems(
+    label: str, endpoint: Endpoint, settings: Optional[StreamSettings], json_schema: Optional[Mapping[str, Any]]
+) -> list[str]:
+    """The mapping problems of one stream, by its kind of target (analytics or object)."""
+    if endpoint.is_object:
+        return object_mapping_problems(label, endpoint.target, settings, json_schema)
+    if settings is None:
+        return []
+    problems = mapping_problems(label, endpoint, settings, json_schema)
+    for name, value in (("match_on", settings.match_on), ("unmapped_columns", settings.unmapped_columns)):
+        if value is not None:
+            problems.append(f"stream '{label}' ({endpoint.label}): `{name}` only applies to objects; remove it")
+    return problems
+
+
+def _primary_key_problem(route: StreamRoute, configured: ConfiguredAirbyteStream) -> Optional[str]:
+    """append_dedup on an object: the stream's primary key must be the column match_on reads."""
+    settings = route.settings
+    match_on = settings.effective_match_on if settings else MatchOn.EXTERNAL_ID
+    key_field = route.endpoint.target.keyables.get(match_on.value) if match_on is not MatchOn.NONE else None
+    if key_field is None:
+        return (
+            f"stream '{route.name}' uses 'append_dedup', which needs a key: set `match_on` to one of "
+            f"{', '.join(route.endpoint.target.keyables)} (it is {match_on.value})"
+        )
+    source = key_field
+    for mapping in settings.field_mappings if settings else ():
+        if mapping.planhat_field == key_field and mapping.source_field:
+            source = mapping.source_field
+    primary_key = configured.primary_key or configured.stream.source_defined_primary_key or []
+    paths = [".".join(str(part) for part in path) for path in primary_key]
+    if paths == [source]:
+        return None
+    return (
+        f"stream '{route.name}' uses 'append_dedup' with the primary key {paths or 'none'}, but its records are "
+        f"matched in Planhat on {match_on.value} (read from '{source}'): make the primary key ['{source}'], or map "
+        f"{key_field} from the primary key's column"
+    )
+
+
 def settings_problems(config: PlanhatConfig) -> list[str]:
     """What is wrong in the `streams` settings without looking at a catalog (for the `check` command)."""
     problems: list[str] = []
     for settings in config.streams:
         label = f"{settings.namespace}.{settings.name}" if settings.namespace else settings.name
-        problems.extend(mapping_problems(label, settings.endpoint, settings, None))
+        problems.extend(stream_settings_problems(label, settings.endpoint, settings, None))
     return problems

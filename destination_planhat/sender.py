@@ -20,7 +20,9 @@ import orjson
 from destination_planhat.accounting import Ledger
 from destination_planhat.answers import PostResult
 from destination_planhat.batching import Batch
-from destination_planhat.errors import PlanhatError, PlanhatPayloadTooLarge
+from destination_planhat.errors import PlanhatError, PlanhatPayloadTooLarge, RequestAborted
+from destination_planhat.object_batching import ObjectBatch
+from destination_planhat.parents import ParentBarrier
 from destination_planhat.planhat import Endpoint
 from destination_planhat.state import StateBarrier
 from destination_planhat.state_counts import StateCounts, match_rejected
@@ -41,8 +43,18 @@ class Client(Protocol):
 
 
 class ThreadedSender:
+    """Analytics batches go to a pool of `max_in_flight` threads. Object batches go to one thread per
+    object (a lane): Planhat advises sending bulk upserts one after another, and two requests in
+    flight that share a key fail as duplicated. All lanes are paced together by the client (pacing.py)."""
+
     def __init__(
-        self, client: Client, ledger: Ledger, barrier: StateBarrier, counts: StateCounts, max_in_flight: int
+        self,
+        client: Client,
+        ledger: Ledger,
+        barrier: StateBarrier,
+        counts: StateCounts,
+        max_in_flight: int,
+        parents: Optional[ParentBarrier] = None,
     ) -> None:
         self._client = client
         self._ledger = ledger
@@ -57,6 +69,9 @@ class ThreadedSender:
             threading.Thread(target=self._loop, name=f"planhat-sender-{i}", daemon=True) for i in range(max_in_flight)
         ]
         self._started = False
+        self._parents = parents or ParentBarrier()
+        self._lanes: dict[Endpoint, queue.SimpleQueue[Optional[Batch]]] = {}
+        self._lane_lock = threading.Lock()
 
     def start(self) -> None:
         for thread in self._threads:
@@ -74,7 +89,24 @@ class ThreadedSender:
         """Hand over a batch, after `acquire`."""
         self._ledger.stats(batch.route.name).sent += len(batch)
         self._ledger.request_started(batch.endpoint)
+        if batch.endpoint.is_object:
+            self._parents.handed_over(batch.endpoint, batch.batch_id)
+            self._lane(batch.endpoint).put(batch)
+            return
         self._queue.put(batch)
+
+    def pending_parents(self, endpoint: Endpoint) -> frozenset[int]:
+        """Batches of `endpoint` handed over and not yet acknowledged (parents first: parents.py)."""
+        return self._parents.pending(endpoint)
+
+    def _lane(self, endpoint: Endpoint) -> "queue.SimpleQueue[Optional[Batch]]":
+        with self._lane_lock:
+            lane = self._lanes.get(endpoint)
+            if lane is None:
+                lane = self._lanes[endpoint] = queue.SimpleQueue()
+                thread = threading.Thread(target=self._loop, args=(lane,), name=f"planhat-{endpoint.value}", daemon=True)
+                thread.start()
+            return lane
 
     def wait_idle(self) -> None:
         """Every slot free means every batch handed over has been answered (or the sync failed)."""
@@ -91,6 +123,7 @@ class ThreadedSender:
                 return
             self.failure = exc
         self._client.abort()
+        self._parents.abort()
         # Extra permits wake a reader blocked in `acquire` or `wait_idle`; nothing waits for sender
         # threads after this (they are daemons), so an answer that never comes cannot hold the
         # failed sync open.
@@ -104,15 +137,28 @@ class ThreadedSender:
             for _ in self._threads:
                 self._queue.put(None)
             self._started = False
+        self._parents.abort()
+        with self._lane_lock:
+            for lane in self._lanes.values():
+                lane.put(None)
+            self._lanes.clear()
 
-    def _loop(self) -> None:
+    def _loop(self, lane: "Optional[queue.SimpleQueue[Optional[Batch]]]" = None) -> None:
+        source = lane if lane is not None else self._queue
         while True:
-            batch = self._queue.get()
+            batch = source.get()
             if batch is None:
                 return
             try:
                 if self.failure is None:
-                    self._deliver(batch, f"stream '{batch.route.name}' batch {batch.number}")
+                    label = f"stream '{batch.route.name}' batch {batch.number}"
+                    if isinstance(batch, ObjectBatch):
+                        if batch.waits_for and not self._parents.wait(Endpoint.COMPANIES, batch.waits_for):
+                            raise RequestAborted("not sent: the sync was stopped", endpoint=batch.endpoint)
+                        self._deliver_objects(batch, label)
+                        self._parents.acknowledged(batch.endpoint, batch.batch_id)
+                    else:
+                        self._deliver(batch, label)
                     self._barrier.acknowledge(batch.batch_id)
             except BaseException as exc:
                 self.record_failure(exc)
@@ -188,3 +234,79 @@ class ThreadedSender:
             return
         positions = match_rejected(batch.items(), [error.item for error in result.errors[:rejected]])
         self._counts.reject_all(stream, (batch.ordinal_at(position) for position in positions))
+
+    # ----- objects ----------------------------------------------------------------------------
+
+    def _deliver_objects(self, batch: ObjectBatch, label: str) -> None:
+        """Send one object batch. A 400 or 413 splits it in halves until the items Planhat refuses are
+        alone; a 400 whose errors cover every item, or one item's, counts those items as refused."""
+        try:
+            result = self._client.post(batch.endpoint, batch.body(), context=f"{label}: ")
+        except PlanhatPayloadTooLarge as exc:  # a 413, or a 400 without per-item errors
+            if exc.ambiguous_failures:
+                self._ledger.count(batch.route.name, resent_after_ambiguous_failure=len(batch) * exc.ambiguous_failures)
+            if len(batch) == 1:
+                reason = PAYLOAD_TOO_LARGE_REASON if exc.status == 413 else f"refused by Planhat (HTTP {exc.status}): {exc.body}"
+                self._account_objects(batch, label, PostResult(processed=0, errors=[], created=0, updated=0), [reason])
+                return
+            logger.warning(f"{label}: Planhat answered {exc.status} for {len(batch)} items; sending them in two halves")
+            self._deliver_halves(batch, label)
+            return
+        except PlanhatError as exc:
+            if exc.ambiguous_failures:
+                self._ledger.count(batch.route.name, resent_after_ambiguous_failure=len(batch) * exc.ambiguous_failures)
+            raise
+        if result.status == 400 and len(batch) > 1 and len(result.errors) < len(batch):
+            # Some items are refused (e.g. a duplicated key) and Planhat wrote nothing: isolate them.
+            logger.warning(
+                f"{label}: Planhat answered 400 with {len(result.errors)} error(s) for {len(batch)} items; "
+                "sending them in two halves"
+            )
+            self._deliver_halves(batch, label)
+            return
+        self._account_objects(batch, label, result)
+
+    def _deliver_halves(self, batch: ObjectBatch, label: str) -> None:
+        first, second = batch.split()
+        self._deliver_objects(first, label + "a")
+        self._deliver_objects(second, label + "b")
+
+    def _account_objects(
+        self, batch: ObjectBatch, label: str, result: PostResult, reasons: Optional[list[str]] = None
+    ) -> None:
+        stream = batch.route.name
+        resent = len(batch) * result.ambiguous_failures
+        reasons = reasons if reasons is not None else [error.reason for error in result.errors]
+        rejected = self._ledger.record_answer(
+            stream, len(batch), result.processed, reasons, resent, attempts=result.attempts,
+            created=result.created, updated=result.updated, unchanged=result.unchanged,
+        )
+        if rejected:
+            if len(batch) == 1:
+                positions = [0]
+            else:
+                positions = match_rejected(batch.items(), [error.item for error in result.errors[:rejected]])
+            # A merged item's answer is the answer for every record merged into it.
+            self._counts.reject_all(stream, ((o, False) for p in positions for o in batch.records[p]))
+        line = f"{label} -> {batch.endpoint.label}: sent {len(batch)}"
+        if result.processed is None:
+            logger.warning(f"{line}; Planhat acknowledged the request without counts ({result.note})")
+        else:
+            line += (
+                f", created {result.created or 0}, updated {result.updated or 0} (unchanged {result.unchanged or 0}), "
+                f"refused {len(reasons)}"
+            )
+            if result.attempts > 1:
+                line += f" (after {result.attempts} attempts)"
+            for error in result.errors[:SAMPLE_ERRORS]:
+                sample = orjson.dumps(error.item).decode()[:SAMPLE_CHARS]
+                line += f"; e.g. {sample} -> {error.reason}"
+            if reasons and not result.errors:
+                line += f"; {reasons[0]}"
+            logger.info(line)
+        if resent:
+            logger.warning(
+                f"{label}: re-sent {len(batch)} items after {result.ambiguous_failures} failure(s) where Planhat may "
+                "already have received them (an upsert on a key applies them again; with match_on: none they may "
+                "be created twice)"
+            )

@@ -26,6 +26,9 @@ from destination_planhat.config import InvalidRecords, PlanhatConfig
 from destination_planhat.dry_run import DryRun, DryRunSender
 from destination_planhat.errors import PlanhatError, as_traced, config_error
 from destination_planhat.mapping import build_mapper, fast_plan
+from destination_planhat.object_batching import ObjectBatch, ObjectBuffer
+from destination_planhat.object_mapping import build_object_mapper
+from destination_planhat.object_sink import ObjectSink
 from destination_planhat.planhat import Endpoint
 from destination_planhat.reporting import ProgressReporter, SyncReport
 from destination_planhat.routing import StreamKey, StreamRoute, stream_label
@@ -74,10 +77,17 @@ class PlanhatWriter:
             else ThreadedSender(client, self.ledger, self._barrier, self._counts, config.max_in_flight_requests)
         )
         self._max_body_bytes = max_body_bytes or config.max_request_body_bytes
-        self._sinks: dict[StreamKey, StreamSink] = {}
+        self._sinks: dict[StreamKey, Union[StreamSink, ObjectSink]] = {}
         send_invalid = config.invalid_records is InvalidRecords.SEND
         for key, route in routes.items():
             stats = self.ledger.stats(route.name, route.endpoint.value)
+            if route.endpoint.is_object:
+                objects = ObjectBuffer(route, config.batch_size, self._max_body_bytes, self._barrier.open_batch, clock, stats)
+                self._sinks[key] = ObjectSink(
+                    route, build_object_mapper(route), objects, stats, ledger=self.ledger, counts=self._counts,
+                    send_invalid=send_invalid, submit=self._submit, judge_errors=self._judge_errors_during_sync,
+                )
+                continue
             buffer = StreamBuffer(route, config.batch_size, self._max_body_bytes, self._barrier.open_batch, clock, stats)
             self._sinks[key] = StreamSink(
                 route, build_mapper(route), buffer, stats, ledger=self.ledger, counts=self._counts,
@@ -87,6 +97,9 @@ class PlanhatWriter:
         self._sinks_by_name = {key[1]: sink for key, sink in self._sinks.items() if key[0] is None}
         # The streams parse workers may map (see parallel_plan), by their index in the plan.
         self._sinks_by_index = list(self._sinks.values())
+        # Parents first (parents.py): the streams that write companies, whose open batch goes before a
+        # batch that may reference them.
+        self._company_sinks = [sink for sink in self._sinks.values() if sink.route.endpoint is Endpoint.COMPANIES]
         endpoints = [endpoint for endpoint in Endpoint if any(r.endpoint is endpoint for r in routes.values())]
         progress = ProgressReporter(self.ledger, config.progress_interval_seconds, clock())
         self._report = SyncReport(
@@ -164,6 +177,8 @@ class PlanhatWriter:
         no settings beyond the fields' sources, kinds and constants, and no secrets."""
         streams = []
         for index, sink in enumerate(self._sinks_by_index):
+            if sink.route.endpoint.is_object:
+                continue  # objects are mapped here (object_mapping.py): they come in small numbers
             plan = fast_plan(sink.route)
             if plan is not None:
                 endpoint, fields, constants = plan
@@ -265,6 +280,13 @@ class PlanhatWriter:
         """
         if batch is None or not batch.count:
             return
+        if isinstance(batch, ObjectBatch) and self._company_sinks and batch.endpoint is not Endpoint.COMPANIES:
+            if any(reference.parent is Endpoint.COMPANIES for reference in batch.endpoint.target.references):
+                # Every company read so far goes first, and this batch waits for its acknowledgement.
+                for sink in self._company_sinks:
+                    self._submit(sink.take())
+                if isinstance(self._sender, ThreadedSender):
+                    batch.waits_for = self._sender.pending_parents(Endpoint.COMPANIES)
         # Until it is handed over, the batch counts as buffered (not sent) should the sync fail meanwhile.
         self._handing_over = batch
         self._raise_if_failed()

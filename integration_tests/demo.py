@@ -112,7 +112,42 @@ def main() -> int:
         for endpoint in ("metrics", "user_activities"):
             items = sandbox.received(endpoint)
             print(f"  first {endpoint} items: " + "; ".join(json.dumps(i) for i in items[:2]))
-        ok = run.returncode == 0 and check.connection_status and check.connection_status["status"] == "SUCCEEDED"
+        heading("write objects: companies (with custom fields) and their end users, in one run")
+        objects_config = dict(
+            config,
+            api_base_url=sandbox.url,
+            streams=[
+                {"name": "accounts", "endpoint": "companies", "unmapped_columns": "custom",
+                 "field_mappings": [{"planhat_field": "externalId", "source_field": "id"}]},
+                {"name": "contacts", "endpoint": "endusers"},
+            ],
+        )
+        account_schema = {"type": "object", "properties": {"id": {}, "name": {}, "plan": {}, "seats": {}}}
+        contact_schema = {"type": "object", "properties": {"externalId": {}, "email": {}, "firstName": {}, "companyExternalId": {}}}
+        object_catalog = {"streams": [
+            {"stream": {"name": name, "json_schema": schema, "supported_sync_modes": ["full_refresh"]},
+             "sync_mode": "full_refresh", "destination_sync_mode": "append_dedup", "primary_key": [[key]]}
+            for name, schema, key in (("accounts", account_schema, "id"), ("contacts", contact_schema, "externalId"))
+        ]}
+        object_messages = []
+        for i, (name, plan) in enumerate((("Acme", "enterprise"), ("Globex", "pro"), ("Initech", "free"))):
+            object_messages.append({"type": "RECORD", "record": {"stream": "accounts", "emitted_at": 0,
+                                    "data": {"id": f"acct-{i}", "name": name, "plan": plan, "seats": 10 * (i + 1)}}})
+            object_messages.append({"type": "RECORD", "record": {"stream": "contacts", "emitted_at": 0,
+                                    "data": {"externalId": f"c-{i}", "email": f"ada{i}@{name.lower()}.example",
+                                             "firstName": "Ada", "companyExternalId": f"acct-{i}"}}})
+        objects_run = run_cli("write", tmp_path, config=objects_config, catalog=object_catalog, stdin=encode_lines(object_messages))
+        show_logs(objects_run, prefixes=("summary",))
+        for error in objects_run.errors:
+            print(f"  ERROR {error['message']}")
+        heading("what the sandbox holds (main API)")
+        names = {c["_id"]: c["name"] for c in sandbox.objects("companies")}
+        for company in sandbox.objects("companies"):
+            print(f"  company {company['name']} externalId={company.get('externalId')} custom={json.dumps(company.get('custom'))}")
+        for user in sandbox.objects("endusers"):
+            print(f"  end user {user['email']} externalId={user.get('externalId')} company={names.get(user.get('companyId'))}")
+        ok = objects_run.returncode == 0 and len(sandbox.objects("endusers")) == 3
+        ok = ok and run.returncode == 0 and check.connection_status and check.connection_status["status"] == "SUCCEEDED"
         print("\ndemo " + ("succeeded" if ok else "FAILED"))
         return 0 if ok else 1
 

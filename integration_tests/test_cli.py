@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from jsonschema import Draft7Validator
 
+from destination_planhat.planhat import Endpoint
+
 from integration_tests.harness import (
     ACTIVITY_SCHEMA,
     API_TOKEN,
@@ -57,7 +59,7 @@ def test_spec_is_valid_and_has_the_fixed_field_names(tmp_path):
     schema = spec["connectionSpecification"]
     Draft7Validator.check_schema(schema)
     assert set(FIXED_FIELDS) <= set(schema["properties"])
-    assert schema["required"] == ["tenant_uuid"]
+    assert schema["required"] == []  # tenant_uuid: only for Metrics and User Activities streams (routing says so)
     assert schema["properties"]["tenant_uuid"]["airbyte_secret"] is True
     assert schema["properties"]["api_token"]["airbyte_secret"] is True
     assert schema["properties"]["analytics_base_url"]["airbyte_hidden"] is True
@@ -66,8 +68,8 @@ def test_spec_is_valid_and_has_the_fixed_field_names(tmp_path):
     assert (batch["type"], batch["minimum"], batch["maximum"], batch["default"]) == ("integer", 1, 100_000, 10_000)
     item = schema["properties"]["streams"]["items"]
     assert {"name", "namespace", "endpoint"} <= set(item["properties"])
-    assert item["properties"]["endpoint"]["enum"] == ["metrics", "user_activities"]
-    assert spec["supported_destination_sync_modes"] == ["append"]
+    assert item["properties"]["endpoint"]["enum"] == [endpoint.value for endpoint in Endpoint]
+    assert spec["supported_destination_sync_modes"] == ["append", "append_dedup"]
     assert spec["supportsIncremental"] is True
     validator = Draft7Validator(schema)
     assert not list(validator.iter_errors(sandbox_config("http://127.0.0.1:1")))

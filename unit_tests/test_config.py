@@ -64,7 +64,11 @@ def test_valid_values(overrides, attribute, expected):
 @pytest.mark.parametrize(
     "overrides, fields",
     [
-        ({"tenant_uuid": ...}, ["tenant_uuid"]),
+        # A missing tenant_uuid is a routing problem (only analytics streams need it): test_objects_config.py
+        ({"api_base_url": "http://api.planhat.com"}, ["api_base_url"]),
+        ({"region": "us2/evil"}, ["region"]),
+        ({"api_calls_per_minute": 0}, ["api_calls_per_minute"]),
+        ({"streams": [{"name": "a", "endpoint": "companies", "match_on": "email"}]}, ["streams.0.match_on"]),
         ({"tenant_uuid": ""}, ["tenant_uuid"]),
         ({"tenant_uuid": "   "}, ["tenant_uuid"]),
         ({"tenant_uuid": "SECRET/../x"}, ["tenant_uuid"]),

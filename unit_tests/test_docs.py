@@ -128,8 +128,14 @@ def test_the_documented_sync_modes_are_the_spec_s():
         for row in (cells(line) for line in text.splitlines() if line.startswith("| [") and "sync-modes" in line)
         if row[1] == "Yes"
     }
-    assert spec()["supported_destination_sync_modes"] == ["append"]
+    assert spec()["supported_destination_sync_modes"] == ["append", "append_dedup"]
     assert supported == {"Full Refresh - Append", "Incremental Sync - Append"}
+    partly = {
+        row[0].split("]")[0].lstrip("[")
+        for row in (cells(line) for line in text.splitlines() if line.startswith("| [") and "sync-modes" in line)
+        if row[1] == "Yes (objects only)"
+    }
+    assert partly == {"Incremental Sync - Append + Deduped"}
 
 
 def test_the_page_has_the_sections_of_an_airbyte_destination_page():
