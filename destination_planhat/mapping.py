@@ -98,7 +98,7 @@ class _Plan:
     dimension_ids: tuple[str, ...] = ()  # per unpivot column, its dimensionId (the column's name unless set)
 
 
-def _schema_properties(json_schema: Optional[Mapping[str, Any]]) -> Optional[Mapping[str, Any]]:
+def declared_properties(json_schema: Optional[Mapping[str, Any]]) -> Optional[Mapping[str, Any]]:
     """The declared properties of a schema, or None when it declares none (then nothing can be checked)."""
     if not isinstance(json_schema, Mapping):
         return None
@@ -106,11 +106,19 @@ def _schema_properties(json_schema: Optional[Mapping[str, Any]]) -> Optional[Map
     return properties if isinstance(properties, Mapping) and properties else None
 
 
-def _split_path(path: str, properties: Optional[Mapping[str, Any]]) -> tuple[str, ...]:
+def split_path(path: str, properties: Optional[Mapping[str, Any]]) -> tuple[str, ...]:
     """A column whose own name has dots (declared so in the schema) is one key, not a path."""
     if "." not in path or (properties is not None and path in properties):
         return (path,)
     return tuple(path.split("."))
+
+
+def source_field_problem(entry: str, source_field: str, field: str, properties: Mapping[str, Any]) -> Optional[str]:
+    """What is wrong with a mapping's `source_field` against the stream's declared properties, or None."""
+    problem = _path_problem(split_path(source_field, properties), properties)
+    if problem is None:
+        return None
+    return f"{entry}: source_field '{source_field}' for '{field}': {problem}; fix the name, or refresh the source schema"
 
 
 def _path_problem(parts: tuple[str, ...], properties: Optional[Mapping[str, Any]]) -> Optional[str]:
@@ -122,7 +130,7 @@ def _path_problem(parts: tuple[str, ...], properties: Optional[Mapping[str, Any]
         if part not in level:
             where = "the stream's schema" if depth == 0 else f"the object '{'.'.join(parts[:depth])}'"
             return f"'{part}' is not a column of {where} (it has: {_columns(level)})"
-        level = _schema_properties(level[part]) if isinstance(level[part], Mapping) else None
+        level = declared_properties(level[part]) if isinstance(level[part], Mapping) else None
     return None
 
 
@@ -146,7 +154,7 @@ def _compile(
     kinds = FIELD_KINDS[endpoint]
     fields = ENDPOINT_FIELDS[endpoint]
     other = Endpoint.USER_ACTIVITIES if endpoint is Endpoint.METRICS else Endpoint.METRICS
-    properties = _schema_properties(json_schema)
+    properties = declared_properties(json_schema)
     mappings = settings.field_mappings if settings else ()
     pairs = settings.unpivot_pairs if settings else ()
     unpivot = tuple(column for column, _ in pairs)
@@ -182,12 +190,9 @@ def _compile(
                     f"{_constant_hint(field, kinds[field])}"
                 )
         elif mapping.source_field is not None and properties is not None:
-            problem = _path_problem(_split_path(mapping.source_field, properties), properties)
+            problem = source_field_problem(entry, mapping.source_field, field, properties)
             if problem:
-                problems.append(
-                    f"{entry}: source_field '{mapping.source_field}' for '{field}': {problem}; fix the "
-                    "name, or refresh the source schema"
-                )
+                problems.append(problem)
 
     if unpivot:
         if endpoint is not Endpoint.METRICS:
@@ -235,7 +240,7 @@ def _compile(
                 if value is not BAD:
                     constants[field] = value
             continue
-        path = _split_path(mapping.source_field, properties) if mapping is not None else (field,)
+        path = split_path(mapping.source_field, properties) if mapping is not None else (field,)
         key = path[0] if len(path) == 1 else None
         sources.append(_Source(field, key, None if key else path, CONVERTERS[kind], invalid_reason(field, kind)))
     return _Plan(endpoint, tuple(sources), constants, unpivot, dimension_ids), problems
@@ -311,7 +316,7 @@ def item_mapper(endpoint: Endpoint, fields: Sequence[FastField], constants: Item
     return _item_mapper(_Plan(endpoint, sources, dict(constants), ()))
 
 
-def _dig(data: Any, path: tuple[str, ...]) -> Any:
+def dig(data: Any, path: tuple[str, ...]) -> Any:
     for part in path:
         if type(data) is not dict:
             return None
@@ -332,7 +337,7 @@ def _missing_reason(endpoint: Endpoint, item: Item) -> Optional[str]:
     return "email and euExtId are both missing"
 
 
-def _example(field: str, value: Any) -> str:
+def example_of(field: str, value: Any) -> str:
     text = repr(value)
     return f"{field}={text[:120]}{'...' if len(text) > 120 else ''}"
 
@@ -350,13 +355,13 @@ def _fill(rows: tuple[_Row, ...], data: Mapping[str, Any], item: Item) -> Option
     bad = None
     get = data.get
     for field, key, path, convert, reason in rows:
-        value = get(key) if key is not None else _dig(data, path)  # type: ignore[arg-type]
+        value = get(key) if key is not None else dig(data, path)  # type: ignore[arg-type]
         if value is None:
             continue
         converted = convert(value)
         if converted is BAD:
             if bad is None:
-                bad = (reason, _example(field, value))
+                bad = (reason, example_of(field, value))
             converted = value
         item[field] = converted
     return bad
@@ -383,7 +388,7 @@ def _item_mapper(plan: _Plan) -> Mapper:
             reason = _missing_reason(endpoint, item)
             if reason is None:
                 return (item,)
-            return (Invalid(reason, _example("item", item), item),)
+            return (Invalid(reason, example_of("item", item), item),)
         return (Invalid(bad[0], bad[1], item),)
 
     return map_record
@@ -405,7 +410,7 @@ def _unpivot_mapper(plan: _Plan) -> Mapper:
         if bad is None:
             external_id = common.get("externalId")
             if external_id is None or external_id == "":
-                bad = ("externalId is missing", _example("item", common))
+                bad = ("externalId is missing", example_of("item", common))
         out: list[Union[Item, Invalid]] = []
         for column, dimension, reason in columns:
             raw = data.get(column)
@@ -416,7 +421,7 @@ def _unpivot_mapper(plan: _Plan) -> Mapper:
             value = to_number(raw)
             if value is BAD:
                 item["value"] = raw
-                out.append(Invalid(reason, _example(column, raw), item))
+                out.append(Invalid(reason, example_of(column, raw), item))
                 continue
             item["value"] = value
             out.append(item if bad is None else Invalid(bad[0], bad[1], item))

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Union
 from destination_planhat.checks import BAD, convert_constant, to_date, to_number, to_object, to_string
 from destination_planhat.config import UnmappedColumns
 from destination_planhat.errors import config_error
-from destination_planhat.mapping import Invalid, RecordRejected, _example, _path_problem, _schema_properties, _split_path
+from destination_planhat.mapping import Invalid, RecordRejected, declared_properties, dig, example_of, source_field_problem, split_path
 from destination_planhat.planhat import FieldKind, MatchOn, Target
 
 if TYPE_CHECKING:
@@ -122,7 +122,7 @@ def compile_object(
     """The plan of an object stream's mapper and every problem of its settings."""
     where = f"stream '{label}' ({target.label})"
     problems: list[str] = []
-    properties = _schema_properties(json_schema)
+    properties = declared_properties(json_schema)
     match_on = settings.effective_match_on if settings else MatchOn.EXTERNAL_ID
     key_field: Optional[str] = None
     if match_on is not MatchOn.NONE:
@@ -156,12 +156,9 @@ def compile_object(
         if mapping.constant not in (None, "") and not is_custom and _constant(mapping.constant, kind) is BAD:
             problems.append(f"{entry}: the constant {mapping.constant!r} for '{name}' is not {KIND_WORDS[kind]}")
         if mapping.source_field is not None and properties is not None:
-            problem = _path_problem(_split_path(mapping.source_field, properties), properties)
+            problem = source_field_problem(entry, mapping.source_field, name, properties)
             if problem:
-                problems.append(
-                    f"{entry}: source_field '{mapping.source_field}' for '{name}': {problem}; fix the name, or "
-                    "refresh the source schema"
-                )
+                problems.append(problem)
 
     fields: list[_Field] = []
     constants: Item = {}
@@ -182,7 +179,7 @@ def compile_object(
             else:
                 constants[to] = value
             return
-        source = _split_path(mapping.source_field, properties) if mapping is not None else (name,)
+        source = split_path(mapping.source_field, properties) if mapping is not None else (name,)
         convert = to_string if prefix else (OBJECT_CONVERTERS[kind] if not name.startswith(CUSTOM_PREFIX) else _as_is)
         reason = f"{name} is not {KIND_WORDS[FieldKind.STRING if prefix else kind]}"
         fields.append(_Field(source, to, convert, reason, prefix, many))
@@ -203,14 +200,6 @@ def compile_object(
 
 def _as_is(value: Any) -> Any:
     return value
-
-
-def _dig(data: Any, path: tuple[str, ...]) -> Any:
-    for part in path:
-        if type(data) is not dict:
-            return None
-        data = data.get(part)
-    return data
 
 
 def build_object_mapper(route: "StreamRoute") -> ObjectMapper:
@@ -236,13 +225,13 @@ def build_object_mapper(route: "StreamRoute") -> ObjectMapper:
         item: Item = {name: (dict(value) if type(value) is dict else value) for name, value in constants.items()}
         bad: Optional[tuple[str, str]] = None
         for f in fields:
-            value = data.get(f.source[0]) if len(f.source) == 1 else _dig(data, f.source)
+            value = data.get(f.source[0]) if len(f.source) == 1 else dig(data, f.source)
             if value is None:
                 continue
             converted = f.convert(value)
             if converted is BAD:
                 if bad is None:
-                    bad = (f.reason, _example(f.target, value))
+                    bad = (f.reason, example_of(f.target, value))
                 converted = value
             elif f.prefix:
                 converted = [f.prefix + converted] if f.many else f.prefix + converted
@@ -276,7 +265,7 @@ def build_object_mapper(route: "StreamRoute") -> ObjectMapper:
         for name in required:
             value = item.get(name)
             if value is None or value == "":
-                return Invalid(f"{name} is missing (required to create {plan.target.label})", _example("item", item), item), key
+                return Invalid(f"{name} is missing (required to create {plan.target.label})", example_of("item", item), item), key
         return item, key
 
     return map_record
