@@ -41,9 +41,17 @@ from destination_planhat.writer import PlanhatWriter
 logger = logging.getLogger("airbyte")
 
 CHECK_ATTEMPTS = 2
+# discover reads the custom fields once and must answer the UI quickly: it waits at most this long.
+DISCOVER_TIMEOUT_SECONDS = 30.0
 
 
-def build_client(config: PlanhatConfig, *, attempts: Optional[int] = None, sleep: Optional[Callable[[float], None]] = None) -> PlanhatClient:
+def build_client(
+    config: PlanhatConfig,
+    *,
+    attempts: Optional[int] = None,
+    sleep: Optional[Callable[[float], None]] = None,
+    read_timeout: Optional[float] = None,
+) -> PlanhatClient:
     policy = RetryPolicy(
         max_attempts=attempts or config.max_attempts,
         base_delay=config.retry_initial_delay_seconds,
@@ -57,7 +65,7 @@ def build_client(config: PlanhatConfig, *, attempts: Optional[int] = None, sleep
         main_base_url=config.main_base_url,
         calls_per_minute=config.api_calls_per_minute,
         retry_policy=policy,
-        read_timeout=config.request_timeout_seconds,
+        read_timeout=read_timeout or config.request_timeout_seconds,
         pool_size=config.max_in_flight_requests,
         **kwargs,
     )
@@ -100,7 +108,7 @@ class DestinationPlanhat(Destination):
         """The destination catalog (the CDK's AirbyteMessage has no field for it, so run_cmd prints
         it itself). Reads the custom fields with the API token; writes nothing."""
         parsed = parse_config(config)
-        client = build_client(parsed, attempts=1)
+        client = build_client(parsed, attempts=1, read_timeout=min(parsed.request_timeout_seconds, DISCOVER_TIMEOUT_SECONDS))
         try:
             where = client.main_api_url_for_logs()
             return discover(parsed.token, client.read_custom_fields, where)
