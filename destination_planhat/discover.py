@@ -31,6 +31,7 @@ from destination_planhat.planhat import (
     TARGETS,
     Endpoint,
     FieldKind,
+    MatchOn,
     Target,
 )
 
@@ -38,6 +39,11 @@ logger = logging.getLogger("airbyte")
 
 APPEND = "append"
 UPDATE = "update"
+KEY_DESCRIPTIONS = {
+    MatchOn.EXTERNAL_ID: "Your system's id of the record; a matching key",
+    MatchOn.SOURCE_ID: "An integration's id of the record; a matching key",
+    MatchOn.PLANHAT_ID: "Planhat's own id; a matching key (then every record updates an existing one)",
+}
 
 
 def offered_sync_mode(endpoint: Endpoint) -> str:
@@ -80,8 +86,8 @@ def operation(target: Target, custom: Mapping[str, JsonSchema]) -> dict[str, Any
             "type": "object",
             "description": "Custom fields by name, as one JSON object; or map each one to its custom.<Field name>",
         }
-    for key in matching_keys(target):
-        properties[key[0]] = {**properties[key[0]], "description": "A matching key"}
+    for keyable, field in target.keyables.items():
+        properties[field] = {**properties[field], "description": KEY_DESCRIPTIONS[MatchOn(keyable)]}
     properties.update(custom)
     replaced = {field for field, _ in aliases.values()}
     required = [name for name in target.required if name not in replaced]
