@@ -110,3 +110,12 @@ def test_data_activation_streams_still_need_their_credentials() -> None:
         route_streams(config(api_token=None), catalog(stream))
     assert "stream 'm' goes to Metrics (destination_object_name 'metrics'" in raised.value.message
     assert "fill in `api_token`" in raised.value.message
+
+
+def test_a_renamed_column_the_platform_left_without_a_schema_is_still_mapped() -> None:
+    # DestinationCatalogGenerator copies the schema of an array/object column by its *new* name from the
+    # source schema, which has only the old one: the property is there, its schema null.
+    stream = mapped("a", "companies", ["externalId", "custom.Regions"], "update", [["externalId"]])
+    stream["stream"]["json_schema"]["properties"]["custom.Regions"] = None
+    item, _ = build_object_mapper(route_of(stream))({"externalId": "x", "custom.Regions": ["EU", "US"]})
+    assert item == {"externalId": "x", "custom": {"Regions": ["EU", "US"]}}
