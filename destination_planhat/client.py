@@ -15,7 +15,7 @@ import requests
 from destination_planhat.answers import PostResult, quote
 from destination_planhat.errors import PlanhatTLSError, PlanhatUnavailable, RequestAborted
 from destination_planhat.pacing import CallPacer
-from destination_planhat.planhat import DEFAULT_CALLS_PER_MINUTE, TARGETS, Endpoint, Host, endpoint_path
+from destination_planhat.planhat import CUSTOM_FIELDS_PATH, DEFAULT_CALLS_PER_MINUTE, TARGETS, Endpoint, Host, endpoint_path
 from destination_planhat.retries import RetryPolicy, Verdict, judge_exception, judge_status, parse_retry_after, tls_reason
 
 logger = logging.getLogger("airbyte")
@@ -83,6 +83,9 @@ class PlanhatClient:
         target = TARGETS[endpoint]
         return self._base_urls[target.host] + target.path.format(tenant="***")
 
+    def main_api_url_for_logs(self) -> str:
+        return self._base_urls[Host.MAIN]
+
     def where(self, endpoint: Endpoint) -> str:
         """The target as error messages name it: its label and its URL (secrets masked)."""
         return f"Planhat {endpoint.label} ({self.url_for_logs(endpoint)})"
@@ -96,18 +99,27 @@ class PlanhatClient:
     def verify_main_api(self) -> None:
         """`GET /companies?limit=1`: a read that writes nothing, to check the token on the main API
         (for `check`). Raises a PlanhatError naming Companies when it is refused."""
-        endpoint = Endpoint.COMPANIES
-        url = self._urls[endpoint] + "?limit=1"
+        self._get_main("/companies?limit=1", Endpoint.COMPANIES)
+
+    def read_custom_fields(self) -> bytes:
+        """`GET /customfields` on the main API (for `discover`): the body of the answer, as it came.
+
+        One attempt, no retries: discover must answer quickly and falls back to the standard fields.
+        Raises a PlanhatError (named after Companies, whose credential fix applies) when it fails."""
+        return self._get_main(CUSTOM_FIELDS_PATH, Endpoint.COMPANIES)
+
+    def _get_main(self, path: str, endpoint: Endpoint) -> bytes:
+        url = self._base_urls[Host.MAIN] + path
         self.pacer.wait()
         try:
             response = self._session.get(url, headers=self._headers(endpoint), timeout=self._timeout, allow_redirects=False)
         except requests.exceptions.SSLError as exc:
             raise PlanhatTLSError(f"the TLS connection failed ({tls_reason(exc)})", endpoint=endpoint) from None
         except requests.RequestException as exc:
-            raise PlanhatUnavailable(f"{type(exc).__name__} on GET /companies", endpoint=endpoint) from None
+            raise PlanhatUnavailable(f"{type(exc).__name__} on GET {path.split('?')[0]}", endpoint=endpoint) from None
         status = response.status_code
         if 200 <= status < 300:
-            return
+            return response.content
         decision = judge_status(status, frozenset())
         error = decision.error or PlanhatUnavailable
         raise error(

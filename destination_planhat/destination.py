@@ -28,6 +28,7 @@ from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 from destination_planhat.client import PlanhatClient
 from destination_planhat.config import PlanhatConfig, parse_config
+from destination_planhat.discover import discover
 from destination_planhat.dry_run import DryRun
 from destination_planhat.errors import PlanhatError
 from destination_planhat.parallel import ParseWorkers
@@ -40,9 +41,17 @@ from destination_planhat.writer import PlanhatWriter
 logger = logging.getLogger("airbyte")
 
 CHECK_ATTEMPTS = 2
+# discover reads the custom fields once and must answer the UI quickly: it waits at most this long.
+DISCOVER_TIMEOUT_SECONDS = 30.0
 
 
-def build_client(config: PlanhatConfig, *, attempts: Optional[int] = None, sleep: Optional[Callable[[float], None]] = None) -> PlanhatClient:
+def build_client(
+    config: PlanhatConfig,
+    *,
+    attempts: Optional[int] = None,
+    sleep: Optional[Callable[[float], None]] = None,
+    read_timeout: Optional[float] = None,
+) -> PlanhatClient:
     policy = RetryPolicy(
         max_attempts=attempts or config.max_attempts,
         base_delay=config.retry_initial_delay_seconds,
@@ -56,18 +65,29 @@ def build_client(config: PlanhatConfig, *, attempts: Optional[int] = None, sleep
         main_base_url=config.main_base_url,
         calls_per_minute=config.api_calls_per_minute,
         retry_policy=policy,
-        read_timeout=config.request_timeout_seconds,
+        read_timeout=read_timeout or config.request_timeout_seconds,
         pool_size=config.max_in_flight_requests,
         **kwargs,
     )
 
 
 class DestinationPlanhat(Destination):
+    def parse_args(self, args: list[str]) -> argparse.Namespace:
+        """The CDK's commands (spec, check, write), and `discover --config`, which the CDK's
+        destinations lack: Airbyte runs it for data activation (see discover.py)."""
+        if args and args[0] == "discover":
+            parser = argparse.ArgumentParser(prog="discover", description="prints the DESTINATION_CATALOG")
+            parser.add_argument("--config", type=str, required=True, help="path to the JSON configuration file")
+            parsed = parser.parse_args(args[1:])
+            parsed.command = "discover"
+            return parsed
+        return super().parse_args(args)
+
     def run_cmd(self, parsed_args: argparse.Namespace) -> Iterable[AirbyteMessage]:
         """Validate the config with our own model before the CDK's spec check: ours names every bad
         field and the fix in one message, the CDK's quotes only the first problem and not its field
         (e.g. "0 is less than the minimum of 1"). The CDK's check still runs afterwards as a backstop."""
-        if parsed_args.command in ("check", "write"):
+        if parsed_args.command in ("check", "write", "discover"):
             config = self.read_config(config_path=parsed_args.config)
             # Registered before anything can print: the CDK masks these values in logs and traces.
             update_secrets(get_secrets(self.spec(logger).connectionSpecification, config))
@@ -79,7 +99,21 @@ class DestinationPlanhat(Destination):
                     yield status
                     return
                 raise
+        if parsed_args.command == "discover":
+            print_message({"type": "DESTINATION_CATALOG", "destination_catalog": self.discover(config)})
+            return
         yield from super().run_cmd(parsed_args)
+
+    def discover(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        """The destination catalog (the CDK's AirbyteMessage has no field for it, so run_cmd prints
+        it itself). Reads the custom fields with the API token; writes nothing."""
+        parsed = parse_config(config)
+        client = build_client(parsed, attempts=1, read_timeout=min(parsed.request_timeout_seconds, DISCOVER_TIMEOUT_SECONDS))
+        try:
+            where = client.main_api_url_for_logs()
+            return discover(parsed.token, client.read_custom_fields, where)
+        finally:
+            client.close()
 
     def spec(self, logger: logging.Logger) -> ConnectorSpecification:
         text = resources.files("destination_planhat").joinpath("spec.json").read_text(encoding="utf-8")
@@ -167,7 +201,7 @@ class DestinationPlanhat(Destination):
         and counted instead of crashing the sync) and print each state the moment it is released."""
         with open(configured_catalog_path, "rb") as file:
             catalog = ConfiguredAirbyteCatalogSerializer.load(orjson.loads(file.read()))
-        writer = self._start_writer(config, catalog, print_state)
+        writer = self._start_writer(config, catalog, print_message)
         workers: Optional[ParseWorkers] = None
         try:
             workers = start_parse_workers(writer)
@@ -206,9 +240,9 @@ def check_main_api(client: PlanhatClient, config: PlanhatConfig) -> Optional[str
     return None
 
 
-def print_state(message: dict[str, Any]) -> None:
-    """Print one released STATE message as a single write, so lines from several threads never
-    interleave. With the standard library's encoder: it writes back every value the input had as it
+def print_message(message: dict[str, Any]) -> None:
+    """Print one message as a single write, so lines from several threads never interleave: each
+    released STATE, and the DESTINATION_CATALOG (which the CDK's models cannot carry). With the standard library's encoder: it writes back every value the input had as it
     was read (integers of any size, for one, which orjson refuses)."""
     line = json.dumps(message, ensure_ascii=False, separators=(",", ":")) + "\n"
     with _stdout_lock:

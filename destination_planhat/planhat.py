@@ -25,6 +25,12 @@ MAX_UPSERT_ITEMS = 5_000
 DEFAULT_CALLS_PER_MINUTE = 200
 
 
+# The main API's list of custom field definitions (read by `discover`; nothing is written there).
+# Each definition: `name` (the key under an item's `custom`), `type` (see custom_fields.py), `parent`
+# (the model, as Target.model), `isFormula`, `isLocked`, `listValues` (the options of list types).
+CUSTOM_FIELDS_PATH = "/customfields"
+
+
 def main_api_base_url(region: str) -> str:
     return "https://" + MAIN_API_HOST.format(region=f"-{region}" if region else "")
 
@@ -198,6 +204,7 @@ class Target:
     keyables: Mapping[str, str] = field(default_factory=dict)
     references: tuple[Reference, ...] = ()  # parent references (companyId ...)
     answer_statuses: frozenset[int] = frozenset()  # non-2xx answers whose body is an answer to read (400)
+    model: str = ""  # objects: Planhat's model name, as a custom field's `parent` names it (GET /customfields)
 
 
 _ANALYTICS_TARGETS: dict[Endpoint, Target] = {
@@ -252,6 +259,7 @@ _COMPANY = (Reference("companyId", Endpoint.COMPANIES),)
 @dataclass(frozen=True)
 class _Object:
     label: str
+    model: str  # the `parent` of its custom fields in GET /customfields (the spelling is unconfirmed)
     fields: Mapping[str, FieldKind]
     required: tuple[str, ...]
     keyables: Mapping[str, str] = field(default_factory=lambda: dict(_ALL_KEYS))
@@ -261,30 +269,35 @@ class _Object:
 OBJECTS: Mapping[Endpoint, _Object] = {
     Endpoint.COMPANIES: _Object(
         "Companies",
+        "Company",
         {**_KEYS, "name": S, "owner": S, "coOwner": S, "phase": S, "status": S, "domains": A, "custom": O},
         ("name",),
         references=(),
     ),
     Endpoint.ENDUSERS: _Object(
         "End Users",
+        "EndUser",
         {**_KEYS, "email": S, "companyId": S, "firstName": S, "lastName": S, "position": S, "phone": S, "tags": A,
          "featured": B, "primary": B, "archived": B, "custom": O},
         ("email",),  # companyId too, unless the email's domain is a company's (Planhat assigns it then)
     ),
     Endpoint.ASSETS: _Object(
         "Assets",
+        "Asset",
         {**_KEYS, "name": S, "companyId": S, "serialNumber": S, "value": N, "_currency": S, "installDate": D,
          "status": S, "ownerId": S, "custom": O},
         ("name", "companyId"),
     ),
     Endpoint.PROJECTS: _Object(
         "Projects",
+        "Project",
         {**_KEYS, "name": S, "companyId": S, "currency": S, "startDate": D, "endDate": D, "mrr": N, "arr": N,
          "nrr": N, "custom": O},
         ("name", "companyId"),
     ),
     Endpoint.LICENSES: _Object(
         "Licenses",
+        "License",
         {**_KEYS, "companyId": S, "_currency": S, "fromDate": D, "toDate": D, "product": S, "fixedPeriod": B,
          "mrr": N, "value": N, "renewalStatus": S, "autoRenews": B, "renewalPeriod": N, "noticePeriod": N,
          "custom": O},
@@ -292,11 +305,13 @@ OBJECTS: Mapping[Endpoint, _Object] = {
     ),
     Endpoint.SALES: _Object(
         "Sales",
+        "Sale",
         {**_KEYS, "companyId": S, "_currency": S, "salesDate": D, "value": N, "product": S, "custom": O},
         ("_currency", "companyId", "salesDate", "value"),
     ),
     Endpoint.OPPORTUNITIES: _Object(
         "Opportunities",
+        "Opportunity",
         {**_KEYS, "companyId": S, "title": S, "salesStage": S, "_currency": S, "status": S, "dealDate": D,
          "landingDate": D, "closeDate": D, "ownerId": S, "mrr": N, "arr": N, "nrr": N, "contractLength": N,
          "custom": O},
@@ -304,12 +319,14 @@ OBJECTS: Mapping[Endpoint, _Object] = {
     ),
     Endpoint.CONVERSATIONS: _Object(
         "Conversations",
+        "Conversation",
         {**_KEYS, "companyId": S, "type": S, "subject": S, "description": S, "snippet": S, "date": D, "outDate": D,
          "users": A, "activityTags": A, "tags": A, "starred": B, "pinned": B, "archived": B, "custom": O},
         ("companyId",),
     ),
     Endpoint.ISSUES: _Object(
         "Issues",
+        "Issue",
         {"_id": S, "sourceId": S, "title": S, "description": S, "source": S, "sourceUrl": S, "priority": S,
          "status": S, "archived": B, "companyIds": A, "enduserIds": A, "conversationIds": A, "followers": A,
          "custom": O},
@@ -319,6 +336,7 @@ OBJECTS: Mapping[Endpoint, _Object] = {
     ),
     Endpoint.INVOICES: _Object(
         "Invoices",
+        "Invoice",
         # Dates of invoices are days since 1970-01-01 (integers), as Planhat's invoice page says.
         {"_id": S, "sourceId": S, "extId": S, "cId": S, "currency": S, "product": S, "status": S,
          "invoiceDate": N, "dueDate": N, "paidDate": N, "amountTotal": N, "custom": O},
@@ -328,17 +346,20 @@ OBJECTS: Mapping[Endpoint, _Object] = {
     ),
     Endpoint.CAMPAIGNS: _Object(
         "Campaigns",
+        "Campaign",
         {**_KEYS, "name": S, "companyId": S, "campaignPurpose": S, "custom": O},
         ("name", "companyId"),
     ),
     Endpoint.TASKS: _Object(
         "Tasks",
+        "Task",
         {**_KEYS, "mainType": S, "companyId": S, "action": S, "description": S, "startTime": D, "endTime": D,
          "dateDone": D, "repeat": S, "repeatDays": N, "type": S, "ownerId": S, "custom": O},
         ("mainType", "companyId"),
     ),
     Endpoint.NPS: _Object(
         "NPS",
+        "Nps",
         {"_id": S, "sourceId": S, "email": S, "score": N, "cId": S, "campaignId": S, "comment": S, "source": S,
          "dateSent": D, "dateAnswered": D, "custom": O},
         ("email", "score"),
@@ -373,6 +394,7 @@ def _object_target(endpoint: Endpoint, spec: _Object) -> Target:
         keyables=spec.keyables,
         references=spec.references,
         answer_statuses=frozenset({400}),
+        model=spec.model,
     )
 
 

@@ -1,4 +1,7 @@
-"""Which Planhat endpoint each configured stream goes to, decided once before anything is sent."""
+"""Which Planhat endpoint each configured stream goes to, decided once before anything is sent.
+
+In order: the stream's `destination_object_name` (mapped in the Airbyte UI; activation.py), its
+`streams` entry, its schema (Metrics or User Activities fields)."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ from typing import Any, Mapping, Optional
 
 from airbyte_cdk.models import ConfiguredAirbyteCatalog, ConfiguredAirbyteStream, DestinationSyncMode
 
+from destination_planhat.activation import activation_settings
 from destination_planhat.config import PlanhatConfig, StreamSettings
 from destination_planhat.errors import config_error
 from destination_planhat.mapping import mapping_problems
@@ -66,9 +70,9 @@ def route_streams(config: PlanhatConfig, catalog: ConfiguredAirbyteCatalog) -> d
     routes: dict[StreamKey, StreamRoute] = {}
     problems: list[str] = []
     for configured in catalog.streams:
-        route, problem = _route(config, configured)
-        if problem:
-            problems.append(problem)
+        route, stream_problems = _route(config, configured)
+        if stream_problems:
+            problems.extend(stream_problems)
         elif route:
             if ENDPOINT_NEEDS_API_TOKEN[route.endpoint] and not config.token:
                 problems.append(
@@ -93,47 +97,53 @@ def route_streams(config: PlanhatConfig, catalog: ConfiguredAirbyteCatalog) -> d
     return routes
 
 
-def _route(config: PlanhatConfig, configured: ConfiguredAirbyteStream) -> tuple[Optional[StreamRoute], Optional[str]]:
+def _route(config: PlanhatConfig, configured: ConfiguredAirbyteStream) -> tuple[Optional[StreamRoute], list[str]]:
     stream = configured.stream
     key: StreamKey = (stream.namespace or None, stream.name)
     label = stream_label(key)
     mode = configured.destination_sync_mode
     settings = config.settings_for(stream.name, key[0])
+    if configured.destination_object_name:
+        endpoint, activation, problems = activation_settings(label, configured, settings)
+        if endpoint is None:
+            return None, problems
+        why = f"destination_object_name '{endpoint.value}', mapped in the Airbyte UI"
+        return StreamRoute(key, endpoint, why, activation, stream.json_schema or {}), []
     if settings is not None and settings.endpoint.is_object:
         if mode in (DestinationSyncMode.append, DestinationSyncMode.append_dedup):
             why = "set in the connector's `streams` setting"
-            return StreamRoute(key, settings.endpoint, why, settings, stream.json_schema or {}), None
+            return StreamRoute(key, settings.endpoint, why, settings, stream.json_schema or {}), []
         mode_name = getattr(mode, "value", mode)
-        return None, (
+        return None, [(
             f"stream '{label}' uses the destination sync mode '{mode_name}', but Planhat's {settings.endpoint.label} "
             "can only be upserted (nothing is deleted, so a table cannot be replaced): choose 'append' or "
             "'append_dedup' for this stream (both upsert on its `match_on` key)"
-        )
+        )]
     if mode != DestinationSyncMode.append:
         # Planhat has no primary keys to deduplicate on and nothing can be replaced or deleted, so
         # append_dedup and overwrite would silently mean "append", and re-sent rows inflate totals.
         mode_name = getattr(mode, "value", mode)
-        return None, (
+        return None, [(
             f"stream '{label}' uses the destination sync mode '{mode_name}', but Planhat's analytics "
             "endpoints only append (nothing can be deduplicated, replaced or deleted): choose 'append' for "
             "this stream (in PyAirbyte: destination.write(source, cache=False, write_strategy='append'))"
-        )
+        )]
     json_schema = stream.json_schema or {}
     if settings is not None:
         why = "set in the connector's `streams` setting"
-        return StreamRoute(key, settings.endpoint, why, settings, json_schema), None
+        return StreamRoute(key, settings.endpoint, why, settings, json_schema), []
     endpoint = endpoint_from_schema(json_schema)
     if endpoint is Endpoint.METRICS:
         why = "its schema has " + ", ".join(METRIC_REQUIRED_FIELDS)
     elif endpoint is Endpoint.USER_ACTIVITIES:
         why = "its schema has " + " or ".join(USER_ACTIVITY_IDENTITY_FIELDS)
     else:
-        return None, (
+        return None, [(
             f"stream '{label}' has neither the Metrics fields ({', '.join(METRIC_REQUIRED_FIELDS)}) nor a User "
             f"Activities field ({' or '.join(USER_ACTIVITY_IDENTITY_FIELDS)}) in its schema: add an entry for it "
             "under `streams` with its `endpoint`, or rename its columns at the source"
-        )
-    return StreamRoute(key, endpoint, why, None, json_schema), None
+        )]
+    return StreamRoute(key, endpoint, why, None, json_schema), []
 
 
 def stream_settings_problems(

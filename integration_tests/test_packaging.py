@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from integration_tests.harness import encode_lines, mixed_catalog, mixed_messages, sandbox_config
+from integration_tests.protocol_schema import assert_protocol_output
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -89,4 +90,14 @@ def test_dockerfile_install_steps_in_a_fresh_virtualenv(sandbox, tmp_path):
     assert write.returncode == 0, write.stderr.decode()[-4000:]
     assert "input parsing: 2 worker process(es)" in write.stdout.decode()
     assert (len(sandbox.received("metrics")), len(sandbox.received("user_activities"))) == (300, 200)
+    # discover through the console script too (the CDK's destinations have no such command).
+    sandbox.configure_main_api(custom_fields=[{"name": "Tier", "type": "text", "parent": "Company"}])
+    (elsewhere / "config.json").write_text(json.dumps(sandbox_config(sandbox.url, api_base_url=sandbox.url)))
+    discover = subprocess.run([str(env_dir / "bin" / "destination-planhat"), "discover", "--config", "config.json"],
+                              cwd=elsewhere, capture_output=True, timeout=120, env=env)
+    assert discover.returncode == 0, discover.stderr.decode()[-4000:]
+    assert_protocol_output(discover.stdout.decode(), source="discover")
+    [catalog] = [json.loads(line) for line in discover.stdout.splitlines() if b'"DESTINATION_CATALOG"' in line]
+    companies = next(op for op in catalog["destination_catalog"]["operations"] if op["object_name"] == "companies")
+    assert "custom.Tier" in companies["json_schema"]["properties"]
     assert sys.version_info >= (3, 10)

@@ -1,0 +1,146 @@
+"""`discover`: the DESTINATION_CATALOG that lets the Airbyte UI map a stream onto a Planhat target.
+
+One operation per target of planhat.TARGETS (the single description of every target, so nothing
+here lists fields): `object_name` is the target's `endpoint` value (what a configured stream's
+`destination_object_name` then names), `json_schema` its fields with their kinds as JSON schema,
+`required` what Planhat requires, and for objects `matching_keys` from their keyables.
+
+Sync modes: Metrics and User Activities `append` (data points are only ever added); every object
+`update` (Planhat's bulk upsert: a record with the key is updated, else created). No object is
+create-only, so no object is offered with `append`.
+
+How the Airbyte platform checks a connection against this catalog (airbyte-commons-server
+ConnectionsHandler.validateCatalogWithDestinationCatalog): each stream's destination_object_name
+and sync mode must be an operation; with matching keys, the stream's primary key (after the UI's
+field renaming) must equal one of them; every property in `required` must be mapped; and with
+`additionalProperties: false` every mapped field must be a property. A field that a parent alias
+can stand in for (companyId <- companyExternalId / companySourceId) is therefore never marked
+required, or the alias could not be used.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Mapping, Optional
+
+from destination_planhat.custom_fields import NONE_READ, CustomFields, JsonSchema, read_custom_fields
+from destination_planhat.planhat import (
+    DATE_FORMAT_NOTE,
+    DIMENSION_ID_PATTERN,
+    METRIC_MODELS,
+    TARGETS,
+    Endpoint,
+    FieldKind,
+    MatchOn,
+    Target,
+)
+
+logger = logging.getLogger("airbyte")
+
+APPEND = "append"
+UPDATE = "update"
+KEY_DESCRIPTIONS = {
+    MatchOn.EXTERNAL_ID: "Your system's id of the record; a matching key",
+    MatchOn.SOURCE_ID: "An integration's id of the record; a matching key",
+    MatchOn.PLANHAT_ID: "Planhat's own id; a matching key (then every record updates an existing one)",
+}
+
+
+def offered_sync_mode(endpoint: Endpoint) -> str:
+    """The one sync mode discover offers for a target (and the one a mapped stream must use)."""
+    return UPDATE if endpoint.is_object else APPEND
+
+
+def kind_schema(kind: FieldKind) -> JsonSchema:
+    """The JSON schema of a standard field's values, by the kind the connector checks it as."""
+    if kind is FieldKind.DIMENSION_ID:
+        return {"type": "string", "pattern": f"^{DIMENSION_ID_PATTERN}$"}
+    if kind is FieldKind.MODEL:
+        return {"type": "string", "enum": list(METRIC_MODELS)}
+    if kind is FieldKind.DATE:
+        return {"type": "string", "format": "date-time", "description": DATE_FORMAT_NOTE}
+    return {"type": kind.value}  # string, number, object, boolean, array
+
+
+def matching_keys(target: Target) -> list[list[str]]:
+    """The item fields an object's upsert can match on, one key each (externalId, sourceId, _id)."""
+    return [[field] for field in target.keyables.values()]
+
+
+def _aliases(target: Target) -> dict[str, tuple[str, str]]:
+    """Parent alias column -> (the reference field it stands in for, Planhat's prefix)."""
+    return {alias: (reference.field, prefix) for reference in target.references for alias, prefix in reference.aliases}
+
+
+def operation(target: Target, custom: Mapping[str, JsonSchema]) -> dict[str, Any]:
+    """The DestinationOperation of one target."""
+    properties: dict[str, JsonSchema] = {name: kind_schema(kind) for name, kind in target.fields.items()}
+    aliases = _aliases(target)
+    for alias, (field, prefix) in aliases.items():
+        properties[alias] = {
+            "type": "string",
+            "description": f"The parent's own id, sent as {field}: \"{prefix}<value>\" (instead of mapping {field})",
+        }
+    if "custom" in properties:
+        properties["custom"] = {
+            "type": "object",
+            "description": "Custom fields by name, as one JSON object; or map each one to its custom.<Field name>",
+        }
+    for keyable, field in target.keyables.items():
+        properties[field] = {**properties[field], "description": KEY_DESCRIPTIONS[MatchOn(keyable)]}
+    properties.update(custom)
+    replaced = {field for field, _ in aliases.values()}
+    required = [name for name in target.required if name not in replaced]
+    notes = [f"Planhat {target.label}."]
+    if target.one_of:
+        notes.append(
+            f"Each record needs at least one of {' or '.join(target.one_of)}: map one or both (JSON schema cannot "
+            "mark 'one of' as required, so neither is listed in required)."
+        )
+    if replaced & set(target.required):
+        names = ", ".join(sorted(replaced & set(target.required)))
+        notes.append(
+            f"{names} is required to create a record, but not listed in required, because "
+            f"{' or '.join(aliases)} can stand in for it: map one of them."
+        )
+    if target.endpoint.is_object:
+        notes.append(
+            "update: upserts on the stream's primary key, which must be one of the matching keys "
+            "(a record with that key is updated, one without a match is created)."
+        )
+    schema: dict[str, Any] = {
+        "type": "object",
+        "description": " ".join(notes),
+        "additionalProperties": False,
+        "properties": properties,
+    }
+    if required:
+        schema["required"] = required
+    result: dict[str, Any] = {
+        "object_name": target.endpoint.value,
+        "sync_mode": offered_sync_mode(target.endpoint),
+        "json_schema": schema,
+    }
+    if target.keyables:
+        result["matching_keys"] = matching_keys(target)
+    return result
+
+
+def destination_catalog(custom: CustomFields = NONE_READ) -> dict[str, Any]:
+    """The `destination_catalog` of the DESTINATION_CATALOG message: every target, in TARGETS' order."""
+    return {"operations": [operation(target, custom.by_endpoint.get(endpoint, {})) for endpoint, target in TARGETS.items()]}
+
+
+def discover(token: Optional[str], read: Callable[[], bytes], where: str) -> dict[str, Any]:
+    """Read the custom fields (never failing for them), log what was offered, and build the catalog."""
+    custom = read_custom_fields(token, read, where)
+    if custom.warning:
+        logger.warning(f"discover: {custom.warning}")
+    else:
+        logger.info(f"discover: {custom.count} custom field(s) offered, read from {where}")
+    if custom.left_out:
+        logger.info("discover: custom fields left out: " + "; ".join(custom.left_out))
+    catalog = destination_catalog(custom)
+    logger.info(f"discover: {len(catalog['operations'])} operations: " + ", ".join(
+        f"{op['object_name']} ({op['sync_mode']})" for op in catalog["operations"]))
+    return catalog
