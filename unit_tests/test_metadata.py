@@ -315,3 +315,13 @@ def test_json_schema_resolves_refs_inside_embedded_schemas(metadata: dict[str, A
     overrides["oss"]["allowedHosts"] = {"hosts": "not-a-list"}
     errors = json_schema_errors(document)
     assert any("registryOverrides/oss/allowedHosts/hosts" in line for line in errors), errors
+
+
+def test_data_activation_is_declared_and_refreshes_are_not() -> None:
+    """The platform runs `discover` (and reads `object_storage_config`) only for a destination whose
+    metadata declares data activation; refreshes stay off because Planhat cannot remove older
+    generations of a stream (see the comment in metadata.yaml)."""
+    data = load_metadata()["data"]
+    assert data["supportsDataActivation"] is True
+    assert data["supportsRefreshes"] is False
+    assert ConnectorMetadataDefinitionV0.model_validate(load_metadata()).data.supports_data_activation is True
