@@ -216,13 +216,14 @@ def test_local_directory_gets_the_same_files(sandbox: PlanhatSandbox, tmp_path: 
     assert sorted(line["record_number"] for line in all_lines(stored) if line["stream"]["name"] == "usage") == [4, 5, 6, 7]
 
 
-def test_each_state_comes_after_its_rejected_records(sandbox: PlanhatSandbox, tmp_path: Path) -> None:
+@pytest.mark.parametrize("parse_workers", [0, 2])
+def test_each_state_comes_after_its_rejected_records(sandbox: PlanhatSandbox, tmp_path: Path, parse_workers: int) -> None:
     """Input fed a window at a time, the connector left waiting for more: when a state is printed, the
-    rejected records it covers are already in the directory (and no more lines than the states so far
-    count: nothing of a later window is rejected yet)."""
+    rejected records it covers are already in the directory, those the connector rejected (the reading
+    thread releases the state) and those Planhat rejected (a sender thread releases it)."""
     root = tmp_path / "rejected"
     config = sandbox_config(
-        sandbox.url, parse_workers=0, flush_interval_seconds=1,
+        sandbox.url, parse_workers=parse_workers, flush_interval_seconds=1, invalid_records="send",
         object_storage_config={"storage_type": "Local", "local_path": str(root)},
     )
     process = start_write(tmp_path, config, catalog(with_sync_id(configured_stream("usage", METRIC_SCHEMA))))
@@ -232,14 +233,17 @@ def test_each_state_comes_after_its_rejected_records(sandbox: PlanhatSandbox, tm
         counted = 0.0
         for window in range(4):
             messages: list[Any] = [record("usage", good_metric(window * 10 + i)) for i in range(2)]
-            messages += [record("usage", {"dimensionId": "x", "value": "many", "externalId": "c"})] * (window + 1)
+            messages += [record("usage", "not an object")] * window  # the connector rejects these
+            messages += [record("usage", {"dimensionId": "bad id", "value": 1, "externalId": "c"})]  # Planhat does
             messages.append(stream_state("usage", window))
             process.stdin.write(encode_lines(messages))
             process.stdin.flush()
             state = output.next_state()
             counted += state["destinationStats"]["rejectedRecordCount"]
             assert counted == sum(w + 1 for w in range(window + 1))
-            assert len(all_lines(stored_local(root))) == counted
+            lines = all_lines(stored_local(root))
+            assert len(lines) == counted
+            assert sum(line["rejected_by"] == "planhat" for line in lines) == window + 1
         process.stdin.close()
         assert process.wait(timeout=120) == 0
     finally:
@@ -248,6 +252,58 @@ def test_each_state_comes_after_its_rejected_records(sandbox: PlanhatSandbox, tm
             process.wait()
     output.until_end()
     assert_protocol_output("\n".join(orjson.dumps(m).decode() for m in output.seen), source="write")
+
+
+def test_a_merged_object_item_refused_by_planhat_is_stored_for_each_of_its_records(
+    sandbox: PlanhatSandbox, tmp_path: Path
+) -> None:
+    root = tmp_path / "rejected"
+    schema = {"type": "object", "properties": {"externalId": {}, "email": {}, "firstName": {}, "companyExternalId": {}}}
+    config = sandbox_config(
+        sandbox.url, api_base_url=sandbox.url, streams=[{"name": "people", "endpoint": "endusers"}],
+        object_storage_config={"storage_type": "Local", "local_path": str(root)},
+    )
+    messages = [
+        record("people", {"externalId": "x", "email": "x@nowhere.example", "companyExternalId": "missing"}),
+        record("people", {"externalId": "x", "firstName": "Twice", "companyExternalId": "missing"}),
+        record("people", {"email": "no-key@example.com"}),  # no externalId: rejected by the connector
+        stream_state("people", 3),
+    ]
+    run = run_cli("write", tmp_path, config=config, catalog=catalog(with_sync_id(configured_stream("people", schema))),
+                  stdin=encode_lines(messages))
+    assert run.returncode == 0, run.stderr[-2000:]
+    lines = all_lines(stored_local(root))
+    assert len(lines) == state_rejected(run.states) == 3
+    planhat = sorted((line for line in lines if line["rejected_by"] == "planhat"), key=lambda line: line["record_number"])
+    assert [line["record_number"] for line in planhat] == [1, 2]
+    assert planhat[0]["item"] == planhat[1]["item"] and planhat[0]["item"]["externalId"] == "x"
+    assert planhat[0]["item"]["firstName"] == "Twice"  # the merged item, as sent
+    assert all(line["target"] == "endusers" for line in lines)
+    [local] = [line for line in lines if line["rejected_by"] == "connector"]
+    assert local["record_number"] == 3 and "externalId" in local["reason"]
+
+
+def test_unpivot_stores_each_rejected_item_and_the_state_counts_each_record_once(sandbox: PlanhatSandbox, tmp_path: Path) -> None:
+    root = tmp_path / "rejected"
+    settings = {
+        "name": "daily", "endpoint": "metrics", "unpivot_columns": ["mrr", "seats"],
+        "field_mappings": [{"planhat_field": "externalId", "source_field": "company"}],
+    }
+    schema = {"type": "object", "properties": {"company": {}, "mrr": {}, "seats": {}}}
+    config = sandbox_config(sandbox.url, streams=[settings], object_storage_config={"storage_type": "Local", "local_path": str(root)})
+    messages = [
+        record("daily", {"company": "a", "mrr": 10, "seats": 2}),
+        record("daily", {"company": "b", "mrr": "lots", "seats": 3}),  # one item of two rejected
+        record("daily", {"company": "c", "mrr": "lots", "seats": "many"}),  # both rejected: still one record
+        stream_state("daily", 3),
+    ]
+    run = run_cli("write", tmp_path, config=config, catalog=catalog(with_sync_id(configured_stream("daily", schema))),
+                  stdin=encode_lines(messages))
+    assert run.returncode == 0, run.stderr[-2000:]
+    lines = all_lines(stored_local(root))
+    assert len(lines) == 3
+    assert state_rejected(run.states) == len({line["record_number"] for line in lines}) == 2
+    assert sorted((line["record_number"], line["item"]["dimensionId"]) for line in lines) == [(2, "mrr"), (3, "mrr"), (3, "seats")]
 
 
 @pytest.mark.parametrize("parse_workers", [0, 2])
