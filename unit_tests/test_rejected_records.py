@@ -297,3 +297,110 @@ def test_a_state_that_cannot_go_out_stops_every_later_state() -> None:
     barrier.add_state(PendingState({"n": 3}, cut))
     barrier.acknowledge(batch)
     assert emitted == [1] and barrier.emitted == 1
+
+
+# ----- the writer: what is stored is what the states count, and it is stored before them ------------
+
+from destination_planhat.answers import PostResult, RejectedItem  # noqa: E402
+from destination_planhat.errors import PlanhatPayloadTooLarge  # noqa: E402
+from destination_planhat.planhat import Endpoint  # noqa: E402
+from destination_planhat.routing import route_streams  # noqa: E402
+from destination_planhat.writer import PlanhatWriter  # noqa: E402
+from unit_tests.builders import (  # noqa: E402
+    ACTIVITY_SCHEMA,
+    METRIC_SCHEMA,
+    catalog,
+    config,
+    configured_stream,
+    global_state,
+    state_counts,
+    state_cursor,
+    stream_state,
+)
+from unit_tests.fake_client import FakeClient  # noqa: E402
+
+PIVOT_SCHEMA = {"type": "object", "properties": {"company": {"type": "string"}, "mrr": {}, "seats": {}}}
+MODEL_CATALOG = catalog(
+    configured_stream("m", METRIC_SCHEMA), configured_stream("u", ACTIVITY_SCHEMA), configured_stream("p", PIVOT_SCHEMA)
+)
+MODEL_STREAMS = [
+    {"name": "p", "endpoint": "metrics", "unpivot_columns": ["mrr", "seats"],
+     "field_mappings": [{"planhat_field": "externalId", "source_field": "company"}]},
+]
+REFUSED, TOO_LARGE = 666, 413  # the fake Planhat rejects items with the first value, answers 413 for the second
+
+
+def fake_planhat(index: int, endpoint: Endpoint, items: list[Any]) -> PostResult:
+    """Rejects REFUSED items (echoing them with keys reversed and integers as floats), and answers 413
+    to any request with a TOO_LARGE item, so the sender splits down to that item alone."""
+    if any(item.get("value") == TOO_LARGE for item in items):
+        raise PlanhatPayloadTooLarge("too large", endpoint=endpoint, status=413, body="")
+    def echoed(item: dict[str, Any]) -> dict[str, Any]:
+        return {k: (float(v) if type(v) is int else v) for k, v in reversed(list(item.items()))}
+    errors = [RejectedItem(echoed(i), "refused") for i in items if i.get("value") == REFUSED or i.get("action") == "refused"]
+    return PostResult(processed=len(items) - len(errors), errors=errors)
+
+
+def model_record(rng: Any, n: int) -> tuple[str, dict[str, Any], bool]:
+    stream = rng.choice("mmmuupx")
+    if stream == "m":
+        value = rng.choice([1, 1, 1, "not a number", REFUSED, TOO_LARGE])
+        return stream, {"dimensionId": "logins", "value": value, "externalId": f"r{n}"}, value != 1
+    if stream == "u":
+        fate = rng.choice(["ok", "ok", "planhat", "local"])
+        if fate == "local":
+            return stream, {"action": "no user id"}, True
+        return stream, {"euExtId": f"r{n}", "action": "refused" if fate == "planhat" else "login"}, fate == "planhat"
+    if stream == "p":
+        columns = {c: rng.choice([1, 2, None, None, "n/a", REFUSED]) for c in ("mrr", "seats")}
+        return stream, {"company": f"r{n}", **columns}, any(v in ("n/a", REFUSED) for v in columns.values())
+    return stream, {"id": n}, True  # not in the catalog
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_every_rejected_record_is_stored_once_before_the_states_that_count_it(seed: int) -> None:
+    import random
+
+    rng = random.Random(seed)
+    parsed = config(streams=MODEL_STREAMS, batch_size=rng.randint(1, 7), max_in_flight_requests=rng.randint(1, 4))
+    files = RecordingWriter()
+    rejected = RejectedRecords(files, Layout("", "{sync_id}/{namespace}/{stream_name}/", "{part_number}{format_extension}", 1, STARTED))
+
+    def stored() -> set[tuple[str, int]]:
+        return {(line["stream"]["name"], line["record_number"]) for lines in lines_of(files).values() for line in lines}
+
+    emitted: list[tuple[Any, tuple[float, float], set[tuple[str, int]]]] = []
+    writer = PlanhatWriter(parsed, route_streams(parsed, MODEL_CATALOG), FakeClient(fake_planhat),
+                           lambda m: emitted.append((state_cursor(m), state_counts(m), stored())), rejected=rejected)
+    read: dict[str, int] = {}
+    expected_rejected: list[tuple[int, str, int]] = []  # (input position, stream, record number)
+    scopes: dict[Any, tuple[str, int]] = {}  # state cursor -> (scope, input position)
+    writer.start()
+    try:
+        for n in range(rng.randint(20, 160)):
+            if rng.random() < 0.15:
+                scope = rng.choice(["m", "u", "p", "x", "global"])
+                scopes[n] = (scope, n)
+                writer.state(global_state(n) if scope == "global" else stream_state(scope, n))
+                continue
+            stream, data, is_rejected = model_record(rng, n)
+            read[stream] = read.get(stream, 0) + 1
+            if is_rejected:
+                expected_rejected.append((n, stream, read[stream]))
+            writer.record(stream, None, data)
+        writer.finish()
+    finally:
+        writer.close()
+    # Every rejected record is stored (once as a record: unpivot may store several items of one).
+    assert stored() == {(stream, number) for _, stream, number in expected_rejected}
+    previous: dict[str, int] = {}
+    for cursor, (_, rejected_count), stored_then in emitted:
+        scope, position = scopes[cursor]
+        covered = {(s, number) for n, s, number in expected_rejected if n < position and (scope == "global" or s == scope)}
+        # When the state went out, every rejected record before it in its scope was stored already.
+        assert covered <= stored_then
+        # And the state counts exactly those of its window.
+        since = previous.get(scope, -1)
+        assert rejected_count == len({(s, number) for n, s, number in expected_rejected
+                                      if since < n < position and (scope == "global" or s == scope)})
+        previous[scope] = position
