@@ -392,3 +392,18 @@ def test_role_arn_writes_with_the_role_s_temporary_credentials(
     run = run_cli("write", tmp_path, config=config, catalog=cat, stdin=encode_lines(messages))
     assert run.returncode == 0, run.stderr[-2000:]
     assert len(all_lines(stored_s3(s3_endpoint))) == state_rejected(run.states) == 1
+
+
+def test_after_a_failed_sync_the_rejected_records_are_stored_anyway(sandbox: PlanhatSandbox, tmp_path: Path) -> None:
+    """Planhat refuses the token (the sync fails, no state): the record rejected before is still stored."""
+    root = tmp_path / "rejected"
+    config = sandbox_config(
+        sandbox.url, api_token="a-wrong-token", object_storage_config={"storage_type": "Local", "local_path": str(root)}
+    )
+    messages = [record("usage", "not an object"), record("usage", good_metric(1)), stream_state("usage", 1)]
+    run = run_cli("write", tmp_path, config=config, catalog=catalog(with_sync_id(configured_stream("usage", METRIC_SCHEMA))),
+                  stdin=encode_lines(messages))
+    assert run.returncode != 0 and run.states == []
+    assert run.errors and run.errors[-1]["failure_type"] == "config_error"
+    [line] = all_lines(stored_local(root))
+    assert (line["record_number"], line["record"], line["rejected_by"]) == (1, "not an object", "connector")
