@@ -4,6 +4,7 @@ nothing pending is lost on a failed write, that memory stays bounded, and the co
 from __future__ import annotations
 
 import io
+import random
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any, Optional
@@ -14,9 +15,11 @@ from airbyte_cdk.models import FailureType
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 import destination_planhat.rejected_records as rejected_records
+from destination_planhat.answers import PostResult, RejectedItem
 from destination_planhat.bad_input import parse_leniently
 from destination_planhat.config import LocalObjectStorage, S3ObjectStorage, parse_config
-from destination_planhat.errors import system_error
+from destination_planhat.errors import PlanhatPayloadTooLarge, system_error
+from destination_planhat.planhat import Endpoint
 from destination_planhat.rejected_records import (
     Layout,
     LocalWriter,
@@ -25,8 +28,22 @@ from destination_planhat.rejected_records import (
     check_storage,
     layout_for,
 )
+from destination_planhat.routing import route_streams
 from destination_planhat.state import PendingState, StateBarrier
 from destination_planhat.state_counts import StateCut, pair_rejected
+from destination_planhat.writer import PlanhatWriter
+from unit_tests.builders import (
+    ACTIVITY_SCHEMA,
+    METRIC_SCHEMA,
+    catalog,
+    config,
+    configured_stream,
+    global_state,
+    state_counts,
+    state_cursor,
+    stream_state,
+)
+from unit_tests.fake_client import FakeClient
 
 STARTED = datetime(2026, 12, 1, 23, 10, 5, 123000, tzinfo=timezone.utc)
 STARTED_MS = 1796166605123
@@ -301,24 +318,6 @@ def test_a_state_that_cannot_go_out_stops_every_later_state() -> None:
 
 # ----- the writer: what is stored is what the states count, and it is stored before them ------------
 
-from destination_planhat.answers import PostResult, RejectedItem  # noqa: E402
-from destination_planhat.errors import PlanhatPayloadTooLarge  # noqa: E402
-from destination_planhat.planhat import Endpoint  # noqa: E402
-from destination_planhat.routing import route_streams  # noqa: E402
-from destination_planhat.writer import PlanhatWriter  # noqa: E402
-from unit_tests.builders import (  # noqa: E402
-    ACTIVITY_SCHEMA,
-    METRIC_SCHEMA,
-    catalog,
-    config,
-    configured_stream,
-    global_state,
-    state_counts,
-    state_cursor,
-    stream_state,
-)
-from unit_tests.fake_client import FakeClient  # noqa: E402
-
 PIVOT_SCHEMA = {"type": "object", "properties": {"company": {"type": "string"}, "mrr": {}, "seats": {}}}
 MODEL_CATALOG = catalog(
     configured_stream("m", METRIC_SCHEMA), configured_stream("u", ACTIVITY_SCHEMA), configured_stream("p", PIVOT_SCHEMA)
@@ -359,8 +358,6 @@ def model_record(rng: Any, n: int) -> tuple[str, dict[str, Any], bool]:
 
 @pytest.mark.parametrize("seed", range(30))
 def test_every_rejected_record_is_stored_once_before_the_states_that_count_it(seed: int) -> None:
-    import random
-
     rng = random.Random(seed)
     parsed = config(streams=MODEL_STREAMS, batch_size=rng.randint(1, 7), max_in_flight_requests=rng.randint(1, 4))
     files = RecordingWriter()
