@@ -147,6 +147,18 @@ class RejectedRecordsFormat(BaseModel):
     flattening: Literal["No flattening"] = "No flattening"
 
 
+class RejectedRecordsCompression(BaseModel):
+    """The CDK's hidden `compression`: none, or each file gzipped (`.jsonl.gz`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    compression_type: Literal["No Compression", "GZIP"] = "No Compression"
+
+    @property
+    def gzip(self) -> bool:
+        return self.compression_type == "GZIP"
+
+
 class NoObjectStorage(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -175,6 +187,7 @@ class S3ObjectStorage(BaseModel):
     role_arn: Optional[str] = None
     s3_endpoint: Optional[str] = None
     format: RejectedRecordsFormat = Field(default_factory=RejectedRecordsFormat)
+    compression: RejectedRecordsCompression = Field(default_factory=RejectedRecordsCompression)
     path_format: str = DEFAULT_PATH_FORMAT
     file_name_format: str = DEFAULT_FILE_NAME_FORMAT
 

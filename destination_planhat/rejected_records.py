@@ -29,6 +29,7 @@ The connector's secrets (api_token, tenant_uuid, the S3 keys) are masked whereve
 
 from __future__ import annotations
 
+import gzip
 import logging
 import os
 import re
@@ -36,10 +37,11 @@ import shutil
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any, Callable, Iterable, Optional, Protocol, Union
+from typing import IO, Any, Callable, Iterable, Iterator, Optional, Protocol, Union
 
 import orjson
 
@@ -84,6 +86,7 @@ class Layout:
     file_name_format: str
     sync_id: Optional[int]
     started: datetime  # UTC
+    gzip: bool = False  # each file gzipped, named .jsonl.gz
 
     def directory(self, namespace: Optional[str], name: str) -> str:
         """The stream's folder, with "/" between segments, empty segments left out (as the CDK's path
@@ -108,7 +111,7 @@ class Layout:
             "timestamp": str(self._epoch_ms()),
             "part_number": str(part_number),
             "sync_id": self._sync_folder(),
-            "format_extension": "." + FORMAT_EXTENSION,
+            "format_extension": "." + FORMAT_EXTENSION + (".gz" if self.gzip else ""),
         }
         return _segment(_VARIABLE.sub(lambda match: values.get(match.group(1), match.group(0)), self.file_name_format))
 
@@ -130,7 +133,10 @@ class Layout:
 
 def layout_for(storage: Union[S3ObjectStorage, LocalObjectStorage], sync_id: Optional[int], started: datetime) -> Layout:
     if isinstance(storage, S3ObjectStorage):
-        return Layout(storage.bucket_path.strip(), storage.path_format, storage.file_name_format, sync_id, started)
+        return Layout(
+            storage.bucket_path.strip(), storage.path_format, storage.file_name_format, sync_id, started,
+            gzip=storage.compression.gzip,
+        )
     return Layout("", S3ObjectStorage.model_fields["path_format"].default,
                   S3ObjectStorage.model_fields["file_name_format"].default, sync_id, started)
 
@@ -512,7 +518,11 @@ class RejectedRecords:
         part = self._parts.get(key, 0)
         object_key = self.layout.key(pending.namespace, pending.name, part)
         pending.spool.seek(0)
-        self._writer.put(object_key, pending.spool, pending.size)
+        if self.layout.gzip:
+            with _gzipped(pending.spool) as (body, size):
+                self._writer.put(object_key, body, size)
+        else:
+            self._writer.put(object_key, pending.spool, pending.size)
         self._parts[key] = part + 1
         self.files += 1
         label = f"{pending.namespace}.{pending.name}" if pending.namespace else pending.name
@@ -525,6 +535,17 @@ class RejectedRecords:
             if secret in encoded:
                 encoded = encoded.replace(secret, MASK.encode())
         return encoded
+
+
+@contextmanager
+def _gzipped(spool: IO[bytes]) -> Iterator[tuple[IO[bytes], int]]:
+    """The spool's lines as one gzip file (spooled too: memory stays bounded)."""
+    with tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES, mode="w+b") as out:
+        with gzip.GzipFile(fileobj=out, mode="wb", mtime=0) as compressor:
+            shutil.copyfileobj(spool, compressor)
+        size = out.tell()
+        out.seek(0)
+        yield out, size
 
 
 def _iso(seconds: float) -> str:

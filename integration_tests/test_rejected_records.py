@@ -407,3 +407,20 @@ def test_after_a_failed_sync_the_rejected_records_are_stored_anyway(sandbox: Pla
     assert run.errors and run.errors[-1]["failure_type"] == "config_error"
     [line] = all_lines(stored_local(root))
     assert (line["record_number"], line["record"], line["rejected_by"]) == (1, "not an object", "connector")
+
+
+def test_gzip_files_in_the_bucket(sandbox: PlanhatSandbox, s3_endpoint: str, tmp_path: Path) -> None:
+    import gzip
+
+    storage = s3_storage(s3_endpoint, compression={"compression_type": "GZIP"})
+    config = sandbox_config(sandbox.url, parse_workers=0, object_storage_config=storage)
+    messages = [record("usage", {"dimensionId": "x", "externalId": "c"}), stream_state("usage", 1)]
+    run = run_cli("write", tmp_path, config=config, catalog=catalog(with_sync_id(configured_stream("usage", METRIC_SCHEMA))),
+                  stdin=encode_lines(messages))
+    assert run.returncode == 0, run.stderr[-2000:]
+    client = _s3(s3_endpoint)
+    [entry] = client.list_objects_v2(Bucket=BUCKET)["Contents"]
+    assert entry["Key"].startswith(f"planhat/rejected/{SYNC_ID}/usage/") and entry["Key"].endswith(".jsonl.gz")
+    [line] = gzip.decompress(client.get_object(Bucket=BUCKET, Key=entry["Key"])["Body"].read()).splitlines()
+    assert orjson.loads(line)["item"] == {"dimensionId": "x", "externalId": "c"}
+    assert state_rejected(run.states) == 1

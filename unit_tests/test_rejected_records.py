@@ -401,3 +401,16 @@ def test_every_rejected_record_is_stored_once_before_the_states_that_count_it(se
         assert rejected_count == len({(s, number) for n, s, number in expected_rejected
                                       if since < n < position and (scope == "global" or s == scope)})
         previous[scope] = position
+
+
+def test_gzip_compression_writes_jsonl_gz_files() -> None:
+    import gzip
+
+    writer = RecordingWriter()
+    layout = layout_for(s3(bucket_path="p", compression={"compression_type": "GZIP"}), 3, STARTED)
+    rejected = RejectedRecords(writer, layout, clock=lambda: 1796166605.5)
+    rejected.add(None, "s", record_number=1, rejected_by="connector", reason="r", target="metrics", record={"a": 1})
+    rejected.flush()
+    [(key, data)] = writer.objects.items()
+    assert key == f"p/3/s/2026_12_01_{STARTED_MS}_0.jsonl.gz"
+    assert orjson.loads(gzip.decompress(data))["record"] == {"a": 1}
