@@ -424,3 +424,11 @@ def test_gzip_files_in_the_bucket(sandbox: PlanhatSandbox, s3_endpoint: str, tmp
     [line] = gzip.decompress(client.get_object(Bucket=BUCKET, Key=entry["Key"])["Body"].read()).splitlines()
     assert orjson.loads(line)["item"] == {"dimensionId": "x", "externalId": "c"}
     assert state_rejected(run.states) == 1
+
+
+def test_the_bucket_name_and_keys_are_enough(sandbox: PlanhatSandbox, s3_endpoint: str, tmp_path: Path) -> None:
+    """Region and bucket_path may be left out (their defaults are empty): the spec's check agrees with the model's."""
+    storage = {"storage_type": "S3", "s3_bucket_name": BUCKET, "access_key_id": KEY_ID, "secret_access_key": SECRET_KEY,
+               "s3_endpoint": s3_endpoint}
+    run = run_cli("check", tmp_path, config=sandbox_config(sandbox.url, object_storage_config=storage))
+    assert run.connection_status == {"status": "SUCCEEDED"}
