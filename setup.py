@@ -8,6 +8,8 @@ MAIN_REQUIREMENTS = [
     "msgspec>=0.18,<1",
     # The main API's calls-per-minute window (pacing.py); comes with the CDK, declared as used directly.
     "pyrate-limiter>=3.1,<4",
+    # Rejected records to S3 or any S3-compatible server (rejected_records.py), STS for role_arn.
+    "boto3>=1.34,<2",
 ]
 
 TEST_REQUIREMENTS = [
@@ -16,6 +18,8 @@ TEST_REQUIREMENTS = [
     "airbyte-connector-models>=0.1.12",
     # The official Airbyte protocol schema, as pydantic v2 models (integration_tests/protocol_schema.py).
     "airbyte-protocol-models-pdv2==0.18.0",
+    # A real S3-compatible server on loopback for the rejected records tests (moto's server mode).
+    "moto[server]>=5,<6",
 ]
 
 setup(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from enum import Enum
-from typing import Any, Mapping, Optional, Union
+from typing import Annotated, Any, Literal, Mapping, Optional, Union
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
@@ -123,6 +123,158 @@ class StreamSettings(BaseModel):
         return self.name == name and (self.namespace is None or self.namespace == namespace)
 
 
+# ----- object_storage_config: where rejected records are stored ---------------------------------
+# The platform reads this exact property of a data activation destination's config and, for
+# `storage_type: S3`, links `s3://{s3_bucket_name}/{bucket_path}/{job id}/` from the sync's timeline
+# (airbyte-platform: ConnectorObjectStorageService.kt, ObjectStoragePathResolver.kt). The fields and
+# the hidden defaults are the Kotlin bulk CDK's (load-dlq: ObjectStorageSpec.kt); `Local` is ours.
+
+STORAGE_TAGS = ("None", "S3", "Local")
+DEFAULT_PATH_FORMAT = "{sync_id}/{namespace}/{stream_name}/"
+DEFAULT_FILE_NAME_FORMAT = "{date}_{timestamp}_{part_number}{format_extension}"
+# The variables path_format and file_name_format may use (the CDK's names).
+PATH_VARIABLES = ("sync_id", "namespace", "stream_name", "year", "month", "day", "epoch")
+FILE_NAME_VARIABLES = ("date", "timestamp", "part_number", "sync_id", "format_extension")
+_VARIABLE = re.compile(r"\{(\w+)\}")
+
+
+class RejectedRecordsFormat(BaseModel):
+    """The CDK's hidden `format`: only JSON lines without flattening is written here."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    format_type: Literal["JSONL"] = "JSONL"
+    flattening: Literal["No flattening"] = "No flattening"
+
+
+class RejectedRecordsCompression(BaseModel):
+    """The CDK's hidden `compression`: none, or each file gzipped (`.jsonl.gz`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    compression_type: Literal["No Compression", "GZIP"] = "No Compression"
+
+    @property
+    def gzip(self) -> bool:
+        return self.compression_type == "GZIP"
+
+
+class NoObjectStorage(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    storage_type: Literal["None"] = "None"
+
+
+def _check_template(value: str, allowed: tuple[str, ...]) -> str:
+    unknown = sorted({name for name in _VARIABLE.findall(value) if name not in allowed})
+    if unknown:
+        raise ValueError(
+            f"uses unknown variable(s) {', '.join('{' + name + '}' for name in unknown)}; allowed: "
+            + ", ".join("{" + name + "}" for name in allowed)
+        )
+    return value
+
+
+class S3ObjectStorage(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    storage_type: Literal["S3"]
+    s3_bucket_name: str = Field(min_length=1)
+    s3_bucket_region: str = ""
+    bucket_path: str = ""
+    access_key_id: Optional[SecretStr] = None
+    secret_access_key: Optional[SecretStr] = None
+    role_arn: Optional[str] = None
+    s3_endpoint: Optional[str] = None
+    format: RejectedRecordsFormat = Field(default_factory=RejectedRecordsFormat)
+    compression: RejectedRecordsCompression = Field(default_factory=RejectedRecordsCompression)
+    path_format: str = DEFAULT_PATH_FORMAT
+    file_name_format: str = DEFAULT_FILE_NAME_FORMAT
+
+    @field_validator("s3_bucket_name")
+    @classmethod
+    def _bucket_name(cls, value: str) -> str:
+        value = value.strip()
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{2,254}", value):
+            raise ValueError("must be the name of an S3 bucket (letters, digits, '.', '-' and '_'), without s3:// or a path")
+        return value
+
+    @field_validator("access_key_id", "secret_access_key")
+    @classmethod
+    def _blank_key_is_none(cls, value: Optional[SecretStr]) -> Optional[SecretStr]:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        return SecretStr(value.get_secret_value().strip())
+
+    @field_validator("role_arn", "s3_endpoint")
+    @classmethod
+    def _blank_is_none(cls, value: Optional[str]) -> Optional[str]:
+        return value.strip() if value is not None and value.strip() else None
+
+    @field_validator("s3_endpoint")
+    @classmethod
+    def _endpoint_https_unless_loopback(cls, value: Optional[str]) -> Optional[str]:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http(s) URL of an S3-compatible server, such as https://s3.eu-west-1.amazonaws.com")
+        if parts.query or parts.fragment or parts.username or parts.password:
+            raise ValueError("must not carry a query, a fragment or credentials")
+        if parts.scheme == "http" and not is_loopback(parts.hostname):
+            raise ValueError(
+                "must use https: the access keys and the rejected records travel only over TLS (plain http "
+                "is allowed for 127.0.0.1, ::1 and localhost, e.g. a local test server)"
+            )
+        return value.rstrip("/")
+
+    @field_validator("path_format")
+    @classmethod
+    def _path_variables(cls, value: str) -> str:
+        return _check_template(value, PATH_VARIABLES)
+
+    @field_validator("file_name_format")
+    @classmethod
+    def _file_variables(cls, value: str) -> str:
+        if "{part_number}" not in value:
+            raise ValueError("must contain {part_number}: every upload is a new file, and names must not repeat")
+        return _check_template(value, FILE_NAME_VARIABLES)
+
+    @model_validator(mode="after")
+    def _keys_in_pairs(self) -> "S3ObjectStorage":
+        if (self.access_key_id is None) != (self.secret_access_key is None):
+            raise ValueError(
+                "object_storage_config: set both `access_key_id` and `secret_access_key`, or neither (then the "
+                "credentials come from the environment, or from `role_arn`)"
+            )
+        return self
+
+    @property
+    def region(self) -> Optional[str]:
+        return self.s3_bucket_region.strip() or None
+
+
+class LocalObjectStorage(BaseModel):
+    """Ours: the same files in a directory, for `docker run` (mount it) and PyAirbyte users."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    storage_type: Literal["Local"]
+    local_path: str = Field(min_length=1)
+
+    @field_validator("local_path")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip() or "\x00" in value:
+            raise ValueError("must be the path of a directory, such as /local/rejected (in Docker, a mounted volume)")
+        return value.strip()
+
+
+ObjectStorage = Annotated[
+    Union[NoObjectStorage, S3ObjectStorage, LocalObjectStorage], Field(discriminator="storage_type")
+]
+
+
 class PlanhatConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -146,6 +298,8 @@ class PlanhatConfig(BaseModel):
     retry_initial_delay_seconds: float = Field(default=1.0, ge=0, le=60)
     max_request_body_bytes: int = Field(default=SAFE_BODY_BYTES, ge=MIN_REQUEST_BODY_BYTES, le=SAFE_BODY_BYTES)
     parse_workers: Optional[int] = Field(default=None, ge=0, le=32)  # None: parallel.default_worker_count()
+    # Where rejected records are stored (rejected_records.py writes them); None stores nothing.
+    object_storage_config: ObjectStorage = Field(default_factory=lambda: NoObjectStorage())
 
     @field_validator("tenant_uuid")
     @classmethod
@@ -193,6 +347,12 @@ class PlanhatConfig(BaseModel):
         return value.strip().rstrip("/")
 
     @property
+    def rejected_records_storage(self) -> Optional[Union[S3ObjectStorage, LocalObjectStorage]]:
+        """Where rejected records go, or None (storage_type None)."""
+        storage = self.object_storage_config
+        return None if isinstance(storage, NoObjectStorage) else storage
+
+    @property
     def tenant(self) -> Optional[str]:
         return self.tenant_uuid.get_secret_value() if self.tenant_uuid else None
 
@@ -237,7 +397,10 @@ def parse_config(raw: Mapping[str, Any]) -> PlanhatConfig:
 
 
 def _describe(error: Mapping[str, Any]) -> str:
-    field = ".".join(str(part) for part in error["loc"]) or "config"
+    loc = list(error["loc"])
+    if len(loc) >= 2 and loc[0] == "object_storage_config" and loc[1] in STORAGE_TAGS:
+        del loc[1]  # the oneOf's tag (pydantic's discriminator) is not a field the user sees
+    field = ".".join(str(part) for part in loc) or "config"
     message = error["msg"]
     if error["type"] == "extra_forbidden":
         return f"`{field}` is not a setting of this connector (remove it)"

@@ -8,6 +8,7 @@ import json
 import logging
 import sys
 import threading
+from datetime import datetime, timezone
 from importlib import resources
 from typing import Any, Callable, Iterable, Mapping, Optional
 
@@ -34,6 +35,7 @@ from destination_planhat.errors import PlanhatError
 from destination_planhat.parallel import ParseWorkers
 from destination_planhat.planhat import WHERE_API_TOKEN, Endpoint
 from destination_planhat.reading import message_lines, read_input, run_pipeline, start_parse_workers
+from destination_planhat.rejected_records import RejectedRecords, StoreFailed, build_writer, check_storage, layout_for
 from destination_planhat.retries import RetryPolicy
 from destination_planhat.routing import route_streams, settings_problems
 from destination_planhat.writer import PlanhatWriter
@@ -137,6 +139,11 @@ class DestinationPlanhat(Destination):
                 message="`tenant_uuid` is required for Metrics and User Activities (it may stay empty only when every "
                 "stream goes to a Planhat object, set under `streams`).",
             )
+        storage = parsed.rejected_records_storage
+        if storage is not None:  # where rejected records go must take a file (the CDK's DlqChecker does the same)
+            problem = check_storage(storage)
+            if problem:
+                return AirbyteConnectionStatus(status=Status.FAILED, message=problem)
         client = build_client(parsed, attempts=CHECK_ATTEMPTS)
         endpoints = ([Endpoint.USER_ACTIVITIES] + ([Endpoint.METRICS] if parsed.token else [])) if parsed.tenant else []
         try:
@@ -221,11 +228,34 @@ class DestinationPlanhat(Destination):
         if not routes:
             logger.warning("the configured catalog has no streams: nothing will be written")
         if parsed.dry_run:
+            if parsed.rejected_records_storage is not None:
+                logger.info("dry run: rejected records are counted and logged, not stored")
             return PlanhatWriter(parsed, routes, DryRun(), emit).start()  # builds no client: nothing can be sent
-        return PlanhatWriter(parsed, routes, build_client(parsed), emit).start()
+        rejected = build_rejected_records(parsed, catalog)
+        return PlanhatWriter(parsed, routes, build_client(parsed), emit, rejected=rejected).start()
 
 
 _stdout_lock = threading.Lock()
+
+
+def build_rejected_records(config: PlanhatConfig, catalog: ConfiguredAirbyteCatalog) -> Optional[RejectedRecords]:
+    """The store of rejected records, or None without object_storage_config. Its folder is the catalog's
+    `sync_id` (the platform's job id: the folder the Airbyte UI links to)."""
+    storage = config.rejected_records_storage
+    if storage is None:
+        return None
+    sync_ids = [stream.sync_id for stream in catalog.streams if stream.sync_id is not None]
+    layout = layout_for(storage, sync_ids[0] if sync_ids else None, datetime.now(timezone.utc))
+    try:
+        writer = build_writer(storage)
+    except StoreFailed as exc:
+        raise exc.traced from exc
+    secrets = [config.tenant, config.token]
+    if getattr(storage, "access_key_id", None) is not None:
+        secrets += [storage.access_key_id.get_secret_value(), storage.secret_access_key.get_secret_value()]
+    store = RejectedRecords(writer, layout, secrets)
+    logger.info(f"rejected records are stored under {store.where}")
+    return store
 
 
 def check_main_api(client: PlanhatClient, config: PlanhatConfig) -> Optional[str]:

@@ -25,7 +25,8 @@ from destination_planhat.object_batching import ObjectBatch
 from destination_planhat.parents import ParentBarrier
 from destination_planhat.planhat import Endpoint
 from destination_planhat.state import StateBarrier
-from destination_planhat.state_counts import StateCounts, match_rejected
+from destination_planhat.rejected_records import REJECTED_BY_PLANHAT, RejectedRecords
+from destination_planhat.state_counts import StateCounts, frozen_json, pair_rejected
 
 logger = logging.getLogger("airbyte")
 
@@ -55,8 +56,12 @@ class ThreadedSender:
         counts: StateCounts,
         max_in_flight: int,
         parents: Optional[ParentBarrier] = None,
+        rejected: Optional[RejectedRecords] = None,
     ) -> None:
+        """`rejected`: where the records Planhat rejects are stored (object_storage_config), if anywhere;
+        they are added before their batch is acknowledged, so before any state that covers them."""
         self._client = client
+        self._rejected = rejected
         self._ledger = ledger
         self._barrier = barrier
         self._counts = counts
@@ -178,6 +183,8 @@ class ThreadedSender:
                 self._ledger.record_answer(batch.route.name, 1, 0, [PAYLOAD_TOO_LARGE_REASON], 0)
                 ordinal, several = batch.ordinal_at(0)
                 self._counts.reject(batch.route.name, ordinal, several_items=several)
+                if self._rejected is not None:
+                    self._store(batch, ordinal, batch.items()[0], PAYLOAD_TOO_LARGE_REASON)
                 logger.warning(f"{label}: Planhat refused one item as too large (HTTP 413): {exc.body}")
                 return
             first, second = batch.split()
@@ -229,11 +236,34 @@ class ThreadedSender:
         stream = batch.route.name
         first, _ = batch.ordinal_at(0)
         last, _ = batch.ordinal_at(len(batch) - 1)
+        errors = result.errors[:rejected]
         if batch.one_item_per_record and self._counts.same_windows(stream, first, last):
             self._counts.reject_run(stream, first, rejected)
-            return
-        positions = match_rejected(batch.items(), [error.item for error in result.errors[:rejected]])
-        self._counts.reject_all(stream, (batch.ordinal_at(position) for position in positions))
+            if self._rejected is None:
+                return
+            items = batch.items()
+            pairs = pair_rejected(items, [error.item for error in errors])
+        else:
+            items = batch.items()
+            pairs = pair_rejected(items, [error.item for error in errors])
+            self._counts.reject_all(stream, (batch.ordinal_at(position) for position, _, _ in pairs))
+        if self._rejected is not None:
+            for position, index, matched in pairs:
+                error = errors[index]
+                self._store(batch, batch.ordinal_at(position)[0], items[position], error.reason, None if matched else error.item)
+
+    def _store(self, batch: Batch, ordinal: int, item: object, reason: str, echoed: object = None) -> None:
+        """One record Planhat rejected, with the item as sent; with what Planhat's answer repeated when it
+        differs (the answer's item was not found in the batch, so which record it was is a guess)."""
+        assert self._rejected is not None
+        namespace, name = batch.route.key
+        extra = {}
+        if echoed is not None and _frozen_or_none(echoed) != _frozen_or_none(item):
+            extra["planhat_item"] = echoed
+        self._rejected.add(
+            namespace, name, record_number=ordinal + 1, rejected_by=REJECTED_BY_PLANHAT, reason=reason,
+            target=batch.endpoint.value, item=item, **extra,
+        )
 
     # ----- objects ----------------------------------------------------------------------------
 
@@ -282,12 +312,17 @@ class ThreadedSender:
             created=result.created, updated=result.updated, unchanged=result.unchanged,
         )
         if rejected:
-            if len(batch) == 1:
-                positions = [0]
-            else:
-                positions = match_rejected(batch.items(), [error.item for error in result.errors[:rejected]])
+            errors = result.errors[:rejected]
+            items = batch.items() if len(batch) > 1 or self._rejected is not None else []
+            pairs = [(0, 0, True)] if len(batch) == 1 else pair_rejected(items, [error.item for error in errors])
             # A merged item's answer is the answer for every record merged into it.
-            self._counts.reject_all(stream, ((o, False) for p in positions for o in batch.records[p]))
+            self._counts.reject_all(stream, ((o, False) for p, _, _ in pairs for o in batch.records[p]))
+            if self._rejected is not None:
+                for position, index, matched in pairs:
+                    echoed = errors[index].item if index < len(errors) and not matched else None
+                    reason = reasons[index] if index < len(reasons) else "rejected by Planhat"
+                    for ordinal in batch.records[position]:
+                        self._store(batch, ordinal, items[position], reason, echoed)
         line = f"{label} -> {batch.endpoint.label}: sent {len(batch)}"
         if result.processed is None:
             logger.warning(f"{line}; Planhat acknowledged the request without counts ({result.note})")
@@ -310,3 +345,10 @@ class ThreadedSender:
                 "already have received them (an upsert on a key applies them again; with match_on: none they may "
                 "be created twice)"
             )
+
+
+def _frozen_or_none(value: object) -> object:
+    try:
+        return frozen_json(value)
+    except TypeError:
+        return None

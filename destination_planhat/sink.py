@@ -17,12 +17,14 @@ from destination_planhat.accounting import Ledger, StreamStats
 from destination_planhat.bad_input import why_not_encodable
 from destination_planhat.batching import Batch, ItemTooLarge, StreamBuffer, body_fits
 from destination_planhat.mapping import Invalid, MapResult, Mapper, RecordRejected
+from destination_planhat.rejected_records import REJECTED_BY_CONNECTOR, RejectedRecords
 from destination_planhat.routing import StreamRoute
 from destination_planhat.state_counts import StateCounts
 
 logger = logging.getLogger("airbyte")
 
 SAMPLE_CHARS = 300
+MISSING: Any = object()  # no record or item to store for a rejection
 # Local rejections: the first few of each reason per stream are logged with the offending value.
 EXAMPLES_PER_REASON = 3
 # How often (in rejected records of a stream) the share of rejections is judged during the sync.
@@ -42,6 +44,7 @@ class StreamSink:
         send_invalid: bool,
         submit: Callable[[Optional[Batch]], None],
         judge_errors: Callable[[StreamStats], None],
+        rejected: Optional[RejectedRecords] = None,
     ) -> None:
         self.route = route
         self.mapper = mapper
@@ -52,6 +55,7 @@ class StreamSink:
         self._send_invalid = send_invalid
         self._submit = submit
         self._judge_errors = judge_errors  # fails the sync when too many are rejected (max_error_percent)
+        self._rejected = rejected  # where rejected records are stored (object_storage_config), if anywhere
 
     def record(self, data: Any) -> None:
         """One record. The hot path: every line here runs once per record (see bench/)."""
@@ -59,12 +63,12 @@ class StreamSink:
         # `read` is the only counter per record: the counts on states are derived from it.
         stats.read += 1
         if type(data) is not dict:
-            self.reject("the record's data is not a JSON object", repr(data)[:SAMPLE_CHARS])
+            self.reject("the record's data is not a JSON object", repr(data)[:SAMPLE_CHARS], record=data)
             return
         try:
             items = self.mapper(data)
         except RecordRejected as rejected:
-            self.reject(rejected.reason, repr(data)[:SAMPLE_CHARS])
+            self.reject(rejected.reason, repr(data)[:SAMPLE_CHARS], record=data)
             return
         if len(items) != 1:  # unpivot: a record makes one item per non-null column, maybe none
             self._add_items(items)
@@ -95,16 +99,19 @@ class StreamSink:
         """Items a parse worker mapped, checked and encoded (see StreamBuffer.add_run)."""
         self.buffer.add_run(encoded, ends, self._submit)
 
-    def skip_unreadable(self, line_number: int, why: str, preview: str) -> None:
+    def skip_unreadable(self, line_number: int, why: str, preview: str, line: bytes = b"") -> None:
         """An input line that names this stream but cannot be read: a record read and skipped."""
         stats = self.stats
         self._ledger.skip(stats.stream, "unreadable input line")  # counted as read: states count it too
         self._counts.reject(stats.stream, stats.read - 1)
         self.buffer.skip_record()
+        if self._rejected is not None:
+            self._store(stats.read - 1, f"unreadable input line: {why}", line=line)
         logger.warning(f"stream '{stats.stream}': input line {line_number} skipped: {why} (starts with: {preview!r})")
 
-    def reject(self, reason: str, example: str) -> None:
-        """A record (or, while unpivot adds a record's items, one item) that will not be sent."""
+    def reject(self, reason: str, example: str, *, record: Any = MISSING, item: Any = MISSING) -> None:
+        """A record (or, while unpivot adds a record's items, one item) that will not be sent. `record`
+        (the data as read) or `item` (as it would have been sent) is what a store of rejected records keeps."""
         stats = self.stats
         several = self.buffer.record_of_items
         if several is None:  # the whole record
@@ -112,6 +119,8 @@ class StreamSink:
             self.buffer.skip_record()
         else:  # one item of a record that made several (unpivot)
             self._counts.reject(stats.stream, several, several_items=True)
+        if self._rejected is not None:
+            self._store(stats.read - 1 if several is None else several, reason, record=record, item=item)
         seen = self._ledger.reject_locally(stats.stream, reason)
         if seen <= EXAMPLES_PER_REASON:
             logger.warning(f"stream '{stats.stream}': an item was not sent: {reason} ({example})")
@@ -121,6 +130,14 @@ class StreamSink:
     def take(self) -> Optional[Batch]:
         """The open batch, closed (None when nothing is buffered)."""
         return self.buffer.take()
+
+    def _store(self, ordinal: int, reason: str, **what: Any) -> None:
+        assert self._rejected is not None
+        namespace, name = self.route.key
+        self._rejected.add(
+            namespace, name, record_number=ordinal + 1, rejected_by=REJECTED_BY_CONNECTOR, reason=reason,
+            target=self.route.endpoint.value, **{key: value for key, value in what.items() if value is not MISSING},
+        )
 
     def _add_items(self, items: MapResult) -> None:
         """A record that made no item or several (unpivot): each item through the general path."""
@@ -141,7 +158,7 @@ class StreamSink:
     def _invalid(self, invalid: Invalid) -> None:
         """An item that failed the local checks: rejected, or sent as it is (invalid_records: send)."""
         if not self._send_invalid:
-            self.reject(invalid.reason, invalid.example)
+            self.reject(invalid.reason, invalid.example, item=invalid.item)
             return
         seen = self._ledger.sent_invalid(self.stats.stream, invalid.reason)
         if seen <= EXAMPLES_PER_REASON:
@@ -164,13 +181,15 @@ class StreamSink:
         try:
             ready = self.buffer.add(part)
         except ItemTooLarge as exc:
-            self.reject("larger than the request size limit (`max_request_body_bytes`)", f"{exc}{_largest_field(item)}")
+            self.reject(
+                "larger than the request size limit (`max_request_body_bytes`)", f"{exc}{_largest_field(item)}", item=item
+            )
             return
         if ready is not None:
             self._submit(ready)
 
     def _unencodable(self, item: dict[str, Any], exc: orjson.JSONEncodeError) -> None:
-        self.reject(why_not_encodable(item, exc), repr(item)[:SAMPLE_CHARS])
+        self.reject(why_not_encodable(item, exc), repr(item)[:SAMPLE_CHARS], item=item)
 
 
 def _largest_field(item: Mapping[str, Any]) -> str:

@@ -103,5 +103,11 @@ class StateBarrier:
         oldest_unacknowledged = min(self._unacknowledged, default=None)
         while self._waiting and (oldest_unacknowledged is None or self._waiting[0][0] <= oldest_unacknowledged):
             _, message = self._waiting.popleft()
-            self._emit(message)
+            try:
+                self._emit(message)
+            except BaseException:
+                # A state that could not go out (its rejected records could not be stored): no later
+                # state may go out either, or it would vouch for the records of this one.
+                self._closed = True
+                raise
             self.emitted += 1

@@ -152,33 +152,39 @@ def match_rejected(items: Sequence[Any], rejected: Sequence[Any]) -> list[int]:
     the answer has). Several equal items are matched in order. A rejected item found nowhere in the
     batch (an answer that changed it) takes the first position not yet matched: the count per batch
     stays exact, only which record it is charged to is a guess."""
+    return [position for position, _, _ in pair_rejected(items, rejected)]
+
+
+def pair_rejected(items: Sequence[Any], rejected: Sequence[Any]) -> list[tuple[int, int, bool]]:
+    """`match_rejected` with each position's rejected entry: (position in `items`, index in `rejected`,
+    whether the item was found by value rather than guessed). Matched pairs first, in answer order."""
     where: dict[Any, deque[int]] = {}
     for position, item in enumerate(items):
-        where.setdefault(_frozen(item), deque()).append(position)
+        where.setdefault(frozen_json(item), deque()).append(position)
     taken: set[int] = set()
-    positions: list[int] = []
-    unmatched = 0
-    for item in rejected:
+    pairs: list[tuple[int, int, bool]] = []
+    unmatched: list[int] = []
+    for index, item in enumerate(rejected):
         try:
-            candidates = where.get(_frozen(item))
+            candidates = where.get(frozen_json(item))
         except TypeError:
             candidates = None
         if candidates:
             position = candidates.popleft()
             taken.add(position)
-            positions.append(position)
+            pairs.append((position, index, True))
         else:
-            unmatched += 1
+            unmatched.append(index)
     free = (position for position in range(len(items)) if position not in taken)
-    for _, position in zip(range(unmatched), free):
-        positions.append(position)
-    return positions
+    for index, position in zip(unmatched, free):
+        pairs.append((position, index, False))
+    return pairs
 
 
-def _frozen(value: Any) -> Any:
+def frozen_json(value: Any) -> Any:
     """A hashable form of a JSON value, equal for equal values."""
     if type(value) is dict:
-        return frozenset((key, _frozen(item)) for key, item in value.items())
+        return frozenset((key, frozen_json(item)) for key, item in value.items())
     if type(value) is list:
-        return tuple(_frozen(item) for item in value)
+        return tuple(frozen_json(item) for item in value)
     return value

@@ -30,6 +30,7 @@ from destination_planhat.object_batching import ObjectBatch, ObjectBuffer
 from destination_planhat.object_mapping import build_object_mapper
 from destination_planhat.object_sink import ObjectSink
 from destination_planhat.planhat import Endpoint
+from destination_planhat.rejected_records import REJECTED_BY_CONNECTOR, RejectedRecords, StoreFailed
 from destination_planhat.reporting import ProgressReporter, SyncReport
 from destination_planhat.routing import StreamKey, StreamRoute, stream_label
 from destination_planhat.sender import Client, ThreadedSender
@@ -61,10 +62,13 @@ class PlanhatWriter:
         *,
         max_body_bytes: Optional[int] = None,
         clock: Callable[[], float] = time.monotonic,
+        rejected: Optional[RejectedRecords] = None,
     ) -> None:
         """`client`: where batches go; `DryRun()` for a dry run, which sends nothing and emits no state.
-        `max_body_bytes`: the request body limit, if not the config's (tests)."""
+        `max_body_bytes`: the request body limit, if not the config's (tests). `rejected`: where rejected
+        records are stored (object_storage_config), flushed before each state that follows new ones."""
         self._config = config
+        self._rejected = rejected
         self._clock = clock
         self.ledger = Ledger()
         self._dry_run = isinstance(client, DryRun)
@@ -74,7 +78,9 @@ class PlanhatWriter:
         self._sender: Union[ThreadedSender, DryRunSender] = (
             DryRunSender(self.ledger, self._barrier)
             if isinstance(client, DryRun)
-            else ThreadedSender(client, self.ledger, self._barrier, self._counts, config.max_in_flight_requests)
+            else ThreadedSender(
+                client, self.ledger, self._barrier, self._counts, config.max_in_flight_requests, rejected=rejected
+            )
         )
         self._max_body_bytes = max_body_bytes or config.max_request_body_bytes
         self._sinks: dict[StreamKey, Union[StreamSink, ObjectSink]] = {}
@@ -86,12 +92,14 @@ class PlanhatWriter:
                 self._sinks[key] = ObjectSink(
                     route, build_object_mapper(route), objects, stats, ledger=self.ledger, counts=self._counts,
                     send_invalid=send_invalid, submit=self._submit, judge_errors=self._judge_errors_during_sync,
+                    rejected=rejected,
                 )
                 continue
             buffer = StreamBuffer(route, config.batch_size, self._max_body_bytes, self._barrier.open_batch, clock, stats)
             self._sinks[key] = StreamSink(
                 route, build_mapper(route), buffer, stats, ledger=self.ledger, counts=self._counts,
                 send_invalid=send_invalid, submit=self._submit, judge_errors=self._judge_errors_during_sync,
+                rejected=rejected,
             )
         # Streams without a namespace by name alone: the common case costs no tuple per record.
         self._sinks_by_name = {key[1]: sink for key, sink in self._sinks.items() if key[0] is None}
@@ -137,11 +145,18 @@ class PlanhatWriter:
         self._raise_if_failed()
         try:
             self._check_error_share(final=True)
+            self._store_rejected()  # those after the last state
         except BaseException as exc:
             self._sender.record_failure(exc)  # so that the summary says the sync failed
             self._log_summary()
             raise
         self._log_summary()
+        if self._rejected is not None:
+            stored = sum(self._rejected.stored.values())
+            logger.info(
+                f"rejected records: {stored} stored under {self._rejected.where} in {self._rejected.files} file(s)"
+                + (f" ({', '.join(f'{s}: {n}' for s, n in sorted(self._rejected.stored.items()))})" if stored else "")
+            )
 
     def fail(self, error: BaseException) -> NoReturn:
         """A failure outside the writer (a parse worker): it ends the sync as a failed batch would,
@@ -160,6 +175,16 @@ class PlanhatWriter:
         self._stopping.set()
         self._sender.close()
         self._started = False
+        rejected, self._rejected = self._rejected, None
+        if rejected is not None:
+            try:
+                # After a failure: what was rejected since the last stored state is stored too (the next
+                # attempt of the sync may reject and store the same records again).
+                rejected.flush()
+            except StoreFailed as exc:
+                logger.warning(f"rejected records not stored after the sync failed: {exc}")
+            finally:
+                rejected.close()
 
     # ----- input ------------------------------------------------------------------------------
 
@@ -168,7 +193,7 @@ class PlanhatWriter:
         try:
             sink = self._sinks[(namespace, stream)] if namespace else self._sinks_by_name[stream]
         except (KeyError, TypeError):  # not in the catalog (TypeError: a name that is not even a string)
-            self._skip_unknown(namespace, stream)
+            self._skip_unknown(namespace, stream, data)
             return
         sink.record(data)
 
@@ -253,7 +278,7 @@ class PlanhatWriter:
             hint = f" (it seems to belong to stream '{name}', which is not in the catalog)" if name else ""
             logger.warning(f"input line {line_number} skipped: {why}{hint} (starts with: {preview!r})")
             return
-        sink.skip_unreadable(line_number, why, preview)
+        sink.skip_unreadable(line_number, why, preview, line)
 
     def other_message(self, kind: Any) -> None:
         """Messages a destination may receive but has nothing to do with (LOG, CONTROL, other TRACEs...):
@@ -297,9 +322,24 @@ class PlanhatWriter:
         self._sender.send(batch)
 
     def _release_state(self, pending: PendingState) -> None:
-        """Called by the barrier, in input order, once every record before the state is acknowledged."""
+        """Called by the barrier, in input order, once every record before the state is acknowledged.
+        The rejected records the state covers were added to the store by then (by the reading thread,
+        and by the senders before they acknowledged their batches): they are stored first."""
+        self._store_rejected()
         written, rejected = self._counts.counts(pending.cut)
         self._emit(pending.with_counts(written, rejected))
+
+    def _store_rejected(self) -> None:
+        """Make the rejected records added so far durable (when there are new ones). A failure ends the
+        sync: raised here, and recorded so that every thread stops; the barrier emits no later state."""
+        store = self._rejected
+        if store is None or not store.pending:
+            return
+        try:
+            store.flush()
+        except StoreFailed as exc:
+            self._sender.record_failure(exc.traced)
+            raise exc.traced from exc
 
     def _sink_of(self, namespace: Any, stream: Any) -> Optional[StreamSink]:
         try:
@@ -307,7 +347,7 @@ class PlanhatWriter:
         except (KeyError, TypeError):
             return None
 
-    def _skip_unknown(self, namespace: Any, stream: Any) -> None:
+    def _skip_unknown(self, namespace: Any, stream: Any, data: Any = None) -> None:
         if isinstance(stream, str) and (namespace is None or isinstance(namespace, str)):
             key: StreamKey = (namespace or None, stream)
             label = stream_label(key)
@@ -319,6 +359,11 @@ class PlanhatWriter:
         stats = self.ledger.stats(label)
         self.ledger.skip(label, "the stream is not in the configured catalog")
         self._counts.reject(label, stats.read - 1)
+        if self._rejected is not None:
+            self._rejected.add(
+                key[0], key[1], record_number=stats.read, rejected_by=REJECTED_BY_CONNECTOR,
+                reason="the stream is not in the configured catalog", target=None, record=data,
+            )
         if count == 1:
             logger.warning(f"records of stream '{label}' are skipped: the stream is not in the configured catalog")
 

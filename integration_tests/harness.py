@@ -220,6 +220,15 @@ class OutputLines:
                 return message["state"]
 
 
+    def until_end(self) -> list[dict[str, Any]]:
+        """Every message up to the end of the output (after the process ended), kept in `seen` too."""
+        while True:
+            line = self._queue.get(timeout=GIVE_UP_SECONDS)
+            if line is None:
+                return self.seen
+            self.seen.append(json.loads(line))
+
+
 def start_write(tmp_path: Path, config: Mapping[str, Any], configured: Optional[Mapping[str, Any]] = None) -> "subprocess.Popen[bytes]":
     """`main.py write` running with its stdin a pipe the test writes to (and may leave open)."""
     (tmp_path / "config.json").write_text(json.dumps(config))
