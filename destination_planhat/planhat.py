@@ -198,6 +198,9 @@ class Target:
     keyables: Mapping[str, str] = field(default_factory=dict)
     references: tuple[Reference, ...] = ()  # parent references (companyId ...)
     answer_statuses: frozenset[int] = frozenset()  # non-2xx answers whose body is an answer to read (400)
+    # Non-2xx answers that are a partial answer when Planhat processed some of the items (a 403 whose
+    # permissionErrors name only some); when it processed none, the status means what it always does.
+    partial_statuses: frozenset[int] = frozenset()
 
 
 _ANALYTICS_TARGETS: dict[Endpoint, Target] = {
@@ -373,6 +376,7 @@ def _object_target(endpoint: Endpoint, spec: _Object) -> Target:
         keyables=spec.keyables,
         references=spec.references,
         answer_statuses=frozenset({400}),
+        partial_statuses=frozenset({403}),
     )
 
 

@@ -31,6 +31,7 @@ NOT_FOUND = "not_found"
 NOT_AN_OBJECT = "not_an_object"
 INVALID_CUSTOM = "invalid_custom"
 DUPLICATED = "duplicated"
+NO_PERMISSION = "no_permission"
 
 # Custom field types Planhat lists on its Custom Field page.
 CUSTOM_FIELD_TYPES = (
@@ -145,7 +146,7 @@ class UpsertResult:
 
     @property
     def errors(self) -> int:
-        return len(self.body.get("createdErrors", ())) + len(self.body.get("updatedErrors", ()))
+        return sum(len(self.body.get(name, ())) for name in ("createdErrors", "updatedErrors", "permissionErrors"))
 
 
 @dataclass(slots=True)
@@ -224,12 +225,15 @@ class ObjectStore:
 
     # ---- writing -------------------------------------------------------------------------
 
-    def bulk_upsert(self, name: str, items: Sequence[Any]) -> UpsertResult:
+    def bulk_upsert(self, name: str, items: Sequence[Any], *, may_create: bool = True) -> UpsertResult:
         """Planhat's ``PUT /{name}`` with `items`: match, create or update, answer per item.
 
         Three passes: a read-only one (shape, company, match, errors), a duplicate check over the
         whole request (any duplicated key refuses the request with 400 and changes nothing), then
-        the writes.
+        the writes. `may_create=False` (a token allowed to update but not to create): an item that
+        would create a record is listed in permissionErrors, the others are done, and the answer is
+        403 (Planhat: 403 when "you don't have the right permissions to execute one or all the
+        operations. Check the permissionErrors section").
         """
         spec = OBJECTS[name]
         answer = empty_answer()
@@ -253,6 +257,10 @@ class ObjectStore:
             elif plan.error is not None:
                 target = answer["updatedErrors"] if plan.record_id is not None else answer["createdErrors"]
                 target.append(plan.error)
+            elif plan.record_id is None and not may_create:
+                answer["permissionErrors"].append(
+                    _error(plan.item, NO_PERMISSION, f"this token may update {name} but not create them", object=name)
+                )
             elif plan.record_id is not None:
                 changed = self._update(spec, plan)
                 answer["updated"] += 1
@@ -273,7 +281,9 @@ class ObjectStore:
         stats.created += answer["created"]
         stats.updated += answer["updated"]
         stats.errors += result.errors
-        if result.errors:
+        if answer["permissionErrors"]:
+            result.status = 403
+        elif result.errors:
             result.status = 206 if result.processed else 400
         return result
 
