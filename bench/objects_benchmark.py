@@ -1,7 +1,7 @@
 """Objects throughput under Planhat's calls-per-minute limit: how close a sync comes to the ceiling.
 
     make bench-objects                                    # 120 calls/min, 300 ms per request, ~4 minutes
-    .venv/bin/python bench/objects_benchmark.py --cpm 60 --measure-minutes 1     # shorter
+    .venv/bin/python bench/objects_benchmark.py --cpm 60 --measure-s 60          # shorter
 
 What is measured: the real CLI (`python main.py write`) syncs companies and end users referencing them
 (record by record interleaved, each end user naming the company read just before it through
@@ -10,18 +10,24 @@ sandbox's main API, which is run in its own process with a limit of `--cpm` call
 window, answered 429 above it, like Planhat's) and `--latency-ms` added to every main API answer.
 The connector's `api_calls_per_minute` is the same `--cpm`.
 
-The ceiling is `--cpm` full requests a minute: 5,000 items (Planhat's bulk upsert maximum) x cpm.
+The ceiling is `--cpm` full requests a minute: 5,000 items (Planhat's bulk upsert maximum, the
+connector's object batch at the default `batch_size`) x cpm.
 The connector's pacer is a sliding window, so the first minute can go faster than the steady state
 (a start burst) and be followed by a pause; any whole minute after the first holds at most `cpm`
 calls. The ratio is therefore measured over a steady-state window: from `--warmup-s` after the
-sandbox's first request, `--measure-minutes` whole minutes, counting the items of the requests that
-started in it (from the sandbox's request log, CLOCK_MONOTONIC like this process).
+sandbox's first request, `--measure-s` seconds (keep it whole minutes), counting the items of the
+requests that started in it (from the sandbox's request log). The connector's window is a minute
+and a second (pacing.py: a margin for arrival drift), so its steady state is at most 60/61 of the
+ceiling, 0.984.
 
 Checked after the run, so that the figures are of a complete, correct sync: the sandbox holds every
 company and every end user once (each with its company), every STATE came out with its record count,
 and no request was refused 429 (the connector's own pacing must never cause one). Peak RSS is the
 connector's process tree's (sum of RSS sampled every 10 ms, or the largest process's ru_maxrss if
 higher), judged against the analytics path's bound at the default batch (150 MB).
+
+`--batch-size` (with `--pairs`) is for a quick smoke run only (integration_tests/test_benchmark_runs.py):
+the ceiling is then batch-size x cpm.
 
 Prints one table with PASS/FAIL per target; exits 1 only when the run failed or the checks did not hold.
 """
@@ -146,11 +152,10 @@ def verify(sandbox: MainApiSandbox, stdout: bytes, pairs: int, states: int) -> N
         raise BenchmarkError(f"{len(emitted)} states counting {counted:.0f} records, expected {states} and {2 * pairs}")
 
 
-def steady_state(requests_log: list[dict[str, Any]], warmup_s: float, minutes: int) -> tuple[int, int, float, float]:
+def steady_state(requests_log: list[dict[str, Any]], warmup_s: float, length: float) -> tuple[int, int, float, float]:
     """(requests, items) of the upserts that started within the window, its start and length (s)."""
     upserts = sorted((r for r in requests_log if r["method"] == "PUT"), key=lambda r: r["at"])
     start = upserts[0]["at"] + warmup_s
-    length = 60.0 * minutes
     inside = [r for r in upserts if start <= r["at"] < start + length and r["status"] in (200, 206)]
     return len(inside), sum(r["processed"] for r in inside), start, length
 
@@ -160,16 +165,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--cpm", type=int, default=120, help="calls per minute: the sandbox's limit and the connector's budget")
     parser.add_argument("--latency-ms", type=float, default=300.0, help="added to every main API answer")
     parser.add_argument("--warmup-s", type=float, default=60.0, help="seconds after the first request before the window")
-    parser.add_argument("--measure-minutes", type=int, default=2, help="whole minutes of the steady-state window")
-    parser.add_argument("--tail-minutes", type=float, default=0.5, help="input beyond the window, so it ends full")
+    parser.add_argument("--measure-s", type=float, default=120.0, help="seconds of the steady-state window (whole minutes)")
+    parser.add_argument("--tail-s", type=float, default=30.0, help="input for this long beyond the window, so it ends full")
+    parser.add_argument("--batch-size", type=int, default=MAX_ITEMS, help="the connector's batch_size (smoke runs only)")
     parser.add_argument("--pairs", type=int, help="companies (and as many end users) in the input (default: from the above)")
     parser.add_argument("--state-every", type=int, default=10_000, help="pairs between STATEs of each stream")
     parser.add_argument("--workdir", help="keep the input and the run's output here (default: a temp dir, removed)")
     args = parser.parse_args(argv)
-    if args.cpm < 1 or args.measure_minutes < 1:
-        parser.error("--cpm and --measure-minutes must be at least 1")
-    ceiling = MAX_ITEMS * args.cpm / 60.0  # items per second
-    seconds = args.warmup_s + 60 * args.measure_minutes + 60 * args.tail_minutes
+    if args.cpm < 1 or args.measure_s <= 0 or not 1 <= args.batch_size <= MAX_ITEMS:
+        parser.error(f"--cpm and --measure-s must be positive, --batch-size within 1..{MAX_ITEMS}")
+    batch = args.batch_size
+    ceiling = batch * args.cpm / 60.0  # items per second
+    seconds = args.warmup_s + args.measure_s + args.tail_s
     pairs = args.pairs or int(ceiling * seconds / 2)
 
     load_before = _load()
@@ -181,7 +188,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         source = generate_input(workdir / "input.jsonl", pairs, args.state_every)
         print(f"  {source.lines:,} lines, {source.whole.offset / 1e6:.1f} MB", flush=True)
         sandbox = MainApiSandbox(workdir, args.cpm, args.latency_ms / 1000)
-        config = {"api_token": API_TOKEN, "api_base_url": sandbox.url, "api_calls_per_minute": args.cpm, "streams": STREAMS}
+        config: dict[str, Any] = {"api_token": API_TOKEN, "api_base_url": sandbox.url, "api_calls_per_minute": args.cpm,
+                                  "streams": STREAMS}
+        if batch != MAX_ITEMS:
+            config["batch_size"] = batch
         (workdir / "config.json").write_bytes(orjson.dumps(config))
         configured = catalog(configured_stream(COMPANIES, COMPANY_SCHEMA), configured_stream(ENDUSERS, ENDUSER_SCHEMA))
         (workdir / "catalog.json").write_bytes(orjson.dumps(configured))
@@ -204,11 +214,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     too_many = sum(1 for r in log if r["status"] == 429)
     upserts = [r for r in log if r["method"] == "PUT"]
-    calls, items, start, length = steady_state(log, args.warmup_s, args.measure_minutes)
+    calls, items, start, length = steady_state(log, args.warmup_s, args.measure_s)
     last = max(r["at"] + r["duration_s"] for r in upserts)
     if start + length > last:
         print(f"\nbenchmark aborted: the sync ended {start + length - last:.0f} s before the end of the window; "
-              "raise --tail-minutes or --pairs", file=sys.stderr)
+              "raise --tail-s or --pairs", file=sys.stderr)
         return 1
     rate = items / length
     ratio = rate / ceiling
@@ -216,15 +226,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     durations = sorted(r["duration_s"] for r in upserts)
     rows = [
         Row(f"steady-state window: {length:.0f} s from {args.warmup_s:g} s after the first request",
-            f"{calls} calls", f"<= {args.cpm * args.measure_minutes}", f"{items:,} items"),
+            f"{calls} calls", f"<= {args.cpm * length / 60:.0f}", f"{items:,} items"),
         Row("  items/s achieved in the window", f"{rate:,.0f} items/s"),
-        Row(f"  ceiling: {MAX_ITEMS:,} items x {args.cpm} calls per minute", f"{ceiling:,.0f} items/s"),
+        Row(f"  ceiling: {batch:,} items x {args.cpm} calls per minute", f"{ceiling:,.0f} items/s"),
         Row("  ratio to the ceiling", f"{ratio:.3f}", f">= {RATIO_TARGET:g}", verdict(ratio >= RATIO_TARGET)),
         Row("whole sync: items / seconds from the first request to the last answer",
             f"{2 * pairs / whole:,.0f} items/s", "", f"{2 * pairs:,} in {whole:.0f} s"),
         Row("  main API requests (upserts) / answered 429", f"{len(upserts)} / {too_many}", "429: 0", verdict(too_many == 0)),
         Row("  time per request at the sandbox: median / max (latency + processing)",
             f"{durations[len(durations) // 2]:.2f} s", "", f"{durations[-1]:.2f} s"),
+        Row("CPU time of the connector's process tree, per record", f"{run.cpu_s / (2 * pairs) * 1e6:.1f} µs", "",
+            f"{run.cpu_s:.0f} s in all"),
         Row("peak RSS of the connector's process tree (largest process alone)", f"{run.peak_rss_mb:.0f} MB",
             f"<= {RSS_TARGET_MB} MB", f"{verdict(run.peak_rss_mb <= RSS_TARGET_MB)}  ({run.maxrss_mb:.0f} MB)"),
     ]
@@ -232,7 +244,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         f"destination-planhat objects benchmark: {pairs:,} companies + {pairs:,} end users (parents first), "
         f"{source.whole.states} STATEs, {source.whole.offset / 1e6:.0f} MB of input",
         f"sandbox: {args.cpm} calls per minute (fixed window, 429 above), {args.latency_ms:g} ms per request; "
-        f"connector: api_calls_per_minute {args.cpm}, default batch",
+        f"connector: api_calls_per_minute {args.cpm}, " + ("default batch" if batch == MAX_ITEMS else f"batch_size {batch}"),
         f"{os.cpu_count()} CPUs; load average {load_before} at the start, {_load()} at the end",
         "checked: the sandbox holds every company and end user once, every STATE came out with its counts",
     ]

@@ -17,6 +17,8 @@ import copy
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
+import orjson
+
 # Planhat: "For all bulk upsert operations, regardless the model there is an upper limit of 5,000
 # items per request."
 MAX_BULK_ITEMS = 5000
@@ -97,6 +99,12 @@ OBJECTS: dict[str, ObjectSpec] = {
         ObjectSpec("deals", "Deal", _STANDARD_KEYS),
     )
 }
+
+
+def _copy(value: Any) -> Any:
+    """A deep copy of a JSON value (what items and records are), several times faster than
+    copy.deepcopy: the sandbox's CPU competes with the connector's in benchmarks."""
+    return orjson.loads(orjson.dumps(value))
 
 
 def _present(value: object) -> bool:
@@ -396,7 +404,7 @@ class ObjectStore:
         return f"5a{self._next_id:022x}"
 
     def _create(self, spec: ObjectSpec, plan: _Plan) -> str:
-        record = copy.deepcopy(plan.item)
+        record = _copy(plan.item)
         record_id = self._new_id()
         record["_id"] = record_id
         self._apply_company(spec, record, plan)
@@ -406,14 +414,14 @@ class ObjectStore:
 
     def _update(self, spec: ObjectSpec, plan: _Plan) -> bool:
         record = self._records[spec.path][plan.record_id]  # type: ignore[index]
-        before = copy.deepcopy(record)
+        before = _copy(record)
         for key, value in plan.item.items():
             if key == "_id":
                 continue
             if key == "custom" and isinstance(record.get("custom"), dict):
-                record["custom"] = {**record["custom"], **copy.deepcopy(value)}
+                record["custom"] = {**record["custom"], **_copy(value)}
             else:
-                record[key] = copy.deepcopy(value)
+                record[key] = _copy(value)
         self._apply_company(spec, record, plan)
         self._reindex(spec, record["_id"], before, record)
         return record != before
