@@ -285,7 +285,7 @@ class PlanhatWriter:
             return
         if isinstance(batch, ObjectBatch) and self._parent_sinks:
             parents = {ref.parent for ref in batch.endpoint.target.references} - {batch.endpoint}
-            waits_for = {}
+            waits_for: dict[Endpoint, frozenset[int]] = {}
             for parent in parents & self._parent_sinks.keys():
                 # Every parent record read so far goes first (its batch waiting for its own parents,
                 # if it has any), and this batch waits for their acknowledgement.
