@@ -141,8 +141,10 @@ class PlanhatClient:
             attempt += 1
             self._check_aborted(endpoint, attempt)
             retry_after: Optional[float] = None
+            refused = ""  # Planhat's reasons, when a partial answer refused every item
             if paced and not self.pacer.wait():
                 self._check_aborted(endpoint, attempt)
+            sent_at = self.pacer.now()
             try:
                 # Redirects are not followed: a redirected request would carry the token (and the
                 # data) to wherever the Location header points.
@@ -163,7 +165,13 @@ class PlanhatClient:
                 status = response.status_code
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
                 if paced:
-                    self.pacer.observe(status, response.headers, retry_after)
+                    lowered = self.pacer.observe(status, response.headers, retry_after, sent_at)
+                    if lowered is not None:
+                        logger.warning(
+                            f"{context}{endpoint.label}: Planhat answered 429 (too many requests): calls to the main API "
+                            f"now go at most {lowered:.0f} a minute (api_calls_per_minute is "
+                            f"{self.pacer.calls_per_minute}), back up slowly while Planhat accepts them"
+                        )
                 decision = judge_status(status, target.split_statuses)
                 if status in target.answer_statuses:
                     # A 400 of the main API lists the refused items like a 206 does: the sender
@@ -172,6 +180,15 @@ class PlanhatClient:
                     if result.errors:
                         result.attempts, result.ambiguous_failures, result.status = attempt, ambiguous, status
                         return result
+                if status in target.partial_statuses:
+                    # Planhat did some of the items and refused the others (e.g. a 403 for the items
+                    # the Service Account may not create): those are refused, with Planhat's reason.
+                    # A 403 that did nothing is the whole request refused: the sync fails below.
+                    result = target.read_answer(response.content)
+                    if result.processed:
+                        result.attempts, result.ambiguous_failures, result.status = attempt, ambiguous, status
+                        return result
+                    refused = _reasons(result)
                 if decision.verdict is Verdict.DONE:
                     result = target.read_answer(response.content)
                     result.attempts, result.ambiguous_failures, result.status = attempt, ambiguous, status
@@ -181,7 +198,7 @@ class PlanhatClient:
                         _failure_text(status, quote(response.content), target.base_url_field),
                         endpoint=endpoint,
                         status=status,
-                        body=quote(response.content),
+                        body=refused or quote(response.content),
                         ambiguous_failures=ambiguous,
                     )
                 clean = decision.verdict is Verdict.RETRY
@@ -201,6 +218,12 @@ class PlanhatClient:
             )
             self._sleep(delay)
             waited += delay
+
+
+def _reasons(result: PostResult) -> str:
+    """The distinct reasons of an answer's refused items, for an error message."""
+    reasons = list(dict.fromkeys(error.reason for error in result.errors))
+    return "; ".join(reasons[:3]) + (f" (and {len(reasons) - 3} more)" if len(reasons) > 3 else "")
 
 
 def _failure_text(status: int, text: str, base_url_field: str) -> str:

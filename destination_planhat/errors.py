@@ -61,13 +61,20 @@ class PlanhatError(Exception):
         return f"{where} failed: {self}"
 
 
+PERMISSION_ANSWER_CHARS = 300
+
+
 class PlanhatAuthError(PlanhatError):
     """401/403: the target's credential is wrong or not allowed."""
 
     failure_type = FailureType.config_error
 
     def user_message(self, where: str) -> str:
-        return f"{where} refused the credentials (HTTP {self.status}): {TARGETS[self.endpoint].credential_fix}."
+        message = f"{where} refused the credentials (HTTP {self.status}): {TARGETS[self.endpoint].credential_fix}."
+        if self.status == 403 and self.body:
+            # Planhat's permissionErrors say which operation was refused (e.g. creating records).
+            message += f" Planhat's answer: {self.body[:PERMISSION_ANSWER_CHARS]}"
+        return message
 
 
 class PlanhatPayloadTooLarge(PlanhatError):

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import itertools
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import orjson
 
 from destination_planhat.accounting import StreamStats
 from destination_planhat.batching import Batch, ItemTooLarge
 from destination_planhat.object_mapping import MergeKey, merge_items
+from destination_planhat.planhat import Endpoint
 from destination_planhat.routing import StreamRoute
 
 _ARRAY_OVERHEAD = 2
@@ -41,7 +42,7 @@ class ObjectBatch(Batch):
     ) -> None:
         super().__init__(batch_id, route, payload, len(records), opened_at, number, ((0, records[0][0] if records else 0, 1),))
         self.records = records
-        self.waits_for: frozenset[int] = frozenset()
+        self.waits_for: Mapping[Endpoint, frozenset[int]] = {}  # parent object -> its batches to wait for
 
     @classmethod
     def of_object_items(

@@ -3,11 +3,18 @@ read before it.
 
 Planhat refuses a reference to a company it does not know, so an end user synced in the same run as
 its new company must reach Planhat after the company. When the writer cuts a batch of an object
-with company references, it first hands over the companies stream's open batch, then notes which
-company batches are not yet acknowledged (`pending`); the batch's sender waits for exactly those
-(`wait`). Later company batches never hold it back. A failure of the sync ends every wait.
-"""
+with references (planhat.Reference: today every one points at companies; any parent object works
+the same way), it first hands over the open batch of each stream writing a parent object, then
+notes which of that parent's batches are not yet acknowledged (`pending`); the batch's sender waits
+for exactly those (`wait`). Later parent batches never hold it back. A failure of the sync ends
+every wait.
 
+Why the waiting batch may hold a back-pressure slot (sender.py) without a deadlock: a parent batch
+takes its slot before it is handed over, so every batch in `pending` is already in its object's lane
+with its slot, and its lane never waits for the object that waits for it (references go from child
+to parent only, never back). integration_tests/test_objects_pacing_and_parents.py queues end users
+batches into every slot (1, 2 and 8 in flight) before their companies are answered.
+"""
 from __future__ import annotations
 
 import threading

@@ -205,6 +205,9 @@ class Target:
     references: tuple[Reference, ...] = ()  # parent references (companyId ...)
     answer_statuses: frozenset[int] = frozenset()  # non-2xx answers whose body is an answer to read (400)
     model: str = ""  # objects: Planhat's model name, as a custom field's `parent` names it (GET /customfields)
+    # Non-2xx answers that are a partial answer when Planhat processed some of the items (a 403 whose
+    # permissionErrors name only some); when it processed none, the status means what it always does.
+    partial_statuses: frozenset[int] = frozenset()
 
 
 _ANALYTICS_TARGETS: dict[Endpoint, Target] = {
@@ -395,6 +398,7 @@ def _object_target(endpoint: Endpoint, spec: _Object) -> Target:
         references=spec.references,
         answer_statuses=frozenset({400}),
         model=spec.model,
+        partial_statuses=frozenset({403}),
     )
 
 

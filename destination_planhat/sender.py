@@ -158,8 +158,9 @@ class ThreadedSender:
                 if self.failure is None:
                     label = f"stream '{batch.route.name}' batch {batch.number}"
                     if isinstance(batch, ObjectBatch):
-                        if batch.waits_for and not self._parents.wait(Endpoint.COMPANIES, batch.waits_for):
-                            raise RequestAborted("not sent: the sync was stopped", endpoint=batch.endpoint)
+                        for parent, batch_ids in batch.waits_for.items():
+                            if not self._parents.wait(parent, batch_ids):
+                                raise RequestAborted("not sent: the sync was stopped", endpoint=batch.endpoint)
                         self._deliver_objects(batch, label)
                         self._parents.acknowledged(batch.endpoint, batch.batch_id)
                     else:

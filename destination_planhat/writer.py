@@ -105,9 +105,12 @@ class PlanhatWriter:
         self._sinks_by_name = {key[1]: sink for key, sink in self._sinks.items() if key[0] is None}
         # The streams parse workers may map (see parallel_plan), by their index in the plan.
         self._sinks_by_index = list(self._sinks.values())
-        # Parents first (parents.py): the streams that write companies, whose open batch goes before a
-        # batch that may reference them.
-        self._company_sinks = [sink for sink in self._sinks.values() if sink.route.endpoint is Endpoint.COMPANIES]
+        # Parents first (parents.py): per parent object (any Reference's, today companies), the streams
+        # that write it, whose open batch goes before a batch that may reference them.
+        self._parent_sinks: dict[Endpoint, list[Union[StreamSink, ObjectSink]]] = {}
+        for sink in self._sinks.values():
+            if any(ref.parent is sink.route.endpoint for r in routes.values() for ref in r.endpoint.target.references):
+                self._parent_sinks.setdefault(sink.route.endpoint, []).append(sink)
         endpoints = [endpoint for endpoint in Endpoint if any(r.endpoint is endpoint for r in routes.values())]
         progress = ProgressReporter(self.ledger, config.progress_interval_seconds, clock())
         self._report = SyncReport(
@@ -305,13 +308,17 @@ class PlanhatWriter:
         """
         if batch is None or not batch.count:
             return
-        if isinstance(batch, ObjectBatch) and self._company_sinks and batch.endpoint is not Endpoint.COMPANIES:
-            if any(reference.parent is Endpoint.COMPANIES for reference in batch.endpoint.target.references):
-                # Every company read so far goes first, and this batch waits for its acknowledgement.
-                for sink in self._company_sinks:
+        if isinstance(batch, ObjectBatch) and self._parent_sinks:
+            parents = {ref.parent for ref in batch.endpoint.target.references} - {batch.endpoint}
+            waits_for: dict[Endpoint, frozenset[int]] = {}
+            for parent in parents & self._parent_sinks.keys():
+                # Every parent record read so far goes first (its batch waiting for its own parents,
+                # if it has any), and this batch waits for their acknowledgement.
+                for sink in self._parent_sinks[parent]:
                     self._submit(sink.take())
                 if isinstance(self._sender, ThreadedSender):
-                    batch.waits_for = self._sender.pending_parents(Endpoint.COMPANIES)
+                    waits_for[parent] = self._sender.pending_parents(parent)
+            batch.waits_for = waits_for
         # Until it is handed over, the batch counts as buffered (not sent) should the sync fail meanwhile.
         self._handing_over = batch
         self._raise_if_failed()

@@ -354,7 +354,7 @@ class RequestRecord:
 
     Main API requests are logged apart (`PlanhatSandbox.main_api_requests`), with `endpoint` the
     object's path (``companies``, ``customfields``), `tenant` empty, `items` the items of a bulk
-    upsert, `processed` those created or updated and `errors` those in createdErrors/updatedErrors.
+    upsert, `processed` those created or updated and `errors` those in createdErrors/updatedErrors/permissionErrors.
     """
 
     endpoint: str
@@ -854,6 +854,8 @@ class PlanhatSandbox:
         rate_limit_window_s: float = DEFAULT_RATE_WINDOW_S,
         custom_fields: Sequence[Mapping[str, Any]] = (),
         main_api_latency_s: float = 0.0,
+        rate_limit_headers: bool = True,
+        update_only_objects: Collection[str] = (),
     ) -> None:
         """`max_body_bytes` and `latency_s` are the baseline that `reset()` and `set_faults()` return to.
 
@@ -862,7 +864,11 @@ class PlanhatSandbox:
         answer 403 with permissionErrors. `rate_limit_per_minute`: calls allowed per window of
         `rate_limit_window_s` seconds before 429 (None: no limit, the default). `custom_fields`: what
         ``GET /customfields`` lists (name, type, parent, ...). `main_api_latency_s`: seconds added to
-        each main API answer. All are the baseline that `reset()` returns to.
+        each main API answer. `rate_limit_headers=False`: answers carry no X-Rate-Limit-* headers (a
+        429 only its Retry-After), as Planhat's current docs promise none. `update_only_objects`: objects
+        the token may update but not create: an item that would create a record is refused in
+        permissionErrors, the others are done, and the answer is 403 (Planhat: "you don't have the right
+        permissions to execute one or all the operations"). All are the baseline that `reset()` returns to.
 
         `ssl_context`: a server-side TLS context; the sandbox then serves https (to test that the
         connector verifies certificates).
@@ -892,8 +898,11 @@ class PlanhatSandbox:
         self.permitted_objects = None if permitted_objects is None else frozenset(permitted_objects)
         self.rate_limit_per_minute = rate_limit_per_minute
         self.rate_limit_window_s = rate_limit_window_s
+        self.rate_limit_headers = rate_limit_headers
+        self.update_only_objects = frozenset(update_only_objects)
         self.custom_fields = normalize_custom_fields(custom_fields)
         self._check_main_api_settings(self.permitted_objects, rate_limit_per_minute, rate_limit_window_s)
+        self._check_main_api_settings(self.update_only_objects, None, 1)
         self._main_faults = _FaultPlan(latency_s=main_api_latency_s, max_body_bytes=max_body_bytes)
         self._main_lock = threading.Lock()  # the object store and main API settings; never held with _lock
         self._store = ObjectStore()
@@ -902,6 +911,11 @@ class PlanhatSandbox:
         self._rate_window_s = rate_limit_window_s
         self._rate_window_started: float | None = None
         self._rate_calls = 0
+        self._rate_headers = rate_limit_headers
+        self._update_only = self.update_only_objects
+        # The rate limit's own lock: a call is counted when it arrives, not once the store (held by
+        # another request's upsert) is free. Taken inside _main_lock, never the other way round.
+        self._rate_lock = threading.Lock()
         self._custom_fields = copy.deepcopy(self.custom_fields)
         self._main_requests: list[RequestRecord] = []
         self._main_request_count = 0
@@ -1139,6 +1153,8 @@ class PlanhatSandbox:
         rate_limit_per_minute: int | None | object = _KEEP,
         rate_limit_window_s: float | object = _KEEP,
         custom_fields: Sequence[Mapping[str, Any]] | object = _KEEP,
+        rate_limit_headers: bool | object = _KEEP,
+        update_only_objects: Collection[str] | object = _KEEP,
     ) -> None:
         """Change the main API's settings; an argument left out keeps its value (see `__init__`).
 
@@ -1151,12 +1167,18 @@ class PlanhatSandbox:
             limit = self._rate_limit if rate_limit_per_minute is _KEEP else rate_limit_per_minute
             window = self._rate_window_s if rate_limit_window_s is _KEEP else rate_limit_window_s
             fields = self._custom_fields if custom_fields is _KEEP else normalize_custom_fields(custom_fields)  # type: ignore[arg-type]
+            update_only = self._update_only if update_only_objects is _KEEP else frozenset(update_only_objects)  # type: ignore[arg-type]
             self._check_main_api_settings(permitted, limit, window)  # type: ignore[arg-type]
+            self._check_main_api_settings(update_only, None, 1)
             self._permitted = permitted
-            if rate_limit_per_minute is not _KEEP or rate_limit_window_s is not _KEEP:
-                self._rate_window_started, self._rate_calls = None, 0
-            self._rate_limit = limit  # type: ignore[assignment]
-            self._rate_window_s = float(window)  # type: ignore[arg-type]
+            self._update_only = update_only
+            with self._rate_lock:
+                if rate_limit_per_minute is not _KEEP or rate_limit_window_s is not _KEEP:
+                    self._rate_window_started, self._rate_calls = None, 0
+                self._rate_limit = limit  # type: ignore[assignment]
+                self._rate_window_s = float(window)  # type: ignore[arg-type]
+                if rate_limit_headers is not _KEEP:
+                    self._rate_headers = bool(rate_limit_headers)
             self._custom_fields = fields
 
     @staticmethod
@@ -1221,9 +1243,12 @@ class PlanhatSandbox:
             self._store = ObjectStore()
             self._main_requests.clear()
             self._permitted = self.permitted_objects
-            self._rate_limit = self.rate_limit_per_minute
-            self._rate_window_s = self.rate_limit_window_s
-            self._rate_window_started, self._rate_calls = None, 0
+            self._update_only = self.update_only_objects
+            with self._rate_lock:
+                self._rate_limit = self.rate_limit_per_minute
+                self._rate_window_s = self.rate_limit_window_s
+                self._rate_window_started, self._rate_calls = None, 0
+                self._rate_headers = self.rate_limit_headers
             self._custom_fields = copy.deepcopy(self.custom_fields)
 
     # ---- used by the request handler ------------------------------------------------------
@@ -1290,7 +1315,7 @@ class PlanhatSandbox:
 
     def _take_rate_limit(self) -> tuple[_Outcome | None, tuple[tuple[str, str], ...]]:
         """Count one call in the current window: (a 429 answer when over the limit, or None; headers)."""
-        with self._main_lock:
+        with self._rate_lock:
             limit = self._rate_limit
             if limit is None:
                 return None, ()
@@ -1299,13 +1324,13 @@ class PlanhatSandbox:
                 self._rate_window_started, self._rate_calls = now, 0
             if self._rate_calls >= limit:
                 retry_after = max(1, math.ceil(self._rate_window_started + self._rate_window_s - now))
-                headers = (
-                    ("Retry-After", str(retry_after)),
-                    ("X-Rate-Limit-Limit", str(limit)),
-                    ("X-Rate-Limit-Remaining", "0"),
-                )
+                headers: tuple[tuple[str, str], ...] = (("Retry-After", str(retry_after)),)
+                if self._rate_headers:
+                    headers += (("X-Rate-Limit-Limit", str(limit)), ("X-Rate-Limit-Remaining", "0"))
                 return _Outcome(HTTPStatus.TOO_MANY_REQUESTS, {"message": "Too Many Requests"}, headers=headers), headers
             self._rate_calls += 1
+            if not self._rate_headers:
+                return None, ()
             return None, (("X-Rate-Limit-Limit", str(limit)), ("X-Rate-Limit-Remaining", str(limit - self._rate_calls)))
 
     def _main_api(
@@ -1340,7 +1365,7 @@ class PlanhatSandbox:
             message = f"bulk upsert takes at most {MAX_BULK_ITEMS} items per request, got {len(items)}"
             return _Outcome(HTTPStatus.BAD_REQUEST, {"message": message}, len(items), headers=headers)
         with self._main_lock:
-            result = self._store.bulk_upsert(name, items)
+            result = self._store.bulk_upsert(name, items, may_create=name not in self._update_only)
         return _Outcome(result.status, result.body, result.items, result.processed, result.errors, headers)
 
     def _list_records(self, name: str, query: Mapping[str, list[str]], headers: tuple[tuple[str, str], ...]) -> _Outcome:

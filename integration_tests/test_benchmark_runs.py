@@ -67,3 +67,35 @@ def test_the_benchmark_sandbox_counts_every_item_without_checking_it():
         metrics = sandbox.summary()["metrics"]
     assert (metrics["items"], metrics["processed"], metrics["errors"]) == (2, 2, 0)
     assert metrics["by_dimension_id"] == {"(not checked)": 2}
+
+
+OBJECTS_BENCH = REPO_ROOT / "bench" / "objects_benchmark.py"
+
+
+@pytest.mark.slow
+def test_the_objects_benchmark_runs_end_to_end_on_a_tiny_input_and_prints_one_table(tmp_path):
+    """bench/objects_benchmark.py with small batches and a short window: it syncs, checks the sandbox
+    and the states, and prints every row. Its figures mean something only at full size (here the
+    budget, 600 calls a minute, is never reached: 400 requests)."""
+    args = [
+        sys.executable, str(OBJECTS_BENCH), "--cpm", "600", "--latency-ms", "10", "--batch-size", "100",
+        "--pairs", "20000", "--warmup-s", "1", "--measure-s", "2", "--tail-s", "1", "--state-every", "5000",
+        "--workdir", str(tmp_path),
+    ]
+    completed = subprocess.run(args, capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    out = completed.stdout
+    assert "20,000 companies + 20,000 end users (parents first), 8 STATEs" in out
+    assert "checked: the sandbox holds every company and end user once, every STATE came out with its counts" in out
+    for row in (
+        "steady-state window: 2 s from 1 s after the first request",
+        "items/s achieved in the window",
+        "ceiling: 100 items x 600 calls per minute",
+        "ratio to the ceiling",
+        "main API requests (upserts) / answered 429",
+        "peak RSS of the connector's process tree",
+    ):
+        assert row in out, f"missing row {row!r} in:\n{out}"
+    assert out.count("PASS") + out.count("FAIL") == 3  # ratio, 429s, RSS
+    states = [line for line in (tmp_path / "connector-objects.out").read_text().splitlines() if '"type":"STATE"' in line]
+    assert len(states) == 8

@@ -66,10 +66,17 @@ def objects_config(sandbox: PlanhatSandbox, streams: list[dict[str, Any]], **ove
 
 
 def write(
-    tmp_path: Path, sandbox: PlanhatSandbox, config: dict[str, Any], configured: dict[str, Any], messages: list[Any]
+    tmp_path: Path,
+    sandbox: PlanhatSandbox,
+    config: dict[str, Any],
+    configured: dict[str, Any],
+    messages: list[Any],
+    timeout: float = 180,
 ) -> Any:
-    run = run_connector("write", tmp_path, config=config, catalog=configured, stdin=encode_lines(messages), sandbox=sandbox)
-    return run
+    """The CLI's write; `timeout` bounds a hung connector (the test then fails instead of hanging)."""
+    return run_connector(
+        "write", tmp_path, config=config, catalog=configured, stdin=encode_lines(messages), sandbox=sandbox, timeout=timeout
+    )
 
 
 def company(i: int, **extra: Any) -> dict[str, Any]:
@@ -257,6 +264,44 @@ def test_a_whole_request_403_is_a_config_error_naming_the_object_and_permission(
     assert error["failure_type"] == "config_error"
     assert "Companies" in error["message"] and "permission" in error["message"]
     assert run.states == []
+
+
+def test_a_403_for_some_items_rejects_those_with_the_reason_and_keeps_the_others(
+    tmp_path: Path, main_api: PlanhatSandbox
+) -> None:
+    """A token that may update companies but not create them: of 5 companies, the 2 Planhat has are
+    updated and the 3 new ones refused in permissionErrors (HTTP 403). That is a partial answer: the
+    3 are rejected by Planhat with its reason, counted on the state, and the sync goes on."""
+    main_api.seed("companies", [{"externalId": f"acct-{i}", "name": f"Old {i}"} for i in range(2)])
+    main_api.configure_main_api(update_only_objects=["companies"])
+    config = objects_config(main_api, [COMPANY_SETTINGS])
+    configured = catalog(configured_stream("accounts", COMPANY_SCHEMA))
+    messages = [record("accounts", company(i)) for i in range(5)] + [stream_state("accounts", 5)]
+    run = write(tmp_path, main_api, config, configured, messages)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert [r.status for r in main_api.main_api_requests] == [403]
+    summary = sync_summary(run)
+    assert_books_balance(summary)
+    stream = summary["streams"]["accounts"]
+    assert (stream["updated"], stream["created"], stream["rejected_by_planhat"]) == (2, 0, 3)
+    assert any("may update companies but not create them" in reason for reason in stream["planhat_reasons"])
+    assert state_counts(run) == [(2.0, 3.0)]
+    assert sorted(c["name"] for c in main_api.objects("companies")) == ["Company 0", "Company 1"]
+
+
+def test_a_403_that_did_nothing_fails_the_sync_naming_the_object_and_permission(tmp_path: Path, main_api: PlanhatSandbox) -> None:
+    """The same token, and only new companies: nothing was done, so the whole request was refused."""
+    main_api.configure_main_api(update_only_objects=["companies"])
+    config = objects_config(main_api, [COMPANY_SETTINGS])
+    configured = catalog(configured_stream("accounts", COMPANY_SCHEMA))
+    run = write(tmp_path, main_api, config, configured, [record("accounts", company(i)) for i in range(3)])
+    assert run.returncode != 0
+    [error] = run.errors
+    assert error["failure_type"] == "config_error"
+    message = error["message"]
+    assert "Companies" in message and "permission to read and write Companies" in message
+    assert "may update companies but not create them" in message  # Planhat's own reason
+    assert main_api.objects("companies") == [] and run.states == []
 
 
 @pytest.mark.parametrize("status", [429, 500])

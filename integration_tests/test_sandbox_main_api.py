@@ -411,6 +411,40 @@ def test_objects_outside_the_permitted_set_answer_403() -> None:
         assert (get(sandbox, "companies").status_code, get(sandbox, "endusers").status_code) == (200, 403)
 
 
+def test_a_token_that_may_update_but_not_create_answers_403_for_the_new_items_only() -> None:
+    """Planhat's 403: "you don't have the right permissions to execute one or all the operations"."""
+    with PlanhatSandbox(update_only_objects=["companies"]) as sandbox:
+        sandbox.seed("companies", [{"externalId": "old", "name": "Old"}])
+        response = put(sandbox, "companies", [{"externalId": "old", "name": "Renamed"}, {"externalId": "new", "name": "N"}])
+        assert response.status_code == 403
+        answer = response.json()
+        assert (answer["updated"], answer["created"], answer["createdErrors"]) == (1, 0, [])
+        [denied] = answer["permissionErrors"]
+        assert denied["item"] == {"externalId": "new", "name": "N"} and "not create" in denied["message"]
+        assert [c["name"] for c in sandbox.objects("companies")] == ["Renamed"]
+        [logged] = sandbox.main_api_requests
+        assert (logged.status, logged.processed, logged.errors) == (403, 1, 1)
+        only_new = put(sandbox, "companies", [{"externalId": "new2", "name": "N2"}])
+        assert only_new.status_code == 403 and only_new.json()["updated"] == 0
+        assert put(sandbox, "endusers", [{"email": "a@b.c", "companyId": "extid-old"}]).status_code == 200
+        control = f"{sandbox.url}/_sandbox/main_api"
+        requests.post(control, json={"update_only_objects": []}, timeout=TIMEOUT_S).raise_for_status()
+        assert put(sandbox, "companies", [{"externalId": "new", "name": "N"}]).status_code == 200
+        sandbox.reset()  # back to the constructor's set
+        assert put(sandbox, "companies", [{"externalId": "x", "name": "X"}]).status_code == 403
+
+
+def test_rate_limit_headers_can_be_left_out_but_a_429_keeps_its_retry_after() -> None:
+    with PlanhatSandbox(rate_limit_per_minute=1, rate_limit_headers=False) as sandbox:
+        first = get(sandbox, "companies")
+        assert first.status_code == 200 and "X-Rate-Limit-Remaining" not in first.headers
+        limited = get(sandbox, "companies")
+        assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
+        assert "X-Rate-Limit-Limit" not in limited.headers and "X-Rate-Limit-Remaining" not in limited.headers
+        sandbox.configure_main_api(rate_limit_headers=True, rate_limit_per_minute=2)
+        assert get(sandbox, "companies").headers["X-Rate-Limit-Remaining"] == "1"
+
+
 def test_no_rate_limit_by_default(sandbox: PlanhatSandbox) -> None:
     for _ in range(30):
         response = get(sandbox, "companies")
