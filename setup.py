@@ -24,7 +24,7 @@ TEST_REQUIREMENTS = [
 
 setup(
     name="destination-planhat",
-    version="0.1.0",
+    version="0.2.0",
     description="Airbyte destination that writes metrics and user activities to Planhat Analytics.",
     author="destination-planhat developers",
     license="MIT",
