@@ -39,16 +39,12 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import orjson
-import requests
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
@@ -58,6 +54,7 @@ from bench.run_benchmark import (  # noqa: E402
     Cut,
     Input,
     Row,
+    Sandbox,
     _json_or_none,
     _load,
     print_table,
@@ -113,40 +110,14 @@ def generate_input(path: Path, pairs: int, state_every: int) -> Input:
     return Input(path, lines, [Cut(offset, 2 * pairs, 0, 0, states)])
 
 
-class MainApiSandbox:
+def main_api_sandbox(workdir: Path, cpm: int, latency_s: float) -> Sandbox:
     """integration_tests/planhat_sandbox.py in its own process, with a calls-per-minute limit and latency."""
-
-    def __init__(self, workdir: Path, cpm: int, latency_s: float) -> None:
-        self._log = (workdir / "sandbox.log").open("wb")
-        command = [sys.executable, "-m", "integration_tests.planhat_sandbox", "--port", "0",
-                   "--rate-limit-per-minute", str(cpm), "--main-api-latency", str(latency_s)]
-        self.process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=self._log)
-        assert self.process.stdout is not None
-        first = self.process.stdout.readline().decode()
-        if "listening on " not in first:
-            self.stop()
-            raise BenchmarkError(f"the sandbox did not start: {first!r}")
-        self.url = first.rsplit("listening on ", 1)[1].strip()
-
-    def get(self, name: str, **params: str) -> Any:
-        response = requests.get(f"{self.url}/_sandbox/{name}", params=params, timeout=120)
-        response.raise_for_status()
-        return response.json()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._log.close()
+    return Sandbox(workdir, ("--rate-limit-per-minute", str(cpm), "--main-api-latency", str(latency_s)))
 
 
-def verify(sandbox: MainApiSandbox, stdout: bytes, pairs: int, states: int) -> None:
+def verify(sandbox: Sandbox, stdout: bytes, pairs: int, states: int) -> None:
     """Every company and end user is in the sandbox once, with its company; every STATE came out."""
-    summary = sandbox.get("main_api")["objects"]
+    summary = sandbox.get("main_api", timeout=120)["objects"]
     for name in ("companies", "endusers"):
         got = summary.get(name, {})
         if (got.get("records"), got.get("created"), got.get("errors")) != (pairs, pairs, 0):
@@ -188,12 +159,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     load_before = _load()
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="planhat-objects-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    sandbox: Optional[MainApiSandbox] = None
+    sandbox: Optional[Sandbox] = None
     try:
         print(f"generating {pairs:,} companies and {pairs:,} end users in {workdir} ...", flush=True)
         source = generate_input(workdir / "input.jsonl", pairs, args.state_every)
         print(f"  {source.lines:,} lines, {source.whole.offset / 1e6:.1f} MB", flush=True)
-        sandbox = MainApiSandbox(workdir, args.cpm, args.latency_ms / 1000)
+        sandbox = main_api_sandbox(workdir, args.cpm, args.latency_ms / 1000)
         config: dict[str, Any] = {"api_token": API_TOKEN, "api_base_url": sandbox.url, "api_calls_per_minute": args.cpm,
                                   "streams": STREAMS}
         if batch != MAX_ITEMS:
@@ -207,7 +178,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               f"per request (expect about {seconds / 60:.1f} minutes) ...", flush=True)
         run, stdout = run_process("connector-objects", command, source, source.whole, workdir)
         verify(sandbox, stdout, pairs, source.whole.states)
-        log = sandbox.get("requests", api="main")
+        log = sandbox.get("requests", timeout=120, api="main")
         (workdir / "requests.json").write_bytes(orjson.dumps(log))
     except BenchmarkError as exc:
         print(f"\nbenchmark aborted: {exc}", file=sys.stderr)

@@ -186,10 +186,13 @@ def measure_floor(path: Path, repeats: int) -> tuple[float, float]:
 class Sandbox:
     """integration_tests/planhat_sandbox.py in its own process, driven through /_sandbox/*."""
 
-    def __init__(self, workdir: Path) -> None:
+    # The analytics runs: the sandbox counts items but neither keeps nor checks them (see the docstring).
+    ANALYTICS_OPTIONS = ("--no-keep-items", "--no-validate")
+
+    def __init__(self, workdir: Path, options: Sequence[str] = ANALYTICS_OPTIONS) -> None:
         self._log = (workdir / "sandbox.log").open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "integration_tests.planhat_sandbox", "--port", "0", "--no-keep-items", "--no-validate"],
+            [sys.executable, "-m", "integration_tests.planhat_sandbox", "--port", "0", *options],
             cwd=REPO_ROOT,
             stdout=subprocess.PIPE,
             stderr=self._log,
@@ -208,7 +211,11 @@ class Sandbox:
             self._session.post(f"{self.url}/_sandbox/faults", json={"latency_s": latency_s}, timeout=30).raise_for_status()
 
     def summary(self) -> dict[str, Any]:
-        response = self._session.get(f"{self.url}/_sandbox/summary", timeout=30)
+        return self.get("summary")
+
+    def get(self, name: str, timeout: float = 30, **params: str) -> Any:
+        """GET /_sandbox/<name> (summary, main_api, ...), as JSON."""
+        response = self._session.get(f"{self.url}/_sandbox/{name}", params=params, timeout=timeout)
         response.raise_for_status()
         return response.json()
 

@@ -216,17 +216,10 @@ class S3ObjectStorage(BaseModel):
     def _endpoint_https_unless_loopback(cls, value: Optional[str]) -> Optional[str]:
         if value is None:
             return None
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an http(s) URL of an S3-compatible server, such as https://s3.eu-west-1.amazonaws.com")
-        if parts.query or parts.fragment or parts.username or parts.password:
-            raise ValueError("must not carry a query, a fragment or credentials")
-        if parts.scheme == "http" and not is_loopback(parts.hostname):
-            raise ValueError(
-                "must use https: the access keys and the rejected records travel only over TLS (plain http "
-                "is allowed for 127.0.0.1, ::1 and localhost, e.g. a local test server)"
-            )
-        return value.rstrip("/")
+        return https_unless_loopback(
+            value, "an http(s) URL of an S3-compatible server, such as https://s3.eu-west-1.amazonaws.com",
+            "the access keys and the rejected records",
+        )
 
     @field_validator("path_format")
     @classmethod
@@ -334,17 +327,7 @@ class PlanhatConfig(BaseModel):
     @field_validator("analytics_base_url")
     @classmethod
     def _https_unless_loopback(cls, value: str) -> str:
-        parts = urlsplit(value.strip())
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an http(s) URL such as https://analytics.planhat.com")
-        if parts.query or parts.fragment or parts.username or parts.password:
-            raise ValueError("must not carry a query, a fragment or credentials")
-        if parts.scheme == "http" and not is_loopback(parts.hostname):
-            raise ValueError(
-                "must use https: tokens travel only over TLS (plain http is allowed for "
-                "127.0.0.1, ::1 and localhost, e.g. a local test server)"
-            )
-        return value.strip().rstrip("/")
+        return https_unless_loopback(value, "an http(s) URL such as https://analytics.planhat.com", "tokens")
 
     @property
     def rejected_records_storage(self) -> Optional[Union[S3ObjectStorage, LocalObjectStorage]]:
@@ -384,6 +367,21 @@ def is_loopback(host: str) -> bool:
     except ValueError:
         return False
 
+
+def https_unless_loopback(value: str, what: str, carried: str) -> str:
+    """A base URL, stripped of blanks and its trailing "/": http(s), a host, nothing else in it, and
+    https unless the host is this machine (`carried` says what would travel in the clear)."""
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"must be {what}")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError("must not carry a query, a fragment or credentials")
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        raise ValueError(
+            f"must use https: {carried} travel only over TLS (plain http is allowed for "
+            "127.0.0.1, ::1 and localhost, e.g. a local test server)"
+        )
+    return value.strip().rstrip("/")
 
 def parse_config(raw: Mapping[str, Any]) -> PlanhatConfig:
     """Parse the user's config, or raise one config error that lists every field to fix."""

@@ -1,6 +1,6 @@
-"""`make demo`: a real sync into the embedded Planhat sandbox, printed for a human.
+"""`make demo`: real syncs into the embedded Planhat sandbox, printed for a human.
 
-Starts the sandbox on a free loopback port, runs the connector's `spec`, `check` and `write`
+Starts the sandbox on a free loopback port, runs the connector's `spec`, `check`, `write` and `discover`
 commands as Airbyte would (subprocesses, JSON lines), then shows what the connector said and what
 the sandbox received. Nothing leaves this machine.
 """
@@ -146,10 +146,61 @@ def main() -> int:
             print(f"  company {company['name']} externalId={company.get('externalId')} custom={json.dumps(company.get('custom'))}")
         for user in sandbox.objects("endusers"):
             print(f"  end user {user['email']} externalId={user.get('externalId')} company={names.get(user.get('companyId'))}")
-        ok = objects_run.returncode == 0 and len(sandbox.objects("endusers")) == 3
+        activation_ok = data_activation(sandbox, tmp_path, config)
+        ok = activation_ok and objects_run.returncode == 0 and len(sandbox.objects("endusers")) == 3
         ok = ok and run.returncode == 0 and check.connection_status and check.connection_status["status"] == "SUCCEEDED"
         print("\ndemo " + ("succeeded" if ok else "FAILED"))
         return 0 if ok else 1
+
+
+DEMO_CUSTOM_FIELDS = [
+    {"name": "Plan tier", "type": "list", "parent": "Company", "listValues": ["free", "pro", "enterprise"]},
+    {"name": "Health", "type": "number", "parent": "Company", "isFormula": True},
+]
+
+
+def data_activation(sandbox: PlanhatSandbox, tmp_path: Path, config: dict[str, Any]) -> bool:
+    """discover, then a stream mapped as the Airbyte UI would (destination_object_name, renamed
+    columns, the matching key as primary key), with its rejected records stored in a directory."""
+    sandbox.configure_main_api(custom_fields=DEMO_CUSTOM_FIELDS)
+    settings = dict(config, api_base_url=sandbox.url)
+    settings.pop("streams", None)
+    heading("discover (what the Airbyte UI can map onto)")
+    discovered = run_cli("discover", tmp_path, config=settings)
+    [message] = discovered.of_type("DESTINATION_CATALOG")
+    operations = {op["object_name"]: op for op in message["destination_catalog"]["operations"]}
+    for name, op in operations.items():
+        keys = " matching keys " + ", ".join("/".join(key) for key in op["matching_keys"]) if op.get("matching_keys") else ""
+        print(f"  {name:16} {op['sync_mode']:7} {len(op['json_schema']['properties']):3} fields{keys}")
+    custom = [field for field in operations["companies"]["json_schema"]["properties"] if field.startswith("custom.")]
+    print("  companies' custom fields offered: " + ", ".join(custom) + " (the formula field 'Health' is left out)")
+    heading("write with data activation: stream 'crm_accounts' mapped onto companies in the UI")
+    rejected_dir = tmp_path / "rejected"
+    settings["object_storage_config"] = {"storage_type": "Local", "local_path": str(rejected_dir)}
+    schema = {"type": "object", "properties": {"externalId": {}, "name": {}, "custom.Plan tier": {}}}
+    mapped = {"streams": [{
+        "stream": {"name": "crm_accounts", "json_schema": schema, "supported_sync_modes": ["full_refresh"]},
+        "sync_mode": "full_refresh", "destination_sync_mode": "update", "destination_object_name": "companies",
+        "primary_key": [["externalId"]],
+    }]}
+    rows = [{"externalId": "acct-0", "name": "Acme Corp", "custom.Plan tier": "enterprise"},
+            {"externalId": "acct-9", "name": "Soylent", "custom.Plan tier": "pro"},
+            {"name": "no key: rejected, so that a resend can never create a duplicate"}]
+    messages = [{"type": "RECORD", "record": {"stream": "crm_accounts", "emitted_at": 0, "data": row}} for row in rows]
+    messages.append(stream_state("crm_accounts", "end"))
+    run = run_cli("write", tmp_path, config=settings, catalog=mapped, stdin=encode_lines(messages))
+    show_logs(run, prefixes=("summary",))
+    for state in run.states:
+        stats = state["destinationStats"]
+        print(f"  STATE crm_accounts recordCount={stats['recordCount']:.0f} rejectedRecordCount={stats.get('rejectedRecordCount', 0):.0f}")
+    for company in sandbox.objects("companies"):
+        print(f"  company {company['name']} externalId={company.get('externalId')} custom={json.dumps(company.get('custom'))}")
+    stored = sorted(rejected_dir.rglob("*.jsonl"))
+    for path in stored:
+        print(f"  rejected record stored in {path.relative_to(rejected_dir)}:")
+        for line in path.read_text(encoding="utf-8").splitlines():
+            print(f"    {line}")
+    return run.returncode == 0 and len(stored) == 1 and len(operations) == 15
 
 
 if __name__ == "__main__":

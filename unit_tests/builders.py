@@ -48,6 +48,18 @@ def catalog(*streams: dict[str, Any]):
     return ConfiguredAirbyteCatalogSerializer.load({"streams": list(streams)})
 
 
+# Streams "m" (Metrics), "u" (User Activities) and "p" (Metrics unpivoted from two columns): a mix of
+# records that are one item and records that are several.
+PIVOT_SCHEMA: dict[str, Any] = {"type": "object", "properties": {"company": {"type": "string"}, "mrr": {}, "seats": {}}}
+MIXED_STREAMS: list[dict[str, Any]] = [
+    {"name": "p", "endpoint": "metrics", "unpivot_columns": ["mrr", "seats"],
+     "field_mappings": [{"planhat_field": "externalId", "source_field": "company"}]},
+]
+MIXED_CATALOG = catalog(
+    configured_stream("m", METRIC_SCHEMA), configured_stream("u", ACTIVITY_SCHEMA), configured_stream("p", PIVOT_SCHEMA)
+)
+
+
 def route(name: str = "s", schema: Mapping[str, Any] = METRIC_SCHEMA, **config_overrides: Any) -> StreamRoute:
     routes = route_streams(config(**config_overrides), catalog(configured_stream(name, schema)))
     return routes[(None, name)]

@@ -33,6 +33,8 @@ from destination_planhat.state import PendingState, StateBarrier
 from destination_planhat.state_counts import StateCut, pair_rejected
 from destination_planhat.writer import PlanhatWriter
 from unit_tests.builders import (
+    MIXED_CATALOG,
+    MIXED_STREAMS,
     ACTIVITY_SCHEMA,
     METRIC_SCHEMA,
     catalog,
@@ -318,14 +320,7 @@ def test_a_state_that_cannot_go_out_stops_every_later_state() -> None:
 
 # ----- the writer: what is stored is what the states count, and it is stored before them ------------
 
-PIVOT_SCHEMA = {"type": "object", "properties": {"company": {"type": "string"}, "mrr": {}, "seats": {}}}
-MODEL_CATALOG = catalog(
-    configured_stream("m", METRIC_SCHEMA), configured_stream("u", ACTIVITY_SCHEMA), configured_stream("p", PIVOT_SCHEMA)
-)
-MODEL_STREAMS = [
-    {"name": "p", "endpoint": "metrics", "unpivot_columns": ["mrr", "seats"],
-     "field_mappings": [{"planhat_field": "externalId", "source_field": "company"}]},
-]
+MODEL_CATALOG, MODEL_STREAMS = MIXED_CATALOG, MIXED_STREAMS
 REFUSED, TOO_LARGE = 666, 413  # the fake Planhat rejects items with the first value, answers 413 for the second
 
 

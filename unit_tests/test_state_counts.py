@@ -22,6 +22,8 @@ from destination_planhat.routing import route_streams
 from destination_planhat.state_counts import StateCounts, match_rejected
 from destination_planhat.writer import PlanhatWriter
 from unit_tests.builders import (
+    MIXED_CATALOG,
+    MIXED_STREAMS,
     ACTIVITY_SCHEMA,
     METRIC_SCHEMA,
     catalog,
@@ -35,14 +37,7 @@ from unit_tests.builders import (
 )
 from unit_tests.fake_client import FakeClient
 
-PIVOT_SCHEMA = {"type": "object", "properties": {"company": {"type": "string"}, "mrr": {}, "seats": {}}}
-CATALOG = catalog(
-    configured_stream("m", METRIC_SCHEMA), configured_stream("u", ACTIVITY_SCHEMA), configured_stream("p", PIVOT_SCHEMA)
-)
-STREAMS = [
-    {"name": "p", "endpoint": "metrics", "unpivot_columns": ["mrr", "seats"],
-     "field_mappings": [{"planhat_field": "externalId", "source_field": "company"}]},
-]
+CATALOG, STREAMS = MIXED_CATALOG, MIXED_STREAMS
 PLANHAT_REFUSES = 666  # the fake Planhat rejects every item with this value
 
 
