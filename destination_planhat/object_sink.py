@@ -15,9 +15,9 @@ from destination_planhat.batching import Batch, ItemTooLarge
 from destination_planhat.mapping import Invalid, RecordRejected
 from destination_planhat.object_batching import ObjectBatch, ObjectBuffer
 from destination_planhat.object_mapping import ObjectMapper
-from destination_planhat.rejected_records import REJECTED_BY_CONNECTOR, RejectedRecords
+from destination_planhat.rejected_records import MISSING, RejectedRecords
 from destination_planhat.routing import StreamRoute
-from destination_planhat.sink import EARLY_CHECK_EVERY, EXAMPLES_PER_REASON, MISSING, SAMPLE_CHARS
+from destination_planhat.sink import EARLY_CHECK_EVERY, EXAMPLES_PER_REASON, SAMPLE_CHARS
 from destination_planhat.state_counts import StateCounts
 
 logger = logging.getLogger("airbyte")
@@ -92,14 +92,16 @@ class ObjectSink:
         self._ledger.skip(stats.stream, "unreadable input line")
         self._counts.reject(stats.stream, stats.read - 1)
         if self._rejected is not None:
-            self._store(f"unreadable input line: {why}", line=line)
+            self._rejected.add_by_connector(self.route.key, self.route.endpoint.value, stats.read,
+                                            f"unreadable input line: {why}", line=line)
         logger.warning(f"stream '{stats.stream}': input line {line_number} skipped: {why} (starts with: {preview!r})")
 
     def reject(self, reason: str, example: str, *, record: Any = MISSING, item: Any = MISSING) -> None:
         stats = self.stats
         self._counts.reject(stats.stream, stats.read - 1)
         if self._rejected is not None:
-            self._store(reason, record=record, item=item)
+            self._rejected.add_by_connector(self.route.key, self.route.endpoint.value, stats.read, reason,
+                                            record=record, item=item)
         seen = self._ledger.reject_locally(stats.stream, reason)
         if seen <= EXAMPLES_PER_REASON:
             logger.warning(f"stream '{stats.stream}': an item was not sent: {reason} ({example})")
@@ -108,11 +110,3 @@ class ObjectSink:
 
     def take(self) -> Optional[ObjectBatch]:
         return self.buffer.take()
-
-    def _store(self, reason: str, **what: Any) -> None:
-        assert self._rejected is not None
-        namespace, name = self.route.key
-        self._rejected.add(
-            namespace, name, record_number=self.stats.read, rejected_by=REJECTED_BY_CONNECTOR, reason=reason,
-            target=self.route.endpoint.value, **{key: value for key, value in what.items() if value is not MISSING},
-        )

@@ -66,7 +66,7 @@ MAX_DEPTH = 200
 _VARIABLE = re.compile(r"\{(\w+)\}")
 _UNSAFE = re.compile(r"[/\\\x00-\x1f]")
 
-_MISSING: Any = object()
+MISSING: Any = object()  # no item, record or Planhat item to store with a rejection
 
 
 # ----- where: the path convention -----------------------------------------------------------------
@@ -465,10 +465,10 @@ class RejectedRecords:
         rejected_by: str,
         reason: str,
         target: Optional[str],
-        item: Any = _MISSING,
-        record: Any = _MISSING,
+        item: Any = MISSING,
+        record: Any = MISSING,
         line: Optional[bytes] = None,
-        planhat_item: Any = _MISSING,
+        planhat_item: Any = MISSING,
     ) -> None:
         """One rejected record (`record_number`: its ordinal in its stream in this sync, from 1)."""
         entry: dict[str, Any] = {
@@ -480,13 +480,13 @@ class RejectedRecords:
             "rejected_at": _iso(self._clock()),
             "sync_id": self.layout.sync_id,
         }
-        if item is not _MISSING:
+        if item is not MISSING:
             entry["item"] = item
-        if record is not _MISSING:
+        if record is not MISSING:
             entry["record"] = record
         if line is not None:
             entry["line"] = line.decode("utf-8", "replace")
-        if planhat_item is not _MISSING:
+        if planhat_item is not MISSING:
             entry["planhat_item"] = planhat_item
         encoded = self._mask(_encode(entry)) + b"\n"
         key = (namespace, name)
@@ -499,6 +499,14 @@ class RejectedRecords:
             pending.size += len(encoded)
             if pending.size >= PART_BYTES:
                 self._put(key, pending)
+
+    def add_by_connector(
+        self, key: tuple[Optional[str], str], target: Optional[str], record_number: int, reason: str, **what: Any
+    ) -> None:
+        """A record the connector rejected (or skipped) itself; `what`: add's item, record or line."""
+        namespace, name = key
+        self.add(namespace, name, record_number=record_number, rejected_by=REJECTED_BY_CONNECTOR, reason=reason,
+                 target=target, **what)
 
     def flush(self) -> None:
         """Make every line added so far durable (one new file per stream that has new lines), or raise

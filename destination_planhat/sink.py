@@ -17,14 +17,13 @@ from destination_planhat.accounting import Ledger, StreamStats
 from destination_planhat.bad_input import why_not_encodable
 from destination_planhat.batching import Batch, ItemTooLarge, StreamBuffer, body_fits
 from destination_planhat.mapping import Invalid, MapResult, Mapper, RecordRejected
-from destination_planhat.rejected_records import REJECTED_BY_CONNECTOR, RejectedRecords
+from destination_planhat.rejected_records import MISSING, RejectedRecords
 from destination_planhat.routing import StreamRoute
 from destination_planhat.state_counts import StateCounts
 
 logger = logging.getLogger("airbyte")
 
 SAMPLE_CHARS = 300
-MISSING: Any = object()  # no record or item to store for a rejection
 # Local rejections: the first few of each reason per stream are logged with the offending value.
 EXAMPLES_PER_REASON = 3
 # How often (in rejected records of a stream) the share of rejections is judged during the sync.
@@ -106,7 +105,8 @@ class StreamSink:
         self._counts.reject(stats.stream, stats.read - 1)
         self.buffer.skip_record()
         if self._rejected is not None:
-            self._store(stats.read - 1, f"unreadable input line: {why}", line=line)
+            self._rejected.add_by_connector(self.route.key, self.route.endpoint.value, stats.read,
+                                            f"unreadable input line: {why}", line=line)
         logger.warning(f"stream '{stats.stream}': input line {line_number} skipped: {why} (starts with: {preview!r})")
 
     def reject(self, reason: str, example: str, *, record: Any = MISSING, item: Any = MISSING) -> None:
@@ -120,7 +120,9 @@ class StreamSink:
         else:  # one item of a record that made several (unpivot)
             self._counts.reject(stats.stream, several, several_items=True)
         if self._rejected is not None:
-            self._store(stats.read - 1 if several is None else several, reason, record=record, item=item)
+            ordinal = stats.read - 1 if several is None else several
+            self._rejected.add_by_connector(self.route.key, self.route.endpoint.value, ordinal + 1, reason,
+                                            record=record, item=item)
         seen = self._ledger.reject_locally(stats.stream, reason)
         if seen <= EXAMPLES_PER_REASON:
             logger.warning(f"stream '{stats.stream}': an item was not sent: {reason} ({example})")
@@ -130,14 +132,6 @@ class StreamSink:
     def take(self) -> Optional[Batch]:
         """The open batch, closed (None when nothing is buffered)."""
         return self.buffer.take()
-
-    def _store(self, ordinal: int, reason: str, **what: Any) -> None:
-        assert self._rejected is not None
-        namespace, name = self.route.key
-        self._rejected.add(
-            namespace, name, record_number=ordinal + 1, rejected_by=REJECTED_BY_CONNECTOR, reason=reason,
-            target=self.route.endpoint.value, **{key: value for key, value in what.items() if value is not MISSING},
-        )
 
     def _add_items(self, items: MapResult) -> None:
         """A record that made no item or several (unpivot): each item through the general path."""

@@ -30,7 +30,7 @@ from destination_planhat.object_batching import ObjectBatch, ObjectBuffer
 from destination_planhat.object_mapping import build_object_mapper
 from destination_planhat.object_sink import ObjectSink
 from destination_planhat.planhat import Endpoint
-from destination_planhat.rejected_records import REJECTED_BY_CONNECTOR, RejectedRecords, StoreFailed
+from destination_planhat.rejected_records import RejectedRecords, StoreFailed
 from destination_planhat.reporting import ProgressReporter, SyncReport
 from destination_planhat.routing import StreamKey, StreamRoute, stream_label
 from destination_planhat.sender import Client, ThreadedSender
@@ -367,10 +367,7 @@ class PlanhatWriter:
         self.ledger.skip(label, "the stream is not in the configured catalog")
         self._counts.reject(label, stats.read - 1)
         if self._rejected is not None:
-            self._rejected.add(
-                key[0], key[1], record_number=stats.read, rejected_by=REJECTED_BY_CONNECTOR,
-                reason="the stream is not in the configured catalog", target=None, record=data,
-            )
+            self._rejected.add_by_connector(key, None, stats.read, "the stream is not in the configured catalog", record=data)
         if count == 1:
             logger.warning(f"records of stream '{label}' are skipped: the stream is not in the configured catalog")
 
