@@ -238,15 +238,14 @@ class ThreadedSender:
         first, _ = batch.ordinal_at(0)
         last, _ = batch.ordinal_at(len(batch) - 1)
         errors = result.errors[:rejected]
-        if batch.one_item_per_record and self._counts.same_windows(stream, first, last):
+        one_run = batch.one_item_per_record and self._counts.same_windows(stream, first, last)
+        if one_run:  # the counts need no pairing: every rejected item is one record of one window
             self._counts.reject_run(stream, first, rejected)
             if self._rejected is None:
                 return
-            items = batch.items()
-            pairs = pair_rejected(items, [error.item for error in errors])
-        else:
-            items = batch.items()
-            pairs = pair_rejected(items, [error.item for error in errors])
+        items = batch.items()
+        pairs = pair_rejected(items, [error.item for error in errors])
+        if not one_run:
             self._counts.reject_all(stream, (batch.ordinal_at(position) for position, _, _ in pairs))
         if self._rejected is not None:
             for position, index, matched in pairs:
