@@ -1,6 +1,6 @@
 """One Airbyte record -> one Planhat object item (a company, an end user, ...), checked, with its key.
 
-The analytics mapper (mapping.py) has a generated hot path for millions of small metrics; objects
+The analytics mapper (mapping.py) is tuned for millions of small metrics; objects
 come at most 5,000 per request and 200 requests per minute, so this mapper is plain Python.
 
 What a record becomes:
