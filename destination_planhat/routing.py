@@ -70,19 +70,20 @@ def endpoint_from_schema(json_schema: Mapping[str, Any]) -> Optional[Endpoint]:
 def route_streams(config: PlanhatConfig, catalog: ConfiguredAirbyteCatalog) -> dict[StreamKey, StreamRoute]:
     """Route every configured stream, or raise ONE config error naming every stream to fix.
 
-    The mapping settings of each stream (field_mappings, unpivot_columns) are checked here too,
-    against the stream's schema, so that one error lists every mistake of every stream.
+    The mapping settings of each stream (field_mappings, unpivot_columns, ...) are compiled here,
+    against the stream's schema, once per sync: the problems so that one error lists every mistake of
+    every stream, the plan onto the route (the writer builds the stream's mapper from it).
     """
     routes: dict[StreamKey, StreamRoute] = {}
     problems: list[str] = []
     for configured in catalog.streams:
-        choice, stream_problems = _route(config, configured)
+        stream = configured.stream
+        key: StreamKey = (stream.namespace or None, stream.name)
+        json_schema = stream.json_schema or {}
+        choice, stream_problems = _route(config, configured, key, json_schema)
         if stream_problems:
             problems.extend(stream_problems)
         elif choice:
-            stream = configured.stream
-            key: StreamKey = (stream.namespace or None, stream.name)
-            json_schema = stream.json_schema or {}
             plan, plan_problems = compile_stream(stream_label(key), choice.endpoint, choice.settings, json_schema)
             route = StreamRoute(key, choice.endpoint, choice.why, choice.settings, json_schema, plan)
             if ENDPOINT_NEEDS_API_TOKEN[route.endpoint] and not config.token:
@@ -116,9 +117,10 @@ class _Choice(NamedTuple):
     settings: Optional[StreamSettings]
 
 
-def _route(config: PlanhatConfig, configured: ConfiguredAirbyteStream) -> tuple[Optional[_Choice], list[str]]:
+def _route(
+    config: PlanhatConfig, configured: ConfiguredAirbyteStream, key: StreamKey, json_schema: Mapping[str, Any]
+) -> tuple[Optional[_Choice], list[str]]:
     stream = configured.stream
-    key: StreamKey = (stream.namespace or None, stream.name)
     label = stream_label(key)
     mode = configured.destination_sync_mode
     settings = config.settings_for(stream.name, key[0])
@@ -147,7 +149,6 @@ def _route(config: PlanhatConfig, configured: ConfiguredAirbyteStream) -> tuple[
             "endpoints only append (nothing can be deduplicated, replaced or deleted): choose 'append' for "
             "this stream (in PyAirbyte: destination.write(source, cache=False, write_strategy='append'))"
         )]
-    json_schema = stream.json_schema or {}
     if settings is not None:
         why = "set in the connector's `streams` setting"
         return _Choice(settings.endpoint, why, settings), []
