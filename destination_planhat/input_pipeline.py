@@ -48,9 +48,10 @@ Chunk = Union[bytes, bytearray, memoryview]
 
 
 class LineFramer:
-    """Pieces of input in, chunks of whole lines out (each without its final newline), in order,
-    with the number of lines before each chunk. What follows the last newline waits for the next
-    piece; `rest()` gives it at the end of input (the last line, if it has no newline)."""
+    """Pieces of input in, chunks of whole lines out (each without its final newline), in order.
+    What follows the last newline waits for the next piece; `rest()` gives it at the end of input
+    (the last line, if it has no newline). Lines are not counted here: a chunk's segments account
+    for each of its lines once (`segment_lines`), so the reader numbers lines as it applies them."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
@@ -58,9 +59,8 @@ class LineFramer:
         self._held_bytes = 0
         self._held_has_line = False  # whether `_held` holds a newline (else there is nothing to frame)
         self._held_since = 0.0
-        self.lines = 0  # lines framed so far
 
-    def add(self, piece: bytes) -> list[tuple[memoryview, int]]:
+    def add(self, piece: bytes) -> list[memoryview]:
         """A piece of input; returns the chunks ready now (enough bytes, or waited long enough)."""
         if not self._held:
             self._held_since = self._clock()
@@ -71,7 +71,7 @@ class LineFramer:
             return self.flush()
         return []
 
-    def flush(self) -> list[tuple[memoryview, int]]:
+    def flush(self) -> list[memoryview]:
         """Every whole line held, in chunks of at most CHUNK_MAX_BYTES (or one longer line)."""
         if not self._held_has_line:  # (joining the pieces of one long line again and again would be quadratic)
             return []
@@ -91,9 +91,7 @@ class LineFramer:
                 cut = data.rfind(b"\n", start, start + CHUNK_MAX_BYTES)
                 if cut < 0:  # one line longer than a chunk: it goes alone
                     cut = data.find(b"\n", start + CHUNK_MAX_BYTES)
-            count = data.count(b"\n", start, cut) + 1
-            chunks.append((view[start:cut], self.lines))
-            self.lines += count
+            chunks.append(view[start:cut])
             start = cut + 1
         return chunks
 
@@ -102,6 +100,11 @@ class LineFramer:
         rest = b"".join(self._held)
         self._held, self._held_bytes, self._held_has_line = [], 0, False
         return rest
+
+
+def segment_lines(segment: Segment) -> int:
+    """How many input lines a segment stands for: one per item of a FAST one, one per line of an ODD one."""
+    return len(segment[3]) if segment[0] == FAST else len(segment[2])
 
 
 class Taker(NamedTuple):
