@@ -37,10 +37,7 @@ Prints one table with PASS/FAIL per target; exits 1 only when the run failed or 
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -55,17 +52,20 @@ from bench.run_benchmark import (  # noqa: E402
     Input,
     Row,
     Sandbox,
-    _json_or_none,
-    _load,
+    Workspace,
+    aborted,
+    emitted_states,
+    load_average,
+    machine,
     print_table,
     run_process,
     verdict,
+    write_command,
 )
 from integration_tests.harness import API_TOKEN, catalog, configured_stream, record, stream_state  # noqa: E402
 
 from destination_planhat.pacing import WINDOW_MARGIN_SECONDS, WINDOW_SECONDS  # noqa: E402
 
-MAIN = REPO_ROOT / "main.py"
 PACER_WINDOW_S = WINDOW_SECONDS + WINDOW_MARGIN_SECONDS  # the connector's sliding window
 MAX_ITEMS = 5_000  # Planhat's bulk upsert maximum, the connector's object batch
 RATIO_TARGET = 0.90
@@ -110,11 +110,6 @@ def generate_input(path: Path, pairs: int, state_every: int) -> Input:
     return Input(path, lines, [Cut(offset, 2 * pairs, 0, 0, states)])
 
 
-def main_api_sandbox(workdir: Path, cpm: int, latency_s: float) -> Sandbox:
-    """integration_tests/planhat_sandbox.py in its own process, with a calls-per-minute limit and latency."""
-    return Sandbox(workdir, ("--rate-limit-per-minute", str(cpm), "--main-api-latency", str(latency_s)))
-
-
 def verify(sandbox: Sandbox, stdout: bytes, pairs: int, states: int) -> None:
     """Every company and end user is in the sandbox once, with its company; every STATE came out."""
     summary = sandbox.get("main_api", timeout=120)["objects"]
@@ -122,10 +117,9 @@ def verify(sandbox: Sandbox, stdout: bytes, pairs: int, states: int) -> None:
         got = summary.get(name, {})
         if (got.get("records"), got.get("created"), got.get("errors")) != (pairs, pairs, 0):
             raise BenchmarkError(f"the sandbox holds {got} for {name}, expected {pairs} records created, no errors")
-    emitted = [m for m in map(_json_or_none, stdout.splitlines()) if m and m.get("type") == "STATE"]
-    counted = sum(m["state"].get("destinationStats", {}).get("recordCount", 0) for m in emitted)
-    if len(emitted) != states or counted != 2 * pairs:
-        raise BenchmarkError(f"{len(emitted)} states counting {counted:.0f} records, expected {states} and {2 * pairs}")
+    emitted, counted = emitted_states(stdout)
+    if emitted != states or counted != 2 * pairs:
+        raise BenchmarkError(f"{emitted} states counting {counted:.0f} records, expected {states} and {2 * pairs}")
 
 
 def steady_state(requests_log: list[dict[str, Any]], warmup_s: float, length: float) -> tuple[int, int, float, float]:
@@ -156,15 +150,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     seconds = args.warmup_s + args.measure_s + args.tail_s
     pairs = args.pairs or int(ceiling * seconds / 2)
 
-    load_before = _load()
-    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="planhat-objects-bench-"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    sandbox: Optional[Sandbox] = None
+    load_before = load_average()
+    space = Workspace(args.workdir, "planhat-objects-bench-")
+    workdir = space.path
     try:
         print(f"generating {pairs:,} companies and {pairs:,} end users in {workdir} ...", flush=True)
         source = generate_input(workdir / "input.jsonl", pairs, args.state_every)
         print(f"  {source.lines:,} lines, {source.whole.offset / 1e6:.1f} MB", flush=True)
-        sandbox = main_api_sandbox(workdir, args.cpm, args.latency_ms / 1000)
+        limits = ("--rate-limit-per-minute", str(args.cpm), "--main-api-latency", str(args.latency_ms / 1000))
+        sandbox = space.start_sandbox(limits)  # its main API with a calls-per-minute limit and latency
         config: dict[str, Any] = {"api_token": API_TOKEN, "api_base_url": sandbox.url, "api_calls_per_minute": args.cpm,
                                   "streams": STREAMS}
         if batch != MAX_ITEMS:
@@ -172,8 +166,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         (workdir / "config.json").write_bytes(orjson.dumps(config))
         configured = catalog(configured_stream(COMPANIES, COMPANY_SCHEMA), configured_stream(ENDUSERS, ENDUSER_SCHEMA))
         (workdir / "catalog.json").write_bytes(orjson.dumps(configured))
-        command = [sys.executable, str(MAIN), "write", "--config", str(workdir / "config.json"),
-                   "--catalog", str(workdir / "catalog.json")]
+        command = write_command(workdir / "config.json", workdir / "catalog.json")
         print(f"syncing through the CLI: sandbox at {sandbox.url}, {args.cpm} calls/min, {args.latency_ms:g} ms "
               f"per request (expect about {seconds / 60:.1f} minutes) ...", flush=True)
         run, stdout = run_process("connector-objects", command, source, source.whole, workdir)
@@ -181,22 +174,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         log = sandbox.get("requests", timeout=120, api="main")
         (workdir / "requests.json").write_bytes(orjson.dumps(log))
     except BenchmarkError as exc:
-        print(f"\nbenchmark aborted: {exc}", file=sys.stderr)
-        return 1
+        return aborted(exc)
     finally:
-        if sandbox is not None:
-            sandbox.stop()
-        if not args.workdir:
-            shutil.rmtree(workdir, ignore_errors=True)
+        space.close()
 
     too_many = sum(1 for r in log if r["status"] == 429)
     upserts = [r for r in log if r["method"] == "PUT"]
     calls, items, start, length = steady_state(log, args.warmup_s, args.measure_s)
     last = max(r["at"] + r["duration_s"] for r in upserts)
     if start + length > last:
-        print(f"\nbenchmark aborted: the sync ended {start + length - last:.0f} s before the end of the window; "
-              "raise --tail-s or --pairs", file=sys.stderr)
-        return 1
+        return aborted(f"the sync ended {start + length - last:.0f} s before the end of the window; raise --tail-s or --pairs")
     rate = items / length
     ratio = rate / ceiling
     whole = upserts[-1]["at"] + upserts[-1]["duration_s"] - upserts[0]["at"]
@@ -222,7 +209,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         f"{source.whole.states} STATEs, {source.whole.offset / 1e6:.0f} MB of input",
         f"sandbox: {args.cpm} calls per minute (fixed window, 429 above), {args.latency_ms:g} ms per request; "
         f"connector: api_calls_per_minute {args.cpm}, " + ("default batch" if batch == MAX_ITEMS else f"batch_size {batch}"),
-        f"{os.cpu_count()} CPUs; load average {load_before} at the start, {_load()} at the end",
+        machine(load_before),
         "checked: the sandbox holds every company and end user once, every STATE came out with its counts",
     ]
     print_table(title, rows)

@@ -230,6 +230,33 @@ class Sandbox:
         self._log.close()
 
 
+class Workspace:
+    """A run's directory and its sandbox, for `close()` to clean up however the run ends: the sandbox
+    stopped, the directory removed unless the user named it (`--workdir`, then kept)."""
+
+    def __init__(self, keep: Optional[str], prefix: str) -> None:
+        self.path = Path(keep) if keep else Path(tempfile.mkdtemp(prefix=prefix))
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._temporary = not keep
+        self._sandbox: Optional[Sandbox] = None
+
+    def start_sandbox(self, options: Sequence[str] = Sandbox.ANALYTICS_OPTIONS) -> Sandbox:
+        self._sandbox = Sandbox(self.path, options)
+        return self._sandbox
+
+    def close(self) -> None:
+        if self._sandbox is not None:
+            self._sandbox.stop()
+        if self._temporary:
+            shutil.rmtree(self.path, ignore_errors=True)
+
+
+def aborted(reason: object) -> int:
+    """A run failed or did not measure what it should: the reason on stderr, and the exit status (1)."""
+    print(f"\nbenchmark aborted: {reason}", file=sys.stderr)
+    return 1
+
+
 # ----- runs ---------------------------------------------------------------------------------------
 
 
@@ -442,6 +469,11 @@ class TreeSampler:
             self._thread.join()
 
 
+def write_command(config: Path, catalog: Path) -> list[str]:
+    """The connector's CLI write, as the platform runs it."""
+    return [sys.executable, str(MAIN), "write", "--config", str(config), "--catalog", str(catalog)]
+
+
 def run_process(
     label: str, command: Sequence[str], source: Input, cut: Optional[Cut], workdir: Path
 ) -> tuple[Run, bytes]:
@@ -536,15 +568,19 @@ def verify(run: Run, stdout: bytes, cut: Optional[Cut], sandbox: Sandbox) -> Non
                 f"{got['errors']} errors), expected {items}"
             )
     run.requests = sum(summary[e]["requests"] for e in expected)
-    states = [m for m in map(_json_or_none, stdout.splitlines()) if m and m.get("type") == "STATE"]
-    run.states = len(states)
-    counted = sum(s["state"].get("destinationStats", {}).get("recordCount", 0) for s in states)
+    run.states, counted = emitted_states(stdout)
     expected_states = cut.states if cut else 0
     if run.states != expected_states or counted != (cut.records if cut else 0):
         raise BenchmarkError(
             f"{run.label}: {run.states} states with {counted:.0f} records counted, expected {expected_states} "
             f"states and {cut.records if cut else 0} records"
         )
+
+
+def emitted_states(stdout: bytes) -> tuple[int, float]:
+    """(the STATE messages a run printed, the records their destinationStats count in all)."""
+    states = [m for m in map(_json_or_none, stdout.splitlines()) if m and m.get("type") == "STATE"]
+    return len(states), sum(m["state"].get("destinationStats", {}).get("recordCount", 0) for m in states)
 
 
 def _json_or_none(line: bytes) -> Optional[dict[str, Any]]:
@@ -605,9 +641,7 @@ class Runner:
         self, label: str, batch_size: int, cut: Optional[Cut], latency_s: float = 0.0, parse_workers: Optional[int] = None
     ) -> Run:
         config = self._config(batch_size, connector=True, parse_workers=parse_workers)
-        command = [sys.executable, str(MAIN), "write", "--config", str(config),
-                   "--catalog", str(self.workdir / "catalog.json")]
-        return self._run(label, command, cut, latency_s)
+        return self._run(label, write_command(config, self.workdir / "catalog.json"), cut, latency_s)
 
     def naive(self, label: str, batch_size: int, cut: Cut, latency_s: float) -> Run:
         command = [sys.executable, str(NAIVE), "--config", str(self._config(batch_size, connector=False)),
@@ -677,7 +711,12 @@ def _cpu_rows(run: Optional[Run], records: int, floor_cpu: float) -> list[Row]:
     ]
 
 
-def _load() -> str:
+def machine(load_before: str) -> str:
+    """The title's line on the machine: CPUs, and the load average before the run and now."""
+    return f"{os.cpu_count()} CPUs; load average {load_before} at the start, {load_average()} at the end"
+
+
+def load_average() -> str:
     try:
         return "%.1f" % os.getloadavg()[0]
     except OSError:
@@ -705,10 +744,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     rss_batch_sizes = [int(x) for x in args.rss_batch_sizes.split(",") if x]
     fractions = sorted(float(x) for x in args.rss_fractions.split(",") if x)
 
-    load_before = _load()
-    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="planhat-bench-"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    sandbox: Optional[Sandbox] = None
+    load_before = load_average()
+    space = Workspace(args.workdir, "planhat-bench-")
+    workdir = space.path
     try:
         print(f"generating {records:,} records (a STATE of each stream every {args.state_every:,}) in {workdir} ...", flush=True)
         source = generate_input(workdir / "input.jsonl", records, args.state_every)
@@ -720,7 +758,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         floor, floor_cpu = measure_floor(source.path, args.repeats)
         print(f"  {floor:,.0f} messages/s", flush=True)
 
-        sandbox = Sandbox(workdir)
+        sandbox = space.start_sandbox()
         runner = Runner(source, sandbox, workdir, args.parse_workers)
         print(f"sandbox at {sandbox.url} (own process)", flush=True)
 
@@ -749,13 +787,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     continue
                 rss[(batch_size, cut.records)] = runner.connector(f"rss-b{batch_size}-{cut.records}", batch_size, cut)
     except BenchmarkError as exc:
-        print(f"\nbenchmark aborted: {exc}", file=sys.stderr)
-        return 1
+        return aborted(exc)
     finally:
-        if sandbox is not None:
-            sandbox.stop()
-        if not args.workdir:
-            shutil.rmtree(workdir, ignore_errors=True)
+        space.close()
 
     # Start-up (interpreter, CDK import, config) and the interpreter's teardown are fixed costs per sync
     # that the floor does not pay: the rate compared with the floor runs from the first byte read off
@@ -817,8 +851,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     title = [
         f"destination-planhat benchmark: {records:,} records ({whole.metrics:,} Metrics, {whole.activities:,} "
         f"User Activities), {whole.states} STATEs, {size_mb:.1f} MB of input",
-        f"{os.cpu_count()} CPUs; load average {load_before} at the start, {_load()} at the end "
-        "(other work on the machine slows the wall-time figures, the CPU-time ones less)",
+        machine(load_before) + " (other work on the machine slows the wall-time figures, the CPU-time ones less)",
         "connector config: " + (f'"parse_workers": {args.parse_workers}' if args.parse_workers is not None
                                 else "parse_workers not set (the connector's default)"),
         "every run checked: the sandbox counted every record at its endpoint, every STATE came out with its counts",

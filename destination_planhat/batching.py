@@ -134,16 +134,18 @@ class Batch:
         return first, second
 
 
-class StreamBuffer:
-    """The open batch of one stream. Owned by one writer, used by one thread; never shared between syncs.
+class BatchBuffer:
+    """What the open batch of every stream keeps, however it holds its items (StreamBuffer below: one
+    encoded body; object_batching.ObjectBuffer: items by key): the request's limits, and the id,
+    opening time and number of the batch. Owned by one writer, used by one thread; never shared
+    between syncs.
 
     `open_batch` hands out the id of a new batch (the writer's StateBarrier) when its first item arrives.
-
-    It also keeps which record each item came from (`Origins`), at no cost per record: the next item
-    is taken to come from the record after the previous item's, and whoever feeds the buffer says
-    when that is not so (`skip_record`, `begin_record` / `end_record`). `stats.read` is the number
-    of the stream's records read, the current one included.
+    The sinks (sink.py) tell the buffer which record comes next through `record_of_items` and
+    `skip_record`, which a buffer that keeps each item's records itself may ignore.
     """
+
+    count: int  # items in the open batch
 
     def __init__(
         self,
@@ -155,19 +157,54 @@ class StreamBuffer:
         stats: Optional[StreamStats] = None,
     ) -> None:
         self.route = route
-        self.batch_size = batch_size
+        max_items = route.endpoint.target.max_items  # the target's own cap per request, if it has one
+        self.batch_size = min(batch_size, max_items) if max_items else batch_size
         self.max_body_bytes = max_body_bytes
         self._open_batch = open_batch
         self._clock = clock
         self._stats = stats if stats is not None else StreamStats(route.name)
-        self._runs: list[tuple[int, int, int]] = []
         self.record_of_items: Optional[int] = None  # set while the items of one record are added
-        # The open batch: "[" then every item followed by ","; take() turns the last "," into "]".
-        self.body = bytearray(_OPEN)
-        self.count = 0
         self.batch_id = -1
         self.opened_at = 0.0
         self.batches_cut = 0
+        self._clear()
+
+    def _clear(self) -> None:
+        """Empty the open batch (at the start, and once `take` has closed it)."""
+        raise NotImplementedError
+
+    def _start_batch(self) -> None:
+        """The next item opens a batch: its id (which orders it for the states), its time and number."""
+        self.batch_id = self._open_batch()
+        self.opened_at = self._clock()
+        self.batches_cut += 1
+
+    def skip_record(self) -> None:
+        """The current record put no item here (rejected, skipped, or no items)."""
+
+    def overdue(self, now: float, interval: float) -> bool:
+        """True when the open batch's first item has waited `interval` seconds."""
+        return self.count > 0 and now - self.opened_at >= interval
+
+    def take(self) -> Optional[Batch]:
+        """The open batch, closed, or None when nothing is buffered."""
+        raise NotImplementedError
+
+
+class StreamBuffer(BatchBuffer):
+    """The open batch of one analytics stream: its items encoded into one growing request body.
+
+    It also keeps which record each item came from (`Origins`), at no cost per record: the next item
+    is taken to come from the record after the previous item's, and whoever feeds the buffer says
+    when that is not so (`skip_record`, `begin_record` / `end_record`). `stats.read` is the number
+    of the stream's records read, the current one included.
+    """
+
+    def _clear(self) -> None:
+        # The open batch: "[" then every item followed by ","; take() turns the last "," into "]".
+        self.body = bytearray(_OPEN)
+        self.count = 0
+        self._runs: list[tuple[int, int, int]] = []
 
     def add(self, part: bytes) -> Optional[Batch]:
         """Append one encoded item. Returns a batch to send when one is complete: full by count, or cut
@@ -227,9 +264,7 @@ class StreamBuffer:
     def open(self, first_ordinal: Optional[int] = None) -> None:
         """Start the batch that the next item goes into (its id orders it for the states). The item's
         record is the current one (`stats.read - 1`) unless `first_ordinal` says otherwise."""
-        self.batch_id = self._open_batch()
-        self.opened_at = self._clock()
-        self.batches_cut += 1
+        self._start_batch()
         several = self.record_of_items
         if several is not None:
             self._runs = [(0, several, 0)]
@@ -263,12 +298,7 @@ class StreamBuffer:
         """Size of the open batch's body as it would be posted now."""
         return len(self.body) if self.count else 0
 
-    def overdue(self, now: float, interval: float) -> bool:
-        """True when the open batch's first item has waited `interval` seconds."""
-        return self.count > 0 and now - self.opened_at >= interval
-
     def take(self) -> Optional[Batch]:
-        """The open batch, closed, or None when nothing is buffered."""
         if not self.count:
             return None
         body = self.body
@@ -276,8 +306,7 @@ class StreamBuffer:
         batch = Batch(
             self.batch_id, self.route, bytes(body), self.count, self.opened_at, self.batches_cut, tuple(self._runs)
         )
-        self.body = bytearray(_OPEN)
-        self.count = 0
+        self._clear()
         return batch
 
 

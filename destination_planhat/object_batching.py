@@ -10,14 +10,11 @@ most 5,000 items, so a dict per item costs little.
 
 from __future__ import annotations
 
-import itertools
-import time
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Mapping, Optional
 
 import orjson
 
-from destination_planhat.accounting import StreamStats
-from destination_planhat.batching import Batch, ItemTooLarge
+from destination_planhat.batching import Batch, BatchBuffer, ItemTooLarge
 from destination_planhat.object_mapping import MergeKey, merge_items
 from destination_planhat.planhat import Endpoint
 from destination_planhat.routing import StreamRoute
@@ -68,32 +65,11 @@ class ObjectBatch(Batch):
         return halves[0], halves[1]
 
 
-class ObjectBuffer:
-    """The open batch of one object stream (used by the reading thread only)."""
+class ObjectBuffer(BatchBuffer):
+    """The open batch of one object stream (used by the reading thread only). Every item carries the
+    ordinals of its records, so the sinks' `skip_record` has nothing to do here."""
 
-    def __init__(
-        self,
-        route: StreamRoute,
-        batch_size: int,
-        max_body_bytes: int,
-        open_batch: Callable[[], int] = itertools.count().__next__,
-        clock: Callable[[], float] = time.monotonic,
-        stats: Optional[StreamStats] = None,
-    ) -> None:
-        self.route = route
-        max_items = route.endpoint.target.max_items
-        self.batch_size = min(batch_size, max_items) if max_items else batch_size
-        self.max_body_bytes = max_body_bytes
-        self._open_batch = open_batch
-        self._clock = clock
-        self._stats = stats if stats is not None else StreamStats(route.name)
-        self.record_of_items: Optional[int] = None  # StreamSink's interface: objects are one item per record
-        self._reset()
-        self.batch_id = -1
-        self.opened_at = 0.0
-        self.batches_cut = 0
-
-    def _reset(self) -> None:
+    def _clear(self) -> None:
         self._items: list[dict[str, Any]] = []
         self._records: list[list[int]] = []
         self._sizes: list[int] = []
@@ -107,12 +83,6 @@ class ObjectBuffer:
     @property
     def body_bytes(self) -> int:
         return self._body if self._items else 0
-
-    def overdue(self, now: float, interval: float) -> bool:
-        return bool(self._items) and now - self.opened_at >= interval
-
-    def skip_record(self) -> None:
-        """StreamSink's interface: nothing to do, every item carries its records' ordinals."""
 
     def add(self, item: dict[str, Any], key: MergeKey, ordinal: int) -> tuple[Optional[ObjectBatch], bool]:
         """Add the item of the record `ordinal`. Returns (a batch to send, if one is complete; whether the
@@ -145,9 +115,7 @@ class ObjectBuffer:
 
     def _append(self, item: dict[str, Any], key: MergeKey, ordinal: int, size: Optional[int] = None) -> None:
         if not self._items:
-            self.batch_id = self._open_batch()
-            self.opened_at = self._clock()
-            self.batches_cut += 1
+            self._start_batch()
         if key is not None:
             self._index[key] = len(self._items)
         self._items.append(item)
@@ -163,5 +131,5 @@ class ObjectBuffer:
         batch = ObjectBatch.of_object_items(
             self.batch_id, self.route, self._items, records, self.opened_at, self.batches_cut
         )
-        self._reset()
+        self._clear()
         return batch

@@ -207,6 +207,23 @@ def test_an_item_without_its_key_is_rejected_locally(tmp_path: Path, main_api: P
     assert state_counts(run) == [(1.0, 1.0)]
 
 
+def test_an_item_larger_than_a_request_is_rejected_locally_naming_its_largest_field(
+    tmp_path: Path, main_api: PlanhatSandbox
+) -> None:
+    config = objects_config(main_api, [COMPANY_SETTINGS], max_request_body_bytes=1024)
+    configured = catalog(configured_stream("accounts", COMPANY_SCHEMA))
+    messages = [record("accounts", company(1)), record("accounts", company(2, name="N" * 2000)),
+                record("accounts", company(3)), stream_state("accounts", 3)]
+    run = write(tmp_path, main_api, config, configured, messages)
+    assert run.returncode == 0
+    assert sorted(c["name"] for c in main_api.objects("companies")) == ["Company 1", "Company 3"]
+    assert sync_summary(run)["streams"]["accounts"]["rejected_locally"] == 1
+    warnings = run.log_lines("stream 'accounts': an item was not sent: larger than the request size limit")
+    assert len(warnings) == 1 and "over the 1,024-byte request limit" in warnings[0], run.logs
+    assert "its largest field is 'name', 2,002 bytes" in warnings[0]
+    assert state_counts(run) == [(2.0, 1.0)]
+
+
 def test_match_on_none_creates_every_item(tmp_path: Path, main_api: PlanhatSandbox) -> None:
     settings = {"name": "accounts", "endpoint": "companies", "match_on": "none"}
     config = objects_config(main_api, [settings])
