@@ -60,7 +60,7 @@ def activation_settings(
         match_on, problem = _match_on(where, endpoint, configured)
         if problem:
             problems.append(problem)
-        elif entry is not None and entry.match_on is not None and entry.match_on is not match_on:
+        elif entry is not None and entry.match_on is not None and match_on is not None and entry.match_on is not match_on:
             problems.append(
                 f"{where}: its `streams` entry says match_on '{entry.match_on.value}', but the primary key says "
                 f"'{match_on.value}'; remove match_on from the entry"

@@ -28,7 +28,7 @@ from airbyte_cdk.utils.airbyte_secrets_utils import get_secrets, update_secrets
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 from destination_planhat.client import PlanhatClient
-from destination_planhat.config import PlanhatConfig, parse_config
+from destination_planhat.config import PlanhatConfig, S3ObjectStorage, parse_config
 from destination_planhat.discover import discover
 from destination_planhat.dry_run import DryRun
 from destination_planhat.errors import PlanhatError
@@ -212,7 +212,7 @@ class DestinationPlanhat(Destination):
         workers: Optional[ParseWorkers] = None
         try:
             workers = start_parse_workers(writer)
-            read_input(getattr(input_stream, "buffer", input_stream), writer, workers)
+            read_input(input_stream.buffer, writer, workers)
             writer.finish()
         finally:
             if workers is not None:
@@ -251,8 +251,8 @@ def build_rejected_records(config: PlanhatConfig, catalog: ConfiguredAirbyteCata
     except StoreFailed as exc:
         raise exc.traced from exc
     secrets = [config.tenant, config.token]
-    if getattr(storage, "access_key_id", None) is not None:
-        secrets += [storage.access_key_id.get_secret_value(), storage.secret_access_key.get_secret_value()]
+    if isinstance(storage, S3ObjectStorage):
+        secrets += [key.get_secret_value() for key in (storage.access_key_id, storage.secret_access_key) if key is not None]
     store = RejectedRecords(writer, layout, secrets)
     logger.info(f"rejected records are stored under {store.where}")
     return store

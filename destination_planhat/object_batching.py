@@ -75,10 +75,7 @@ class ObjectBuffer(BatchBuffer):
         self._sizes: list[int] = []
         self._index: dict[tuple[str, ...], int] = {}
         self._body = _ARRAY_OVERHEAD  # bytes of the body as it would be sent now
-
-    @property
-    def count(self) -> int:
-        return len(self._items)
+        self.count = 0  # items in the open batch: len(self._items), kept as the base class's attribute
 
     @property
     def body_bytes(self) -> int:
@@ -119,6 +116,7 @@ class ObjectBuffer(BatchBuffer):
         if key is not None:
             self._index[key] = len(self._items)
         self._items.append(item)
+        self.count += 1
         self._records.append([ordinal])
         size = size if size is not None else len(orjson.dumps(item)) + 1
         self._sizes.append(size)

@@ -357,7 +357,9 @@ def _stream_status(writer: PlanhatWriter, message: dict[str, Any]) -> bool:
     if type(trace) is not dict or trace.get("type") != "STREAM_STATUS":
         return False
     status = trace.get("stream_status")
-    descriptor = status.get("stream_descriptor") if type(status) is dict else None
+    if not isinstance(status, dict):
+        return False
+    descriptor = status.get("stream_descriptor")
     if type(descriptor) is not dict:
         return False
     writer.stream_status(descriptor.get("namespace"), descriptor.get("name"), status.get("status"))

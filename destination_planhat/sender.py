@@ -25,7 +25,7 @@ from destination_planhat.object_batching import ObjectBatch
 from destination_planhat.parents import ParentBarrier
 from destination_planhat.planhat import Endpoint
 from destination_planhat.state import StateBarrier
-from destination_planhat.rejected_records import REJECTED_BY_PLANHAT, RejectedRecords
+from destination_planhat.rejected_records import MISSING, REJECTED_BY_PLANHAT, RejectedRecords
 from destination_planhat.state_counts import StateCounts, frozen_json, pair_rejected
 
 logger = logging.getLogger("airbyte")
@@ -257,12 +257,10 @@ class ThreadedSender:
         differs (the answer's item was not found in the batch, so which record it was is a guess)."""
         assert self._rejected is not None
         namespace, name = batch.route.key
-        extra = {}
-        if echoed is not None and _frozen_or_none(echoed) != _frozen_or_none(item):
-            extra["planhat_item"] = echoed
+        differs = echoed is not None and _frozen_or_none(echoed) != _frozen_or_none(item)
         self._rejected.add(
             namespace, name, record_number=ordinal + 1, rejected_by=REJECTED_BY_PLANHAT, reason=reason,
-            target=batch.endpoint.value, item=item, **extra,
+            target=batch.endpoint.value, item=item, planhat_item=echoed if differs else MISSING,
         )
 
     # ----- objects ----------------------------------------------------------------------------

@@ -150,7 +150,7 @@ class StreamSink(Sink[Mapper, StreamBuffer]):
             self._add_items(items)
             return
         item = items[0]
-        if type(item) is not dict:
+        if isinstance(item, Invalid):
             self._invalid(item)
             return
         try:
@@ -185,10 +185,10 @@ class StreamSink(Sink[Mapper, StreamBuffer]):
         stats.extra_items += len(items) - 1
         self.buffer.begin_record(stats.read - 1)
         for item in items:
-            if type(item) is dict:
-                self._add_item(item)
-            else:
+            if isinstance(item, Invalid):
                 self._invalid(item)
+            else:
+                self._add_item(item)
         self.buffer.end_record()
 
     def _invalid(self, invalid: Invalid) -> None:

@@ -348,7 +348,7 @@ class PlanhatWriter:
             self._sender.record_failure(exc.traced)
             raise exc.traced from exc
 
-    def _sink_of(self, namespace: Any, stream: Any) -> Optional[StreamSink]:
+    def _sink_of(self, namespace: Any, stream: Any) -> Optional[Union[StreamSink, ObjectSink]]:
         try:
             return self._sinks[(namespace, stream)] if namespace else self._sinks_by_name[stream]
         except (KeyError, TypeError):
