@@ -32,6 +32,7 @@ from destination_planhat.writer import PlanhatWriter
 from integration_tests.harness import record, stream_state
 from unit_tests.builders import ACTIVITY_SCHEMA, API_TOKEN, METRIC_SCHEMA, TENANT, catalog, config, configured_stream
 from unit_tests.fake_client import FakeClient
+from unit_tests.recording_target import RecordingTarget
 
 CATALOG = catalog(
     configured_stream("m", METRIC_SCHEMA),
@@ -139,7 +140,8 @@ def batches_per_stream(calls: list[tuple[Any, list[Any]]]) -> dict[str, list[lis
 def sync(data: bytes, workers: int, caplog: pytest.LogCaptureFixture) -> dict[str, Any]:
     """One sync of `data` with `workers` parse workers (0: none); what the outside world saw of it."""
     parsed = config(**SETTINGS)
-    client, emitted = FakeClient(), []
+    client = FakeClient()
+    emitted: list[dict[str, Any]] = []
     writer = PlanhatWriter(parsed, route_streams(parsed, CATALOG), client, emitted.append).start()
     pool = ParseWorkers(workers, writer.parallel_plan()).start() if workers else None
     caplog.clear()
@@ -430,22 +432,16 @@ def test_the_pipeline_cuts_whole_lines_into_bounded_chunks_sends_them_in_turn_an
     lines[5_000] = b"long:" + b"y" * (CHUNK_MAX_BYTES + 10)  # one line longer than a chunk
     data = b"\n".join(lines) + b"\nunterminated"
     workers = EchoWorkers(3)
-    seen: list[tuple[int, bytes]] = []
+    target = RecordingTarget()  # every line here is unreadable JSON: the writer hears of each one, with its line number
 
-    class Unreadable:
-        """Every line here is unreadable JSON: the writer hears of each one, with its line number."""
-
-        def unparseable_line(self, number: int, got: bytes, why: str, *rest: Any) -> None:
-            seen.append((number, got))
-
-        def flush_overdue(self) -> None:
-            pass
-
-    pipeline = Pipeline(workers, Unreadable())  # type: ignore[arg-type]
+    pipeline = Pipeline(workers, target)
     for start in range(0, len(data), 1 << 20):  # pieces of 1 MiB, as a file gives them
         pipeline.add(data[start : start + (1 << 20)])
     pipeline.finish()
-    assert seen == [*enumerate(lines, 1), (len(lines) + 1, b"unterminated")], "every line once, in order, with its number"
+    seen = [(kind, number, got) for kind, number, got, *_ in target.calls]
+    assert seen == [("bad", number, got) for number, got in [*enumerate(lines, 1), (len(lines) + 1, b"unterminated")]], (
+        "every line once, in order, with its number, and nothing else"
+    )
     assert [number for number, _ in workers.sent] == [n % 3 for n in range(len(workers.sent))]
     sizes = sorted(len(chunk) for _, chunk in workers.sent)
     assert sizes[-1] == len(lines[5_000]) and sizes[-2] <= CHUNK_MAX_BYTES
