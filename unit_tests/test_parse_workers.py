@@ -14,6 +14,7 @@ import logging
 import os
 import random
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from destination_planhat import destination, parallel
 from destination_planhat.destination import DestinationPlanhat
 from destination_planhat.input_pipeline import CHUNK_MAX_BYTES, FAST, ODD, Decoder
 from destination_planhat.parallel import ParseWorkerFailed, ParseWorkers, _cgroup_cpu_quota, default_worker_count
+from destination_planhat.parse_worker import PIPE_BYTES, widen_pipe
 from destination_planhat.reading import Pipeline, read_input, start_parse_workers
 from destination_planhat.routing import route_streams
 from destination_planhat.writer import PlanhatWriter
@@ -330,6 +332,23 @@ def test_closing_ends_every_worker_even_one_with_an_answer_nobody_read():
         pool.send(number, b"\n".join([b"x" * 1000] * 3000))  # answers larger than a pipe holds
     pool.close()
     assert [p.poll() is not None for p in processes] == [True, True]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="F_SETPIPE_SZ is Linux's: elsewhere a pipe keeps its size")
+def test_a_pipe_to_or_from_a_worker_is_widened_as_far_as_the_system_allows():
+    import fcntl
+
+    read_fd, write_fd = os.pipe()
+    try:
+        before = fcntl.fcntl(read_fd, fcntl.F_GETPIPE_SZ)
+        widen_pipe(read_fd)
+        after = fcntl.fcntl(read_fd, fcntl.F_GETPIPE_SZ)
+    finally:
+        os.close(read_fd)
+        os.close(write_fd)
+    allowed = int(Path("/proc/sys/fs/pipe-max-size").read_text())  # for a process without CAP_SYS_RESOURCE
+    assert before < PIPE_BYTES
+    assert after == PIPE_BYTES or (after == before and PIPE_BYTES > allowed), (before, after, allowed)
 
 
 # ----- how many workers ----------------------------------------------------------------------------
