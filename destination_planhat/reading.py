@@ -22,7 +22,7 @@ import queue
 import sys
 import threading
 from collections import deque
-from typing import Any, Callable, Iterable, Iterator, NoReturn, Optional, Protocol, Sequence, TypeVar
+from typing import Any, Callable, Generator, Iterable, Iterator, NoReturn, Optional, Protocol, Sequence, TypeVar
 
 import orjson
 from airbyte_cdk.models import AirbyteMessage, AirbyteMessageSerializer
@@ -221,7 +221,7 @@ def run_pipeline(pieces: Iterable[bytes], writer: MessageTarget, workers: Option
         )
 
 
-def with_idle_ticks(source: Iterable[T], on_idle: Callable[[], None], tick: float = TICK_SECONDS) -> Iterator[T]:
+def with_idle_ticks(source: Iterable[T], on_idle: Callable[[], None], tick: float = TICK_SECONDS) -> Generator[T, None, None]:
     """`source`'s items, read ahead on a thread of their own, with `on_idle()` called every `tick`
     seconds while none arrives. Why: a source can go quiet for hours while a partial batch (and the
     states behind it) waits; the writer must still get the chance to send it."""

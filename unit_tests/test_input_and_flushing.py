@@ -46,7 +46,8 @@ def metric(i: int) -> dict[str, Any]:
 
 
 def test_a_partial_batch_leaves_once_its_first_record_waited_the_flush_interval_and_its_state_follows():
-    client, clock, emitted = FakeClient(), Clock(), []
+    client, clock = FakeClient(), Clock()
+    emitted: list[dict[str, Any]] = []
     w = writer(client, clock, emitted)
     try:
         w.record("m", None, metric(1))
@@ -71,7 +72,8 @@ def test_a_partial_batch_leaves_once_its_first_record_waited_the_flush_interval_
 
 
 def test_only_the_overdue_stream_is_flushed():
-    client, clock, emitted = FakeClient(), Clock(), []
+    client, clock = FakeClient(), Clock()
+    emitted: list[dict[str, Any]] = []
     w = writer(client, clock, emitted)
     try:
         w.record("m", None, metric(1))
@@ -239,7 +241,8 @@ def test_a_failed_batch_ends_the_sync_while_the_source_is_quiet(parse_workers):
     def unavailable(index: int, endpoint: Any, items: list) -> None:
         raise PlanhatUnavailable("HTTP 503 after 8 attempt(s)", endpoint=Endpoint.METRICS)
 
-    client, clock, emitted = FakeClient(unavailable), Clock(), []
+    client, clock = FakeClient(unavailable), Clock()
+    emitted: list[dict[str, Any]] = []
     w = writer(client, clock, emitted, batch_size=2, parse_workers=parse_workers)
     workers = start_parse_workers(w)
     source = QuietAfter(b"".join(orjson.dumps({"type": "RECORD", "record": {"stream": "m", "data": metric(i), "emitted_at": 1}}) + b"\n" for i in range(4)))

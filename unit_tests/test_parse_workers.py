@@ -309,7 +309,7 @@ def test_a_worker_that_dies_fails_the_sync_naming_it_and_the_way_out(caplog):
         pool.close()
         writer.close()
     message = raised.value.message
-    assert "parse worker process 2 of 2" in message and "set parse_workers to 0" in message, message
+    assert message is not None and "parse worker process 2 of 2" in message and "set parse_workers to 0" in message, message
     assert raised.value.failure_type.value == "system_error"
     assert any("sync summary (JSON)" in r.getMessage() and '"failed"' in r.getMessage() for r in caplog.records)
     assert writer.ledger.snapshot()["m"]["books_balance"]
@@ -498,7 +498,6 @@ def test_a_worker_imports_no_airbyte_cdk_pydantic_or_requests():
     """Workers start as `python -S` with only this package, orjson and msgspec on the path (parallel.py):
     the decode step and the body size rule must not pull in the CDK."""
     import subprocess
-    import sys
 
     import msgspec
 
