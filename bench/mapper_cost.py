@@ -28,21 +28,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import msgspec  # noqa: E402
 import orjson  # noqa: E402
 
-from destination_planhat.mapping import build_mapper, fast_plan  # noqa: E402
+from destination_planhat.mapping import MappingPlan, build_mapper, compile_mapping, fast_plan  # noqa: E402
 from destination_planhat.planhat import Endpoint  # noqa: E402
-from destination_planhat.routing import StreamRoute  # noqa: E402
 from destination_planhat.typed_records import typed_item_encoder  # noqa: E402
 from integration_tests.harness import ACTIVITY_SCHEMA, METRIC_SCHEMA, activity, metric  # noqa: E402
 
 N = 100_000
 
 
-def ways(route: StreamRoute) -> dict[str, Callable[[bytes], Any]]:
-    plan = fast_plan(route)
-    assert plan is not None
-    typed = typed_item_encoder(*plan)
+def compiled(endpoint: Endpoint, schema: dict[str, Any]) -> MappingPlan:
+    """A stream without settings, compiled as routing compiles it."""
+    plan, problems = compile_mapping("s", endpoint, None, schema)
+    assert not problems, problems
+    return plan
+
+
+def ways(plan: MappingPlan) -> dict[str, Callable[[bytes], Any]]:
+    fast = fast_plan(plan)
+    assert fast is not None
+    typed = typed_item_encoder(*fast)
     assert typed is not None
-    general = build_mapper(route)
+    general = build_mapper(plan)
     loads, dumps, raw = orjson.loads, orjson.dumps, msgspec.Raw
 
     def with_mapper(mapper: Callable[[Any], Any]) -> Callable[[bytes], Any]:
@@ -70,10 +76,10 @@ def converted_activity(i: int) -> dict[str, Any]:
 
 def main() -> int:
     cases = [
-        ("metrics, values of their fields' types", StreamRoute((None, "m"), Endpoint.METRICS, "", None, METRIC_SCHEMA), metric),
-        ("metrics, values to convert", StreamRoute((None, "m"), Endpoint.METRICS, "", None, METRIC_SCHEMA), converted_metric),
-        ("activities, values of their fields' types", StreamRoute((None, "a"), Endpoint.USER_ACTIVITIES, "", None, ACTIVITY_SCHEMA), activity),
-        ("activities, values to convert", StreamRoute((None, "a"), Endpoint.USER_ACTIVITIES, "", None, ACTIVITY_SCHEMA), converted_activity),
+        ("metrics, values of their fields' types", compiled(Endpoint.METRICS, METRIC_SCHEMA), metric),
+        ("metrics, values to convert", compiled(Endpoint.METRICS, METRIC_SCHEMA), converted_metric),
+        ("activities, values of their fields' types", compiled(Endpoint.USER_ACTIVITIES, ACTIVITY_SCHEMA), activity),
+        ("activities, values to convert", compiled(Endpoint.USER_ACTIVITIES, ACTIVITY_SCHEMA), converted_activity),
     ]
     lines = [orjson.dumps({"type": "RECORD", "record": {"stream": "m", "data": metric(i), "emitted_at": 1}}) for i in range(N)]
     print(f"{N:,} records per case; CPU ns per record, best of 7 (the ways take turns)")
@@ -85,9 +91,9 @@ def main() -> int:
                          "CDK parse floor of the line": lambda: [load(loads(x)) for x in lines]})
     for name, seconds in reference.items():
         print(f"  reference: {name}: {seconds / N * 1e9:.0f} ns")
-    for label, route, make in cases:
+    for label, plan, make in cases:
         records = [orjson.dumps(make(i)) for i in range(N)]
-        runs = ways(route)
+        runs = ways(plan)
         handled = {name: sum(run(r) is not None for r in records[:1000]) for name, run in runs.items()}
         timings = best_of({name: (lambda run=run: [run(r) for r in records]) for name, run in runs.items()})
         cells = ", ".join(f"{name} {seconds / N * 1e9:.0f}" + ("" if handled[name] == 1000 else " (declines)")

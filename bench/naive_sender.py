@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from airbyte_cdk.models import ConfiguredAirbyteCatalogSerializer  # noqa: E402
 
 from destination_planhat.config import parse_config  # noqa: E402
-from destination_planhat.mapping import build_mapper  # noqa: E402
+from destination_planhat.mapping import MappingPlan, build_mapper  # noqa: E402
 from destination_planhat.planhat import ENDPOINT_NEEDS_API_TOKEN, endpoint_path  # noqa: E402
 from destination_planhat.routing import route_streams  # noqa: E402
 
@@ -55,7 +55,9 @@ def main() -> int:
         if ENDPOINT_NEEDS_API_TOKEN[route.endpoint] and config.token:
             headers["Authorization"] = f"Bearer {config.token}"
         buffers[key] = _Buffer(config.analytics_base_url + endpoint_path(route.endpoint, config.tenant), headers)
-        mappers[key] = build_mapper(route)
+        if not isinstance(route.plan, MappingPlan):
+            raise SystemExit(f"stream '{route.name}' goes to {route.endpoint.label}: the naive sender writes analytics streams only")
+        mappers[key] = build_mapper(route.plan)
     held: list[tuple[int, dict[str, Any]]] = []  # (input position, state message)
     counts: dict[Any, int] = {}
     out = sys.stdout.buffer

@@ -136,10 +136,8 @@ def main() -> int:
 def frame(data: bytes) -> Iterator[memoryview]:
     framer = LineFramer()
     for piece in read_chunks(io.BytesIO(data)):
-        for chunk, _ in framer.add(piece):
-            yield chunk
-    for chunk, _ in framer.flush():
-        yield chunk
+        yield from framer.add(piece)
+    yield from framer.flush()
 
 
 def interleaved(stages: list[tuple[str, Callable[[], None]]], rounds: int) -> list[float]:

@@ -23,14 +23,15 @@ from __future__ import annotations
 
 import time
 from array import array
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, NamedTuple, Optional, Union
 
+import msgspec
 import orjson
 
 from destination_planhat.batching import largest_item_bytes
 from destination_planhat.mapping import item_mapper
 from destination_planhat.planhat import Endpoint, FieldKind
-from destination_planhat.typed_records import decode_record_line, typed_item_encoder
+from destination_planhat.typed_records import TypedItems, decode_record_line, record_line_decoder, typed_items
 
 FAST = 0
 ODD = 1
@@ -47,9 +48,10 @@ Chunk = Union[bytes, bytearray, memoryview]
 
 
 class LineFramer:
-    """Pieces of input in, chunks of whole lines out (each without its final newline), in order,
-    with the number of lines before each chunk. What follows the last newline waits for the next
-    piece; `rest()` gives it at the end of input (the last line, if it has no newline)."""
+    """Pieces of input in, chunks of whole lines out (each without its final newline), in order.
+    What follows the last newline waits for the next piece; `rest()` gives it at the end of input
+    (the last line, if it has no newline). Lines are not counted here: a chunk's segments account
+    for each of its lines once (`segment_lines`), so the reader numbers lines as it applies them."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
@@ -57,9 +59,8 @@ class LineFramer:
         self._held_bytes = 0
         self._held_has_line = False  # whether `_held` holds a newline (else there is nothing to frame)
         self._held_since = 0.0
-        self.lines = 0  # lines framed so far
 
-    def add(self, piece: bytes) -> list[tuple[memoryview, int]]:
+    def add(self, piece: bytes) -> list[memoryview]:
         """A piece of input; returns the chunks ready now (enough bytes, or waited long enough)."""
         if not self._held:
             self._held_since = self._clock()
@@ -70,7 +71,7 @@ class LineFramer:
             return self.flush()
         return []
 
-    def flush(self) -> list[tuple[memoryview, int]]:
+    def flush(self) -> list[memoryview]:
         """Every whole line held, in chunks of at most CHUNK_MAX_BYTES (or one longer line)."""
         if not self._held_has_line:  # (joining the pieces of one long line again and again would be quadratic)
             return []
@@ -90,9 +91,7 @@ class LineFramer:
                 cut = data.rfind(b"\n", start, start + CHUNK_MAX_BYTES)
                 if cut < 0:  # one line longer than a chunk: it goes alone
                     cut = data.find(b"\n", start + CHUNK_MAX_BYTES)
-            count = data.count(b"\n", start, cut) + 1
-            chunks.append((view[start:cut], self.lines))
-            self.lines += count
+            chunks.append(view[start:cut])
             start = cut + 1
         return chunks
 
@@ -103,37 +102,86 @@ class LineFramer:
         return rest
 
 
-# One stream a Decoder maps: (its index in the plan, its mapper, its typed encoder or None).
-Taker = tuple[int, Callable[[Any], Any], Optional[Callable[[Any], Optional[bytes]]]]
+def segment_lines(segment: Segment) -> int:
+    """How many input lines a segment stands for: one per item of a FAST one, one per line of an ODD one."""
+    return len(segment[3]) if segment[0] == FAST else len(segment[2])
+
+
+class Taker(NamedTuple):
+    """One stream a Decoder maps."""
+
+    position: int  # the stream's index in the plan
+    name: str
+    namespace: Optional[str]
+    mapper: Callable[[Any], Any]  # mapping.item_mapper: the general mapper
+    typed: Optional[TypedItems]  # typed_records.typed_items: the typed path, if the stream has one
+
+
+# A stream needs this many records in a chunk that its typed path did not take, and at least a third
+# of its records, to lose that path for the rest of the sync (see Decoder._review).
+TYPED_MISSES_TO_DROP = 64
 
 
 class Decoder:
     """One chunk of lines -> its segments (see the module's docstring), for the streams of a plan
     (PlanhatWriter.parallel_plan: each stream's fields, their sources and kinds, its constants).
 
-    Each line is parsed once, by msgspec, as a RECORD whose data is left raw (typed_records.py);
-    any other line is ODD at once. A record of a stream in the plan is then tried, in turn, by:
-    1. the stream's typed encoder: msgspec decodes the data straight into the item's fields, type
-       checked in C, and encodes them (the common record: every value of its field's type);
-    2. orjson on the data and the stream's mapper (mapping.item_mapper, the connector's general one),
-       which converts values where the rules allow (an id given as a number, a number given as
-       text, a date-time to UTC);
-    and is ODD when neither makes a valid item: the general path then rejects it and says why. `typed=False` leaves out the first, for comparison
-    (bench/profile_hot_path.py)."""
+    Each line is decoded once by msgspec (typed_records.record_line_decoder) as a RECORD of a
+    stream of the plan, its data straight into the stream's struct: every field of its Planhat
+    type, checked in C; the few checks left (dimensionId characters, dates, the end user's
+    identity) and the encoding of the item follow (the common record: one C call in, one out).
+    A line that does not decode so (any other message, a stream not in the plan, data with a value
+    to convert) is decoded again with its data raw and tried by orjson and the stream's general
+    mapper (mapping.item_mapper), which converts values where the rules allow (an id given as a
+    number, a number given as text, a date-time to UTC); it is ODD when that makes no valid item
+    either: the general path then rejects it and says why.
+
+    A stream most of whose records need the second try (say its ids are numbers) loses the first
+    for the rest of the sync: its data is then left raw by the one decode, and mapped at once.
+    `typed=False` leaves the typed path out from the start, for comparison (bench/profile_hot_path.py)."""
 
     def __init__(self, plan: dict[str, Any], typed: bool = True) -> None:
         self.by_name: dict[str, Taker] = {}  # streams without a namespace, by name
         self.by_key: dict[tuple[str, str], Taker] = {}  # by (namespace, name)
+        takers: dict[str, list[Taker]] = {}
         for index, namespace, name, endpoint, fields, constants in plan["streams"]:
             fast_fields = [(field, key, FieldKind(kind)) for field, key, kind in fields]
             mapper = item_mapper(Endpoint(endpoint), fast_fields, constants)
-            encoder = typed_item_encoder(Endpoint(endpoint), fast_fields, constants) if typed else None
-            taker = (index, mapper, encoder)
+            typed_path = typed_items(Endpoint(endpoint), fast_fields, constants) if typed else None
+            taker = Taker(index, name, namespace or None, mapper, typed_path)
+            takers.setdefault(name, []).append(taker)
             if namespace:
                 self.by_key[(namespace, name)] = taker
             else:
                 self.by_name[name] = taker
+        # The typed path, by stream name, where the name is of one stream only (the record's
+        # `stream` tells the struct; a name in several namespaces is decoded raw, then looked up).
+        self._typed = {name: found[0] for name, found in takers.items() if len(found) == 1 and found[0].typed}
+        self._names = list(takers)
+        self._misses: dict[str, int] = {}  # per stream name, records of this chunk the typed path missed
+        self._read_line: Callable[[bytes], Any] = decode_record_line
+        self._fast: dict[type, tuple[int, Optional[str], Callable[[Any, bytearray], bool]]] = {}
+        self._stream_of: dict[type, str] = {}
+        self._compile()
         self.largest_item = largest_item_bytes(int(plan["max_part_bytes"]))
+
+    @property
+    def typed_streams(self) -> set[str]:
+        """The names of the streams whose records are decoded typed first (for tests and logs)."""
+        return {self._stream_of[record_type] for record_type in self._fast}
+
+    def _compile(self) -> None:
+        """The one-call line decoder for the streams of the plan, typed where they have a typed path."""
+        streams: dict[str, Optional[type]] = {name: None for name in self._names}
+        typed_paths = {name: taker.typed for name, taker in self._typed.items() if taker.typed is not None}
+        for name, typed_path in typed_paths.items():
+            streams[name] = typed_path.decoded_type
+        self._read_line, self._stream_of = record_line_decoder(streams)
+        self._fast = {}
+        for record_type, name in self._stream_of.items():
+            if name in typed_paths:
+                taker = self._typed[name]
+                self._fast[record_type] = (taker.position, taker.namespace, typed_paths[name].append_decoded)
 
     def decode(self, chunk: Chunk) -> list[Segment]:
         if not self.by_name and not self.by_key:  # no stream to take (unpivot or dot paths only): all ODD
@@ -143,50 +191,95 @@ class Decoder:
         ends: dict[int, array] = {}
         odd_from = -1
         odd: list[bytes] = []
-        by_name, by_key, largest = self.by_name, self.by_key, self.largest_item
-        read_line, loads, dumps = decode_record_line, orjson.loads, orjson.dumps
-        for number, line in enumerate(bytes(chunk).split(b"\n")):
-            part = taker = None
+        read_line, fast_types = self._read_line, self._fast
+        largest_appended = self.largest_item + 1  # an item and its ","
+        lines = bytes(chunk).split(b"\n")
+        for number, line in enumerate(lines):
+            appended = position = 0
             try:
                 record = read_line(line).record
-                namespace = record.namespace
-                taker = by_key.get((namespace, record.stream)) if namespace else by_name.get(record.stream)
+            except Exception:  # not a RECORD of a stream in the plan, or data not of its types
+                record = None
+            if record is not None:
+                fast = fast_types.get(type(record))
                 meta = record.meta  # a record the source changed is counted by the general path
-                if taker is not None and (meta is None or not meta.changes):
-                    encoder = taker[2]
-                    if encoder is not None:
-                        try:
-                            part = encoder(record.data)
-                        except Exception:  # MsgspecError mostly: a value not of its field's type
-                            part = None
-                    if part is None:
-                        data = loads(memoryview(record.data))
-                        if type(data) is dict:
-                            item = taker[1](data)[0]  # one item, or Invalid
-                            if type(item) is dict:
-                                part = dumps(item)
-            except Exception:  # not a well-formed RECORD, or anything unusual: the general path's
-                part = None
-            if part is not None and len(part) <= largest:
-                if odd:
-                    segments.append((ODD, odd_from, odd))
-                    odd = []
-                index = taker[0]  # type: ignore[index]
-                body = bodies.get(index)
-                if body is None:
-                    body = bodies[index] = bytearray()
-                    ends[index] = array("I")
-                body += part
-                body += b","
-                ends[index].append(len(body))
-                continue
+                if fast is not None and record.namespace == fast[1] and (meta is None or not meta.changes):
+                    position = fast[0]
+                    body = bodies.get(position)
+                    if body is None:
+                        body = bodies[position] = bytearray()
+                        ends[position] = array("I")
+                    before = len(body)
+                    try:
+                        if fast[2](record.data, body):
+                            appended = len(body) - before
+                    except Exception:  # a value msgspec cannot encode: the second try says
+                        del body[before:]
+            if not appended:
+                appended, position = self._second_try(line, record, bodies, ends)
+            if appended:
+                body = bodies[position]
+                if appended <= largest_appended:
+                    if odd:
+                        segments.append((ODD, odd_from, odd))
+                        odd = []
+                    ends[position].append(len(body))
+                    continue
+                del body[len(body) - appended :]  # too large for a request: the general path says so
             if bodies:  # every item before this line goes first
-                segments.extend((FAST, index, body, ends[index]) for index, body in bodies.items())
+                segments.extend((FAST, index, body, ends[index]) for index, body in bodies.items() if body)
                 bodies, ends = {}, {}
             if not odd:
                 odd_from = number
             odd.append(line)
-        segments.extend((FAST, index, body, ends[index]) for index, body in bodies.items())
+        segments.extend((FAST, index, body, ends[index]) for index, body in bodies.items() if body)
         if odd:
             segments.append((ODD, odd_from, odd))
+        if self._misses:
+            self._review(len(lines))
         return segments
+
+    def _review(self, lines: int) -> None:
+        """After a chunk: a stream whose records missed the typed path for a third of the chunk's
+        lines (and at least TYPED_MISSES_TO_DROP) loses it, as trying it first would then cost more
+        than it saves."""
+        dropped = [name for name, misses in self._misses.items() if misses >= TYPED_MISSES_TO_DROP and 3 * misses > lines]
+        self._misses = {}
+        if dropped:
+            for name in dropped:
+                del self._typed[name]
+            self._compile()
+
+    def _second_try(self, line: bytes, record: Any, bodies: dict[int, bytearray], ends: dict[int, array]) -> tuple[int, int]:
+        """orjson and the general mapper on a record the typed path did not take: (bytes appended
+        to its stream's body, the stream's position), or (0, 0) when it is not a valid item of a
+        stream of the plan (ODD)."""
+        try:
+            if record is None or type(record.data) is not msgspec.Raw:
+                record = decode_record_line(line).record  # its data raw
+                name = record.stream
+                if name in self._typed:
+                    self._misses[name] = self._misses.get(name, 0) + 1
+            else:
+                name = self._stream_of[type(record)]
+            namespace = record.namespace
+            taker = self.by_key.get((namespace, name)) if namespace else self.by_name.get(name)
+            meta = record.meta
+            if taker is None or (meta is not None and meta.changes):
+                return 0, 0
+            data = orjson.loads(memoryview(record.data))
+            if type(data) is not dict:
+                return 0, 0
+            item = taker.mapper(data)[0]  # one item, or Invalid
+            if type(item) is not dict:
+                return 0, 0
+            part = orjson.dumps(item)
+        except Exception:  # not a well-formed RECORD, or anything unusual: the general path's
+            return 0, 0
+        body = bodies.get(taker.position)
+        if body is None:
+            body = bodies[taker.position] = bytearray()
+            ends[taker.position] = array("I")
+        body += part
+        body += b","
+        return len(part) + 1, taker.position

@@ -11,7 +11,10 @@ whether to reject it or to send it anyway. The mapper itself never knows that se
 
 Config mistakes (an unknown Planhat field, a field of the other endpoint, unpivot on User
 Activities, a source column the stream's schema does not have...) are found by the same compile
-step, before anything is sent: `mapping_problems` lists them all for routing's one config error.
+step, before anything is sent: `compile_mapping` returns the stream's plan with every problem of its
+settings. Routing compiles each stream once, gathers the problems into its one config error, and
+keeps the plan on the route; the mapper (`build_mapper`) and the parse workers' plan (`fast_plan`)
+are made from that plan, never from the settings again.
 """
 
 from __future__ import annotations
@@ -40,9 +43,8 @@ from destination_planhat.planhat import (
     FieldKind,
 )
 
-if TYPE_CHECKING:  # routing imports this module to gather mapping problems
-    from destination_planhat.config import StreamSettings
-    from destination_planhat.routing import StreamRoute
+if TYPE_CHECKING:  # parse workers import this module; config.py would bring pydantic and the CDK to them
+    from destination_planhat.config import FieldMapping, StreamSettings
 
 Item = dict[str, Any]
 
@@ -79,23 +81,29 @@ class RecordRejected(Exception):
 
 
 @dataclass(frozen=True)
-class _Source:
+class FieldSource:
     """Where one Planhat field's value comes from in every record of a stream."""
 
     field: str
-    key: Optional[str]  # a top-level column (the fast, common case)...
-    path: Optional[tuple[str, ...]]  # ...or a dot path into nested objects
+    path: tuple[str, ...]  # the column, or the dot path into nested objects
+    key: Optional[str]  # the column when `path` is one (the fast, common case), else None
     convert: Callable[[Any], Any]
     reason: str
 
 
 @dataclass(frozen=True)
-class _Plan:
+class MappingPlan:
+    """A Metrics or User Activities stream's mapping, compiled from its settings and schema."""
+
     endpoint: Endpoint
-    sources: tuple[_Source, ...]
+    sources: tuple[FieldSource, ...]
     constants: Item
     unpivot: tuple[str, ...]
     dimension_ids: tuple[str, ...] = ()  # per unpivot column, its dimensionId (the column's name unless set)
+
+
+def _source(field: str, path: tuple[str, ...], kind: FieldKind) -> FieldSource:
+    return FieldSource(field, path, path[0] if len(path) == 1 else None, CONVERTERS[kind], invalid_reason(field, kind))
 
 
 def declared_properties(json_schema: Optional[Mapping[str, Any]]) -> Optional[Mapping[str, Any]]:
@@ -140,13 +148,14 @@ def _columns(properties: Mapping[str, Any]) -> str:
     return shown + (f", ... ({len(names)} in all)" if len(names) > COLUMNS_IN_MESSAGES else "")
 
 
-def _compile(
+def compile_mapping(
     label: str,
     endpoint: Endpoint,
     settings: Optional["StreamSettings"],
     json_schema: Optional[Mapping[str, Any]],
-) -> tuple[_Plan, list[str]]:
-    """The plan of a stream's mapper and every problem of its settings (empty when it is usable).
+) -> tuple[MappingPlan, list[str]]:
+    """The plan of a stream's mapper and every problem of its settings (empty when it is usable;
+    otherwise the plan leaves out what is wrong, and must not be used).
 
     With `json_schema=None` (the `check` command has no catalog) the checks against the schema
     are left out.
@@ -162,7 +171,7 @@ def _compile(
     where = f"stream '{label}' ({endpoint.label})"
     problems: list[str] = []
 
-    mapped: dict[str, Any] = {}  # planhat field -> its FieldMapping
+    mapped: dict[str, FieldMapping] = {}  # planhat field -> its entry
     for number, mapping in enumerate(mappings, start=1):
         entry = f"{where}, field_mappings entry {number}"
         field = mapping.planhat_field
@@ -227,27 +236,28 @@ def _compile(
     if (mappings or unpivot) and json_schema is not None:  # an `endpoint`-only entry keeps its old meaning
         problems.extend(_unsourced_required(where, endpoint, mapped, unpivot, properties))
 
-    sources: list[_Source] = []
+    sources: list[FieldSource] = []
     constants: Item = {}
     for field in fields:
         if unpivot and field in ("dimensionId", "value"):
             continue
         kind = kinds[field]
-        mapping = mapped.get(field)
-        if mapping is not None and mapping.constant is not None:
-            if mapping.constant != "":
-                value = convert_constant(mapping.constant, kind)
+        given = mapped.get(field)
+        if given is not None and given.constant is not None:
+            if given.constant != "":
+                value = convert_constant(given.constant, kind)
                 if value is not BAD:
                     constants[field] = value
             continue
-        path = split_path(mapping.source_field, properties) if mapping is not None else (field,)
-        key = path[0] if len(path) == 1 else None
-        sources.append(_Source(field, key, None if key else path, CONVERTERS[kind], invalid_reason(field, kind)))
-    return _Plan(endpoint, tuple(sources), constants, unpivot, dimension_ids), problems
+        # config.py allows exactly one of source_field and constant: here it is the source_field
+        source_field = given.source_field if given is not None else None
+        path = split_path(source_field, properties) if source_field is not None else (field,)
+        sources.append(_source(field, path, kind))
+    return MappingPlan(endpoint, tuple(sources), constants, unpivot, dimension_ids), problems
 
 
 def _unsourced_required(
-    where: str, endpoint: Endpoint, mapped: Mapping[str, Any], unpivot: tuple[str, ...], properties: Optional[Mapping[str, Any]]
+    where: str, endpoint: Endpoint, mapped: Mapping[str, FieldMapping], unpivot: tuple[str, ...], properties: Optional[Mapping[str, Any]]
 ) -> list[str]:
     """Required fields that no mapping, constant or same-named column can fill: every record would be rejected."""
 
@@ -287,23 +297,11 @@ def _constant_hint(field: str, kind: FieldKind) -> str:
     return "write a text"
 
 
-def mapping_problems(
-    label: str, endpoint: Endpoint, settings: Optional["StreamSettings"], json_schema: Optional[Mapping[str, Any]]
-) -> list[str]:
-    """Everything to fix in one stream's mapping settings (empty when there is nothing to fix)."""
-    return _compile(label, endpoint, settings, json_schema)[1]
-
-
 # ----- the per-record mapper --------------------------------------------------------------------
 
 
-def build_mapper(route: "StreamRoute") -> Mapper:
-    """The mapper of one stream. Routing has already reported any problem of its settings."""
-    plan, problems = _compile(route.name, route.endpoint, route.settings, route.json_schema)
-    if problems:
-        from destination_planhat.errors import config_error  # (the CDK's: parse workers import this module)
-
-        raise config_error("Some streams cannot be written to Planhat: " + "; ".join(problems) + ".")
+def build_mapper(plan: MappingPlan) -> Mapper:
+    """The mapper of one stream, from the plan routing compiled (and found no problem in)."""
     if plan.unpivot:
         return _unpivot_mapper(plan)
     return _item_mapper(plan)
@@ -312,8 +310,8 @@ def build_mapper(route: "StreamRoute") -> Mapper:
 def item_mapper(endpoint: Endpoint, fields: Sequence[FastField], constants: Item) -> Mapper:
     """The same mapper from a plan as fast_plan gives it (what parse workers get): the one general
     mapper, wherever it runs."""
-    sources = tuple(_Source(field, key, None, CONVERTERS[kind], invalid_reason(field, kind)) for field, key, kind in fields)
-    return _item_mapper(_Plan(endpoint, sources, dict(constants), ()))
+    sources = tuple(_source(field, (key,), kind) for field, key, kind in fields)
+    return _item_mapper(MappingPlan(endpoint, sources, dict(constants), ()))
 
 
 def dig(data: Any, path: tuple[str, ...]) -> Any:
@@ -342,10 +340,10 @@ def example_of(field: str, value: Any) -> str:
     return f"{field}={text[:120]}{'...' if len(text) > 120 else ''}"
 
 
-_Row = tuple[str, Optional[str], Optional[tuple[str, ...]], Callable[[Any], Any], str]
+_Row = tuple[str, Optional[str], tuple[str, ...], Callable[[Any], Any], str]
 
 
-def _rows(sources: tuple[_Source, ...]) -> tuple[_Row, ...]:
+def _rows(sources: tuple[FieldSource, ...]) -> tuple[_Row, ...]:
     """Sources as plain tuples: unpacking a tuple is cheaper than reading dataclass attributes."""
     return tuple((s.field, s.key, s.path, s.convert, s.reason) for s in sources)
 
@@ -355,7 +353,7 @@ def _fill(rows: tuple[_Row, ...], data: Mapping[str, Any], item: Item) -> Option
     bad = None
     get = data.get
     for field, key, path, convert, reason in rows:
-        value = get(key) if key is not None else dig(data, path)  # type: ignore[arg-type]
+        value = get(key) if key is not None else dig(data, path)
         if value is None:
             continue
         converted = convert(value)
@@ -367,7 +365,7 @@ def _fill(rows: tuple[_Row, ...], data: Mapping[str, Any], item: Item) -> Option
     return bad
 
 
-def _item_mapper(plan: _Plan) -> Mapper:
+def _item_mapper(plan: MappingPlan) -> Mapper:
     """One record -> one item."""
     endpoint = plan.endpoint
     sources = _rows(plan.sources)
@@ -394,7 +392,7 @@ def _item_mapper(plan: _Plan) -> Mapper:
     return map_record
 
 
-def _unpivot_mapper(plan: _Plan) -> Mapper:
+def _unpivot_mapper(plan: MappingPlan) -> Mapper:
     """One record -> one metric per non-null unpivot column (dimensionId = column, value = its value)."""
     sources = _rows(plan.sources)
     constants = plan.constants
@@ -433,22 +431,24 @@ def _unpivot_mapper(plan: _Plan) -> Mapper:
 # ----- what parse workers need ----------------------------------------------------------------------
 
 
-def fast_fields(plan: _Plan) -> Optional[list[FastField]]:
+def fast_fields(plan: MappingPlan) -> Optional[list[FastField]]:
     """The plan's fields as (Planhat field, top-level column, kind), or None where a field comes from a dot path."""
-    if any(source.key is None for source in plan.sources):
-        return None
-    return [(source.field, source.key, _KIND_OF_CONVERTER[source.convert]) for source in plan.sources]  # type: ignore[misc]
+    fields: list[FastField] = []
+    for source in plan.sources:
+        if source.key is None:
+            return None
+        fields.append((source.field, source.key, _KIND_OF_CONVERTER[source.convert]))
+    return fields
 
 
 _KIND_OF_CONVERTER = {convert: kind for kind, convert in CONVERTERS.items()}
 
 
-def fast_plan(route: "StreamRoute") -> Optional[tuple[Endpoint, list[FastField], Item]]:
+def fast_plan(plan: MappingPlan) -> Optional[tuple[Endpoint, list[FastField], Item]]:
     """What a parse worker needs to map a stream's records: (endpoint, fields, constants), or None
     when the stream has no such plan (unpivot, dot paths): its records are then all mapped by the
     connector's own process."""
-    plan, problems = _compile(route.name, route.endpoint, route.settings, route.json_schema)
-    if problems or plan.unpivot:
+    if plan.unpivot:
         return None
     fields = fast_fields(plan)
     return None if fields is None else (plan.endpoint, fields, plan.constants)

@@ -1,6 +1,6 @@
 """One Airbyte record -> one Planhat object item (a company, an end user, ...), checked, with its key.
 
-The analytics mapper (mapping.py) has a generated hot path for millions of small metrics; objects
+The analytics mapper (mapping.py) is tuned for millions of small metrics; objects
 come at most 5,000 per request and 200 requests per minute, so this mapper is plain Python.
 
 What a record becomes:
@@ -17,23 +17,21 @@ it would create a record, and a resend would create it again. Planhat's required
 checked for items that must be creates (`match_on: none`): with a key, an item may update a record
 that has them. The merge key (`merge_key`) is what makes two items of one request the same record:
 the key's value, and for externalId (unique per company) the company reference with it.
+
+As for analytics streams, routing compiles each object stream once (`compile_object`: the plan and
+every problem of the settings) and keeps the plan on the route; `build_object_mapper` takes that plan.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Union
+from typing import Any, Callable, Mapping, Optional, Union
 
 from destination_planhat.checks import BAD, convert_constant, to_date, to_number, to_object, to_string
-from destination_planhat.config import UnmappedColumns
-from destination_planhat.errors import config_error
+from destination_planhat.config import StreamSettings, UnmappedColumns
 from destination_planhat.mapping import Invalid, RecordRejected, declared_properties, dig, example_of, source_field_problem, split_path
 from destination_planhat.planhat import FieldKind, MatchOn, Target
-
-if TYPE_CHECKING:
-    from destination_planhat.config import StreamSettings
-    from destination_planhat.routing import StreamRoute
 
 Item = dict[str, Any]
 CUSTOM = "custom"
@@ -85,7 +83,7 @@ def _constant(text: str, kind: FieldKind) -> Any:
 
 
 @dataclass(frozen=True)
-class _Field:
+class ObjectField:
     """One value of the item: where it comes from, where it goes, how it is converted."""
 
     source: tuple[str, ...]  # a column, or a dot path
@@ -98,8 +96,10 @@ class _Field:
 
 @dataclass(frozen=True)
 class ObjectPlan:
+    """An object stream's mapping, compiled from its settings and schema."""
+
     target: Target
-    fields: tuple[_Field, ...]
+    fields: tuple[ObjectField, ...]
     constants: Item
     key_field: Optional[str]  # the item field match_on names; None with match_on: none
     match_on: MatchOn
@@ -117,9 +117,10 @@ def object_field_names(target: Target) -> list[str]:
 
 
 def compile_object(
-    label: str, target: Target, settings: Optional["StreamSettings"], json_schema: Optional[Mapping[str, Any]]
+    label: str, target: Target, settings: Optional[StreamSettings], json_schema: Optional[Mapping[str, Any]]
 ) -> tuple[ObjectPlan, list[str]]:
-    """The plan of an object stream's mapper and every problem of its settings."""
+    """The plan of an object stream's mapper and every problem of its settings (empty when it is
+    usable; otherwise the plan leaves out what is wrong, and must not be used)."""
     where = f"stream '{label}' ({target.label})"
     problems: list[str] = []
     properties = declared_properties(json_schema)
@@ -160,7 +161,7 @@ def compile_object(
             if problem:
                 problems.append(problem)
 
-    fields: list[_Field] = []
+    fields: list[ObjectField] = []
     constants: Item = {}
 
     def add(name: str, kind: FieldKind, prefix: str = "", many: bool = False, reference: str = "") -> None:
@@ -182,7 +183,7 @@ def compile_object(
         source = split_path(mapping.source_field, properties) if mapping is not None else (name,)
         convert = to_string if prefix else (OBJECT_CONVERTERS[kind] if not name.startswith(CUSTOM_PREFIX) else _as_is)
         reason = f"{name} is not {KIND_WORDS[FieldKind.STRING if prefix else kind]}"
-        fields.append(_Field(source, to, convert, reason, prefix, many))
+        fields.append(ObjectField(source, to, convert, reason, prefix, many))
 
     for name, kind in target.fields.items():
         add(name, kind)
@@ -202,12 +203,10 @@ def _as_is(value: Any) -> Any:
     return value
 
 
-def build_object_mapper(route: "StreamRoute") -> ObjectMapper:
-    """The mapper of one object stream: record -> (item or Invalid, merge key). Raises RecordRejected
-    for an item that lacks its key (always refused, whatever `invalid_records` says)."""
-    plan, problems = compile_object(route.name, route.endpoint.target, route.settings, route.json_schema)
-    if problems:
-        raise config_error("Some streams cannot be written to Planhat: " + "; ".join(problems) + ".")
+def build_object_mapper(plan: ObjectPlan) -> ObjectMapper:
+    """The mapper of one object stream, from the plan routing compiled (and found no problem in):
+    record -> (item or Invalid, merge key). The mapper raises RecordRejected for an item that lacks
+    its key (always refused, whatever `invalid_records` says)."""
     fields = plan.fields
     constants = plan.constants
     key_field = plan.key_field
@@ -281,8 +280,3 @@ def merge_items(earlier: Item, later: Item) -> Item:
             merged[name] = value
     return merged
 
-
-def object_mapping_problems(
-    label: str, target: Target, settings: Optional["StreamSettings"], json_schema: Optional[Mapping[str, Any]]
-) -> list[str]:
-    return compile_object(label, target, settings, json_schema)[1]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Callable, Mapping, Optional
+from typing import Callable, Literal, Mapping, Optional, get_args
 
 from destination_planhat.answers import PostResult, read_analytics_answer, read_upsert_answer
 
@@ -74,7 +74,9 @@ class Endpoint(str, Enum):
 
 
 METRIC_REQUIRED_FIELDS = ("dimensionId", "value", "externalId")
-METRIC_MODELS = ("Company", "EndUser", "Asset", "Project")
+# The objects a metric can be about (the `model` field); a Literal so that typed decoders can check it in C.
+MetricModel = Literal["Company", "EndUser", "Asset", "Project"]
+METRIC_MODELS: tuple[str, ...] = get_args(MetricModel)
 
 # At least one of these identifies the end user of an activity.
 USER_ACTIVITY_IDENTITY_FIELDS = ("email", "euExtId")

@@ -29,7 +29,7 @@ from airbyte_cdk.models import AirbyteMessage, AirbyteMessageSerializer
 
 from destination_planhat.bad_input import guess_stream, is_clean_text, parse_leniently
 from destination_planhat.errors import system_error
-from destination_planhat.input_pipeline import FAST, ODD, Chunk, Decoder, LineFramer, Segment
+from destination_planhat.input_pipeline import FAST, ODD, Chunk, Decoder, LineFramer, Segment, segment_lines
 from destination_planhat.parallel import (
     ParseWorkerFailed,
     ParseWorkers,
@@ -125,48 +125,50 @@ class Pipeline:
         self._decoding = decoding
         self._writer = writer
         self._framer = LineFramer()
-        self._pending: deque[tuple[int, int]] = deque()  # (number it went to, lines before its chunk)
+        self._pending: deque[int] = deque()  # the number each chunk went to, oldest first
         self._next = 0
+        self._lines = 0  # input lines applied so far
 
     def add(self, piece: bytes) -> None:
         """A piece of input (any size, cut anywhere)."""
-        for chunk, before in self._framer.add(piece):
-            self._send(chunk, before)
+        for chunk in self._framer.add(piece):
+            self._send(chunk)
         self._apply_ready()
         self._writer.flush_overdue()
 
     def on_idle(self) -> None:
         """Input is quiet: send what is held, apply what has come back, send overdue batches."""
-        for chunk, before in self._framer.flush():
-            self._send(chunk, before)
+        for chunk in self._framer.flush():
+            self._send(chunk)
         self._apply_ready()
         self._writer.flush_overdue()
 
     def finish(self) -> None:
         """End of input: every chunk sent and applied, then the last line if it had no newline."""
-        for chunk, before in self._framer.flush():
-            self._send(chunk, before)
+        for chunk in self._framer.flush():
+            self._send(chunk)
         while self._pending:
             self._apply_oldest()
         last = self._framer.rest()
         if last.strip():
-            parse_lines([last], self._framer.lines, self._writer, not_json="the input ended in the middle of a line")
+            parse_lines([last], self._lines, self._writer, not_json="the input ended in the middle of a line")
 
-    def _send(self, chunk: Chunk, before: int) -> None:
+    def _send(self, chunk: Chunk) -> None:
         while len(self._pending) >= self._decoding.depth:
             self._apply_oldest()
         number = self._next
         self._next = (number + 1) % self._decoding.count
         self._decoding.send(number, chunk)
-        self._pending.append((number, before))
+        self._pending.append(number)
 
     def _apply_ready(self) -> None:
-        while self._pending and self._decoding.ready(self._pending[0][0]):
+        while self._pending and self._decoding.ready(self._pending[0]):
             self._apply_oldest()
 
     def _apply_oldest(self) -> None:
-        number, before = self._pending.popleft()
+        number = self._pending.popleft()
         writer = self._writer
+        before = self._lines  # lines before this chunk; its ODD segments say where in it they start
         for segment in self._decoding.receive(number):
             if segment[0] == FAST:
                 writer.take_encoded(segment[1], segment[2], segment[3])
@@ -174,6 +176,7 @@ class Pipeline:
                 parse_lines(segment[2], before + segment[1], writer)
             else:
                 raise ParseWorkerFailed(f"parse worker process {number + 1}: an answer of unknown kind {segment[0]!r}")
+            self._lines += segment_lines(segment)
 
 
 # ----- the sources: stdin, or the CDK's messages --------------------------------------------------

@@ -1,20 +1,24 @@
 """Which Planhat endpoint each configured stream goes to, decided once before anything is sent.
 
 In order: the stream's `destination_object_name` (mapped in the Airbyte UI; activation.py), its
-`streams` entry, its schema (Metrics or User Activities fields)."""
+`streams` entry, its schema (Metrics or User Activities fields).
+
+Each routed stream's mapping settings are compiled here, once per sync (mapping.compile_mapping,
+object_mapping.compile_object): the problems go into the one config error, the plan onto the
+route, from which the writer builds the stream's mapper."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, NamedTuple, Optional, Union
 
 from airbyte_cdk.models import ConfiguredAirbyteCatalog, ConfiguredAirbyteStream, DestinationSyncMode
 
 from destination_planhat.activation import activation_settings
 from destination_planhat.config import PlanhatConfig, StreamSettings
 from destination_planhat.errors import config_error
-from destination_planhat.mapping import mapping_problems
-from destination_planhat.object_mapping import object_mapping_problems
+from destination_planhat.mapping import MappingPlan, compile_mapping
+from destination_planhat.object_mapping import ObjectPlan, compile_object
 from destination_planhat.planhat import (
     ENDPOINT_NEEDS_API_TOKEN,
     METRIC_REQUIRED_FIELDS,
@@ -26,6 +30,7 @@ from destination_planhat.planhat import (
 )
 
 StreamKey = tuple[Optional[str], str]  # (namespace, name), as Airbyte identifies a stream
+StreamPlan = Union[MappingPlan, ObjectPlan]  # a stream's compiled mapping, by its kind of target
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,7 @@ class StreamRoute:
     why: str  # shown in the log, so users can see how the decision was made
     settings: Optional[StreamSettings]
     json_schema: Mapping[str, Any]
+    plan: StreamPlan  # compiled from settings and json_schema, without problems (route_streams checks)
 
     @property
     def name(self) -> str:
@@ -64,16 +70,22 @@ def endpoint_from_schema(json_schema: Mapping[str, Any]) -> Optional[Endpoint]:
 def route_streams(config: PlanhatConfig, catalog: ConfiguredAirbyteCatalog) -> dict[StreamKey, StreamRoute]:
     """Route every configured stream, or raise ONE config error naming every stream to fix.
 
-    The mapping settings of each stream (field_mappings, unpivot_columns) are checked here too,
-    against the stream's schema, so that one error lists every mistake of every stream.
+    The mapping settings of each stream (field_mappings, unpivot_columns, ...) are compiled here,
+    against the stream's schema, once per sync: the problems so that one error lists every mistake of
+    every stream, the plan onto the route (the writer builds the stream's mapper from it).
     """
     routes: dict[StreamKey, StreamRoute] = {}
     problems: list[str] = []
     for configured in catalog.streams:
-        route, stream_problems = _route(config, configured)
+        stream = configured.stream
+        key: StreamKey = (stream.namespace or None, stream.name)
+        json_schema = stream.json_schema or {}
+        choice, stream_problems = _route(config, configured, key, json_schema)
         if stream_problems:
             problems.extend(stream_problems)
-        elif route:
+        elif choice:
+            plan, plan_problems = compile_stream(stream_label(key), choice.endpoint, choice.settings, json_schema)
+            route = StreamRoute(key, choice.endpoint, choice.why, choice.settings, json_schema, plan)
             if ENDPOINT_NEEDS_API_TOKEN[route.endpoint] and not config.token:
                 problems.append(
                     f"stream '{route.name}' goes to {route.endpoint.label} ({route.why}), which needs an "
@@ -84,7 +96,7 @@ def route_streams(config: PlanhatConfig, catalog: ConfiguredAirbyteCatalog) -> d
                     f"stream '{route.name}' goes to {route.endpoint.label} ({route.why}), which needs the tenant "
                     f"token: fill in `tenant_uuid` with {WHERE_TENANT_TOKEN}"
                 )
-            problems.extend(stream_settings_problems(route.name, route.endpoint, route.settings, route.json_schema))
+            problems.extend(plan_problems)
             if route.endpoint.is_object and configured.destination_sync_mode == DestinationSyncMode.append_dedup:
                 problem = _primary_key_problem(route, configured)
                 if problem:
@@ -97,9 +109,18 @@ def route_streams(config: PlanhatConfig, catalog: ConfiguredAirbyteCatalog) -> d
     return routes
 
 
-def _route(config: PlanhatConfig, configured: ConfiguredAirbyteStream) -> tuple[Optional[StreamRoute], list[str]]:
+class _Choice(NamedTuple):
+    """A stream's target and the settings it is written with, before its mapping is compiled."""
+
+    endpoint: Endpoint
+    why: str
+    settings: Optional[StreamSettings]
+
+
+def _route(
+    config: PlanhatConfig, configured: ConfiguredAirbyteStream, key: StreamKey, json_schema: Mapping[str, Any]
+) -> tuple[Optional[_Choice], list[str]]:
     stream = configured.stream
-    key: StreamKey = (stream.namespace or None, stream.name)
     label = stream_label(key)
     mode = configured.destination_sync_mode
     settings = config.settings_for(stream.name, key[0])
@@ -108,11 +129,11 @@ def _route(config: PlanhatConfig, configured: ConfiguredAirbyteStream) -> tuple[
         if endpoint is None:
             return None, problems
         why = f"destination_object_name '{endpoint.value}', mapped in the Airbyte UI"
-        return StreamRoute(key, endpoint, why, activation, stream.json_schema or {}), []
+        return _Choice(endpoint, why, activation), []
     if settings is not None and settings.endpoint.is_object:
         if mode in (DestinationSyncMode.append, DestinationSyncMode.append_dedup):
             why = "set in the connector's `streams` setting"
-            return StreamRoute(key, settings.endpoint, why, settings, stream.json_schema or {}), []
+            return _Choice(settings.endpoint, why, settings), []
         mode_name = getattr(mode, "value", mode)
         return None, [(
             f"stream '{label}' uses the destination sync mode '{mode_name}', but Planhat's {settings.endpoint.label} "
@@ -128,10 +149,9 @@ def _route(config: PlanhatConfig, configured: ConfiguredAirbyteStream) -> tuple[
             "endpoints only append (nothing can be deduplicated, replaced or deleted): choose 'append' for "
             "this stream (in PyAirbyte: destination.write(source, cache=False, write_strategy='append'))"
         )]
-    json_schema = stream.json_schema or {}
     if settings is not None:
         why = "set in the connector's `streams` setting"
-        return StreamRoute(key, settings.endpoint, why, settings, json_schema), []
+        return _Choice(settings.endpoint, why, settings), []
     endpoint = endpoint_from_schema(json_schema)
     if endpoint is Endpoint.METRICS:
         why = "its schema has " + ", ".join(METRIC_REQUIRED_FIELDS)
@@ -143,22 +163,22 @@ def _route(config: PlanhatConfig, configured: ConfiguredAirbyteStream) -> tuple[
             f"Activities field ({' or '.join(USER_ACTIVITY_IDENTITY_FIELDS)}) in its schema: add an entry for it "
             "under `streams` with its `endpoint`, or rename its columns at the source"
         )]
-    return StreamRoute(key, endpoint, why, None, json_schema), []
+    return _Choice(endpoint, why, None), []
 
 
-def stream_settings_problems(
+def compile_stream(
     label: str, endpoint: Endpoint, settings: Optional[StreamSettings], json_schema: Optional[Mapping[str, Any]]
-) -> list[str]:
-    """The mapping problems of one stream, by its kind of target (analytics or object)."""
+) -> tuple[StreamPlan, list[str]]:
+    """One stream's compiled mapping and every problem of its settings, by its kind of target
+    (analytics or object). With `json_schema=None` (no catalog) the checks against the schema are left out."""
     if endpoint.is_object:
-        return object_mapping_problems(label, endpoint.target, settings, json_schema)
-    if settings is None:
-        return []
-    problems = mapping_problems(label, endpoint, settings, json_schema)
-    for name, value in (("match_on", settings.match_on), ("unmapped_columns", settings.unmapped_columns)):
-        if value is not None:
-            problems.append(f"stream '{label}' ({endpoint.label}): `{name}` only applies to objects; remove it")
-    return problems
+        return compile_object(label, endpoint.target, settings, json_schema)
+    plan, problems = compile_mapping(label, endpoint, settings, json_schema)
+    if settings is not None:
+        for name, value in (("match_on", settings.match_on), ("unmapped_columns", settings.unmapped_columns)):
+            if value is not None:
+                problems.append(f"stream '{label}' ({endpoint.label}): `{name}` only applies to objects; remove it")
+    return plan, problems
 
 
 def _primary_key_problem(route: StreamRoute, configured: ConfiguredAirbyteStream) -> Optional[str]:
@@ -191,5 +211,5 @@ def settings_problems(config: PlanhatConfig) -> list[str]:
     problems: list[str] = []
     for settings in config.streams:
         label = f"{settings.namespace}.{settings.name}" if settings.namespace else settings.name
-        problems.extend(stream_settings_problems(label, settings.endpoint, settings, None))
+        problems.extend(compile_stream(label, settings.endpoint, settings, None)[1])
     return problems

@@ -17,13 +17,13 @@ records. No Airbyte CDK here either (parse workers import it).
 from __future__ import annotations
 
 import operator
-from typing import Annotated, Any, Callable, Literal, Optional, Sequence, Union
+from typing import Annotated, Any, Callable, NamedTuple, Optional, Sequence, Union
 
 import msgspec
 import orjson
 
 from destination_planhat.checks import BAD, DATE_MEMO, GOOD_DIMENSION_IDS, FastField, to_date, to_dimension_id
-from destination_planhat.planhat import METRIC_MODELS, METRIC_REQUIRED_FIELDS, USER_ACTIVITY_IDENTITY_FIELDS, Endpoint, FieldKind
+from destination_planhat.planhat import METRIC_REQUIRED_FIELDS, USER_ACTIVITY_IDENTITY_FIELDS, Endpoint, FieldKind, MetricModel
 
 # What orjson can encode: integers of 64 bits (a larger one goes the general way, which says why).
 _Int = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
@@ -32,37 +32,68 @@ _TYPES: dict[FieldKind, Any] = {
     FieldKind.STRING: str,
     FieldKind.DIMENSION_ID: str,  # and a memo check in Python
     FieldKind.NUMBER: Union[_Int, float],  # msgspec refuses non-finite numbers and booleans
-    FieldKind.MODEL: Literal[tuple(METRIC_MODELS)],  # type: ignore[misc]
+    FieldKind.MODEL: MetricModel,
     FieldKind.DATE: str,  # normalized in Python, memoized
     FieldKind.OBJECT: msgspec.Raw,  # present: not this path's (its content would need checking)
 }
 
 
-class _Meta(msgspec.Struct):
+# gc=False: none of these structs can be part of a reference cycle (they hold decoded JSON values
+# only), so the garbage collector need not track the few it makes per line.
+class _Meta(msgspec.Struct, gc=False):
     changes: Any = None
 
 
-class _Record(msgspec.Struct):
+class _Record(msgspec.Struct, gc=False):
     stream: str
     data: msgspec.Raw
     namespace: Optional[str] = None
     meta: Optional[_Meta] = None
 
 
-class _RecordMessage(msgspec.Struct, tag_field="type", tag="RECORD"):
+class _RecordMessage(msgspec.Struct, tag_field="type", tag="RECORD", gc=False):
     record: _Record
 
 
+COMMA, CLOSE_BRACE = ord(","), ord("}")
+
 # A RECORD line, its data left raw; raises msgspec.MsgspecError for any other line.
 decode_record_line: Callable[[bytes], _RecordMessage] = msgspec.json.Decoder(_RecordMessage).decode
+
+
+class TypedItems(NamedTuple):
+    """One stream's typed path (see `typed_items`)."""
+
+    decoded_type: type  # a msgspec Struct: the record's data, decoded and type-checked in C
+    append_decoded: Callable[[Any, bytearray], bool]  # checks one decoded data, appends its item and ","
 
 
 def typed_item_encoder(
     endpoint: Endpoint, fields: Sequence[FastField], constants: dict[str, Any]
 ) -> Optional[Callable[[msgspec.Raw], Optional[bytes]]]:
     """For one stream: a record's data (raw JSON) -> its item, encoded, or None (or a msgspec
-    error) when this path does not handle it. None when the stream's settings leave a required
-    field without a source (every record is then the general path's to reject)."""
+    error) when this path does not handle it. None when the stream has no typed path. The typed
+    path one item at a time, as tests and bench/mapper_cost.py use it."""
+    typed = typed_items(endpoint, fields, constants)
+    if typed is None:
+        return None
+    decode: Callable[[msgspec.Raw], Any] = msgspec.json.Decoder(typed.decoded_type).decode
+    append_decoded = typed.append_decoded
+
+    def encode_item(raw: msgspec.Raw) -> Optional[bytes]:
+        body = bytearray()
+        return bytes(body[:-1]) if append_decoded(decode(raw), body) else None
+
+    return encode_item
+
+
+def typed_items(endpoint: Endpoint, fields: Sequence[FastField], constants: dict[str, Any]) -> Optional[TypedItems]:
+    """For one stream: the struct its records' data decode into (every field of its Planhat type),
+    and `append_decoded(data, body)`, which checks what msgspec cannot (dimensionId characters,
+    dates, the end user's identity) and appends the item and "," to `body` (encoded in place: no
+    bytes object per item), or returns False, leaving `body` as it was, when this path does not
+    handle the record. None when the stream's settings leave a required field without a source
+    (every record is then the general path's to reject), or its columns cannot be struct fields."""
     sourced = {field for field, _, _ in fields}
     if endpoint is Endpoint.METRICS:
         required = set(METRIC_REQUIRED_FIELDS)
@@ -88,14 +119,14 @@ def typed_item_encoder(
             spec.append((field, Optional[kind_type], None))
     try:
         decoded_type = msgspec.defstruct("Decoded", spec, rename={field: key for field, key, _ in fields},
-                                         omit_defaults=True, kw_only=True)
+                                         omit_defaults=True, kw_only=True, gc=False)
     except ValueError:  # msgspec refuses column names with a quote, a backslash or a control character
         return None
     encoded_type: Any = None  # the same struct encodes the item, unless a field comes from a column of another name
     if any(field != key for field, key, _ in fields):
-        encoded_type = msgspec.defstruct("Encoded", [(field, Any, None) for field, _, _ in fields], omit_defaults=True)
-    decode = msgspec.json.Decoder(decoded_type).decode
-    encode = msgspec.json.Encoder().encode
+        encoded_type = msgspec.defstruct("Encoded", [(field, Any, None) for field, _, _ in fields], omit_defaults=True,
+                                        gc=False)
+    encode_into = msgspec.json.Encoder().encode_into
     to_tuple = msgspec.structs.astuple
     kinds = {field: kind for field, _, kind in fields}
     check_dimension_id = kinds.get("dimensionId") is FieldKind.DIMENSION_ID
@@ -108,12 +139,11 @@ def typed_item_encoder(
     prefix = orjson.dumps(constants)[:-1] if constants else b""  # the constants come first in the item
     good_ids, date_memo = GOOD_DIMENSION_IDS, DATE_MEMO
 
-    def encode_item(raw: msgspec.Raw) -> Optional[bytes]:
-        record: Any = decode(raw)
+    def append_decoded(record: Any, body: bytearray) -> bool:
         if check_dimension_id:
             value = record.dimensionId
             if value not in good_ids and to_dimension_id(value) is BAD:
-                return None
+                return False
         if check_date:
             value = record.date
             if value is not None:
@@ -122,16 +152,44 @@ def typed_item_encoder(
                     normal = to_date(value)
                 if normal is not value:
                     if normal is BAD:
-                        return None
+                        return False
                     if normal != value:
                         record.date = normal
         if refuse_info and record.info is not None:
-            return None
+            return False
         if identity is not None and not identity(record):
-            return None
-        encoded = encode(record if encoded_type is None else encoded_type(*to_tuple(record)))
-        if not prefix:
-            return encoded
-        return prefix + (b"}" if len(encoded) == 2 else b"," + encoded[1:])
+            return False
+        if prefix:  # the constants, then the struct's fields: its "{" becomes ",", or "{}" becomes "}"
+            body += prefix
+            mark = len(body)
+            encode_into(record if encoded_type is None else encoded_type(*to_tuple(record)), body, -1)
+            if len(body) - mark == 2:
+                del body[mark + 1 :]
+                body[mark] = CLOSE_BRACE
+            else:
+                body[mark] = COMMA
+        else:
+            encode_into(record if encoded_type is None else encoded_type(*to_tuple(record)), body, -1)
+        body += b","
+        return True
 
-    return encode_item
+    return TypedItems(decoded_type, append_decoded)
+
+
+def record_line_decoder(streams: dict[str, Optional[type]]) -> tuple[Callable[[bytes], Any], dict[type, str]]:
+    """One msgspec call per RECORD line of the given streams: the line decoded, the stream told by
+    the record's `stream` (a tagged union), and the data decoded into the stream's struct as well
+    (or left raw where the stream's value is None). Returns the decode function, which raises a
+    msgspec error for any other line or data not of its stream's types, and the stream name of each
+    record struct type (`type(message.record)`)."""
+    names: dict[type, str] = {}
+    for name, decoded_type in streams.items():
+        record_type = msgspec.defstruct(
+            "Record", [("data", decoded_type or msgspec.Raw), ("namespace", Optional[str], None), ("meta", Optional[_Meta], None)],
+            tag_field="stream", tag=name, gc=False,
+        )
+        names[record_type] = name
+    if not names:
+        return decode_record_line, names
+    line_type = msgspec.defstruct("RecordLine", [("record", Union[tuple(names)])], tag_field="type", tag="RECORD", gc=False)
+    return msgspec.json.Decoder(line_type).decode, names

@@ -25,9 +25,9 @@ from destination_planhat.batching import Batch, StreamBuffer
 from destination_planhat.config import InvalidRecords, PlanhatConfig
 from destination_planhat.dry_run import DryRun, DryRunSender
 from destination_planhat.errors import PlanhatError, as_traced, config_error
-from destination_planhat.mapping import build_mapper, fast_plan
+from destination_planhat.mapping import MappingPlan, build_mapper, fast_plan
 from destination_planhat.object_batching import ObjectBatch, ObjectBuffer
-from destination_planhat.object_mapping import build_object_mapper
+from destination_planhat.object_mapping import ObjectPlan, build_object_mapper
 from destination_planhat.object_sink import ObjectSink
 from destination_planhat.planhat import Endpoint
 from destination_planhat.rejected_records import RejectedRecords, StoreFailed
@@ -87,17 +87,17 @@ class PlanhatWriter:
         send_invalid = config.invalid_records is InvalidRecords.SEND
         for key, route in routes.items():
             stats = self.ledger.stats(route.name, route.endpoint.value)
-            if route.endpoint.is_object:
+            if isinstance(route.plan, ObjectPlan):  # the plan routing compiled, once per sync
                 objects = ObjectBuffer(route, config.batch_size, self._max_body_bytes, self._barrier.open_batch, clock, stats)
                 self._sinks[key] = ObjectSink(
-                    route, build_object_mapper(route), objects, stats, ledger=self.ledger, counts=self._counts,
+                    route, build_object_mapper(route.plan), objects, stats, ledger=self.ledger, counts=self._counts,
                     send_invalid=send_invalid, submit=self._submit, judge_errors=self._judge_errors_during_sync,
                     rejected=rejected,
                 )
                 continue
             buffer = StreamBuffer(route, config.batch_size, self._max_body_bytes, self._barrier.open_batch, clock, stats)
             self._sinks[key] = StreamSink(
-                route, build_mapper(route), buffer, stats, ledger=self.ledger, counts=self._counts,
+                route, build_mapper(route.plan), buffer, stats, ledger=self.ledger, counts=self._counts,
                 send_invalid=send_invalid, submit=self._submit, judge_errors=self._judge_errors_during_sync,
                 rejected=rejected,
             )
@@ -205,11 +205,11 @@ class PlanhatWriter:
         no settings beyond the fields' sources, kinds and constants, and no secrets."""
         streams = []
         for index, sink in enumerate(self._sinks_by_index):
-            if sink.route.endpoint.is_object:
+            if not isinstance(sink.route.plan, MappingPlan):
                 continue  # objects are mapped here (object_mapping.py): they come in small numbers
-            plan = fast_plan(sink.route)
-            if plan is not None:
-                endpoint, fields, constants = plan
+            fast = fast_plan(sink.route.plan)
+            if fast is not None:
+                endpoint, fields, constants = fast
                 key = sink.route.key
                 streams.append((index, key[0], key[1], endpoint.value, [(f, k, kind.value) for f, k, kind in fields], constants))
         return {"streams": streams, "max_part_bytes": self._max_body_bytes}

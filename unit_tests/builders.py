@@ -7,6 +7,8 @@ from typing import Any, Mapping, Optional
 from airbyte_cdk.models import AirbyteMessage, AirbyteMessageSerializer, ConfiguredAirbyteCatalogSerializer
 
 from destination_planhat.config import PlanhatConfig, parse_config
+from destination_planhat.mapping import MappingPlan, Mapper, build_mapper
+from destination_planhat.object_mapping import ObjectMapper, ObjectPlan, build_object_mapper
 from destination_planhat.routing import StreamRoute, route_streams
 
 TENANT = "unit-tenant-0001"
@@ -63,6 +65,18 @@ MIXED_CATALOG = catalog(
 def route(name: str = "s", schema: Mapping[str, Any] = METRIC_SCHEMA, **config_overrides: Any) -> StreamRoute:
     routes = route_streams(config(**config_overrides), catalog(configured_stream(name, schema)))
     return routes[(None, name)]
+
+
+def mapper_of(route: StreamRoute) -> Mapper:
+    """The mapper the writer builds for an analytics stream, from the plan routing compiled."""
+    assert isinstance(route.plan, MappingPlan), route.endpoint
+    return build_mapper(route.plan)
+
+
+def object_mapper_of(route: StreamRoute) -> ObjectMapper:
+    """The mapper the writer builds for an object stream, from the plan routing compiled."""
+    assert isinstance(route.plan, ObjectPlan), route.endpoint
+    return build_object_mapper(route.plan)
 
 
 def stream_state(name: str, cursor: Any, namespace: Optional[str] = None) -> dict[str, Any]:

@@ -8,11 +8,9 @@ from typing import Any, Optional
 import pytest
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
-from destination_planhat.mapping import build_mapper
-from destination_planhat.object_mapping import build_object_mapper
 from destination_planhat.planhat import Endpoint, MatchOn
 from destination_planhat.routing import route_streams
-from unit_tests.builders import METRIC_SCHEMA, catalog, config
+from unit_tests.builders import METRIC_SCHEMA, catalog, config, mapper_of, object_mapper_of
 
 
 def mapped(name: str, object_name: str, fields: list[str], mode: str, primary_key: Optional[list[list[str]]] = None) -> dict[str, Any]:
@@ -62,20 +60,20 @@ def test_a_streams_entry_of_the_same_endpoint_adds_its_settings() -> None:
     assert route.settings is not None
     assert [(m.planhat_field, m.source_field) for m in route.settings.field_mappings] == [
         ("custom.Plan", "plan"), ("custom.Tier", "custom.Tier")]
-    item, key = build_object_mapper(route)({"externalId": "a", "name": "A", "custom.Tier": "gold", "plan": "pro", "x": 1})
+    item, key = object_mapper_of(route)({"externalId": "a", "name": "A", "custom.Tier": "gold", "plan": "pro", "x": 1})
     assert item == {"externalId": "a", "name": "A", "custom": {"Plan": "pro", "Tier": "gold", "x": 1}}
     assert key == ("a",)
 
 
 def test_records_carry_planhat_names_so_they_map_to_themselves() -> None:
     stream = mapped("contacts", "endusers", ["externalId", "email", "companyExternalId", "custom.Beta."], "update", [["externalId"]])
-    item, _ = build_object_mapper(route_of(stream))(
+    item, _ = object_mapper_of(route_of(stream))(
         {"externalId": "u1", "email": "a@b.example", "companyExternalId": "acme", "custom.Beta.": True, "other": 1})
     # a custom field's name may end in a dot: it is one column, not a path
     assert item == {"externalId": "u1", "email": "a@b.example", "companyId": "extid-acme", "custom": {"Beta.": True}}
     metric = route_of(mapped("m", "metrics", ["dimensionId", "value", "externalId"], "append"))
     assert metric.settings is None
-    assert build_mapper(metric)({"dimensionId": "logins", "value": "3", "externalId": 42}) == (
+    assert mapper_of(metric)({"dimensionId": "logins", "value": "3", "externalId": 42}) == (
         {"dimensionId": "logins", "value": 3, "externalId": "42"},)
 
 
@@ -117,5 +115,5 @@ def test_a_renamed_column_the_platform_left_without_a_schema_is_still_mapped() -
     # source schema, which has only the old one: the property is there, its schema null.
     stream = mapped("a", "companies", ["externalId", "custom.Regions"], "update", [["externalId"]])
     stream["stream"]["json_schema"]["properties"]["custom.Regions"] = None
-    item, _ = build_object_mapper(route_of(stream))({"externalId": "x", "custom.Regions": ["EU", "US"]})
+    item, _ = object_mapper_of(route_of(stream))({"externalId": "x", "custom.Regions": ["EU", "US"]})
     assert item == {"externalId": "x", "custom": {"Regions": ["EU", "US"]}}

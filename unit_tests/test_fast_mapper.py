@@ -19,9 +19,8 @@ import pytest
 
 from destination_planhat.config import StreamSettings
 from destination_planhat.input_pipeline import FAST, Decoder
-from destination_planhat.mapping import Invalid, build_mapper, fast_plan
+from destination_planhat.mapping import Invalid, MappingPlan, build_mapper, compile_mapping, fast_plan
 from destination_planhat.planhat import Endpoint
-from destination_planhat.routing import StreamRoute
 
 METRICS = Endpoint.METRICS
 ACTIVITIES = Endpoint.USER_ACTIVITIES
@@ -33,17 +32,24 @@ def fresh(text: str) -> str:
     return f"{text}{next(_fresh)}"
 
 
+def compiled(endpoint: Endpoint, settings: Any, schema: Any) -> MappingPlan:
+    """A stream's plan as routing compiles it (these settings have nothing to fix)."""
+    plan, problems = compile_mapping("s", endpoint, settings, schema)
+    assert problems == []
+    return plan
+
+
 def paths(endpoint: Endpoint, mappings: list[dict[str, str]], typed: bool = True) -> tuple[Any, Any]:
     """(the Decoder's way, the general mapper) for one stream: the Decoder's way gives its item where
     it makes one, else what the general path makes of the record (the line is handed back)."""
     settings = StreamSettings(name="s", endpoint=endpoint, field_mappings=mappings) if mappings else None
-    route = StreamRoute((None, "s"), endpoint, "test", settings, None)
-    plan = fast_plan(route)
-    assert plan is not None
-    endpoint_, fields, constants = plan
+    plan = compiled(endpoint, settings, None)
+    fast_ = fast_plan(plan)
+    assert fast_ is not None
+    endpoint_, fields, constants = fast_
     decoder = Decoder({"streams": [(0, None, "s", endpoint_.value, [(f, k, kind.value) for f, k, kind in fields], constants)],
                        "max_part_bytes": 1 << 20}, typed=typed)
-    general = build_mapper(route)
+    general = build_mapper(plan)
 
     def fast(data: Any) -> Any:
         line = json.dumps({"type": "RECORD", "record": {"stream": "s", "data": data}}).encode()  # NaN stays NaN
@@ -138,7 +144,7 @@ def test_the_fast_path_maps_every_record_as_the_general_mapper_does(endpoint, ma
 
 def test_a_stream_with_a_dot_path_has_no_plan_for_workers_and_is_mapped_by_the_general_mapper():
     nested = StreamSettings(name="s", endpoint=METRICS, field_mappings=[{"planhat_field": "externalId", "source_field": "a.b"}])
-    dotted = StreamRoute((None, "s"), METRICS, "test", nested, {})
+    dotted = compiled(METRICS, nested, {})
     assert fast_plan(dotted) is None
     assert comparable(build_mapper(dotted)({"dimensionId": "d", "value": 1, "a": {"b": 7}})) == [
         [("dimensionId", "d"), ("value", 1), ("externalId", "7")]

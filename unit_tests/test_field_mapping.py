@@ -8,17 +8,23 @@ import pytest
 
 from destination_planhat.config import StreamSettings
 from destination_planhat.checks import to_date, to_number
-from destination_planhat.mapping import Invalid, build_mapper, mapping_problems
+from destination_planhat.mapping import Invalid, MappingPlan, build_mapper, compile_mapping
 from destination_planhat.planhat import DIMENSION_ID_PATTERN, Endpoint
-from destination_planhat.routing import StreamRoute
 
 METRICS = Endpoint.METRICS
 ACTIVITIES = Endpoint.USER_ACTIVITIES
 
 
-def route(endpoint: Endpoint, mappings: Any = (), unpivot: Any = (), schema: Optional[dict] = None, name: str = "s") -> StreamRoute:
+def compiled(endpoint: Endpoint, mappings: Any = (), unpivot: Any = (), schema: Optional[dict] = None, name: str = "s") -> MappingPlan:
+    """A stream's plan as routing compiles it (these settings have nothing to fix)."""
     settings = StreamSettings(name=name, endpoint=endpoint, field_mappings=list(mappings), unpivot_columns=list(unpivot))
-    return StreamRoute((None, name), endpoint, "test", settings, schema or {})
+    plan, problems = compile_mapping(name, endpoint, settings, schema or {})
+    assert problems == []
+    return plan
+
+
+def problems_of(label: str, endpoint: Endpoint, settings: StreamSettings, schema: Optional[dict]) -> list[str]:
+    return compile_mapping(label, endpoint, settings, schema)[1]
 
 
 def src(planhat_field: str, source_field: str) -> dict:
@@ -86,13 +92,13 @@ MAPPING_CASES = [
 
 @pytest.mark.parametrize("endpoint, mappings, record, expected", MAPPING_CASES)
 def test_mapping(endpoint, mappings, record, expected):
-    result = outcome(build_mapper(route(endpoint, mappings))(record))
+    result = outcome(build_mapper(compiled(endpoint, mappings))(record))
     assert result == [expected]
 
 
 def test_a_literal_column_with_dots_declared_in_the_schema_is_one_key():
     schema = {"properties": {"account.id": {"type": "string"}, "dimensionId": {}, "value": {}}}
-    mapper = build_mapper(route(METRICS, [src("externalId", "account.id")], schema=schema))
+    mapper = build_mapper(compiled(METRICS, [src("externalId", "account.id")], schema=schema))
     assert outcome(mapper({"dimensionId": "d", "value": 1, "account.id": "lit"})) == [
         {"dimensionId": "d", "value": 1, "externalId": "lit"}
     ]
@@ -139,7 +145,7 @@ METRIC_VALIDATION = [
 @pytest.mark.parametrize("change, field, expected", METRIC_VALIDATION)
 def test_metric_validation(change, field, expected):
     record = {**BASE_METRIC, **change}
-    [result] = outcome(build_mapper(route(METRICS))(record))
+    [result] = outcome(build_mapper(compiled(METRICS))(record))
     if field is None:
         assert result == BASE_METRIC
     elif field == "invalid":
@@ -162,7 +168,7 @@ ACTIVITY_VALIDATION = [
 
 @pytest.mark.parametrize("record, reason", ACTIVITY_VALIDATION)
 def test_activity_validation(record, reason):
-    [result] = outcome(build_mapper(route(ACTIVITIES))(record))
+    [result] = outcome(build_mapper(compiled(ACTIVITIES))(record))
     if reason is None:
         assert isinstance(result, dict)
     else:
@@ -170,7 +176,7 @@ def test_activity_validation(record, reason):
 
 
 def test_an_invalid_item_carries_what_send_mode_sends():
-    [result] = build_mapper(route(METRICS))({"dimensionId": "d", "value": "abc", "externalId": 5})
+    [result] = build_mapper(compiled(METRICS))({"dimensionId": "d", "value": "abc", "externalId": 5})
     assert isinstance(result, Invalid)
     assert result.item == {"dimensionId": "d", "value": "abc", "externalId": "5"}  # failing field as it came
     assert "value='abc'" in result.example
@@ -233,12 +239,12 @@ UNPIVOT_CASES = [
 
 @pytest.mark.parametrize("record, expected", UNPIVOT_CASES)
 def test_unpivot(record, expected):
-    mapper = build_mapper(route(METRICS, UNPIVOT, unpivot=["mrr", "seats"]))
+    mapper = build_mapper(compiled(METRICS, UNPIVOT, unpivot=["mrr", "seats"]))
     assert outcome(mapper(record)) == expected
 
 
 def test_unpivot_takes_model_from_a_constant():
-    mapper = build_mapper(route(METRICS, UNPIVOT + [const("model", "Asset")], unpivot=["mrr"]))
+    mapper = build_mapper(compiled(METRICS, UNPIVOT + [const("model", "Asset")], unpivot=["mrr"]))
     assert outcome(mapper({"company": 9, "mrr": 1})) == [{"externalId": "9", "model": "Asset", "dimensionId": "mrr", "value": 1}]
 
 
@@ -268,7 +274,7 @@ PROBLEM_CASES = [
 @pytest.mark.parametrize("endpoint, mappings, unpivot, message", PROBLEM_CASES)
 def test_config_mistakes(endpoint, mappings, unpivot, message):
     settings = StreamSettings(name="wide", endpoint=endpoint, field_mappings=mappings, unpivot_columns=unpivot)
-    problems = mapping_problems("wide", endpoint, settings, SCHEMA)
+    problems = problems_of("wide", endpoint, settings, SCHEMA)
     assert any(message in p for p in problems), problems
     assert all(p.startswith("stream 'wide'") for p in problems)
 
@@ -279,17 +285,17 @@ def test_every_mistake_is_listed_at_once():
         field_mappings=[src("revenue", "mrr"), src("email", "company"), src("externalId", "nope")],
         unpivot_columns=["arr"],
     )
-    problems = mapping_problems("wide", METRICS, settings, SCHEMA)
+    problems = problems_of("wide", METRICS, settings, SCHEMA)
     assert len(problems) == 4, problems
 
 
 def test_without_a_schema_the_schema_checks_are_left_out():
     settings = StreamSettings(name="s", endpoint=METRICS, field_mappings=[src("externalId", "anything.at.all")], unpivot_columns=["x"])
-    assert mapping_problems("s", METRICS, settings, {}) == []
-    assert mapping_problems("s", METRICS, settings, None) == []
+    assert problems_of("s", METRICS, settings, {}) == []
+    assert problems_of("s", METRICS, settings, None) == []
 
 
 @pytest.mark.parametrize("column", ["MRR (EUR)", "seat count"])
 def test_unpivot_columns_must_be_valid_dimension_ids(column):
     settings = StreamSettings(name="s", endpoint=METRICS, field_mappings=[src("externalId", "c")], unpivot_columns=[column])
-    assert any("cannot be a dimensionId" in p for p in mapping_problems("s", METRICS, settings, None))
+    assert any("cannot be a dimensionId" in p for p in problems_of("s", METRICS, settings, None))

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from destination_planhat.mapping import build_mapper
-from unit_tests.builders import ACTIVITY_SCHEMA, METRIC_SCHEMA, route
+from unit_tests.builders import ACTIVITY_SCHEMA, METRIC_SCHEMA, mapper_of, route
 
 METRIC = {"dimensionId": "logins", "value": 3, "externalId": "acme", "model": "Company", "date": "2026-11-01"}
 ACTIVITY = {
@@ -44,17 +43,17 @@ AIRBYTE_COLUMNS = {"_ab_cdc_updated_at": "x", "_ab_source_file_url": "y", "_airb
     ],
 )
 def test_default_mapper(schema, data, expected):
-    items = build_mapper(route("s", schema))(data)
+    items = mapper_of(route("s", schema))(data)
     assert list(items) == [expected]
 
 
 def test_mapper_does_not_change_the_record():
     data = {**METRIC, "_ab_cdc_deleted_at": None, "extra": [1]}
     before = dict(data)
-    build_mapper(route("s", METRIC_SCHEMA))(data)
+    mapper_of(route("s", METRIC_SCHEMA))(data)
     assert data == before
 
 
 def test_override_to_the_other_endpoint_maps_to_that_endpoints_fields():
-    mapper = build_mapper(route("s", METRIC_SCHEMA, streams=[{"name": "s", "endpoint": "user_activities"}]))
+    mapper = mapper_of(route("s", METRIC_SCHEMA, streams=[{"name": "s", "endpoint": "user_activities"}]))
     assert list(mapper({**METRIC, "email": "a@b.c"})) == [{"email": "a@b.c", "date": "2026-11-01"}]

@@ -10,15 +10,22 @@ from destination_planhat.answers import read_upsert_answer
 from destination_planhat.config import StreamSettings
 from destination_planhat.mapping import Invalid, RecordRejected
 from destination_planhat.object_batching import ObjectBuffer
-from destination_planhat.object_mapping import build_object_mapper, object_mapping_problems
+from destination_planhat.object_mapping import ObjectPlan, build_object_mapper, compile_object
 from destination_planhat.pacing import CallPacer
 from destination_planhat.planhat import OBJECT_ENDPOINTS, Endpoint, Host
 from destination_planhat.routing import StreamRoute
 
 
-def route(endpoint: Endpoint, **settings: object) -> StreamRoute:
+def compiled(endpoint: Endpoint, **settings: object) -> ObjectPlan:
+    """An object stream's plan as routing compiles it (these settings have nothing to fix)."""
     stream = StreamSettings.model_validate({"name": "s", "endpoint": endpoint.value, **settings})
-    return StreamRoute((None, "s"), endpoint, "test", stream, {})
+    plan, problems = compile_object("s", endpoint.target, stream, {})
+    assert problems == []
+    return plan
+
+
+def route(endpoint: Endpoint) -> StreamRoute:
+    return StreamRoute((None, "s"), endpoint, "test", None, {}, compiled(endpoint))
 
 
 @pytest.mark.parametrize("endpoint", OBJECT_ENDPOINTS)
@@ -51,7 +58,7 @@ def test_an_answer_without_counts_is_unconfirmed(body: bytes) -> None:
 
 
 def test_companyexternalid_becomes_an_extid_reference_and_custom_fields_are_gathered() -> None:
-    mapper = build_object_mapper(route(Endpoint.ENDUSERS, field_mappings=[{"planhat_field": "custom.Role", "source_field": "role"}],
+    mapper = build_object_mapper(compiled(Endpoint.ENDUSERS, field_mappings=[{"planhat_field": "custom.Role", "source_field": "role"}],
                                        unmapped_columns="custom"))
     item, key = mapper({"externalId": 7, "email": "a@b.c", "companyExternalId": "acme", "role": "admin", "shoe": 42, "featured": "true"})
     assert item == {"externalId": "7", "email": "a@b.c", "featured": True, "companyId": "extid-acme",
@@ -60,7 +67,7 @@ def test_companyexternalid_becomes_an_extid_reference_and_custom_fields_are_gath
 
 
 def test_an_item_without_its_key_is_refused_and_bad_types_are_invalid() -> None:
-    mapper = build_object_mapper(route(Endpoint.COMPANIES))
+    mapper = build_object_mapper(compiled(Endpoint.COMPANIES))
     with pytest.raises(RecordRejected, match="externalId is missing"):
         mapper({"name": "x"})
     item, _ = mapper({"externalId": "a", "domains": "not a list"})
@@ -68,7 +75,7 @@ def test_an_item_without_its_key_is_refused_and_bad_types_are_invalid() -> None:
 
 
 def test_match_on_none_checks_the_required_fields() -> None:
-    mapper = build_object_mapper(route(Endpoint.LICENSES, match_on="none"))
+    mapper = build_object_mapper(compiled(Endpoint.LICENSES, match_on="none"))
     item, key = mapper({"_currency": "USD", "fromDate": "2024-01-01"})
     assert key is None and isinstance(item, Invalid) and "companyId is missing" in item.reason
 
@@ -84,7 +91,7 @@ def test_match_on_none_checks_the_required_fields() -> None:
 )
 def test_settings_problems_name_the_stream_and_the_fix(endpoint, settings, fragment) -> None:
     stream = StreamSettings.model_validate({"name": "s", "endpoint": endpoint.value, **settings})
-    problems = object_mapping_problems("s", endpoint.target, stream, None)
+    problems = compile_object("s", endpoint.target, stream, None)[1]
     assert any(fragment in problem for problem in problems), problems
 
 

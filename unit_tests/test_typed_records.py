@@ -18,9 +18,8 @@ import pytest
 from destination_planhat.bad_input import parse_leniently
 from destination_planhat.config import StreamSettings
 from destination_planhat.input_pipeline import FAST, Decoder
-from destination_planhat.mapping import Invalid, build_mapper, fast_plan
+from destination_planhat.mapping import Invalid, MappingPlan, build_mapper, compile_mapping, fast_plan
 from destination_planhat.planhat import Endpoint
-from destination_planhat.routing import StreamRoute
 from destination_planhat.typed_records import typed_item_encoder
 from unit_tests.test_fast_mapper import ACTIVITIES, METRICS, activity_records, fresh, metric_records
 
@@ -51,18 +50,21 @@ SETTINGS = [
 ]
 
 
-def route(endpoint: Endpoint, mappings: list[dict[str, str]]) -> StreamRoute:
+def compiled(endpoint: Endpoint, mappings: list[dict[str, str]]) -> MappingPlan:
+    """A stream's plan as routing compiles it (these settings have nothing to fix)."""
     settings = StreamSettings(name="s", endpoint=endpoint, field_mappings=mappings) if mappings else None
-    return StreamRoute((None, "s"), endpoint, "test", settings, {})
+    plan, problems = compile_mapping("s", endpoint, settings, {})
+    assert problems == []
+    return plan
 
 
 def typed_and_general(endpoint: Endpoint, mappings: list[dict[str, str]]) -> tuple[Any, Any]:
-    r = route(endpoint, mappings)
-    plan = fast_plan(r)
-    assert plan is not None
-    encoder = typed_item_encoder(*plan)
+    plan = compiled(endpoint, mappings)
+    fast = fast_plan(plan)
+    assert fast is not None
+    encoder = typed_item_encoder(*fast)
     assert encoder is not None
-    return encoder, build_mapper(r)
+    return encoder, build_mapper(plan)
 
 
 def typed_item(encoder: Any, raw: bytes) -> Optional[list[Any]]:
