@@ -48,14 +48,19 @@ class InstantClient:
     def post(self, endpoint: Endpoint, body: bytes, *, context: str = "") -> PostResult:
         return PostResult(processed=len(orjson.loads(body)))
 
-    def url_for_logs(self, endpoint: Endpoint) -> str:
+    def where(self, endpoint: Endpoint) -> str:
         return "instant://"
-
-    def close(self) -> None:
-        pass
 
     def abort(self) -> None:
         pass
+
+
+class GeneralPathWriter(PlanhatWriter):
+    """A writer whose plan maps no stream in the decode step (as for streams with unpivot_columns or
+    dot paths only): every record line takes the general path."""
+
+    def parallel_plan(self) -> dict[str, Any]:
+        return {**super().parallel_plan(), "streams": []}
 
 
 def main() -> int:
@@ -73,15 +78,13 @@ def main() -> int:
     config = parse_config(sandbox_config("http://127.0.0.1:9", batch_size=args.batch_size))
     catalog = ConfiguredAirbyteCatalogSerializer.load(mixed_catalog())
 
-    def writer() -> PlanhatWriter:
-        return PlanhatWriter(config, route_streams(config, catalog), InstantClient(), lambda message: None).start()  # type: ignore[arg-type]
+    def writer(kind: type[PlanhatWriter] = PlanhatWriter) -> PlanhatWriter:
+        return kind(config, route_streams(config, catalog), InstantClient(), lambda message: None).start()
 
     plan = writer().parallel_plan()
 
     def in_process(general_only: bool = False) -> None:
-        w = writer()
-        if general_only:  # no stream in the plan (unpivot or dot paths only): every line through the general path
-            w.parallel_plan = lambda: {"streams": [], "max_part_bytes": plan["max_part_bytes"]}  # type: ignore[method-assign]
+        w = writer(GeneralPathWriter if general_only else PlanhatWriter)
         try:
             read_input(io.BytesIO(data), w)
             w.finish()

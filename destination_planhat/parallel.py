@@ -25,7 +25,8 @@ import sys
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any, Optional
+from types import ModuleType
+from typing import IO, Any, Optional
 
 import msgspec
 import orjson
@@ -107,17 +108,33 @@ def default_worker_count(cpus: Optional[int] = None) -> int:
     return 0 if cpus < 2 or not workers_supported() else min(cpus, MAX_DEFAULT_WORKERS)
 
 
+def _import_root(package: ModuleType) -> Path:
+    """The directory that holds a package as imported here: it goes on the worker's sys.path."""
+    if package.__file__ is None:  # a namespace package (none of the three is one)
+        raise ParseWorkerFailed(f"cannot tell where {package.__name__} was imported from, so a parse worker could not import it")
+    return Path(package.__file__).resolve().parent.parent
+
+
 class _Worker:
     """One worker process and what is on its way to and from it."""
 
     def __init__(self, number: int, process: "subprocess.Popen[bytes]") -> None:
+        if process.stdin is None or process.stdout is None:
+            process.kill()
+            process.wait()
+            raise ParseWorkerFailed(
+                f"parse worker process {number + 1} was started without pipes to its stdin and stdout "
+                "(subprocess.Popen needs stdin=PIPE and stdout=PIPE)"
+            )
         self.number = number
         self.process = process
-        self.to_fd = process.stdin.fileno()  # type: ignore[union-attr]
-        self.from_fd = process.stdout.fileno()  # type: ignore[union-attr]
+        self.to_worker: IO[bytes] = process.stdin
+        self.from_worker: IO[bytes] = process.stdout
+        self.to_fd = self.to_worker.fileno()
+        self.from_fd = self.from_worker.fileno()
         self.outgoing: deque[memoryview] = deque()  # frames' pieces not yet taken by the pipe
         self.header = bytearray()  # the part of the next answer's length read so far
-        self.answer: Optional[memoryview] = None  # the answer being read, and how much of it is in
+        self.answer: Optional[bytearray] = None  # the answer being read, and how much of it is in
         self.answer_in = 0
         self.answers: deque[bytearray] = deque()
         self.ended = False  # its stdout reached EOF
@@ -156,11 +173,11 @@ class _Worker:
                     continue
                 (length,) = FRAME_HEADER.unpack(self.header)
                 self.header = bytearray()
-                self.answer, self.answer_in = memoryview(bytearray(length)), 0
+                self.answer, self.answer_in = bytearray(length), 0
             answer = self.answer
             if self.answer_in < len(answer):
                 try:
-                    got = os.readv(self.from_fd, [answer[self.answer_in :]])
+                    got = os.readv(self.from_fd, [memoryview(answer)[self.answer_in :]])
                 except BlockingIOError:
                     return
                 if not got:
@@ -168,7 +185,7 @@ class _Worker:
                     return
                 self.answer_in += got
             if self.answer_in == len(answer):
-                self.answers.append(answer.obj)  # type: ignore[arg-type]
+                self.answers.append(answer)
                 self.answer = None
 
 
@@ -189,7 +206,7 @@ class ParseWorkers:
     def start(self) -> "ParseWorkers":
         # The worker imports this very package (the same code as this process), orjson and msgspec, from where
         # this process found them, and nothing else: no site-packages scan (-S), which saves memory.
-        paths = list(dict.fromkeys(str(Path(module.__file__).resolve().parent.parent) for module in (destination_planhat, orjson, msgspec)))
+        paths = list(dict.fromkeys(str(_import_root(module)) for module in (destination_planhat, orjson, msgspec)))
         bootstrap = "import sys; sys.path[:0] = sys.argv[1:]; from destination_planhat.parse_worker import main; main()"
         try:
             for number in range(self.count):
@@ -270,9 +287,9 @@ class ParseWorkers:
         """End every worker: close both its pipes (it exits at once, even in the middle of writing an
         answer nobody will read), and kill it if it does not."""
         for worker in self._workers:
-            for pipe in (worker.process.stdin, worker.process.stdout):
+            for pipe in (worker.to_worker, worker.from_worker):
                 try:
-                    pipe.close()  # type: ignore[union-attr]
+                    pipe.close()
                 except OSError:
                     pass
         deadline = time.monotonic() + STOP_WAIT_SECONDS

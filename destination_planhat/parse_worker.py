@@ -23,28 +23,24 @@ import sys
 import traceback
 from typing import Optional
 
-try:
-    import fcntl
-except ImportError:  # not on Windows
-    fcntl = None  # type: ignore[assignment]
-
-
 from destination_planhat.input_pipeline import Decoder
+
+if sys.platform == "linux":  # for widen_pipe: F_SETPIPE_SZ is Linux's (Python >= 3.10), and fcntl is POSIX's
+    import fcntl
 
 # Before every frame's payload: its length.
 FRAME_HEADER = struct.Struct(">I")
 # Pipes to and from a worker are widened to this (Linux; as far as the system allows): a chunk or an
 # answer then moves in one or two system calls instead of one per 64 KiB.
 PIPE_BYTES = 1 << 20
-_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031) if fcntl is not None else None
 
 
 def widen_pipe(fd: int, size: int = PIPE_BYTES) -> None:
     """Best effort: an unprivileged process may get less (/proc/sys/fs/pipe-max-size), other systems nothing."""
-    if _F_SETPIPE_SZ is None or not sys.platform.startswith("linux"):
+    if sys.platform != "linux":
         return
     try:
-        fcntl.fcntl(fd, _F_SETPIPE_SZ, size)
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, size)
     except OSError:
         pass
 

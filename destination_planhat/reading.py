@@ -22,7 +22,7 @@ import queue
 import sys
 import threading
 from collections import deque
-from typing import Any, BinaryIO, Callable, Iterable, Iterator, Optional, Protocol, Sequence, TypeVar
+from typing import Any, Callable, Generator, Iterable, Iterator, NoReturn, Optional, Protocol, Sequence, TypeVar
 
 import orjson
 from airbyte_cdk.models import AirbyteMessage, AirbyteMessageSerializer
@@ -48,6 +48,40 @@ READ_CHUNK_BYTES = 1 << 20
 READ_AHEAD_CHUNKS = 4
 
 T = TypeVar("T")
+
+
+class InputStream(Protocol):
+    """What input is read from: stdin's binary buffer, a file, a pipe. Where it has `read1`, that is
+    used: it gives what is there without waiting to fill the size asked for (read_chunks)."""
+
+    def read(self, size: int = ..., /) -> bytes: ...
+
+
+class MessageTarget(Protocol):
+    """What the pipeline hands the input to, line by line, in input order: PlanhatWriter (tests pass a
+    recorder). Each method is the writer's method of the same name."""
+
+    def record(self, stream: Any, namespace: Any, data: Any) -> None: ...
+
+    def take_encoded(self, index: int, encoded: bytes, ends: Sequence[int]) -> None: ...
+
+    def state(self, message: dict[str, Any]) -> None: ...
+
+    def stream_status(self, namespace: Any, stream: Any, status: Any) -> None: ...
+
+    def source_changes(self, namespace: Any, stream: Any, changes: Any) -> None: ...
+
+    def unparseable_line(
+        self, line_number: int, line: bytes, why: str, stream_guess: tuple[Optional[str], Optional[str]] = ...
+    ) -> None: ...
+
+    def other_message(self, kind: Any) -> None: ...
+
+    def flush_overdue(self) -> None: ...
+
+    def parallel_plan(self) -> dict[str, Any]: ...
+
+    def fail(self, error: BaseException) -> NoReturn: ...
 
 
 class Decoding(Protocol):
@@ -87,7 +121,7 @@ class InProcess:
 class Pipeline:
     """Input pieces in; chunks out to the decoding in turn; answers applied in input order."""
 
-    def __init__(self, decoding: Decoding, writer: PlanhatWriter) -> None:
+    def __init__(self, decoding: Decoding, writer: MessageTarget) -> None:
         self._decoding = decoding
         self._writer = writer
         self._framer = LineFramer()
@@ -148,7 +182,7 @@ class Pipeline:
 # ----- the sources: stdin, or the CDK's messages --------------------------------------------------
 
 
-def read_input(stream: BinaryIO, writer: PlanhatWriter, workers: Optional[ParseWorkers] = None) -> None:
+def read_input(stream: InputStream, writer: MessageTarget, workers: Optional[ParseWorkers] = None) -> None:
     """Every line of `stream` to the writer, through the pipeline. Bad lines are counted, never fatal.
     With `workers`, chunks are decoded by those processes; else in this process."""
     for _ in run_pipeline(read_chunks(stream), writer, workers):
@@ -170,7 +204,7 @@ def _json_line(message: Any) -> bytes:
         return json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogateescape") + b"\n"
 
 
-def run_pipeline(pieces: Iterable[bytes], writer: PlanhatWriter, workers: Optional[ParseWorkers] = None) -> Iterator[None]:
+def run_pipeline(pieces: Iterable[bytes], writer: MessageTarget, workers: Optional[ParseWorkers] = None) -> Iterator[None]:
     """The pipeline over `pieces` of input (any size, cut anywhere), with idle ticks; yields after
     each piece, so that a caller can hand out the states released so far."""
     decoding: Decoding = workers if workers is not None else InProcess(writer.parallel_plan())
@@ -190,7 +224,7 @@ def run_pipeline(pieces: Iterable[bytes], writer: PlanhatWriter, workers: Option
         )
 
 
-def with_idle_ticks(source: Iterable[T], on_idle: Callable[[], None], tick: float = TICK_SECONDS) -> Iterator[T]:
+def with_idle_ticks(source: Iterable[T], on_idle: Callable[[], None], tick: float = TICK_SECONDS) -> Generator[T, None, None]:
     """`source`'s items, read ahead on a thread of their own, with `on_idle()` called every `tick`
     seconds while none arrives. Why: a source can go quiet for hours while a partial batch (and the
     states behind it) waits; the writer must still get the chance to send it."""
@@ -234,7 +268,7 @@ def with_idle_ticks(source: Iterable[T], on_idle: Callable[[], None], tick: floa
         stopped.set()  # the consumer stopped early (a failed sync): let the pump thread end
 
 
-def read_chunks(stream: BinaryIO, size: int = READ_CHUNK_BYTES) -> Iterator[bytes]:
+def read_chunks(stream: InputStream, size: int = READ_CHUNK_BYTES) -> Iterator[bytes]:
     """What the stream has, up to `size` bytes at a time, without waiting to fill a chunk."""
     read = getattr(stream, "read1", None) or stream.read
     while True:
@@ -278,7 +312,7 @@ def start_parse_workers(writer: PlanhatWriter) -> Optional[ParseWorkers]:
 def parse_lines(
     lines: Sequence[bytes],
     before: int,
-    writer: PlanhatWriter,
+    writer: MessageTarget,
     not_json: str = "it is not valid JSON",
 ) -> None:
     """One JSON line per message; `before` is the number of lines already read. Every kind of line
@@ -314,7 +348,7 @@ def parse_lines(
             writer.record(stream, namespace, data)
 
 
-def _other_line(writer: PlanhatWriter, line_number: int, line: bytes, message: Any) -> None:
+def _other_line(writer: MessageTarget, line_number: int, line: bytes, message: Any) -> None:
     """Every line that is valid JSON but not a well-formed RECORD: states, other messages, mistakes."""
     kind = message.get("type") if type(message) is dict else None
     if kind == "RECORD":
@@ -333,7 +367,7 @@ def _other_line(writer: PlanhatWriter, line_number: int, line: bytes, message: A
         writer.other_message(kind)
 
 
-def _state_line(writer: PlanhatWriter, line_number: int, line: bytes) -> None:
+def _state_line(writer: MessageTarget, line_number: int, line: bytes) -> None:
     """A STATE line, read again by the standard library's parser: it keeps every value exactly
     (orjson turns integers past 64 bits into floats), so the state can go out as it came in."""
     try:
@@ -350,14 +384,14 @@ def _is_state_line(line: bytes) -> bool:
     return type(message) is dict and message.get("type") == "STATE"
 
 
-def _stream_status(writer: PlanhatWriter, message: dict[str, Any]) -> bool:
+def _stream_status(writer: MessageTarget, message: dict[str, Any]) -> bool:
     """A TRACE STREAM_STATUS message (the platform sends COMPLETE per stream after the source ends):
     handed to the writer. False for any other TRACE, which is ignored like other messages."""
     trace = message.get("trace")
     if type(trace) is not dict or trace.get("type") != "STREAM_STATUS":
         return False
     status = trace.get("stream_status")
-    if not isinstance(status, dict):
+    if type(status) is not dict:
         return False
     descriptor = status.get("stream_descriptor")
     if type(descriptor) is not dict:

@@ -153,7 +153,7 @@ def main() -> int:
         return 0 if ok else 1
 
 
-DEMO_CUSTOM_FIELDS = [
+DEMO_CUSTOM_FIELDS: list[dict[str, Any]] = [
     {"name": "Plan tier", "type": "list", "parent": "Company", "listValues": ["free", "pro", "enterprise"]},
     {"name": "Health", "type": "number", "parent": "Company", "isFormula": True},
 ]

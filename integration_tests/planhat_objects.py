@@ -216,8 +216,8 @@ class ObjectStore:
 
     def _first(self, name: str, key: str, text: str, company: str | None = None) -> str | None:
         ids = self._index.get((name, key), {}).get(text, [])
-        if company is not None and OBJECTS[name].scoped_by_company and key in _COMPANY_SCOPED_KEYS:
-            field_name = OBJECTS[name].company_field
+        field_name = OBJECTS[name].company_field
+        if company is not None and field_name is not None and OBJECTS[name].scoped_by_company and key in _COMPANY_SCOPED_KEYS:
             ids = [rid for rid in ids if self._records[name][rid].get(field_name) == company]
         return ids[0] if ids else None
 
@@ -270,7 +270,7 @@ class ObjectStore:
                     _error(plan.item, NO_PERMISSION, f"this token may update {name} but not create them", object=name)
                 )
             elif plan.record_id is not None:
-                changed = self._update(spec, plan)
+                changed = self._update(spec, plan.record_id, plan)
                 answer["updated"] += 1
                 answer["updatesKeys"].append(self._keys_of(spec, plan.record_id, plan.item))
                 answer["upsertedIds"].append(plan.record_id)
@@ -412,8 +412,9 @@ class ObjectStore:
         self._reindex(spec, record_id, {}, record)
         return record_id
 
-    def _update(self, spec: ObjectSpec, plan: _Plan) -> bool:
-        record = self._records[spec.path][plan.record_id]  # type: ignore[index]
+    def _update(self, spec: ObjectSpec, record_id: str, plan: _Plan) -> bool:
+        """The matched record `record_id` (plan.record_id) updated with the plan's item; True if it changed."""
+        record = self._records[spec.path][record_id]
         before = _copy(record)
         for key, value in plan.item.items():
             if key == "_id":
@@ -428,14 +429,17 @@ class ObjectStore:
 
     def _apply_company(self, spec: ObjectSpec, record: dict[str, Any], plan: _Plan) -> None:
         """Store company references as Planhat ids, and the company's name where Planhat adds one."""
+        field_name = spec.company_field
+        if field_name is None:  # companies and users: no company reference
+            return
         if spec.company_is_list:
             if plan.companies is not None:
-                record[spec.company_field] = list(plan.companies)  # type: ignore[index]
+                record[field_name] = list(plan.companies)
             return
-        if spec.company_field is None or plan.company is None:
+        if plan.company is None:
             return
-        record[spec.company_field] = plan.company
-        name_field = "cName" if spec.company_field == "cId" else "companyName"
+        record[field_name] = plan.company
+        name_field = "cName" if field_name == "cId" else "companyName"
         record[name_field] = self._records["companies"][plan.company].get("name")
 
     def _reindex(self, spec: ObjectSpec, record_id: str, before: Mapping[str, Any], after: Mapping[str, Any]) -> None:

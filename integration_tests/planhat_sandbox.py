@@ -33,6 +33,7 @@ import argparse
 import base64
 import binascii
 import copy
+import enum
 import hmac
 import math
 import os
@@ -54,7 +55,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from ipaddress import ip_address
 from random import Random
 from types import TracebackType
-from typing import IO, Any, Callable, Collection, Mapping, Sequence
+from typing import IO, Any, Callable, Collection, Final, Mapping, Sequence
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import orjson
@@ -109,8 +110,7 @@ _isfinite = math.isfinite
 
 def _is_number(value: object) -> bool:
     """True for finite JSON numbers; bool is excluded on purpose (Python's bool is an int)."""
-    kind = type(value)
-    return kind is int or (kind is float and _isfinite(value))  # type: ignore[arg-type]
+    return type(value) is int or (type(value) is float and _isfinite(value))
 
 
 def _is_string(value: object) -> bool:
@@ -418,7 +418,16 @@ class _EndpointStats:
 
 
 _SUMMARY_KEY_NAMES = {METRICS: "by_dimension_id", USER_ACTIVITIES: "by_action"}
-_KEEP: Any = object()  # `configure_main_api`: an argument left out keeps its value
+
+
+class _Keep(enum.Enum):
+    """`configure_main_api`'s default: an argument left out keeps its value. A member of its own type,
+    so that `is _KEEP` tells mypy which type the argument has otherwise."""
+
+    KEEP = enum.auto()
+
+
+_KEEP: Final = _Keep.KEEP
 
 
 # --------------------------------------------------------------------------------------------
@@ -1149,12 +1158,12 @@ class PlanhatSandbox:
     def configure_main_api(
         self,
         *,
-        permitted_objects: Collection[str] | None | object = _KEEP,
-        rate_limit_per_minute: int | None | object = _KEEP,
-        rate_limit_window_s: float | object = _KEEP,
-        custom_fields: Sequence[Mapping[str, Any]] | object = _KEEP,
-        rate_limit_headers: bool | object = _KEEP,
-        update_only_objects: Collection[str] | object = _KEEP,
+        permitted_objects: Collection[str] | None | _Keep = _KEEP,
+        rate_limit_per_minute: int | None | _Keep = _KEEP,
+        rate_limit_window_s: float | _Keep = _KEEP,
+        custom_fields: Sequence[Mapping[str, Any]] | _Keep = _KEEP,
+        rate_limit_headers: bool | _Keep = _KEEP,
+        update_only_objects: Collection[str] | _Keep = _KEEP,
     ) -> None:
         """Change the main API's settings; an argument left out keeps its value (see `__init__`).
 
@@ -1162,32 +1171,34 @@ class PlanhatSandbox:
         """
         with self._main_lock:
             permitted = self._permitted if permitted_objects is _KEEP else (
-                None if permitted_objects is None else frozenset(permitted_objects)  # type: ignore[arg-type]
+                None if permitted_objects is None else frozenset(permitted_objects)
             )
             limit = self._rate_limit if rate_limit_per_minute is _KEEP else rate_limit_per_minute
             window = self._rate_window_s if rate_limit_window_s is _KEEP else rate_limit_window_s
-            fields = self._custom_fields if custom_fields is _KEEP else normalize_custom_fields(custom_fields)  # type: ignore[arg-type]
-            update_only = self._update_only if update_only_objects is _KEEP else frozenset(update_only_objects)  # type: ignore[arg-type]
-            self._check_main_api_settings(permitted, limit, window)  # type: ignore[arg-type]
+            fields = self._custom_fields if custom_fields is _KEEP else normalize_custom_fields(custom_fields)
+            update_only = self._update_only if update_only_objects is _KEEP else frozenset(update_only_objects)
+            self._check_main_api_settings(permitted, limit, window)
             self._check_main_api_settings(update_only, None, 1)
             self._permitted = permitted
             self._update_only = update_only
             with self._rate_lock:
                 if rate_limit_per_minute is not _KEEP or rate_limit_window_s is not _KEEP:
                     self._rate_window_started, self._rate_calls = None, 0
-                self._rate_limit = limit  # type: ignore[assignment]
-                self._rate_window_s = float(window)  # type: ignore[arg-type]
+                self._rate_limit = limit
+                self._rate_window_s = float(window)
                 if rate_limit_headers is not _KEEP:
                     self._rate_headers = bool(rate_limit_headers)
             self._custom_fields = fields
 
     @staticmethod
     def _check_main_api_settings(permitted: frozenset[str] | None, limit: object, window: object) -> None:
+        """Raises ValueError for a setting the sandbox cannot serve. Any value is checked, whatever its
+        type: the control endpoint (POST /_sandbox/main_api) hands over the JSON it was sent."""
         if permitted is not None and not permitted <= OBJECTS.keys():
             raise ValueError(f"unknown object(s) {sorted(permitted - OBJECTS.keys())}; known: {', '.join(OBJECTS)}")
         if limit is not None and (type(limit) is not int or limit < 1):
             raise ValueError(f"rate_limit_per_minute must be a positive integer or None, got {limit!r}")
-        if type(window) not in (int, float) or window <= 0:  # type: ignore[operator]
+        if not (type(window) is int or type(window) is float) or window <= 0:
             raise ValueError(f"rate_limit_window_s must be > 0, got {window!r}")
 
     # ---- faults -----------------------------------------------------------------------------

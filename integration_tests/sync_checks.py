@@ -244,22 +244,27 @@ def _run_watching(
     process = subprocess.Popen(
         args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO_ROOT, env=env
     )
+    to_connector, from_connector, connector_log = process.stdin, process.stdout, process.stderr
+    if to_connector is None or from_connector is None or connector_log is None:
+        process.kill()
+        process.wait()
+        raise RuntimeError(f"{command}: the connector's process has no pipe for stdin, stdout or stderr (Popen needs PIPE for all three)")
     stderr_chunks: list[bytes] = []
 
     def feed() -> None:
         try:
-            process.stdin.write(stdin)  # type: ignore[union-attr]
+            to_connector.write(stdin)
         except BrokenPipeError:  # the connector stopped reading (it failed): fine
             pass
         finally:
             try:
-                process.stdin.close()  # type: ignore[union-attr]
+                to_connector.close()
             except BrokenPipeError:
                 pass
 
     threads = [
         threading.Thread(target=feed, daemon=True),
-        threading.Thread(target=lambda: stderr_chunks.append(process.stderr.read()), daemon=True),  # type: ignore[union-attr]
+        threading.Thread(target=lambda: stderr_chunks.append(connector_log.read()), daemon=True),
     ]
     for thread in threads:
         thread.start()
@@ -268,7 +273,7 @@ def _run_watching(
     lines: list[bytes] = []
     checkpoints: list[int] = []
     try:
-        for line in process.stdout:  # type: ignore[union-attr]
+        for line in from_connector:
             if line.startswith(b'{"type":"STATE"'):
                 checkpoints.append(sandbox.requests_logged())
             lines.append(line)

@@ -19,7 +19,7 @@ from integration_tests.planhat_sandbox import MAIN_API, PlanhatSandbox
 from integration_tests.platform_rules import platform_problems
 from integration_tests.sync_checks import assert_books_balance, connector_config, run_connector, sync_summary
 
-CUSTOM_FIELDS = [
+CUSTOM_FIELDS: list[dict[str, Any]] = [
     {"name": "Plan tier", "type": "list", "parent": "Company", "listValues": ["free", "pro"]},
     {"name": "Regions", "type": "multipicklist", "parent": "Company", "listValues": ["EU", "US"]},
     {"name": "Seats", "type": "number", "parent": "Company"},

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import threading
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 import orjson
 import pytest
@@ -20,6 +20,7 @@ from destination_planhat.routing import route_streams
 from destination_planhat.writer import PlanhatWriter
 from unit_tests.builders import ACTIVITY_SCHEMA, METRIC_SCHEMA, catalog, config, configured_stream, state_cursor, stream_state
 from unit_tests.fake_client import FakeClient, wait_until
+from unit_tests.recording_target import RecordingTarget
 
 CATALOG = catalog(configured_stream("m", METRIC_SCHEMA), configured_stream("u", ACTIVITY_SCHEMA))
 
@@ -45,7 +46,8 @@ def metric(i: int) -> dict[str, Any]:
 
 
 def test_a_partial_batch_leaves_once_its_first_record_waited_the_flush_interval_and_its_state_follows():
-    client, clock, emitted = FakeClient(), Clock(), []
+    client, clock = FakeClient(), Clock()
+    emitted: list[dict[str, Any]] = []
     w = writer(client, clock, emitted)
     try:
         w.record("m", None, metric(1))
@@ -70,7 +72,8 @@ def test_a_partial_batch_leaves_once_its_first_record_waited_the_flush_interval_
 
 
 def test_only_the_overdue_stream_is_flushed():
-    client, clock, emitted = FakeClient(), Clock(), []
+    client, clock = FakeClient(), Clock()
+    emitted: list[dict[str, Any]] = []
     w = writer(client, clock, emitted)
     try:
         w.record("m", None, metric(1))
@@ -153,29 +156,17 @@ class Trickle(io.RawIOBase):
         return chunk
 
 
-class Recorder:
-    """Stands in for the writer: records what read_input hands over."""
+class Recorder(RecordingTarget):
+    """Stands in for the writer: records what read_input hands over (a state by its cursor, a bad line
+    by the first part of its reason)."""
 
-    def __init__(self) -> None:
-        self.calls: list[tuple[Any, ...]] = []
-
-    def record(self, stream: Any, namespace: Any, data: Any) -> None:
-        self.calls.append(("record", stream, namespace, data))
-
-    def state(self, message: Any) -> None:
+    def state(self, message: dict[str, Any]) -> None:
         self.calls.append(("state", state_cursor(message)))
 
-    def other_message(self, kind: Any) -> None:
-        self.calls.append(("other", kind))
-
-    def unparseable_line(self, line_number: int, line: bytes, why: str, *rest: Any) -> None:
+    def unparseable_line(
+        self, line_number: int, line: bytes, why: str, stream_guess: tuple[Optional[str], Optional[str]] = (None, None)
+    ) -> None:
         self.calls.append(("bad", line_number, line, why.split(" (")[0]))
-
-    def flush_overdue(self) -> None:
-        pass
-
-    def parallel_plan(self) -> dict[str, Any]:
-        return {"streams": [], "max_part_bytes": 1 << 20}  # no stream to decode: every line goes the general way
 
 
 LINES = [
@@ -204,18 +195,18 @@ EXPECTED = [
 @pytest.mark.parametrize("chunk_size", [1, 7, 64, 10**6])
 def test_lines_split_across_chunks_are_read_as_whole_lines(chunk_size):
     recorder = Recorder()
-    read_input(Trickle(b"\n".join(LINES) + b"\n", chunk_size), recorder)  # type: ignore[arg-type]
+    read_input(Trickle(b"\n".join(LINES) + b"\n", chunk_size), recorder)
     assert recorder.calls == EXPECTED
 
 
 @pytest.mark.parametrize("chunk_size", [3, 10**6])
 def test_the_last_line_needs_no_newline_but_a_cut_one_is_reported(chunk_size):
     complete = Recorder()
-    read_input(Trickle(LINES[0], chunk_size), complete)  # type: ignore[arg-type]
+    read_input(Trickle(LINES[0], chunk_size), complete)
     assert complete.calls == [EXPECTED[0]]
 
     cut = Recorder()
-    read_input(Trickle(LINES[0] + b"\n" + LINES[0][:30], chunk_size), cut)  # type: ignore[arg-type]
+    read_input(Trickle(LINES[0] + b"\n" + LINES[0][:30], chunk_size), cut)
     assert cut.calls == [EXPECTED[0], ("bad", 2, LINES[0][:30], "the input ended in the middle of a line")]
 
 
@@ -223,7 +214,7 @@ def test_a_very_long_line_arriving_in_many_pieces_is_one_record():
     data = {"dimensionId": "d", "value": 1, "externalId": "x" * 300_000}
     line = orjson.dumps({"type": "RECORD", "record": {"stream": "m", "data": data, "emitted_at": 1}})
     recorder = Recorder()
-    read_input(Trickle(line + b"\n", 4096), recorder)  # type: ignore[arg-type]
+    read_input(Trickle(line + b"\n", 4096), recorder)
     assert recorder.calls == [("record", "m", None, data)]
 
 
@@ -250,7 +241,8 @@ def test_a_failed_batch_ends_the_sync_while_the_source_is_quiet(parse_workers):
     def unavailable(index: int, endpoint: Any, items: list) -> None:
         raise PlanhatUnavailable("HTTP 503 after 8 attempt(s)", endpoint=Endpoint.METRICS)
 
-    client, clock, emitted = FakeClient(unavailable), Clock(), []
+    client, clock = FakeClient(unavailable), Clock()
+    emitted: list[dict[str, Any]] = []
     w = writer(client, clock, emitted, batch_size=2, parse_workers=parse_workers)
     workers = start_parse_workers(w)
     source = QuietAfter(b"".join(orjson.dumps({"type": "RECORD", "record": {"stream": "m", "data": metric(i), "emitted_at": 1}}) + b"\n" for i in range(4)))

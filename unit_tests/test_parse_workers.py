@@ -14,6 +14,7 @@ import logging
 import os
 import random
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +27,14 @@ from destination_planhat import destination, parallel
 from destination_planhat.destination import DestinationPlanhat
 from destination_planhat.input_pipeline import CHUNK_MAX_BYTES, FAST, ODD, Decoder
 from destination_planhat.parallel import ParseWorkerFailed, ParseWorkers, _cgroup_cpu_quota, default_worker_count
+from destination_planhat.parse_worker import PIPE_BYTES, widen_pipe
 from destination_planhat.reading import Pipeline, read_input, start_parse_workers
 from destination_planhat.routing import route_streams
 from destination_planhat.writer import PlanhatWriter
 from integration_tests.harness import record, stream_state
 from unit_tests.builders import ACTIVITY_SCHEMA, API_TOKEN, METRIC_SCHEMA, TENANT, catalog, config, configured_stream
 from unit_tests.fake_client import FakeClient
+from unit_tests.recording_target import RecordingTarget
 
 CATALOG = catalog(
     configured_stream("m", METRIC_SCHEMA),
@@ -139,7 +142,8 @@ def batches_per_stream(calls: list[tuple[Any, list[Any]]]) -> dict[str, list[lis
 def sync(data: bytes, workers: int, caplog: pytest.LogCaptureFixture) -> dict[str, Any]:
     """One sync of `data` with `workers` parse workers (0: none); what the outside world saw of it."""
     parsed = config(**SETTINGS)
-    client, emitted = FakeClient(), []
+    client = FakeClient()
+    emitted: list[dict[str, Any]] = []
     writer = PlanhatWriter(parsed, route_streams(parsed, CATALOG), client, emitted.append).start()
     pool = ParseWorkers(workers, writer.parallel_plan()).start() if workers else None
     caplog.clear()
@@ -305,7 +309,7 @@ def test_a_worker_that_dies_fails_the_sync_naming_it_and_the_way_out(caplog):
         pool.close()
         writer.close()
     message = raised.value.message
-    assert "parse worker process 2 of 2" in message and "set parse_workers to 0" in message, message
+    assert message is not None and "parse worker process 2 of 2" in message and "set parse_workers to 0" in message, message
     assert raised.value.failure_type.value == "system_error"
     assert any("sync summary (JSON)" in r.getMessage() and '"failed"' in r.getMessage() for r in caplog.records)
     assert writer.ledger.snapshot()["m"]["books_balance"]
@@ -328,6 +332,23 @@ def test_closing_ends_every_worker_even_one_with_an_answer_nobody_read():
         pool.send(number, b"\n".join([b"x" * 1000] * 3000))  # answers larger than a pipe holds
     pool.close()
     assert [p.poll() is not None for p in processes] == [True, True]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="F_SETPIPE_SZ is Linux's: elsewhere a pipe keeps its size")
+def test_a_pipe_to_or_from_a_worker_is_widened_as_far_as_the_system_allows():
+    import fcntl
+
+    read_fd, write_fd = os.pipe()
+    try:
+        before = fcntl.fcntl(read_fd, fcntl.F_GETPIPE_SZ)
+        widen_pipe(read_fd)
+        after = fcntl.fcntl(read_fd, fcntl.F_GETPIPE_SZ)
+    finally:
+        os.close(read_fd)
+        os.close(write_fd)
+    allowed = int(Path("/proc/sys/fs/pipe-max-size").read_text())  # for a process without CAP_SYS_RESOURCE
+    assert before < PIPE_BYTES
+    assert after == PIPE_BYTES or (after == before and PIPE_BYTES > allowed), (before, after, allowed)
 
 
 # ----- how many workers ----------------------------------------------------------------------------
@@ -430,22 +451,16 @@ def test_the_pipeline_cuts_whole_lines_into_bounded_chunks_sends_them_in_turn_an
     lines[5_000] = b"long:" + b"y" * (CHUNK_MAX_BYTES + 10)  # one line longer than a chunk
     data = b"\n".join(lines) + b"\nunterminated"
     workers = EchoWorkers(3)
-    seen: list[tuple[int, bytes]] = []
+    target = RecordingTarget()  # every line here is unreadable JSON: the writer hears of each one, with its line number
 
-    class Unreadable:
-        """Every line here is unreadable JSON: the writer hears of each one, with its line number."""
-
-        def unparseable_line(self, number: int, got: bytes, why: str, *rest: Any) -> None:
-            seen.append((number, got))
-
-        def flush_overdue(self) -> None:
-            pass
-
-    pipeline = Pipeline(workers, Unreadable())  # type: ignore[arg-type]
+    pipeline = Pipeline(workers, target)
     for start in range(0, len(data), 1 << 20):  # pieces of 1 MiB, as a file gives them
         pipeline.add(data[start : start + (1 << 20)])
     pipeline.finish()
-    assert seen == [*enumerate(lines, 1), (len(lines) + 1, b"unterminated")], "every line once, in order, with its number"
+    seen = [(kind, number, got) for kind, number, got, *_ in target.calls]
+    assert seen == [("bad", number, got) for number, got in [*enumerate(lines, 1), (len(lines) + 1, b"unterminated")]], (
+        "every line once, in order, with its number, and nothing else"
+    )
     assert [number for number, _ in workers.sent] == [n % 3 for n in range(len(workers.sent))]
     sizes = sorted(len(chunk) for _, chunk in workers.sent)
     assert sizes[-1] == len(lines[5_000]) and sizes[-2] <= CHUNK_MAX_BYTES
@@ -483,7 +498,6 @@ def test_a_worker_imports_no_airbyte_cdk_pydantic_or_requests():
     """Workers start as `python -S` with only this package, orjson and msgspec on the path (parallel.py):
     the decode step and the body size rule must not pull in the CDK."""
     import subprocess
-    import sys
 
     import msgspec
 
