@@ -20,6 +20,8 @@ TEST_REQUIREMENTS = [
     "airbyte-protocol-models-pdv2==0.18.0",
     # A real S3-compatible server on loopback for the rejected records tests (moto's server mode).
     "moto[server]>=5,<6",
+    # The package is kept free of type errors (unit_tests/test_code_hygiene.py runs it; config in mypy.ini).
+    "mypy>=1.10,<3",
 ]
 
 setup(

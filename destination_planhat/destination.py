@@ -10,7 +10,7 @@ import sys
 import threading
 from datetime import datetime, timezone
 from importlib import resources
-from typing import Any, Callable, Iterable, Mapping, Optional
+from typing import Any, BinaryIO, Callable, Iterable, Mapping, Optional, cast
 
 import orjson
 from airbyte_cdk.destinations import Destination
@@ -212,7 +212,9 @@ class DestinationPlanhat(Destination):
         workers: Optional[ParseWorkers] = None
         try:
             workers = start_parse_workers(writer)
-            read_input(input_stream.buffer, writer, workers)
+            # The CDK wraps sys.stdin.buffer (a BufferedReader, whose read gives bytes); typeshed types
+            # a TextIOWrapper's buffer only as a protocol whose read gives any buffer.
+            read_input(cast(BinaryIO, input_stream.buffer), writer, workers)
             writer.finish()
         finally:
             if workers is not None:
