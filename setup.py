@@ -26,7 +26,7 @@ TEST_REQUIREMENTS = [
 
 setup(
     name="destination-planhat",
-    version="0.2.0",
+    version="0.2.1",
     description="Airbyte destination that writes metrics and user activities to Planhat Analytics.",
     author="destination-planhat developers",
     license="MIT",
