@@ -111,7 +111,6 @@ class Taker(NamedTuple):
     """One stream a Decoder maps."""
 
     position: int  # the stream's index in the plan
-    name: str
     namespace: Optional[str]
     mapper: Callable[[Any], Any]  # mapping.item_mapper: the general mapper
     typed: Optional[TypedItems]  # typed_records.typed_items: the typed path, if the stream has one
@@ -148,7 +147,7 @@ class Decoder:
             fast_fields = [(field, key, FieldKind(kind)) for field, key, kind in fields]
             mapper = item_mapper(Endpoint(endpoint), fast_fields, constants)
             typed_path = typed_items(Endpoint(endpoint), fast_fields, constants) if typed else None
-            taker = Taker(index, name, namespace or None, mapper, typed_path)
+            taker = Taker(index, namespace or None, mapper, typed_path)
             takers.setdefault(name, []).append(taker)
             if namespace:
                 self.by_key[(namespace, name)] = taker
@@ -156,7 +155,9 @@ class Decoder:
                 self.by_name[name] = taker
         # The typed path, by stream name, where the name is of one stream only (the record's
         # `stream` tells the struct; a name in several namespaces is decoded raw, then looked up).
-        self._typed = {name: found[0] for name, found in takers.items() if len(found) == 1 and found[0].typed}
+        self._typed: dict[str, tuple[Taker, TypedItems]] = {
+            name: (found[0], found[0].typed) for name, found in takers.items() if len(found) == 1 and found[0].typed
+        }
         self._names = list(takers)
         self._misses: dict[str, int] = {}  # per stream name, records of this chunk the typed path missed
         self._read_line: Callable[[bytes], Any] = decode_record_line
@@ -173,15 +174,14 @@ class Decoder:
     def _compile(self) -> None:
         """The one-call line decoder for the streams of the plan, typed where they have a typed path."""
         streams: dict[str, Optional[type]] = {name: None for name in self._names}
-        typed_paths = {name: taker.typed for name, taker in self._typed.items() if taker.typed is not None}
-        for name, typed_path in typed_paths.items():
+        for name, (_, typed_path) in self._typed.items():
             streams[name] = typed_path.decoded_type
         self._read_line, self._stream_of = record_line_decoder(streams)
         self._fast = {}
         for record_type, name in self._stream_of.items():
-            if name in typed_paths:
-                taker = self._typed[name]
-                self._fast[record_type] = (taker.position, taker.namespace, typed_paths[name].append_decoded)
+            if name in self._typed:
+                taker, typed_path = self._typed[name]
+                self._fast[record_type] = (taker.position, taker.namespace, typed_path.append_decoded)
 
     def decode(self, chunk: Chunk) -> list[Segment]:
         if not self.by_name and not self.by_key:  # no stream to take (unpivot or dot paths only): all ODD
@@ -207,8 +207,7 @@ class Decoder:
                     position = fast[0]
                     body = bodies.get(position)
                     if body is None:
-                        body = bodies[position] = bytearray()
-                        ends[position] = array("I")
+                        body = _open_body(bodies, ends, position)
                     before = len(body)
                     try:
                         if fast[2](record.data, body):
@@ -278,8 +277,14 @@ class Decoder:
             return 0, 0
         body = bodies.get(taker.position)
         if body is None:
-            body = bodies[taker.position] = bytearray()
-            ends[taker.position] = array("I")
+            body = _open_body(bodies, ends, taker.position)
         body += part
         body += b","
         return len(part) + 1, taker.position
+
+
+def _open_body(bodies: dict[int, bytearray], ends: dict[int, array], position: int) -> bytearray:
+    """A stream's first item in a run of FAST lines: its body and the array of where its items end."""
+    body = bodies[position] = bytearray()
+    ends[position] = array("I")
+    return body

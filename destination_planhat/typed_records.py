@@ -159,17 +159,18 @@ def typed_items(endpoint: Endpoint, fields: Sequence[FastField], constants: dict
             return False
         if identity is not None and not identity(record):
             return False
+        item = record if encoded_type is None else encoded_type(*to_tuple(record))
         if prefix:  # the constants, then the struct's fields: its "{" becomes ",", or "{}" becomes "}"
             body += prefix
             mark = len(body)
-            encode_into(record if encoded_type is None else encoded_type(*to_tuple(record)), body, -1)
+            encode_into(item, body, -1)
             if len(body) - mark == 2:
                 del body[mark + 1 :]
                 body[mark] = CLOSE_BRACE
             else:
                 body[mark] = COMMA
         else:
-            encode_into(record if encoded_type is None else encoded_type(*to_tuple(record)), body, -1)
+            encode_into(item, body, -1)
         body += b","
         return True
 
