@@ -16,7 +16,7 @@ $(INSTALLED): setup.py
 setup: $(INSTALLED)
 
 demo: setup
-	$(BIN)/python -m integration_tests.demo
+	$(BIN)/python -m destination_planhat.testing.demo
 
 # Docker-based tests of the CDK's standard suite (marker image_tests) need a Docker engine and the
 # internet; neither exists where this runs, so they are deselected here.

@@ -28,10 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import msgspec  # noqa: E402
 import orjson  # noqa: E402
 
-from destination_planhat.mapping import MappingPlan, build_mapper, compile_mapping, fast_plan  # noqa: E402
-from destination_planhat.planhat import Endpoint  # noqa: E402
-from destination_planhat.typed_records import typed_item_encoder  # noqa: E402
-from integration_tests.harness import ACTIVITY_SCHEMA, METRIC_SCHEMA, activity, metric  # noqa: E402
+from destination_planhat.mapping.analytics import MappingPlan, build_mapper, compile_mapping, fast_plan  # noqa: E402
+from destination_planhat.planhat.api import Endpoint  # noqa: E402
+from destination_planhat.reading.typed_records import typed_item_encoder  # noqa: E402
+from destination_planhat.testing.harness import ACTIVITY_SCHEMA, METRIC_SCHEMA, activity, metric  # noqa: E402
 
 N = 100_000
 

@@ -26,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from airbyte_cdk.models import ConfiguredAirbyteCatalogSerializer  # noqa: E402
 
 from destination_planhat.config import parse_config  # noqa: E402
-from destination_planhat.mapping import MappingPlan, build_mapper  # noqa: E402
-from destination_planhat.planhat import ENDPOINT_NEEDS_API_TOKEN, endpoint_path  # noqa: E402
-from destination_planhat.routing import route_streams  # noqa: E402
+from destination_planhat.mapping.analytics import MappingPlan, build_mapper  # noqa: E402
+from destination_planhat.planhat.api import ENDPOINT_NEEDS_API_TOKEN, endpoint_path  # noqa: E402
+from destination_planhat.mapping.routing import route_streams  # noqa: E402
 
 
 class _Buffer:

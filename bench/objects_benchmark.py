@@ -62,9 +62,9 @@ from bench.run_benchmark import (  # noqa: E402
     verdict,
     write_command,
 )
-from integration_tests.harness import API_TOKEN, catalog, configured_stream, record, stream_state  # noqa: E402
+from destination_planhat.testing.harness import API_TOKEN, catalog, configured_stream, record, stream_state  # noqa: E402
 
-from destination_planhat.pacing import WINDOW_MARGIN_SECONDS, WINDOW_SECONDS  # noqa: E402
+from destination_planhat.planhat.pacing import WINDOW_MARGIN_SECONDS, WINDOW_SECONDS  # noqa: E402
 
 PACER_WINDOW_S = WINDOW_SECONDS + WINDOW_MARGIN_SECONDS  # the connector's sliding window
 MAX_ITEMS = 5_000  # Planhat's bulk upsert maximum, the connector's object batch

@@ -32,14 +32,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from airbyte_cdk.models import AirbyteMessageSerializer, ConfiguredAirbyteCatalogSerializer  # noqa: E402
 
-from destination_planhat.answers import PostResult  # noqa: E402
+from destination_planhat.planhat.answers import PostResult  # noqa: E402
 from destination_planhat.config import parse_config  # noqa: E402
-from destination_planhat.input_pipeline import Decoder, LineFramer  # noqa: E402
-from destination_planhat.reading import read_chunks, read_input  # noqa: E402
-from destination_planhat.planhat import Endpoint  # noqa: E402
-from destination_planhat.routing import route_streams  # noqa: E402
-from destination_planhat.writer import PlanhatWriter  # noqa: E402
-from integration_tests.harness import encode_lines, mixed_catalog, mixed_messages, sandbox_config  # noqa: E402
+from destination_planhat.reading.decoder import Decoder, LineFramer  # noqa: E402
+from destination_planhat.reading.pipeline import read_chunks, read_input  # noqa: E402
+from destination_planhat.planhat.api import Endpoint  # noqa: E402
+from destination_planhat.mapping.routing import route_streams  # noqa: E402
+from destination_planhat.sync.writer import PlanhatWriter  # noqa: E402
+from destination_planhat.testing.harness import encode_lines, mixed_catalog, mixed_messages, sandbox_config  # noqa: E402
 
 
 class InstantClient:

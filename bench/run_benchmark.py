@@ -72,7 +72,7 @@ import requests
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from integration_tests.harness import mixed_catalog, mixed_messages, sandbox_config  # noqa: E402
+from destination_planhat.testing.harness import mixed_catalog, mixed_messages, sandbox_config  # noqa: E402
 
 MAIN = REPO_ROOT / "main.py"
 NAIVE = REPO_ROOT / "bench" / "naive_sender.py"
@@ -192,7 +192,7 @@ class Sandbox:
     def __init__(self, workdir: Path, options: Sequence[str] = ANALYTICS_OPTIONS) -> None:
         self._log = (workdir / "sandbox.log").open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "integration_tests.planhat_sandbox", "--port", "0", *options],
+            [sys.executable, "-m", "destination_planhat.testing.sandbox", "--port", "0", *options],
             cwd=REPO_ROOT,
             stdout=subprocess.PIPE,
             stderr=self._log,

@@ -14,8 +14,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
-from destination_planhat.errors import config_error
-from destination_planhat.planhat import (
+from destination_planhat.planhat.errors import config_error
+from destination_planhat.planhat.api import (
     DEFAULT_ANALYTICS_BASE_URL,
     DEFAULT_CALLS_PER_MINUTE,
     REGION_PATTERN,

@@ -27,18 +27,18 @@ from airbyte_cdk.models import (
 from airbyte_cdk.utils.airbyte_secrets_utils import get_secrets, update_secrets
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
-from destination_planhat.client import PlanhatClient
+from destination_planhat.planhat.client import PlanhatClient
 from destination_planhat.config import PlanhatConfig, S3ObjectStorage, parse_config
 from destination_planhat.discover import discover
-from destination_planhat.dry_run import DryRun
-from destination_planhat.errors import PlanhatError
-from destination_planhat.parallel import ParseWorkers
-from destination_planhat.planhat import WHERE_API_TOKEN, Endpoint
-from destination_planhat.reading import message_lines, read_input, run_pipeline, start_parse_workers
-from destination_planhat.rejected_records import RejectedRecords, StoreFailed, build_writer, check_storage, layout_for
-from destination_planhat.retries import RetryPolicy
-from destination_planhat.routing import route_streams, settings_problems
-from destination_planhat.writer import PlanhatWriter
+from destination_planhat.sync.dry_run import DryRun
+from destination_planhat.planhat.errors import PlanhatError
+from destination_planhat.reading.worker_pool import ParseWorkers
+from destination_planhat.planhat.api import WHERE_API_TOKEN, Endpoint
+from destination_planhat.reading.pipeline import message_lines, read_input, run_pipeline, start_parse_workers
+from destination_planhat.rejected.records import RejectedRecords, StoreFailed, build_writer, check_storage, layout_for
+from destination_planhat.planhat.retries import RetryPolicy
+from destination_planhat.mapping.routing import route_streams, settings_problems
+from destination_planhat.sync.writer import PlanhatWriter
 
 logger = logging.getLogger("airbyte")
 

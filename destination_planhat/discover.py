@@ -23,8 +23,8 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Mapping, Optional
 
-from destination_planhat.custom_fields import NONE_READ, CustomFields, JsonSchema, read_custom_fields
-from destination_planhat.planhat import (
+from destination_planhat.planhat.custom_fields import NONE_READ, CustomFields, JsonSchema, read_custom_fields
+from destination_planhat.planhat.api import (
     DATE_FORMAT_NOTE,
     DIMENSION_ID_PATTERN,
     METRIC_MODELS,
@@ -37,18 +37,11 @@ from destination_planhat.planhat import (
 
 logger = logging.getLogger("airbyte")
 
-APPEND = "append"
-UPDATE = "update"
 KEY_DESCRIPTIONS = {
     MatchOn.EXTERNAL_ID: "Your system's id of the record; a matching key",
     MatchOn.SOURCE_ID: "An integration's id of the record; a matching key",
     MatchOn.PLANHAT_ID: "Planhat's own id; a matching key (then every record updates an existing one)",
 }
-
-
-def offered_sync_mode(endpoint: Endpoint) -> str:
-    """The one sync mode discover offers for a target (and the one a mapped stream must use)."""
-    return UPDATE if endpoint.is_object else APPEND
 
 
 def kind_schema(kind: FieldKind) -> JsonSchema:
@@ -60,11 +53,6 @@ def kind_schema(kind: FieldKind) -> JsonSchema:
     if kind is FieldKind.DATE:
         return {"type": "string", "format": "date-time", "description": DATE_FORMAT_NOTE}
     return {"type": kind.value}  # string, number, object, boolean, array
-
-
-def matching_keys(target: Target) -> list[list[str]]:
-    """The item fields an object's upsert can match on, one key each (externalId, sourceId, _id)."""
-    return [[field] for field in target.keyables.values()]
 
 
 def _aliases(target: Target) -> dict[str, tuple[str, str]]:
@@ -118,11 +106,11 @@ def operation(target: Target, custom: Mapping[str, JsonSchema]) -> dict[str, Any
         schema["required"] = required
     result: dict[str, Any] = {
         "object_name": target.endpoint.value,
-        "sync_mode": offered_sync_mode(target.endpoint),
+        "sync_mode": target.sync_mode,
         "json_schema": schema,
     }
     if target.keyables:
-        result["matching_keys"] = matching_keys(target)
+        result["matching_keys"] = target.matching_keys
     return result
 
 

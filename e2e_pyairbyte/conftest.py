@@ -6,4 +6,4 @@ import sys
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))  # for integration_tests.planhat_sandbox (stdlib + orjson only)
+sys.path.insert(0, str(REPO_ROOT))  # for destination_planhat.testing.sandbox (stdlib + orjson only)

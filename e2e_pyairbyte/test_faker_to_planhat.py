@@ -21,7 +21,7 @@ os.environ["DO_NOT_TRACK"] = "1"
 
 import airbyte as ab  # noqa: E402  (after the environment above, which it reads on import)
 
-from integration_tests.planhat_sandbox import PlanhatSandbox  # noqa: E402
+from destination_planhat.testing.sandbox import PlanhatSandbox  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DESTINATION_EXECUTABLE = REPO_ROOT / ".venv" / "bin" / "destination-planhat"

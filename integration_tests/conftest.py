@@ -4,8 +4,8 @@ from typing import Iterator
 
 import pytest
 
-from integration_tests.harness import API_TOKEN, TENANT
-from integration_tests.planhat_sandbox import PlanhatSandbox
+from destination_planhat.testing.harness import API_TOKEN, TENANT
+from destination_planhat.testing.sandbox import PlanhatSandbox
 
 
 @pytest.fixture
@@ -21,7 +21,7 @@ def sandbox() -> Iterator[PlanhatSandbox]:
 @pytest.fixture
 def planhat() -> Iterator[PlanhatSandbox]:
     """A fresh sandbox that expects the distinctive secrets of `sync_checks`, so leaks can be searched for."""
-    from integration_tests.sync_checks import SECRET_API_TOKEN, SECRET_TENANT
+    from destination_planhat.testing.sync_checks import SECRET_API_TOKEN, SECRET_TENANT
 
     server = PlanhatSandbox(tenant=SECRET_TENANT, api_token=SECRET_API_TOKEN).start()
     try:

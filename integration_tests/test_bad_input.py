@@ -15,8 +15,8 @@ from typing import Callable
 import orjson
 import pytest
 
-from integration_tests.planhat_sandbox import METRICS, USER_ACTIVITIES, PlanhatSandbox
-from integration_tests.sync_checks import (
+from destination_planhat.testing.sandbox import METRICS, USER_ACTIVITIES, PlanhatSandbox
+from destination_planhat.testing.sync_checks import (
     INVALID,
     LOCAL,
     SECRET_API_TOKEN,

@@ -12,8 +12,8 @@ import sys
 import pytest
 import requests
 
-from integration_tests.harness import API_TOKEN, REPO_ROOT, TENANT
-from integration_tests.planhat_sandbox import PlanhatSandbox
+from destination_planhat.testing.harness import API_TOKEN, REPO_ROOT, TENANT
+from destination_planhat.testing.sandbox import PlanhatSandbox
 
 BENCH = REPO_ROOT / "bench" / "run_benchmark.py"
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from integration_tests.harness import (
+from destination_planhat.testing.harness import (
     GIVE_UP_SECONDS,
     OutputLines,
     encode_lines,

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from jsonschema import Draft7Validator
 
-from destination_planhat.planhat import Endpoint
+from destination_planhat.planhat.api import Endpoint
 
-from integration_tests.harness import (
+from destination_planhat.testing.harness import (
     ACTIVITY_SCHEMA,
     API_TOKEN,
     METRIC_SCHEMA,

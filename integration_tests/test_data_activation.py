@@ -13,11 +13,11 @@ from typing import Any, Mapping, Optional
 
 import pytest
 
-from destination_planhat.planhat import TARGETS
-from integration_tests.harness import catalog, encode_lines, record, stream_state
-from integration_tests.planhat_sandbox import MAIN_API, PlanhatSandbox
-from integration_tests.platform_rules import platform_problems
-from integration_tests.sync_checks import assert_books_balance, connector_config, run_connector, sync_summary
+from destination_planhat.planhat.api import TARGETS
+from destination_planhat.testing.harness import catalog, encode_lines, record, stream_state
+from destination_planhat.testing.sandbox import MAIN_API, PlanhatSandbox
+from destination_planhat.testing.platform_rules import platform_problems
+from destination_planhat.testing.sync_checks import assert_books_balance, connector_config, run_connector, sync_summary
 
 CUSTOM_FIELDS: list[dict[str, Any]] = [
     {"name": "Plan tier", "type": "list", "parent": "Company", "listValues": ["free", "pro"]},

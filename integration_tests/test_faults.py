@@ -18,13 +18,13 @@ from typing import Any, Optional
 
 import pytest
 
-from destination_planhat.client import PlanhatClient
-from destination_planhat.errors import RequestAborted
-from destination_planhat.retries import RetryPolicy
+from destination_planhat.planhat.client import PlanhatClient
+from destination_planhat.planhat.errors import RequestAborted
+from destination_planhat.planhat.retries import RetryPolicy
 from destination_planhat.config import PlanhatConfig, parse_config
-from integration_tests.harness import REPO_ROOT
-from destination_planhat.planhat import Endpoint
-from integration_tests.sync_checks import (
+from destination_planhat.testing.harness import REPO_ROOT
+from destination_planhat.planhat.api import Endpoint
+from destination_planhat.testing.sync_checks import (
     SECRET_API_TOKEN,
     SECRET_TENANT,
     Workload,
@@ -34,7 +34,7 @@ from integration_tests.sync_checks import (
     retry_waits,
     run_connector,
 )
-from integration_tests.planhat_sandbox import METRICS, USER_ACTIVITIES
+from destination_planhat.testing.sandbox import METRICS, USER_ACTIVITIES
 
 # Two normal answers first, so that every fault hits a sync in the middle of its work.
 OK = {"kind": "ok"}

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from integration_tests.harness import (
+from destination_planhat.testing.harness import (
     catalog,
     configured_stream,
     encode_lines,

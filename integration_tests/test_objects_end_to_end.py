@@ -12,9 +12,9 @@ from typing import Any, Optional
 
 import pytest
 
-from integration_tests.harness import catalog, configured_stream, encode_lines, record, stream_state
-from integration_tests.planhat_sandbox import MAIN_API, PlanhatSandbox
-from integration_tests.sync_checks import (
+from destination_planhat.testing.harness import catalog, configured_stream, encode_lines, record, stream_state
+from destination_planhat.testing.sandbox import MAIN_API, PlanhatSandbox
+from destination_planhat.testing.sync_checks import (
     SECRET_API_TOKEN,
     assert_books_balance,
     connector_config,

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from integration_tests.harness import catalog, configured_stream, record, stream_state
-from integration_tests.planhat_sandbox import MAIN_API, PlanhatSandbox
-from integration_tests.sync_checks import assert_books_balance, sync_summary
+from destination_planhat.testing.harness import catalog, configured_stream, record, stream_state
+from destination_planhat.testing.sandbox import MAIN_API, PlanhatSandbox
+from destination_planhat.testing.sync_checks import assert_books_balance, sync_summary
 from integration_tests.test_objects_end_to_end import (
     COMPANY_SCHEMA,
     COMPANY_SETTINGS,

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from integration_tests.harness import encode_lines, mixed_catalog, mixed_messages, sandbox_config
-from integration_tests.protocol_schema import assert_protocol_output
+from destination_planhat.testing.harness import encode_lines, mixed_catalog, mixed_messages, sandbox_config
+from destination_planhat.testing.protocol_schema import assert_protocol_output
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

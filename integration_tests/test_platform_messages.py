@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from integration_tests.harness import (
+from destination_planhat.testing.harness import (
     ACTIVITY_SCHEMA,
     GIVE_UP_SECONDS,
     METRIC_SCHEMA,
@@ -34,7 +34,7 @@ from integration_tests.harness import (
     sandbox_config,
     start_write,
 )
-from integration_tests.sync_checks import sync_summary
+from destination_planhat.testing.sync_checks import sync_summary
 
 WORKERS = pytest.mark.parametrize("parse_workers", [0, 2], ids=["parsing in process", "two parse workers"])
 CATALOG = catalog(configured_stream("usage", METRIC_SCHEMA), configured_stream("events", ACTIVITY_SCHEMA))

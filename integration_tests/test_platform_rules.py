@@ -13,10 +13,10 @@ from airbyte_cdk.models import ConfiguredAirbyteCatalogSerializer
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 from destination_planhat.config import parse_config
-from destination_planhat.custom_fields import group_custom_fields
+from destination_planhat.planhat.custom_fields import group_custom_fields
 from destination_planhat.discover import destination_catalog
-from destination_planhat.routing import route_streams
-from integration_tests.platform_rules import platform_problems
+from destination_planhat.mapping.routing import route_streams
+from destination_planhat.testing.platform_rules import platform_problems
 
 CUSTOM = group_custom_fields([{"name": "Tier", "type": "text", "parent": "Company"}])
 CATALOG = destination_catalog(CUSTOM)

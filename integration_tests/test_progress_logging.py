@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from integration_tests.harness import encode_lines, mixed_catalog, mixed_messages, record, run_cli, sandbox_config
+from destination_planhat.testing.harness import encode_lines, mixed_catalog, mixed_messages, record, run_cli, sandbox_config
 
 METRICS, ACTIVITIES = 300, 200
 BATCH_SIZE = 20

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from integration_tests.harness import (
+from destination_planhat.testing.harness import (
     ACTIVITY_SCHEMA,
     METRIC_SCHEMA,
     CliRun,
@@ -31,7 +31,7 @@ from integration_tests.harness import (
     sandbox_config,
     stream_state,
 )
-from integration_tests.protocol_schema import assert_protocol_output
+from destination_planhat.testing.protocol_schema import assert_protocol_output
 
 UNROUTABLE_SCHEMA = {"type": "object", "properties": {"id": {"type": "integer"}}}
 

@@ -15,7 +15,7 @@ import pytest
 import requests
 from moto.server import ThreadedMotoServer
 
-from integration_tests.harness import (
+from destination_planhat.testing.harness import (
     ACTIVITY_SCHEMA,
     METRIC_SCHEMA,
     catalog,
@@ -28,8 +28,8 @@ from integration_tests.harness import (
     start_write,
     stream_state,
 )
-from integration_tests.planhat_sandbox import PlanhatSandbox
-from integration_tests.protocol_schema import assert_protocol_output
+from destination_planhat.testing.sandbox import PlanhatSandbox
+from destination_planhat.testing.protocol_schema import assert_protocol_output
 
 BUCKET = "rejected-records"
 KEY_ID, SECRET_KEY = "AKIDREJECTEDTEST01", "rejected-secret-key-value-0001"

@@ -20,7 +20,7 @@ from typing import Any, Iterator
 import pytest
 import requests
 
-from integration_tests.planhat_sandbox import METRICS, USER_ACTIVITIES, PlanhatSandbox
+from destination_planhat.testing.sandbox import METRICS, USER_ACTIVITIES, PlanhatSandbox
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT_S = 5.0
@@ -547,7 +547,7 @@ def test_lifecycle_binds_loopback_and_stop_is_idempotent() -> None:
 
 def test_command_line_prints_the_url_and_stops_on_sigterm(tmp_path: Path) -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "integration_tests.planhat_sandbox", "--port=0", "--tenant=t-1", "--api-token=tok"],
+        [sys.executable, "-m", "destination_planhat.testing.sandbox", "--port=0", "--tenant=t-1", "--api-token=tok"],
         cwd=REPO_ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -20,8 +20,8 @@ from typing import Any, Iterator
 import pytest
 import requests
 
-from integration_tests.planhat_objects import MAX_BULK_ITEMS, OBJECTS
-from integration_tests.planhat_sandbox import MAIN_API, METRICS, PlanhatSandbox
+from destination_planhat.testing.sandbox_objects import MAX_BULK_ITEMS, OBJECTS
+from destination_planhat.testing.sandbox import MAIN_API, METRICS, PlanhatSandbox
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT_S = 5.0
@@ -671,7 +671,7 @@ def test_returned_records_are_copies(sandbox: PlanhatSandbox, acme: str) -> None
 
 def test_command_line_serves_the_main_api_with_its_settings() -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "integration_tests.planhat_sandbox", "--port=0", "--api-token=tok",
+        [sys.executable, "-m", "destination_planhat.testing.sandbox", "--port=0", "--api-token=tok",
          "--permitted-objects=companies,endusers", "--rate-limit-per-minute=2"],
         cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )

@@ -22,12 +22,12 @@ from cryptography.x509.oid import NameOID
 from airbyte_cdk.models import FailureType
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
-from destination_planhat.client import PlanhatClient
+from destination_planhat.planhat.client import PlanhatClient
 from destination_planhat.config import TENANT_PATTERN, parse_config
-from destination_planhat.planhat import TENANT_TOKEN_PATTERN, Endpoint
-from integration_tests.harness import REPO_ROOT
-from integration_tests.planhat_sandbox import METRICS, USER_ACTIVITIES, PlanhatSandbox
-from integration_tests.sync_checks import (
+from destination_planhat.planhat.api import TENANT_TOKEN_PATTERN, Endpoint
+from destination_planhat.testing.harness import REPO_ROOT
+from destination_planhat.testing.sandbox import METRICS, USER_ACTIVITIES, PlanhatSandbox
+from destination_planhat.testing.sync_checks import (
     EXPECTED_PATHS,
     SECRET_API_TOKEN,
     SECRET_TENANT,

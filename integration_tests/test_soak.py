@@ -11,8 +11,8 @@ from __future__ import annotations
 import time
 from collections import Counter
 
-from integration_tests.planhat_sandbox import METRICS, USER_ACTIVITIES
-from integration_tests.sync_checks import Workload, check_sync, connector_config, run_connector
+from destination_planhat.testing.sandbox import METRICS, USER_ACTIVITIES
+from destination_planhat.testing.sync_checks import Workload, check_sync, connector_config, run_connector
 
 METRIC_RECORDS = 120_000
 ACTIVITY_RECORDS = 80_000

@@ -28,7 +28,7 @@ from airbyte_cdk.test.standard_tests._job_runner import run_test_job
 from airbyte_cdk.test.standard_tests._spec_lint import assert_spec_is_valid, get_single_spec
 
 from destination_planhat.destination import DestinationPlanhat
-from integration_tests.planhat_sandbox import PlanhatSandbox
+from destination_planhat.testing.sandbox import PlanhatSandbox
 
 CONNECTOR_ROOT = Path(__file__).resolve().parent.parent
 GENERATED = CONNECTOR_ROOT / "integration_tests" / "generated"

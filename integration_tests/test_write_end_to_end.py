@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from integration_tests.harness import (
+from destination_planhat.testing.harness import (
     API_TOKEN,
     cursors,
     encode_lines,

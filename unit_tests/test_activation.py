@@ -8,9 +8,9 @@ from typing import Any, Optional
 import pytest
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
-from destination_planhat.planhat import Endpoint, MatchOn
-from destination_planhat.routing import route_streams
-from unit_tests.builders import METRIC_SCHEMA, catalog, config, mapper_of, object_mapper_of
+from destination_planhat.planhat.api import Endpoint, MatchOn
+from destination_planhat.mapping.routing import route_streams
+from destination_planhat.testing.builders import METRIC_SCHEMA, catalog, config, mapper_of, object_mapper_of
 
 
 def mapped(name: str, object_name: str, fields: list[str], mode: str, primary_key: Optional[list[list[str]]] = None) -> dict[str, Any]:

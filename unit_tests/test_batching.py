@@ -7,8 +7,8 @@ import itertools
 import orjson
 import pytest
 
-from destination_planhat.batching import Batch, ItemTooLarge, StreamBuffer, encode_item
-from unit_tests.builders import METRIC_SCHEMA, route
+from destination_planhat.sync.batching import Batch, ItemTooLarge, StreamBuffer, encode_item
+from destination_planhat.testing.builders import METRIC_SCHEMA, route
 
 ROUTE = route("s", METRIC_SCHEMA)
 

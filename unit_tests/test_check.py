@@ -10,7 +10,7 @@ import pytest
 from airbyte_cdk.models import Status
 
 from destination_planhat.destination import DestinationPlanhat
-from integration_tests.planhat_sandbox import PlanhatSandbox
+from destination_planhat.testing.sandbox import PlanhatSandbox
 
 TENANT = "check-tenant-0001"
 TOKEN = "check-token-SECRET"

@@ -16,13 +16,13 @@ import requests_mock as requests_mock_module
 from airbyte_cdk.models import FailureType
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
-from destination_planhat.client import PlanhatClient
-from destination_planhat.errors import PlanhatAuthError, PlanhatPayloadTooLarge, PlanhatRejectedRequest, PlanhatUnavailable
-from destination_planhat.retries import parse_retry_after, RetryPolicy
-from destination_planhat.planhat import ANALYTICS_ENDPOINTS, Endpoint
-from destination_planhat.routing import route_streams
-from destination_planhat.writer import PlanhatWriter
-from unit_tests.builders import ACTIVITY_SCHEMA, METRIC_SCHEMA, catalog, config, configured_stream
+from destination_planhat.planhat.client import PlanhatClient
+from destination_planhat.planhat.errors import PlanhatAuthError, PlanhatPayloadTooLarge, PlanhatRejectedRequest, PlanhatUnavailable
+from destination_planhat.planhat.retries import parse_retry_after, RetryPolicy
+from destination_planhat.planhat.api import ANALYTICS_ENDPOINTS, Endpoint
+from destination_planhat.mapping.routing import route_streams
+from destination_planhat.sync.writer import PlanhatWriter
+from destination_planhat.testing.builders import ACTIVITY_SCHEMA, METRIC_SCHEMA, catalog, config, configured_stream
 
 BASE = "https://planhat.invalid"
 TENANT = "tenant-123"

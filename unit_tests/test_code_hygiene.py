@@ -52,8 +52,8 @@ def ignores_by_file() -> dict[str, list[str]]:
 
 def test_the_scan_sees_the_package_the_tests_and_the_benchmarks():
     names = {path.relative_to(REPO).as_posix() for path in python_files()}
-    assert {"destination_planhat/writer.py", "unit_tests/test_code_hygiene.py", "bench/profile_hot_path.py",
-            "integration_tests/planhat_sandbox.py", "e2e_pyairbyte/test_faker_to_planhat.py", "main.py"} <= names
+    assert {"destination_planhat/sync/writer.py", "unit_tests/test_code_hygiene.py", "bench/profile_hot_path.py",
+            "destination_planhat/testing/sandbox.py", "e2e_pyairbyte/test_faker_to_planhat.py", "main.py"} <= names
 
 
 @pytest.mark.parametrize(

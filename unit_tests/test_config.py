@@ -9,7 +9,7 @@ from airbyte_cdk.models import FailureType
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 from destination_planhat.config import parse_config
-from destination_planhat.planhat import DEFAULT_ANALYTICS_BASE_URL, Endpoint
+from destination_planhat.planhat.api import DEFAULT_ANALYTICS_BASE_URL, Endpoint
 
 SECRET_TENANT = "tenant-0000-SECRET"
 SECRET_TOKEN = "tok-SECRET-value-123"

@@ -9,8 +9,8 @@ from typing import Any
 import orjson
 import pytest
 
-from destination_planhat.input_pipeline import FAST, ODD, TYPED_MISSES_TO_DROP, Decoder
-from integration_tests.harness import record, stream_state
+from destination_planhat.reading.decoder import FAST, ODD, TYPED_MISSES_TO_DROP, Decoder
+from destination_planhat.testing.harness import record, stream_state
 
 METRIC_FIELDS = [["dimensionId", "dimensionId", "dimension_id"], ["value", "value", "number"],
                  ["externalId", "externalId", "string"], ["model", "model", "model"], ["date", "date", "date"]]

@@ -8,11 +8,11 @@ from typing import Any, Optional
 
 import pytest
 
-from destination_planhat.custom_fields import custom_field_schema, group_custom_fields, read_custom_fields
+from destination_planhat.planhat.custom_fields import custom_field_schema, group_custom_fields, read_custom_fields
 from destination_planhat.discover import destination_catalog, kind_schema, operation
-from destination_planhat.errors import PlanhatAuthError, PlanhatUnavailable
-from destination_planhat.planhat import DIMENSION_ID_PATTERN, METRIC_MODELS, TARGETS, Endpoint, FieldKind
-from integration_tests.protocol_schema import message_errors
+from destination_planhat.planhat.errors import PlanhatAuthError, PlanhatUnavailable
+from destination_planhat.planhat.api import DIMENSION_ID_PATTERN, METRIC_MODELS, TARGETS, Endpoint, FieldKind
+from destination_planhat.testing.protocol_schema import message_errors
 
 
 @pytest.mark.parametrize(

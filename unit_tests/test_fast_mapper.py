@@ -18,9 +18,9 @@ import orjson
 import pytest
 
 from destination_planhat.config import StreamSettings
-from destination_planhat.input_pipeline import FAST, Decoder
-from destination_planhat.mapping import Invalid, MappingPlan, build_mapper, compile_mapping, fast_plan
-from destination_planhat.planhat import Endpoint
+from destination_planhat.reading.decoder import FAST, Decoder
+from destination_planhat.mapping.analytics import Invalid, MappingPlan, build_mapper, compile_mapping, fast_plan
+from destination_planhat.planhat.api import Endpoint
 
 METRICS = Endpoint.METRICS
 ACTIVITIES = Endpoint.USER_ACTIVITIES

@@ -7,9 +7,9 @@ from typing import Any, Optional
 import pytest
 
 from destination_planhat.config import StreamSettings
-from destination_planhat.checks import to_date, to_number
-from destination_planhat.mapping import Invalid, MappingPlan, build_mapper, compile_mapping
-from destination_planhat.planhat import DIMENSION_ID_PATTERN, Endpoint
+from destination_planhat.mapping.value_checks import to_date, to_number
+from destination_planhat.mapping.analytics import Invalid, MappingPlan, build_mapper, compile_mapping
+from destination_planhat.planhat.api import DIMENSION_ID_PATTERN, Endpoint
 
 METRICS = Endpoint.METRICS
 ACTIVITIES = Endpoint.USER_ACTIVITIES
@@ -183,7 +183,7 @@ def test_an_invalid_item_carries_what_send_mode_sends():
 
 
 def test_the_sandbox_and_the_connector_allow_the_same_dimension_id_characters():
-    from integration_tests.planhat_sandbox import _DIMENSION_ID_PATTERN
+    from destination_planhat.testing.sandbox import _DIMENSION_ID_PATTERN
 
     assert _DIMENSION_ID_PATTERN.pattern == DIMENSION_ID_PATTERN
 

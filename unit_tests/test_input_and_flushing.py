@@ -13,14 +13,14 @@ from typing import Any, Iterator, Optional
 import orjson
 import pytest
 
-from destination_planhat.errors import PlanhatUnavailable
-from destination_planhat.reading import read_input, start_parse_workers, with_idle_ticks
-from destination_planhat.planhat import Endpoint
-from destination_planhat.routing import route_streams
-from destination_planhat.writer import PlanhatWriter
-from unit_tests.builders import ACTIVITY_SCHEMA, METRIC_SCHEMA, catalog, config, configured_stream, state_cursor, stream_state
-from unit_tests.fake_client import FakeClient, wait_until
-from unit_tests.recording_target import RecordingTarget
+from destination_planhat.planhat.errors import PlanhatUnavailable
+from destination_planhat.reading.pipeline import read_input, start_parse_workers, with_idle_ticks
+from destination_planhat.planhat.api import Endpoint
+from destination_planhat.mapping.routing import route_streams
+from destination_planhat.sync.writer import PlanhatWriter
+from destination_planhat.testing.builders import ACTIVITY_SCHEMA, METRIC_SCHEMA, catalog, config, configured_stream, state_cursor, stream_state
+from destination_planhat.testing.fake_client import FakeClient, wait_until
+from destination_planhat.testing.recording_target import RecordingTarget
 
 CATALOG = catalog(configured_stream("m", METRIC_SCHEMA), configured_stream("u", ACTIVITY_SCHEMA))
 

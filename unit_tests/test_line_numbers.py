@@ -11,14 +11,14 @@ import re
 import orjson
 import pytest
 
-from destination_planhat.input_pipeline import CHUNK_MAX_BYTES
-from destination_planhat.parallel import ParseWorkers
-from destination_planhat.reading import read_input
-from destination_planhat.routing import route_streams
-from destination_planhat.writer import PlanhatWriter
-from integration_tests.harness import record, stream_state
-from unit_tests.builders import ACTIVITY_SCHEMA, METRIC_SCHEMA, catalog, config, configured_stream
-from unit_tests.fake_client import FakeClient
+from destination_planhat.reading.decoder import CHUNK_MAX_BYTES
+from destination_planhat.reading.worker_pool import ParseWorkers
+from destination_planhat.reading.pipeline import read_input
+from destination_planhat.mapping.routing import route_streams
+from destination_planhat.sync.writer import PlanhatWriter
+from destination_planhat.testing.harness import record, stream_state
+from destination_planhat.testing.builders import ACTIVITY_SCHEMA, METRIC_SCHEMA, catalog, config, configured_stream
+from destination_planhat.testing.fake_client import FakeClient
 
 CATALOG = catalog(configured_stream("m", METRIC_SCHEMA), configured_stream("u", ACTIVITY_SCHEMA))
 BAD_AT = (1, 7_777, 12_001, 20_000, 31_313)  # 1-based line numbers of lines that are not JSON

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from unit_tests.builders import ACTIVITY_SCHEMA, METRIC_SCHEMA, mapper_of, route
+from destination_planhat.testing.builders import ACTIVITY_SCHEMA, METRIC_SCHEMA, mapper_of, route
 
 METRIC = {"dimensionId": "logins", "value": 3, "externalId": "acme", "model": "Company", "date": "2026-11-01"}
 ACTIVITY = {

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
-from destination_planhat.accounting import StreamStats
+from destination_planhat.sync.ledger import StreamStats
 from destination_planhat.config import FieldMapping, InvalidRecords, PlanhatConfig, StreamSettings, parse_config
-from destination_planhat.planhat import ALL_FIELDS, ENDPOINT_FIELDS, Endpoint
-from destination_planhat.reporting import summary_notes
+from destination_planhat.planhat.api import ALL_FIELDS, ENDPOINT_FIELDS, Endpoint
+from destination_planhat.sync.reporting import summary_notes
 
 SPEC = json.loads((Path(__file__).resolve().parent.parent / "destination_planhat" / "spec.json").read_text())
 PROPERTIES = SPEC["connectionSpecification"]["properties"]

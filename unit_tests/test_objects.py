@@ -5,15 +5,15 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from destination_planhat.accounting import StreamStats
-from destination_planhat.answers import read_upsert_answer
+from destination_planhat.sync.ledger import StreamStats
+from destination_planhat.planhat.answers import read_upsert_answer
 from destination_planhat.config import StreamSettings
-from destination_planhat.mapping import Invalid, RecordRejected
-from destination_planhat.object_batching import ObjectBuffer
-from destination_planhat.object_mapping import ObjectPlan, build_object_mapper, compile_object
-from destination_planhat.pacing import CallPacer
-from destination_planhat.planhat import OBJECT_ENDPOINTS, Endpoint, Host
-from destination_planhat.routing import StreamRoute
+from destination_planhat.mapping.analytics import Invalid, RecordRejected
+from destination_planhat.sync.object_batching import ObjectBuffer
+from destination_planhat.mapping.objects import ObjectPlan, build_object_mapper, compile_object
+from destination_planhat.planhat.pacing import CallPacer
+from destination_planhat.planhat.api import OBJECT_ENDPOINTS, Endpoint, Host
+from destination_planhat.mapping.routing import StreamRoute
 
 
 def compiled(endpoint: Endpoint, **settings: object) -> ObjectPlan:

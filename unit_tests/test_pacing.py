@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 import pytest
 
-from destination_planhat.pacing import (
+from destination_planhat.planhat.pacing import (
     DECREASE_FACTOR,
     MAX_CUT,
     MIN_SHARE,

@@ -23,18 +23,19 @@ import pytest
 from airbyte_cdk.models import AirbyteMessageSerializer
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
-from destination_planhat import destination, parallel
+from destination_planhat import destination
+from destination_planhat.reading import worker_pool as parallel
 from destination_planhat.destination import DestinationPlanhat
-from destination_planhat.input_pipeline import CHUNK_MAX_BYTES, FAST, ODD, Decoder
-from destination_planhat.parallel import ParseWorkerFailed, ParseWorkers, _cgroup_cpu_quota, default_worker_count
-from destination_planhat.parse_worker import PIPE_BYTES, widen_pipe
-from destination_planhat.reading import Pipeline, read_input, start_parse_workers
-from destination_planhat.routing import route_streams
-from destination_planhat.writer import PlanhatWriter
-from integration_tests.harness import record, stream_state
-from unit_tests.builders import ACTIVITY_SCHEMA, API_TOKEN, METRIC_SCHEMA, TENANT, catalog, config, configured_stream
-from unit_tests.fake_client import FakeClient
-from unit_tests.recording_target import RecordingTarget
+from destination_planhat.reading.decoder import CHUNK_MAX_BYTES, FAST, ODD, Decoder
+from destination_planhat.reading.worker_pool import ParseWorkerFailed, ParseWorkers, _cgroup_cpu_quota, default_worker_count
+from destination_planhat.reading.worker_process import PIPE_BYTES, widen_pipe
+from destination_planhat.reading.pipeline import Pipeline, read_input, start_parse_workers
+from destination_planhat.mapping.routing import route_streams
+from destination_planhat.sync.writer import PlanhatWriter
+from destination_planhat.testing.harness import record, stream_state
+from destination_planhat.testing.builders import ACTIVITY_SCHEMA, API_TOKEN, METRIC_SCHEMA, TENANT, catalog, config, configured_stream
+from destination_planhat.testing.fake_client import FakeClient
+from destination_planhat.testing.recording_target import RecordingTarget
 
 CATALOG = catalog(
     configured_stream("m", METRIC_SCHEMA),
@@ -504,7 +505,7 @@ def test_a_worker_imports_no_airbyte_cdk_pydantic_or_requests():
     import destination_planhat
 
     paths = [str(Path(m.__file__).resolve().parent.parent) for m in (destination_planhat, orjson, msgspec)]
-    code = ("import sys; sys.path[:0] = sys.argv[1:]; import destination_planhat.parse_worker; "
+    code = ("import sys; sys.path[:0] = sys.argv[1:]; import destination_planhat.reading.worker_process; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('airbyte_cdk', 'pydantic', 'requests')))")
     done = subprocess.run([sys.executable, "-S", "-c", code, *paths], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr

@@ -13,8 +13,8 @@ from importlib import metadata
 
 import pytest
 
-from integration_tests import protocol_schema
-from integration_tests.protocol_schema import (
+from destination_planhat.testing import protocol_schema
+from destination_planhat.testing.protocol_schema import (
     PROTOCOL_PACKAGE,
     PROTOCOL_VERSION,
     assert_protocol_output,

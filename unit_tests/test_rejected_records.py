@@ -14,13 +14,13 @@ import pytest
 from airbyte_cdk.models import FailureType
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
-import destination_planhat.rejected_records as rejected_records
-from destination_planhat.answers import PostResult, RejectedItem
-from destination_planhat.bad_input import parse_leniently
+import destination_planhat.rejected.records as rejected_records
+from destination_planhat.planhat.answers import PostResult, RejectedItem
+from destination_planhat.mapping.unclean_json import parse_leniently
 from destination_planhat.config import LocalObjectStorage, S3ObjectStorage, parse_config
-from destination_planhat.errors import PlanhatPayloadTooLarge, system_error
-from destination_planhat.planhat import Endpoint
-from destination_planhat.rejected_records import (
+from destination_planhat.planhat.errors import PlanhatPayloadTooLarge, system_error
+from destination_planhat.planhat.api import Endpoint
+from destination_planhat.rejected.records import (
     Layout,
     LocalWriter,
     RejectedRecords,
@@ -28,11 +28,11 @@ from destination_planhat.rejected_records import (
     check_storage,
     layout_for,
 )
-from destination_planhat.routing import route_streams
-from destination_planhat.state import PendingState, StateBarrier
-from destination_planhat.state_counts import StateCut, pair_rejected
-from destination_planhat.writer import PlanhatWriter
-from unit_tests.builders import (
+from destination_planhat.mapping.routing import route_streams
+from destination_planhat.sync.state_barrier import PendingState, StateBarrier
+from destination_planhat.sync.state_stats import StateCut, pair_rejected
+from destination_planhat.sync.writer import PlanhatWriter
+from destination_planhat.testing.builders import (
     MIXED_CATALOG,
     MIXED_STREAMS,
     ACTIVITY_SCHEMA,
@@ -45,7 +45,7 @@ from unit_tests.builders import (
     state_cursor,
     stream_state,
 )
-from unit_tests.fake_client import FakeClient
+from destination_planhat.testing.fake_client import FakeClient
 
 STARTED = datetime(2026, 12, 1, 23, 10, 5, 123000, tzinfo=timezone.utc)
 STARTED_MS = 1796166605123

@@ -9,9 +9,9 @@ import re
 
 import pytest
 
-from destination_planhat.accounting import Ledger
-from destination_planhat.planhat import Endpoint
-from destination_planhat.reporting import (
+from destination_planhat.sync.ledger import Ledger
+from destination_planhat.planhat.api import Endpoint
+from destination_planhat.sync.reporting import (
     ProgressReporter,
     Totals,
     format_duration,

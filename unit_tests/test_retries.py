@@ -11,7 +11,7 @@ from airbyte_cdk.models import FailureType
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 from urllib3.exceptions import NewConnectionError
 
-from destination_planhat.errors import (
+from destination_planhat.planhat.errors import (
     PlanhatAuthError,
     PlanhatPayloadTooLarge,
     PlanhatRejectedRequest,
@@ -20,8 +20,8 @@ from destination_planhat.errors import (
     RequestAborted,
     as_traced,
 )
-from destination_planhat.planhat import Endpoint
-from destination_planhat.retries import Decision, Verdict, judge_exception, judge_status
+from destination_planhat.planhat.api import Endpoint
+from destination_planhat.planhat.retries import Decision, Verdict, judge_exception, judge_status
 
 
 @pytest.mark.parametrize(

@@ -8,9 +8,9 @@ import pytest
 from airbyte_cdk.models import FailureType
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
-from destination_planhat.planhat import Endpoint
-from destination_planhat.routing import route_streams
-from unit_tests.builders import ACTIVITY_SCHEMA, METRIC_SCHEMA, UNROUTABLE_SCHEMA, catalog, config, configured_stream
+from destination_planhat.planhat.api import Endpoint
+from destination_planhat.mapping.routing import route_streams
+from destination_planhat.testing.builders import ACTIVITY_SCHEMA, METRIC_SCHEMA, UNROUTABLE_SCHEMA, catalog, config, configured_stream
 
 M, U = Endpoint.METRICS, Endpoint.USER_ACTIVITIES
 

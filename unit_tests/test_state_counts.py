@@ -15,13 +15,13 @@ from typing import Any
 
 import pytest
 
-from destination_planhat.batching import Batch
-from destination_planhat.answers import PostResult, RejectedItem
-from destination_planhat.planhat import Endpoint
-from destination_planhat.routing import route_streams
-from destination_planhat.state_counts import StateCounts, match_rejected
-from destination_planhat.writer import PlanhatWriter
-from unit_tests.builders import (
+from destination_planhat.sync.batching import Batch
+from destination_planhat.planhat.answers import PostResult, RejectedItem
+from destination_planhat.planhat.api import Endpoint
+from destination_planhat.mapping.routing import route_streams
+from destination_planhat.sync.state_stats import StateCounts, match_rejected
+from destination_planhat.sync.writer import PlanhatWriter
+from destination_planhat.testing.builders import (
     MIXED_CATALOG,
     MIXED_STREAMS,
     ACTIVITY_SCHEMA,
@@ -35,7 +35,7 @@ from unit_tests.builders import (
     state_cursor,
     stream_state,
 )
-from unit_tests.fake_client import FakeClient
+from destination_planhat.testing.fake_client import FakeClient
 
 CATALOG, STREAMS = MIXED_CATALOG, MIXED_STREAMS
 PLANHAT_REFUSES = 666  # the fake Planhat rejects every item with this value

@@ -18,16 +18,16 @@ import pytest
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 import destination_planhat
-from destination_planhat import mapping, object_mapping
-from destination_planhat.mapping import MappingPlan
-from destination_planhat.object_mapping import ObjectPlan
-from destination_planhat.planhat import Endpoint
-from destination_planhat.reading import read_input, start_parse_workers
-from destination_planhat.routing import route_streams, settings_problems
-from destination_planhat.writer import PlanhatWriter
-from integration_tests.harness import record, stream_state
-from unit_tests.builders import ACTIVITY_SCHEMA, METRIC_SCHEMA, catalog, config, configured_stream
-from unit_tests.fake_client import FakeClient
+from destination_planhat.mapping import analytics as mapping, objects as object_mapping
+from destination_planhat.mapping.analytics import MappingPlan
+from destination_planhat.mapping.objects import ObjectPlan
+from destination_planhat.planhat.api import Endpoint
+from destination_planhat.reading.pipeline import read_input, start_parse_workers
+from destination_planhat.mapping.routing import route_streams, settings_problems
+from destination_planhat.sync.writer import PlanhatWriter
+from destination_planhat.testing.harness import record, stream_state
+from destination_planhat.testing.builders import ACTIVITY_SCHEMA, METRIC_SCHEMA, catalog, config, configured_stream
+from destination_planhat.testing.fake_client import FakeClient
 
 ACCOUNT_SCHEMA: dict[str, Any] = {"type": "object", "properties": {"id": {"type": "string"}, "title": {"type": "string"}}}
 PIVOT_SCHEMA: dict[str, Any] = {"type": "object", "properties": {"company": {"type": "string"}, "mrr": {}, "seats": {}}}
@@ -127,8 +127,8 @@ def test_the_check_command_compiles_the_settings_without_a_catalog() -> None:
     assert len(problems) == 3, problems
 
 
-@pytest.mark.parametrize("module", ["destination_planhat.mapping", "destination_planhat.object_mapping"])
+@pytest.mark.parametrize("module", ["destination_planhat.mapping.analytics", "destination_planhat.mapping.objects"])
 def test_the_mapping_modules_do_not_import_routing(module: str) -> None:
-    code = f"import {module}, sys; assert 'destination_planhat.routing' not in sys.modules, sorted(sys.modules)"
+    code = f"import {module}, sys; assert 'destination_planhat.mapping.routing' not in sys.modules, sorted(sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

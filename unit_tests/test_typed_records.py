@@ -15,12 +15,12 @@ import msgspec
 import orjson
 import pytest
 
-from destination_planhat.bad_input import parse_leniently
+from destination_planhat.mapping.unclean_json import parse_leniently
 from destination_planhat.config import StreamSettings
-from destination_planhat.input_pipeline import FAST, Decoder
-from destination_planhat.mapping import Invalid, MappingPlan, build_mapper, compile_mapping, fast_plan
-from destination_planhat.planhat import Endpoint
-from destination_planhat.typed_records import typed_item_encoder
+from destination_planhat.reading.decoder import FAST, Decoder
+from destination_planhat.mapping.analytics import Invalid, MappingPlan, build_mapper, compile_mapping, fast_plan
+from destination_planhat.planhat.api import Endpoint
+from destination_planhat.reading.typed_records import typed_item_encoder
 from unit_tests.test_fast_mapper import ACTIVITIES, METRICS, activity_records, fresh, metric_records
 
 SETTINGS = [

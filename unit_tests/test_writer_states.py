@@ -14,12 +14,12 @@ import pytest
 from airbyte_cdk.models import AirbyteMessage, FailureType
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
-from destination_planhat.answers import PostResult, RejectedItem
-from destination_planhat.errors import PlanhatAuthError, PlanhatPayloadTooLarge, PlanhatRejectedRequest, PlanhatUnavailable
-from destination_planhat.planhat import Endpoint
-from destination_planhat.routing import route_streams
-from destination_planhat.writer import PlanhatWriter
-from unit_tests.builders import (
+from destination_planhat.planhat.answers import PostResult, RejectedItem
+from destination_planhat.planhat.errors import PlanhatAuthError, PlanhatPayloadTooLarge, PlanhatRejectedRequest, PlanhatUnavailable
+from destination_planhat.planhat.api import Endpoint
+from destination_planhat.mapping.routing import route_streams
+from destination_planhat.sync.writer import PlanhatWriter
+from destination_planhat.testing.builders import (
     ACTIVITY_SCHEMA,
     METRIC_SCHEMA,
     catalog,
@@ -31,7 +31,7 @@ from unit_tests.builders import (
     state_cursor,
     stream_state,
 )
-from unit_tests.fake_client import FakeClient, wait_until
+from destination_planhat.testing.fake_client import FakeClient, wait_until
 
 # Streams "m" (Metrics) and "u" (User Activities); "x" is not in the catalog.
 CATALOG = catalog(configured_stream("m", METRIC_SCHEMA), configured_stream("u", ACTIVITY_SCHEMA))

@@ -1,0 +1,433 @@
+"""Everything this connector knows about Planhat's APIs, in one place.
+
+A change on Planhat's side (a path, a field name, a limit) should be a one-line change here. Each
+place a stream can be written to is a `Target`, described in `TARGETS`: adding one is a description
+(plus, where its answers differ, a reader in answers.py).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Callable, Literal, Mapping, Optional, get_args
+
+from destination_planhat.planhat.answers import PostResult, read_analytics_answer, read_upsert_answer
+
+DEFAULT_ANALYTICS_BASE_URL = "https://analytics.planhat.com"
+# Planhat's main API: https://api.planhat.com, or a regional host https://api-<region>.planhat.com
+# (the region is the prefix of the app's URL: app-us2.planhat.com -> us2).
+MAIN_API_HOST = "api{region}.planhat.com"
+REGION_PATTERN = r"^[a-z0-9]*$"
+# "For all bulk upsert operations, regardless the model there is an upper limit of 5,000 items per request."
+MAX_UPSERT_ITEMS = 5_000
+# Planhat's soft quota on its main API: about 200 calls per minute.
+DEFAULT_CALLS_PER_MINUTE = 200
+
+
+# The main API's list of custom field definitions (read by `discover`; nothing is written there).
+# Each definition: `name` (the key under an item's `custom`), `type` (see custom_fields.py), `parent`
+# (the model, as Target.model), `isFormula`, `isLocked`, `listValues` (the options of list types).
+CUSTOM_FIELDS_PATH = "/customfields"
+
+
+# Airbyte's sync modes (DestinationSyncMode values) a target is offered with.
+APPEND = "append"
+UPDATE = "update"
+# A custom field of an object is addressed as `custom.<Field name as shown in Planhat>`: the name a
+# `field_mappings` entry and discover's schemas use; the item carries it as `custom: {name: value}`.
+CUSTOM_PREFIX = "custom."
+
+def main_api_base_url(region: str) -> str:
+    return "https://" + MAIN_API_HOST.format(region=f"-{region}" if region else "")
+
+# Planhat rejects request bodies over 32 MB. Batches are cut well below that, so that a proxy's
+# own framing or a slightly different byte count on Planhat's side never tips a batch over.
+PLANHAT_MAX_BODY_BYTES = 32 * 1024 * 1024
+SAFE_BODY_BYTES = 30 * 1024 * 1024
+
+
+class Endpoint(str, Enum):
+    """Where a stream can be written to: the `endpoint` of a `streams` entry (see TARGETS)."""
+
+    METRICS = "metrics"
+    USER_ACTIVITIES = "user_activities"
+    # Planhat objects, by the path of their bulk upsert (PUT /{path}); see OBJECT_TARGETS.
+    COMPANIES = "companies"
+    ENDUSERS = "endusers"
+    ASSETS = "assets"
+    PROJECTS = "projects"
+    LICENSES = "licenses"
+    SALES = "sales"
+    OPPORTUNITIES = "opportunities"
+    CONVERSATIONS = "conversations"
+    ISSUES = "issues"
+    INVOICES = "invoices"
+    CAMPAIGNS = "campaigns"
+    TASKS = "tasks"
+    NPS = "nps"
+
+    @property
+    def label(self) -> str:
+        return TARGETS[self].label
+
+    @property
+    def target(self) -> "Target":
+        return TARGETS[self]
+
+    @property
+    def is_object(self) -> bool:
+        return TARGETS[self].host is Host.MAIN
+
+
+METRIC_REQUIRED_FIELDS = ("dimensionId", "value", "externalId")
+# The objects a metric can be about (the `model` field); a Literal so that typed decoders can check it in C.
+MetricModel = Literal["Company", "EndUser", "Asset", "Project"]
+METRIC_MODELS: tuple[str, ...] = get_args(MetricModel)
+
+# At least one of these identifies the end user of an activity.
+USER_ACTIVITY_IDENTITY_FIELDS = ("email", "euExtId")
+
+
+
+class FieldKind(str, Enum):
+    """What local validation checks, and what a constant in `field_mappings` is converted to."""
+
+    STRING = "string"  # numbers are converted to strings (ids often arrive as integers)
+    DIMENSION_ID = "dimension_id"  # a string of DIMENSION_ID_CHARACTERS only
+    NUMBER = "number"  # a finite number; numeric strings are converted
+    MODEL = "model"  # one of METRIC_MODELS
+    DATE = "date"  # ISO 8601 date or date-time, see DATE_FORMAT_NOTE
+    OBJECT = "object"  # a JSON object
+    BOOLEAN = "boolean"  # true/false; the texts "true" and "false" are converted (objects only)
+    ARRAY = "array"  # a JSON array (objects only)
+
+
+METRIC_FIELD_KINDS = {
+    "dimensionId": FieldKind.DIMENSION_ID,
+    "value": FieldKind.NUMBER,
+    "externalId": FieldKind.STRING,
+    "model": FieldKind.MODEL,
+    "date": FieldKind.DATE,
+}
+USER_ACTIVITY_FIELD_KINDS = {
+    "email": FieldKind.STRING,
+    "euExtId": FieldKind.STRING,
+    "action": FieldKind.STRING,
+    "count": FieldKind.NUMBER,
+    "companyExternalId": FieldKind.STRING,
+    "weight": FieldKind.NUMBER,
+    "date": FieldKind.DATE,
+    "info": FieldKind.OBJECT,
+    "name": FieldKind.STRING,
+}
+# Item fields per endpoint, in the order they are written. Anything else in a record is not sent.
+METRIC_FIELDS = tuple(METRIC_FIELD_KINDS)
+USER_ACTIVITY_FIELDS = tuple(USER_ACTIVITY_FIELD_KINDS)
+# Every analytics field a `field_mappings` entry may name, in a stable order.
+ALL_FIELDS = tuple(dict.fromkeys(METRIC_FIELDS + USER_ACTIVITY_FIELDS))
+
+# A metric's name (dimensionId): Planhat says "no spaces or special characters". The connector
+# allows exactly these characters (ASCII letters, digits, underscore, dash, dot), which the
+# sandbox accepts too; anything else is rejected locally before it reaches Planhat.
+DIMENSION_ID_PATTERN = r"[A-Za-z0-9_.\-]+"
+DIMENSION_ID_CHARACTERS = "letters A-Z and a-z, digits 0-9, underscore (_), dash (-) and dot (.)"
+
+# How dates are sent: a date (2026-11-01) as it is; a date-time converted to UTC and written like
+# JavaScript's Date.toISOString(), 2026-11-01T08:30:00.000Z (milliseconds, Z). A date-time without
+# a time zone is taken as UTC.
+DATE_FORMAT_NOTE = (
+    "an ISO 8601 date (2026-11-01) or date-time (2026-11-01T10:30:00+02:00); date-times are sent "
+    "in UTC as 2026-11-01T08:30:00.000Z"
+)
+
+# What a tenant token looks like. It goes into the URL path, so nothing else may: no "/", "?",
+# "#", "%" or ".." can then change which URL a request (and the API token with it) goes to.
+TENANT_TOKEN_PATTERN = r"^[A-Za-z0-9-]+$"
+_TENANT_TOKEN_OK = re.compile(TENANT_TOKEN_PATTERN).fullmatch
+
+
+def endpoint_path(endpoint: Endpoint, tenant: str) -> str:
+    """The URL path of an endpoint. Refuses a tenant token that is not letters, digits and dashes,
+    so that no caller can build a URL from unchecked text (the value itself is never quoted)."""
+    if not isinstance(tenant, str) or _TENANT_TOKEN_OK(tenant) is None:
+        raise ValueError("`tenant_uuid` must contain only letters, digits and dashes")
+    return TARGETS[endpoint].path.format(tenant=tenant)
+
+# Where users find their credentials, quoted in error messages.
+WHERE_TENANT_TOKEN = "the Tenant UUID in Planhat's Developer section (app.planhat.com/developer)"
+WHERE_API_TOKEN = "a Planhat API access token of a Service Account (a Private App in upgraded Planhat)"
+
+
+class Host(str, Enum):
+    """Which Planhat host a target lives on; its base URL comes from the config."""
+
+    ANALYTICS = "analytics"
+    MAIN = "main"  # api.planhat.com or a regional host: the objects
+
+
+class MatchOn(str, Enum):
+    """What an object's bulk upsert matches existing records on: a `streams` entry's `match_on`."""
+
+    EXTERNAL_ID = "externalId"  # your own system's id
+    SOURCE_ID = "sourceId"  # an integration's id
+    PLANHAT_ID = "_id"  # Planhat's own id: every item updates an existing record
+    NONE = "none"  # no key: every item creates a record (a resend creates it again)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A field of an object that points at a parent object (a company).
+
+    Planhat takes the parent's Planhat id, or `extid-<externalId>` / `srcid-<sourceId>`; a record may
+    instead carry the parent's externalId or sourceId in a column named by `aliases`, which the
+    connector sends in the prefixed form.
+    """
+
+    field: str
+    parent: "Endpoint"
+    many: bool = False  # the field is an array of references (issues' companyIds)
+    aliases: tuple[tuple[str, str], ...] = (("companyExternalId", "extid-"), ("companySourceId", "srcid-"))
+
+
+@dataclass(frozen=True)
+class Target:
+    """One place in Planhat a stream can be written to: everything the connector needs to know of it."""
+
+    endpoint: Endpoint
+    label: str
+    host: Host
+    method: str
+    path: str  # below the host's base URL; "{tenant}" is the tenant token, checked before use
+    needs_api_token: bool  # sent as `Authorization: Bearer`; a target without it never sees the token
+    fields: Mapping[str, FieldKind]  # every field an item may have, in the order they are written
+    required: tuple[str, ...]  # every one of these must be present
+    one_of: tuple[str, ...]  # at least one of these must be present (empty: no such rule)
+    max_items: Optional[int]  # per request, or None (then only `batch_size` and the body size cut)
+    max_body_bytes: int  # the largest body the connector sends (the config may lower it)
+    split_statuses: frozenset[int]  # answers after which the batch is split in halves and resent
+    read_answer: Callable[[bytes], PostResult]  # a 2xx body -> items processed and rejected
+    base_url_field: str  # the config field with the host's base URL
+    credential_fix: str  # what to check when the target refuses the credentials
+    # Objects only: match_on value -> the item field it matches on (the keyables the object has).
+    keyables: Mapping[str, str] = field(default_factory=dict)
+    references: tuple[Reference, ...] = ()  # parent references (companyId ...)
+    answer_statuses: frozenset[int] = frozenset()  # non-2xx answers whose body is an answer to read (400)
+    model: str = ""  # objects: Planhat's model name, as a custom field's `parent` names it (GET /customfields)
+    # Non-2xx answers that are a partial answer when Planhat processed some of the items (a 403 whose
+    # permissionErrors name only some); when it processed none, the status means what it always does.
+    partial_statuses: frozenset[int] = frozenset()
+
+    @property
+    def sync_mode(self) -> str:
+        """The one sync mode discover offers for this target (and the one a mapped stream must use):
+        `update` for an object (Planhat's bulk upsert), `append` for Metrics and User Activities."""
+        return UPDATE if self.endpoint.is_object else APPEND
+
+    @property
+    def matching_keys(self) -> list[list[str]]:
+        """The item fields an object's upsert can match on, one key each (externalId, sourceId, _id)."""
+        return [[field] for field in self.keyables.values()]
+
+
+_ANALYTICS_TARGETS: dict[Endpoint, Target] = {
+    Endpoint.METRICS: Target(
+        endpoint=Endpoint.METRICS,
+        label="Metrics",
+        host=Host.ANALYTICS,
+        method="POST",
+        path="/dimensiondata/{tenant}",
+        needs_api_token=True,
+        fields=METRIC_FIELD_KINDS,
+        required=METRIC_REQUIRED_FIELDS,
+        one_of=(),
+        max_items=None,
+        max_body_bytes=SAFE_BODY_BYTES,
+        split_statuses=frozenset({413}),
+        read_answer=read_analytics_answer,
+        base_url_field="analytics_base_url",
+        credential_fix=f"check `api_token`: it must be {WHERE_API_TOKEN}, allowed to write metrics",
+    ),
+    Endpoint.USER_ACTIVITIES: Target(
+        endpoint=Endpoint.USER_ACTIVITIES,
+        label="User Activities",
+        host=Host.ANALYTICS,
+        method="POST",
+        path="/analytics/bulk/{tenant}",
+        needs_api_token=False,
+        fields=USER_ACTIVITY_FIELD_KINDS,
+        required=(),
+        one_of=USER_ACTIVITY_IDENTITY_FIELDS,
+        max_items=None,
+        max_body_bytes=SAFE_BODY_BYTES,
+        split_statuses=frozenset({413}),
+        read_answer=read_analytics_answer,
+        base_url_field="analytics_base_url",
+        credential_fix=f"check `tenant_uuid`: it must be {WHERE_TENANT_TOKEN}",
+    ),
+}
+
+
+# ----- Planhat objects (the main API's bulk upserts) ----------------------------------------------
+# From Planhat's API reference (planhat.com/developers/api/<object>), first part of each property
+# table; see docs/planhat.md for the objects left out and why. `custom` (an object) takes custom
+# fields by name. Fields Planhat marks as automatic are left out (they are not written).
+
+S, N, D, O, B, A = FieldKind.STRING, FieldKind.NUMBER, FieldKind.DATE, FieldKind.OBJECT, FieldKind.BOOLEAN, FieldKind.ARRAY
+_KEYS = {"_id": S, "externalId": S, "sourceId": S}
+_ALL_KEYS = {"externalId": "externalId", "sourceId": "sourceId", "_id": "_id"}
+_COMPANY = (Reference("companyId", Endpoint.COMPANIES),)
+
+
+@dataclass(frozen=True)
+class _Object:
+    label: str
+    model: str  # the `parent` of its custom fields in GET /customfields (the spelling is unconfirmed)
+    fields: Mapping[str, FieldKind]
+    required: tuple[str, ...]
+    keyables: Mapping[str, str] = field(default_factory=lambda: dict(_ALL_KEYS))
+    references: tuple[Reference, ...] = _COMPANY
+
+
+OBJECTS: Mapping[Endpoint, _Object] = {
+    Endpoint.COMPANIES: _Object(
+        "Companies",
+        "Company",
+        {**_KEYS, "name": S, "owner": S, "coOwner": S, "phase": S, "status": S, "domains": A, "custom": O},
+        ("name",),
+        references=(),
+    ),
+    Endpoint.ENDUSERS: _Object(
+        "End Users",
+        "EndUser",
+        {**_KEYS, "email": S, "companyId": S, "firstName": S, "lastName": S, "position": S, "phone": S, "tags": A,
+         "featured": B, "primary": B, "archived": B, "custom": O},
+        ("email",),  # companyId too, unless the email's domain is a company's (Planhat assigns it then)
+    ),
+    Endpoint.ASSETS: _Object(
+        "Assets",
+        "Asset",
+        {**_KEYS, "name": S, "companyId": S, "serialNumber": S, "value": N, "_currency": S, "installDate": D,
+         "status": S, "ownerId": S, "custom": O},
+        ("name", "companyId"),
+    ),
+    Endpoint.PROJECTS: _Object(
+        "Projects",
+        "Project",
+        {**_KEYS, "name": S, "companyId": S, "currency": S, "startDate": D, "endDate": D, "mrr": N, "arr": N,
+         "nrr": N, "custom": O},
+        ("name", "companyId"),
+    ),
+    Endpoint.LICENSES: _Object(
+        "Licenses",
+        "License",
+        {**_KEYS, "companyId": S, "_currency": S, "fromDate": D, "toDate": D, "product": S, "fixedPeriod": B,
+         "mrr": N, "value": N, "renewalStatus": S, "autoRenews": B, "renewalPeriod": N, "noticePeriod": N,
+         "custom": O},
+        ("_currency", "companyId", "fromDate"),
+    ),
+    Endpoint.SALES: _Object(
+        "Sales",
+        "Sale",
+        {**_KEYS, "companyId": S, "_currency": S, "salesDate": D, "value": N, "product": S, "custom": O},
+        ("_currency", "companyId", "salesDate", "value"),
+    ),
+    Endpoint.OPPORTUNITIES: _Object(
+        "Opportunities",
+        "Opportunity",
+        {**_KEYS, "companyId": S, "title": S, "salesStage": S, "_currency": S, "status": S, "dealDate": D,
+         "landingDate": D, "closeDate": D, "ownerId": S, "mrr": N, "arr": N, "nrr": N, "contractLength": N,
+         "custom": O},
+        ("companyId",),
+    ),
+    Endpoint.CONVERSATIONS: _Object(
+        "Conversations",
+        "Conversation",
+        {**_KEYS, "companyId": S, "type": S, "subject": S, "description": S, "snippet": S, "date": D, "outDate": D,
+         "users": A, "activityTags": A, "tags": A, "starred": B, "pinned": B, "archived": B, "custom": O},
+        ("companyId",),
+    ),
+    Endpoint.ISSUES: _Object(
+        "Issues",
+        "Issue",
+        {"_id": S, "sourceId": S, "title": S, "description": S, "source": S, "sourceUrl": S, "priority": S,
+         "status": S, "archived": B, "companyIds": A, "enduserIds": A, "conversationIds": A, "followers": A,
+         "custom": O},
+        ("title",),
+        keyables={"sourceId": "sourceId", "_id": "_id"},
+        references=(Reference("companyIds", Endpoint.COMPANIES, many=True),),
+    ),
+    Endpoint.INVOICES: _Object(
+        "Invoices",
+        "Invoice",
+        # Dates of invoices are days since 1970-01-01 (integers), as Planhat's invoice page says.
+        {"_id": S, "sourceId": S, "extId": S, "cId": S, "currency": S, "product": S, "status": S,
+         "invoiceDate": N, "dueDate": N, "paidDate": N, "amountTotal": N, "custom": O},
+        ("currency", "cId"),
+        keyables={"externalId": "extId", "sourceId": "sourceId", "_id": "_id"},
+        references=(Reference("cId", Endpoint.COMPANIES),),
+    ),
+    Endpoint.CAMPAIGNS: _Object(
+        "Campaigns",
+        "Campaign",
+        {**_KEYS, "name": S, "companyId": S, "campaignPurpose": S, "custom": O},
+        ("name", "companyId"),
+    ),
+    Endpoint.TASKS: _Object(
+        "Tasks",
+        "Task",
+        {**_KEYS, "mainType": S, "companyId": S, "action": S, "description": S, "startTime": D, "endTime": D,
+         "dateDone": D, "repeat": S, "repeatDays": N, "type": S, "ownerId": S, "custom": O},
+        ("mainType", "companyId"),
+    ),
+    Endpoint.NPS: _Object(
+        "NPS",
+        "Nps",
+        {"_id": S, "sourceId": S, "email": S, "score": N, "cId": S, "campaignId": S, "comment": S, "source": S,
+         "dateSent": D, "dateAnswered": D, "custom": O},
+        ("email", "score"),
+        keyables={"sourceId": "sourceId", "_id": "_id"},
+        references=(Reference("cId", Endpoint.COMPANIES),),
+    ),
+}
+
+
+def _object_target(endpoint: Endpoint, spec: _Object) -> Target:
+    return Target(
+        endpoint=endpoint,
+        label=spec.label,
+        host=Host.MAIN,
+        method="PUT",
+        path="/" + endpoint.value,
+        needs_api_token=True,
+        fields=spec.fields,
+        required=spec.required,
+        one_of=(),
+        max_items=MAX_UPSERT_ITEMS,
+        max_body_bytes=SAFE_BODY_BYTES,
+        # A 400 is "a problem with the request payload": halves are sent until the refused items are
+        # alone (a 413 likewise).
+        split_statuses=frozenset({400, 413}),
+        read_answer=read_upsert_answer,
+        base_url_field="api_base_url",
+        credential_fix=(
+            f"check `api_token`: it must be {WHERE_API_TOKEN}, and its Service Account needs the permission to "
+            f"read and write {spec.label} (in Planhat: Settings > Service Accounts > the account's permissions)"
+        ),
+        keyables=spec.keyables,
+        references=spec.references,
+        answer_statuses=frozenset({400}),
+        model=spec.model,
+        partial_statuses=frozenset({403}),
+    )
+
+
+TARGETS: Mapping[Endpoint, Target] = {**_ANALYTICS_TARGETS, **{endpoint: _object_target(endpoint, spec) for endpoint, spec in OBJECTS.items()}}
+OBJECT_ENDPOINTS = tuple(OBJECTS)
+ANALYTICS_ENDPOINTS = (Endpoint.METRICS, Endpoint.USER_ACTIVITIES)
+
+# Derived from the descriptions above, for the modules that look up one aspect by endpoint.
+ENDPOINT_PATHS = {endpoint: target.path for endpoint, target in TARGETS.items()}
+ENDPOINT_NEEDS_API_TOKEN = {endpoint: target.needs_api_token for endpoint, target in TARGETS.items()}
+FIELD_KINDS = {endpoint: dict(target.fields) for endpoint, target in TARGETS.items()}
+ENDPOINT_FIELDS = {endpoint: tuple(target.fields) for endpoint, target in TARGETS.items()}

@@ -1,0 +1,128 @@
+"""Errors and what they mean to Airbyte: each kind knows its failure type and the user's fix.
+
+One conversion (`as_traced`) turns any of them into the AirbyteTracedException that `write` raises
+and whose message `check` reports, so both say the same thing for the same failure.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Optional
+
+from airbyte_cdk.models import FailureType
+from airbyte_cdk.utils.traced_exception import AirbyteTracedException
+
+from destination_planhat.planhat.api import TARGETS, Endpoint
+
+
+def config_error(message: str, internal_message: Optional[str] = None) -> AirbyteTracedException:
+    """Something only the user can fix: a field of the config or the stream selection."""
+    return AirbyteTracedException(
+        message=message, internal_message=internal_message or message, failure_type=FailureType.config_error
+    )
+
+
+def transient_error(message: str, internal_message: Optional[str] = None) -> AirbyteTracedException:
+    """Something a later retry of the sync may fix: Planhat down, rate limited, network gone."""
+    return AirbyteTracedException(
+        message=message, internal_message=internal_message or message, failure_type=FailureType.transient_error
+    )
+
+
+def system_error(message: str, internal_message: Optional[str] = None) -> AirbyteTracedException:
+    """Anything else: a request Planhat refuses for a reason the user cannot fix in the config."""
+    return AirbyteTracedException(
+        message=message, internal_message=internal_message or message, failure_type=FailureType.system_error
+    )
+
+
+class PlanhatError(Exception):
+    """A request that did not succeed; carries what the server said, never the request's secrets."""
+
+    failure_type: ClassVar[FailureType] = FailureType.system_error
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        endpoint: Endpoint,
+        status: Optional[int] = None,
+        body: str = "",
+        ambiguous_failures: int = 0,
+    ) -> None:
+        super().__init__(message)
+        self.endpoint = endpoint
+        self.status = status
+        self.body = body
+        # Failed attempts before this one after which Planhat may have kept the items anyway.
+        self.ambiguous_failures = ambiguous_failures
+
+    def user_message(self, where: str) -> str:
+        """What the user reads: what happened at `where` (the target and its URL) and what to do."""
+        return f"{where} failed: {self}"
+
+
+PERMISSION_ANSWER_CHARS = 300
+
+
+class PlanhatAuthError(PlanhatError):
+    """401/403: the target's credential is wrong or not allowed."""
+
+    failure_type = FailureType.config_error
+
+    def user_message(self, where: str) -> str:
+        message = f"{where} refused the credentials (HTTP {self.status}): {TARGETS[self.endpoint].credential_fix}."
+        if self.status == 403 and self.body:
+            # Planhat's permissionErrors say which operation was refused (e.g. creating records).
+            message += f" Planhat's answer: {self.body[:PERMISSION_ANSWER_CHARS]}"
+        return message
+
+
+class PlanhatPayloadTooLarge(PlanhatError):
+    """413: the caller splits the batch; it only ends a sync if splitting is impossible."""
+
+
+class PlanhatRejectedRequest(PlanhatError):
+    """Another 4xx, or a redirect: retrying the same request will not help."""
+
+    def user_message(self, where: str) -> str:
+        return f"{where} rejected a request: {self}"
+
+
+class PlanhatUnavailable(PlanhatError):
+    """Retries exhausted on 429/5xx/timeouts/connection errors."""
+
+    failure_type = FailureType.transient_error
+
+    def user_message(self, where: str) -> str:
+        return (
+            f"Could not reach {where}: {self}. Planhat may be down or limiting requests; the next attempt of the "
+            "sync sends again every record after the last emitted state."
+        )
+
+
+class PlanhatTLSError(PlanhatError):
+    """The server's TLS certificate could not be verified: retrying cannot help, and the token stays home."""
+
+    failure_type = FailureType.config_error
+
+    def user_message(self, where: str) -> str:
+        field = TARGETS[self.endpoint].base_url_field
+        return (
+            f"{where}: {self}. Check `{field}`: it must be Planhat's host or a proxy with a certificate "
+            "your system trusts."
+        )
+
+
+class RequestAborted(PlanhatError):
+    """The sync failed elsewhere and `abort()` was called: this request is not tried (again)."""
+
+
+def as_traced(error: BaseException, where: str) -> BaseException:
+    """The exception that ends a sync (or whose message `check` reports) for `error`: a PlanhatError
+    as an AirbyteTracedException with its meaning; anything else as it is (the CDK reports an
+    unexpected exception as a system error with its stack trace)."""
+    if isinstance(error, PlanhatError):
+        return AirbyteTracedException(
+            message=error.user_message(where), internal_message=str(error), failure_type=error.failure_type
+        )
+    return error

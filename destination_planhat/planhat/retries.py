@@ -1,0 +1,138 @@
+"""When a request is tried again: one policy for how long to wait, one pure decision per answer.
+
+Why a retry loop of our own (client.py) rather than urllib3's `Retry`: each retry must be logged
+with the stream and batch, retries after an ambiguous failure (the server may have processed the
+body) must be counted as possible duplicates, a 413 must reach the caller (which splits the batch),
+and the total wait per batch is bounded. urllib3's `Retry` does none of these for POST; its
+Retry-After parser is reused below.
+"""
+
+from __future__ import annotations
+
+import random
+import ssl
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Optional
+
+import requests
+from urllib3.exceptions import NewConnectionError
+from urllib3.util.retry import Retry
+
+from destination_planhat.planhat.errors import (
+    PlanhatAuthError,
+    PlanhatError,
+    PlanhatPayloadTooLarge,
+    PlanhatRejectedRequest,
+    PlanhatTLSError,
+)
+
+RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+# A 429 or 503 says "not now": the request was refused. Other failures may have happened after
+# Planhat processed the body, so a retry can duplicate its items.
+CLEAN_REFUSAL_STATUSES = frozenset({429, 503})
+
+
+class Verdict(str, Enum):
+    DONE = "done"  # a 2xx: read the answer
+    RETRY = "retry"  # try again after a wait: nothing was kept
+    RETRY_AMBIGUOUS = "retry_ambiguous"  # try again after a wait: the server may have kept the items
+    SPLIT = "split"  # the caller splits the batch and sends the halves (413, or what the target says)
+    FAIL = "fail"  # give up on this batch: `error` says why and what it means
+
+
+@dataclass(frozen=True)
+class Decision:
+    verdict: Verdict
+    error: Optional[type[PlanhatError]] = None  # with SPLIT and FAIL: the error to raise
+
+
+def judge_status(status: int, split_statuses: frozenset[int] = frozenset({413})) -> Decision:
+    """What to do after an HTTP answer with this status (a pure function: see its table in the tests)."""
+    if 200 <= status < 300:
+        return Decision(Verdict.DONE)
+    if status in split_statuses:
+        return Decision(Verdict.SPLIT, PlanhatPayloadTooLarge)
+    if status in (401, 403):
+        return Decision(Verdict.FAIL, PlanhatAuthError)
+    if status in RETRYABLE_STATUSES:
+        return Decision(Verdict.RETRY if status in CLEAN_REFUSAL_STATUSES else Verdict.RETRY_AMBIGUOUS)
+    return Decision(Verdict.FAIL, PlanhatRejectedRequest)  # redirects (never followed) and other 4xx/5xx
+
+
+def judge_exception(exc: requests.RequestException) -> Decision:
+    """What to do after a request that got no answer (a pure function of the exception)."""
+    if isinstance(exc, requests.exceptions.SSLError):
+        return Decision(Verdict.FAIL, PlanhatTLSError)
+    return Decision(Verdict.RETRY if is_connect_failure(exc) else Verdict.RETRY_AMBIGUOUS)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with full jitter, a cap per wait, a cap on attempts and on total waiting."""
+
+    max_attempts: int = 8
+    base_delay: float = 1.0
+    max_delay: float = 60.0
+    max_total_wait: float = 900.0
+    max_retry_after: float = 300.0
+
+    def jitter(self, ceiling: float) -> float:
+        """The only random part, so tests can replace it."""
+        return random.uniform(ceiling / 2, ceiling)
+
+    def delay(self, attempt: int, retry_after: Optional[float], waited: float) -> Optional[float]:
+        """Seconds to wait before attempt `attempt + 1`, or None when the budget is spent."""
+        if attempt >= self.max_attempts:
+            return None
+        backoff = self.jitter(min(self.max_delay, self.base_delay * 2 ** (attempt - 1)))
+        if retry_after is not None:
+            # Never sooner than the server asked, but never an unbounded wait either.
+            backoff = max(backoff, min(retry_after, self.max_retry_after))
+        if waited + backoff > self.max_total_wait:
+            return None
+        return backoff
+
+
+def parse_retry_after(value: Optional[str]) -> Optional[float]:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date); None when absent or garbled."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(Retry().parse_retry_after(value)))
+    except Exception:  # urllib3 raises InvalidHeader; anything unparseable means "no hint"
+        return None
+
+
+def tls_reason(exc: BaseException) -> str:
+    """The TLS reason (e.g. "certificate verify failed: self-signed certificate"), without the URL."""
+    seen: set[int] = set()
+    pending: list[Any] = [exc]
+    while pending:
+        current = pending.pop(0)
+        if not isinstance(current, BaseException) or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return f"certificate verify failed: {current.verify_message}"
+        if isinstance(current, ssl.SSLError) and current.reason:
+            return str(current.reason)
+        pending.extend((getattr(current, "reason", None), current.__cause__, current.__context__, *current.args))
+    return "TLS handshake failed"
+
+
+def is_connect_failure(exc: requests.RequestException) -> bool:
+    """True when the request never reached the server (refused, DNS, connect timeout): safe to resend."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    seen: set[int] = set()
+    pending: list[Any] = [exc]
+    while pending:
+        current = pending.pop()
+        if not isinstance(current, BaseException) or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, NewConnectionError):
+            return True
+        pending.extend((getattr(current, "reason", None), current.__cause__, current.__context__, *current.args))
+    return False

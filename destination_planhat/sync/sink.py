@@ -1,0 +1,229 @@
+"""One stream's sink: its records mapped, checked and added to its open batch, and counted.
+
+`Sink` is what every kind of sink shares (the parts it is wired with, what becomes of a record that
+is not sent); `StreamSink` is an analytics stream's, object_sink.ObjectSink an object stream's.
+A sink belongs to the reading thread alone (no lock per record). It hands each batch that is ready
+to `submit` (the writer's, which passes it to the sender). What becomes of a record that cannot be
+sent (rejected locally, with its reason and an example in the log) is decided here too, and
+counted in the ledger and in the counts on states (state_counts.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Generic, Mapping, Optional, TypeVar
+
+import orjson
+
+from destination_planhat.sync.ledger import Ledger, StreamStats
+from destination_planhat.mapping.unclean_json import why_not_encodable
+from destination_planhat.sync.batching import Batch, BatchBuffer, ItemTooLarge, StreamBuffer, body_fits
+from destination_planhat.mapping.analytics import Invalid, MapResult, Mapper, RecordRejected
+from destination_planhat.rejected.records import MISSING, RejectedRecords
+from destination_planhat.mapping.routing import StreamRoute
+from destination_planhat.sync.state_stats import StateCounts
+
+logger = logging.getLogger("airbyte")
+
+SAMPLE_CHARS = 300
+# Local rejections: the first few of each reason per stream are logged with the offending value.
+EXAMPLES_PER_REASON = 3
+# How often (in rejected records of a stream) the share of rejections is judged during the sync.
+EARLY_CHECK_EVERY = 1_000
+
+
+MapperT = TypeVar("MapperT")
+BufferT = TypeVar("BufferT", bound=BatchBuffer)
+
+
+class Sink(Generic[MapperT, BufferT]):
+    """What every stream's sink shares, whatever its records become: the parts the writer wires in,
+    and what becomes of a record that is not sent (`reject`, `skip_unreadable`, an item that fails
+    the local checks, one that cannot be encoded or is too large). Each kind of sink adds `record`:
+    StreamSink below (analytics: items appended to the encoded body), object_sink.ObjectSink
+    (objects: items merged by key)."""
+
+    def __init__(
+        self,
+        route: StreamRoute,
+        mapper: MapperT,
+        buffer: BufferT,
+        stats: StreamStats,
+        *,
+        ledger: Ledger,
+        counts: StateCounts,
+        send_invalid: bool,
+        submit: Callable[[Optional[Batch]], None],
+        judge_errors: Callable[[StreamStats], None],
+        rejected: Optional[RejectedRecords] = None,
+    ) -> None:
+        self.route = route
+        self.mapper = mapper
+        self.buffer = buffer
+        self.stats = stats
+        self._ledger = ledger
+        self._counts = counts
+        self._send_invalid = send_invalid
+        self._submit = submit
+        self._judge_errors = judge_errors  # fails the sync when too many are rejected (max_error_percent)
+        self._rejected = rejected  # where rejected records are stored (object_storage_config), if anywhere
+
+    def record(self, data: Any) -> None:
+        """One record's data: mapped, checked and added to the open batch, or rejected."""
+        raise NotImplementedError
+
+    def take(self) -> Optional[Batch]:
+        """The open batch, closed (None when nothing is buffered)."""
+        return self.buffer.take()
+
+    def skip_unreadable(self, line_number: int, why: str, preview: str, line: bytes = b"") -> None:
+        """An input line that names this stream but cannot be read: a record read and skipped."""
+        stats = self.stats
+        self._ledger.skip(stats.stream, "unreadable input line")  # counted as read: states count it too
+        self._counts.reject(stats.stream, stats.read - 1)
+        self.buffer.skip_record()
+        if self._rejected is not None:
+            self._rejected.add_by_connector(self.route.key, self.route.endpoint.value, stats.read,
+                                            f"unreadable input line: {why}", line=line)
+        logger.warning(f"stream '{stats.stream}': input line {line_number} skipped: {why} (starts with: {preview!r})")
+
+    def reject(self, reason: str, example: str, *, record: Any = MISSING, item: Any = MISSING) -> None:
+        """A record (or, while unpivot adds a record's items, one item) that will not be sent. `record`
+        (the data as read) or `item` (as it would have been sent) is what a store of rejected records keeps."""
+        stats = self.stats
+        several = self.buffer.record_of_items
+        if several is None:  # the whole record
+            self._counts.reject(stats.stream, stats.read - 1)
+            self.buffer.skip_record()
+        else:  # one item of a record that made several (unpivot)
+            self._counts.reject(stats.stream, several, several_items=True)
+        if self._rejected is not None:
+            ordinal = stats.read - 1 if several is None else several
+            self._rejected.add_by_connector(self.route.key, self.route.endpoint.value, ordinal + 1, reason,
+                                            record=record, item=item)
+        seen = self._ledger.reject_locally(stats.stream, reason)
+        if seen <= EXAMPLES_PER_REASON:
+            logger.warning(f"stream '{stats.stream}': an item was not sent: {reason} ({example})")
+        if stats.rejected_locally % EARLY_CHECK_EVERY == 0:
+            self._judge_errors(stats)
+
+    def _invalid_to_send(self, invalid: Invalid) -> Optional[dict[str, Any]]:
+        """An item that failed the local checks: rejected (None), or the item to send as it is
+        (invalid_records: send), with an example in the log."""
+        if not self._send_invalid:
+            self.reject(invalid.reason, invalid.example, item=invalid.item)
+            return None
+        seen = self._ledger.sent_invalid(self.stats.stream, invalid.reason)
+        if seen <= EXAMPLES_PER_REASON:
+            logger.warning(
+                f"stream '{self.stats.stream}': sending an item that fails the local checks "
+                f"(invalid_records: send): {invalid.reason} ({invalid.example})"
+            )
+        return invalid.item
+
+    def _too_large(self, item: dict[str, Any], exc: ItemTooLarge) -> None:
+        self.reject(
+            "larger than the request size limit (`max_request_body_bytes`)", f"{exc}{_largest_field(item)}", item=item
+        )
+
+    def _unencodable(self, item: dict[str, Any], exc: orjson.JSONEncodeError) -> None:
+        self.reject(why_not_encodable(item, exc), repr(item)[:SAMPLE_CHARS], item=item)
+
+
+class StreamSink(Sink[Mapper, StreamBuffer]):
+    """An analytics stream's sink: each item encoded once and appended to the open batch's body."""
+
+    def record(self, data: Any) -> None:
+        """One record. The hot path: every line here runs once per record (see bench/)."""
+        stats = self.stats
+        # `read` is the only counter per record: the counts on states are derived from it.
+        stats.read += 1
+        if type(data) is not dict:
+            self.reject("the record's data is not a JSON object", repr(data)[:SAMPLE_CHARS], record=data)
+            return
+        try:
+            items = self.mapper(data)
+        except RecordRejected as rejected:
+            self.reject(rejected.reason, repr(data)[:SAMPLE_CHARS], record=data)
+            return
+        if len(items) != 1:  # unpivot: a record makes one item per non-null column, maybe none
+            self._add_items(items)
+            return
+        item = items[0]
+        if isinstance(item, Invalid):
+            self._invalid(item)
+            return
+        try:
+            part = orjson.dumps(item)
+        except orjson.JSONEncodeError as exc:
+            self._unencodable(item, exc)
+            return
+        # StreamBuffer.add's common case (an open batch with room), inlined: it runs once per item.
+        buffer = self.buffer
+        body = buffer.body
+        count = buffer.count
+        if count and body_fits(len(body), len(part), buffer.max_body_bytes):
+            body += part
+            body += b","
+            buffer.count = count = count + 1
+            if count >= buffer.batch_size:
+                self._submit(buffer.take())
+        else:
+            self._add_part(item, part)
+
+    def add_encoded(self, encoded: bytes, ends: Any) -> None:
+        """Items a parse worker mapped, checked and encoded (see StreamBuffer.add_run)."""
+        self.buffer.add_run(encoded, ends, self._submit)
+
+    def _add_items(self, items: MapResult) -> None:
+        """A record that made no item or several (unpivot): each item through the general path."""
+        stats = self.stats
+        if not items:
+            stats.empty_records += 1
+            self.buffer.skip_record()
+            return
+        stats.extra_items += len(items) - 1
+        self.buffer.begin_record(stats.read - 1)
+        for item in items:
+            if isinstance(item, Invalid):
+                self._invalid(item)
+            else:
+                self._add_item(item)
+        self.buffer.end_record()
+
+    def _invalid(self, invalid: Invalid) -> None:
+        item = self._invalid_to_send(invalid)
+        if item is not None:
+            self._add_item(item)
+
+    def _add_item(self, item: dict[str, Any]) -> None:
+        """One item into the buffer (`record` does the same inline for the common case)."""
+        try:
+            part = orjson.dumps(item)
+        except orjson.JSONEncodeError as exc:
+            self._unencodable(item, exc)
+            return
+        self._add_part(item, part)
+
+    def _add_part(self, item: dict[str, Any], part: bytes) -> None:
+        try:
+            ready = self.buffer.add(part)
+        except ItemTooLarge as exc:
+            self._too_large(item, exc)
+            return
+        if ready is not None:
+            self._submit(ready)
+
+
+def _largest_field(item: Mapping[str, Any]) -> str:
+    """Which field makes an item too large, for the warning."""
+    sizes = []
+    for name, value in item.items():
+        try:
+            sizes.append((len(orjson.dumps(value)), name))
+        except orjson.JSONEncodeError:
+            continue
+    if not sizes:
+        return ""
+    size, name = max(sizes)
+    return f" (its largest field is '{name}', {size:,} bytes)"

@@ -1,0 +1,12 @@
+"""Test support, for the unit tests, the integration tests, the benchmarks and `make demo` alike.
+
+- `sandbox`, `sandbox_objects`: the Planhat sandbox, a real HTTP server on loopback (analytics and
+  main API), with fault injection.
+- `harness`: messages, catalogs, configs, and the one way to run the connector's CLI in a test.
+- `sync_checks`: what every CLI sync is checked for (state order, counts, secrets).
+- `protocol_schema`, `platform_rules`: the Airbyte protocol's schema and the platform's rules.
+- `builders`, `fake_client`, `recording_target`: small parts for unit tests.
+- `demo`: `make demo`.
+
+May import: anything. Nothing else of the package imports it: the connector never runs it.
+"""

@@ -1,0 +1,110 @@
+"""Small builders shared by the unit tests: configs, catalogs and routes as the connector sees them."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional
+
+from airbyte_cdk.models import AirbyteMessage, AirbyteMessageSerializer, ConfiguredAirbyteCatalogSerializer
+
+from destination_planhat.config import PlanhatConfig, parse_config
+from destination_planhat.mapping.analytics import MappingPlan, Mapper, build_mapper
+from destination_planhat.mapping.objects import ObjectMapper, ObjectPlan, build_object_mapper
+from destination_planhat.mapping.routing import StreamRoute, route_streams
+
+TENANT = "unit-tenant-0001"
+API_TOKEN = "unit-api-token-secret"
+
+METRIC_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "dimensionId": {"type": "string"},
+        "value": {"type": "number"},
+        "externalId": {"type": "string"},
+        "model": {"type": "string"},
+        "date": {"type": "string"},
+    },
+}
+ACTIVITY_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"email": {"type": "string"}, "action": {"type": "string"}, "count": {"type": "number"}},
+}
+UNROUTABLE_SCHEMA: dict[str, Any] = {"type": "object", "properties": {"id": {"type": "integer"}}}
+
+
+def config(**overrides: Any) -> PlanhatConfig:
+    raw: dict[str, Any] = {"tenant_uuid": TENANT, "api_token": API_TOKEN, "analytics_base_url": "http://127.0.0.1:9"}
+    raw.update(overrides)
+    return parse_config({k: v for k, v in raw.items() if v is not None})
+
+
+def configured_stream(
+    name: str, schema: Mapping[str, Any], namespace: Optional[str] = None, mode: str = "append"
+) -> dict[str, Any]:
+    stream: dict[str, Any] = {"name": name, "json_schema": dict(schema), "supported_sync_modes": ["full_refresh", "incremental"]}
+    if namespace:
+        stream["namespace"] = namespace
+    return {"stream": stream, "sync_mode": "incremental", "destination_sync_mode": mode}
+
+
+def catalog(*streams: dict[str, Any]):
+    return ConfiguredAirbyteCatalogSerializer.load({"streams": list(streams)})
+
+
+# Streams "m" (Metrics), "u" (User Activities) and "p" (Metrics unpivoted from two columns): a mix of
+# records that are one item and records that are several.
+PIVOT_SCHEMA: dict[str, Any] = {"type": "object", "properties": {"company": {"type": "string"}, "mrr": {}, "seats": {}}}
+MIXED_STREAMS: list[dict[str, Any]] = [
+    {"name": "p", "endpoint": "metrics", "unpivot_columns": ["mrr", "seats"],
+     "field_mappings": [{"planhat_field": "externalId", "source_field": "company"}]},
+]
+MIXED_CATALOG = catalog(
+    configured_stream("m", METRIC_SCHEMA), configured_stream("u", ACTIVITY_SCHEMA), configured_stream("p", PIVOT_SCHEMA)
+)
+
+
+def route(name: str = "s", schema: Mapping[str, Any] = METRIC_SCHEMA, **config_overrides: Any) -> StreamRoute:
+    routes = route_streams(config(**config_overrides), catalog(configured_stream(name, schema)))
+    return routes[(None, name)]
+
+
+def mapper_of(route: StreamRoute) -> Mapper:
+    """The mapper the writer builds for an analytics stream, from the plan routing compiled."""
+    assert isinstance(route.plan, MappingPlan), route.endpoint
+    return build_mapper(route.plan)
+
+
+def object_mapper_of(route: StreamRoute) -> ObjectMapper:
+    """The mapper the writer builds for an object stream, from the plan routing compiled."""
+    assert isinstance(route.plan, ObjectPlan), route.endpoint
+    return build_object_mapper(route.plan)
+
+
+def stream_state(name: str, cursor: Any, namespace: Optional[str] = None) -> dict[str, Any]:
+    """A STREAM state as the platform sends it (the writer takes messages as parsed from JSON)."""
+    descriptor: dict[str, Any] = {"name": name}
+    if namespace:
+        descriptor["namespace"] = namespace
+    return {"type": "STATE", "state": {"type": "STREAM", "stream": {"stream_descriptor": descriptor, "stream_state": {"cursor": cursor}}}}
+
+
+def global_state(cursor: Any) -> dict[str, Any]:
+    return {"type": "STATE", "state": {"type": "GLOBAL", "global": {"shared_state": {"cursor": cursor}, "stream_states": []}}}
+
+
+def legacy_state(cursor: Any) -> dict[str, Any]:
+    return {"type": "STATE", "state": {"type": "LEGACY", "data": {"cursor": cursor}}}
+
+
+def state_cursor(message: dict[str, Any]) -> Any:
+    state = message["state"]
+    if "stream" in state:
+        return state["stream"]["stream_state"]["cursor"]
+    if "global" in state:
+        return state["global"]["shared_state"]["cursor"]
+    return state["data"]["cursor"]
+
+
+def state_counts(message: dict[str, Any]) -> tuple[float, float]:
+    """(recordCount, rejectedRecordCount) of an emitted state."""
+    stats = message["state"]["destinationStats"]
+    return stats["recordCount"], stats["rejectedRecordCount"]

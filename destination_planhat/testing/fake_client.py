@@ -1,0 +1,63 @@
+"""A stand-in for PlanhatClient that records every call and answers as each test scripts it."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Callable, Optional
+
+import orjson
+
+from destination_planhat.planhat.answers import PostResult
+from destination_planhat.planhat.api import Endpoint
+
+# behaviour(call_index, endpoint, items) -> PostResult, or raises; it may block to delay the answer.
+Behaviour = Callable[[int, Endpoint, list[Any]], Optional[PostResult]]
+
+
+class FakeClient:
+    def __init__(self, behaviour: Optional[Behaviour] = None) -> None:
+        self._behaviour = behaviour
+        self._lock = threading.Lock()
+        self.calls: list[tuple[Endpoint, list[Any]]] = []
+        self.acknowledged: list[Any] = []  # items of posts that returned successfully, in return order
+        self.threads: set[str] = set()
+        self.closed = False
+        self.aborted = False
+
+    def post(self, endpoint: Endpoint, body: bytes, *, context: str = "") -> PostResult:
+        items = orjson.loads(body)
+        with self._lock:
+            index = len(self.calls)
+            self.calls.append((endpoint, items))
+            self.threads.add(threading.current_thread().name)
+        result = self._behaviour(index, endpoint, items) if self._behaviour else None
+        with self._lock:
+            self.acknowledged.extend(items)
+        return result or PostResult(processed=len(items))
+
+    def acknowledged_snapshot(self) -> list[Any]:
+        with self._lock:
+            return list(self.acknowledged)
+
+    def url_for_logs(self, endpoint: Endpoint) -> str:
+        return f"https://planhat.invalid/{endpoint.value}/***"
+
+    def where(self, endpoint: Endpoint) -> str:
+        return f"Planhat {endpoint.label} ({self.url_for_logs(endpoint)})"
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        """The writer calls this when the sync fails (or ends), to cut retries short."""
+        self.aborted = True
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+    """Poll for a condition another thread will make true; fails the test (not by timing) if it never does."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.002)
