@@ -38,7 +38,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("requires_creds") and not SECRETS_CONFIG.is_file():
         pytest.skip(
             f"needs real Planhat credentials in {SECRETS_CONFIG.relative_to(CONNECTOR_ROOT)} "
-            "(not in the repository; see the README, \"The CDK's standard tests\")"
+            '(not in the repository; see the README, "The CDK\'s standard tests")'
         )
     if item.get_closest_marker("image_tests") and not docker_engine_running():
         pytest.skip("no Docker engine answers here (`docker info` failed); the image tests need one")

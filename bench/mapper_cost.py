@@ -11,7 +11,7 @@ and the Decoder's second try maps. Each way is timed on the same records, taking
 - mapper: orjson.loads of the data, the stream's mapper (mapping.build_mapper, the one mapper of the
   connector, which the Decoder's second try and the general path both use), orjson.dumps.
 
-(Until issue 11 a third way existed, a mapper generated per stream with `exec` (checks.py); on these
+(Until issue 11 a third way existed, a mapper generated per stream with `exec` (mapping/value_checks.py); on these
 records it was within a few per cent of the plain mapper, and once the typed try took the common
 record it no longer earned its place: see bench/RESULTS.md.)
 """
@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -55,6 +56,7 @@ def ways(plan: MappingPlan) -> dict[str, Callable[[bytes], Any]]:
         def run(data: bytes) -> Any:
             item = mapper(loads(data))[0]
             return dumps(item) if type(item) is dict else None
+
         return run
 
     def typed_way(data: bytes) -> Any:
@@ -67,7 +69,12 @@ def ways(plan: MappingPlan) -> dict[str, Callable[[bytes], Any]]:
 
 
 def converted_metric(i: int) -> dict[str, Any]:
-    return {**metric(i), "externalId": i % 500, "value": str(i % 97), "date": f"2026-11-{1 + i % 28:02d}T10:00:00+02:00"}
+    return {
+        **metric(i),
+        "externalId": i % 500,
+        "value": str(i % 97),
+        "date": f"2026-11-{1 + i % 28:02d}T10:00:00+02:00",
+    }
 
 
 def converted_activity(i: int) -> dict[str, Any]:
@@ -81,23 +88,34 @@ def main() -> int:
         ("activities, values of their fields' types", compiled(Endpoint.USER_ACTIVITIES, ACTIVITY_SCHEMA), activity),
         ("activities, values to convert", compiled(Endpoint.USER_ACTIVITIES, ACTIVITY_SCHEMA), converted_activity),
     ]
-    lines = [orjson.dumps({"type": "RECORD", "record": {"stream": "m", "data": metric(i), "emitted_at": 1}}) for i in range(N)]
+    lines = [
+        orjson.dumps({"type": "RECORD", "record": {"stream": "m", "data": metric(i), "emitted_at": 1}})
+        for i in range(N)
+    ]
     print(f"{N:,} records per case; CPU ns per record, best of 7 (the ways take turns)")
     loads = orjson.loads
     from airbyte_cdk.models import AirbyteMessageSerializer
 
     load = AirbyteMessageSerializer.load
-    reference = best_of({"orjson.loads of the RECORD line": lambda: [loads(x) for x in lines],
-                         "CDK parse floor of the line": lambda: [load(loads(x)) for x in lines]})
+    reference = best_of(
+        {
+            "orjson.loads of the RECORD line": lambda: [loads(x) for x in lines],
+            "CDK parse floor of the line": lambda: [load(loads(x)) for x in lines],
+        }
+    )
     for name, seconds in reference.items():
         print(f"  reference: {name}: {seconds / N * 1e9:.0f} ns")
     for label, plan, make in cases:
         records = [orjson.dumps(make(i)) for i in range(N)]
         runs = ways(plan)
         handled = {name: sum(run(r) is not None for r in records[:1000]) for name, run in runs.items()}
-        timings = best_of({name: (lambda run=run: [run(r) for r in records]) for name, run in runs.items()})
-        cells = ", ".join(f"{name} {seconds / N * 1e9:.0f}" + ("" if handled[name] == 1000 else " (declines)")
-                          for name, seconds in timings.items())
+        timings = best_of(
+            {name: (lambda run=run, records=records: [run(r) for r in records]) for name, run in runs.items()}
+        )
+        cells = ", ".join(
+            f"{name} {seconds / N * 1e9:.0f}" + ("" if handled[name] == 1000 else " (declines)")
+            for name, seconds in timings.items()
+        )
         print(f"  {label}: {cells}")
     return 0
 

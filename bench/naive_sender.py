@@ -27,8 +27,8 @@ from airbyte_cdk.models import ConfiguredAirbyteCatalogSerializer  # noqa: E402
 
 from destination_planhat.config import parse_config  # noqa: E402
 from destination_planhat.mapping.analytics import MappingPlan, build_mapper  # noqa: E402
-from destination_planhat.planhat.api import ENDPOINT_NEEDS_API_TOKEN, endpoint_path  # noqa: E402
 from destination_planhat.mapping.routing import route_streams  # noqa: E402
+from destination_planhat.planhat.api import ENDPOINT_NEEDS_API_TOKEN, endpoint_path  # noqa: E402
 
 
 class _Buffer:
@@ -56,7 +56,9 @@ def main() -> int:
             headers["Authorization"] = f"Bearer {config.token}"
         buffers[key] = _Buffer(config.analytics_base_url + endpoint_path(route.endpoint, config.tenant), headers)
         if not isinstance(route.plan, MappingPlan):
-            raise SystemExit(f"stream '{route.name}' goes to {route.endpoint.label}: the naive sender writes analytics streams only")
+            raise SystemExit(
+                f"stream '{route.name}' goes to {route.endpoint.label}: the naive sender writes analytics streams only"
+            )
         mappers[key] = build_mapper(route.plan)
     held: list[tuple[int, dict[str, Any]]] = []  # (input position, state message)
     counts: dict[Any, int] = {}
@@ -65,7 +67,9 @@ def main() -> int:
     def post(buffer: _Buffer) -> None:
         if not buffer.parts:
             return
-        response = session.post(buffer.url, data=b"[" + b",".join(buffer.parts) + b"]", headers=buffer.headers, timeout=300)
+        response = session.post(
+            buffer.url, data=b"[" + b",".join(buffer.parts) + b"]", headers=buffer.headers, timeout=300
+        )
         response.raise_for_status()
         buffer.parts, buffer.first_seq = [], None
         release()

@@ -12,7 +12,7 @@ The connector's `api_calls_per_minute` is the same `--cpm`.
 
 The ceiling is `--cpm` full requests a minute: 5,000 items (Planhat's bulk upsert maximum, the
 connector's object batch at the default `batch_size`) x cpm.
-The connector's pacer is a sliding window of 61 s (pacing.py: a minute and a margin for arrival
+The connector's pacer is a sliding window of 61 s (planhat/pacing.py: a minute and a margin for arrival
 drift), so the first window can go faster than the steady state (a start burst) and be followed by
 a pause, and so can every later one: when the lanes are faster than the budget, the calls come in
 bursts of `cpm` every 61 s. The ratio is therefore measured over a steady-state window that is a
@@ -38,8 +38,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import orjson
 
@@ -62,25 +63,42 @@ from bench.run_benchmark import (  # noqa: E402
     verdict,
     write_command,
 )
-from destination_planhat.testing.harness import API_TOKEN, catalog, configured_stream, record, stream_state  # noqa: E402
-
 from destination_planhat.planhat.pacing import WINDOW_MARGIN_SECONDS, WINDOW_SECONDS  # noqa: E402
+from destination_planhat.testing.harness import API_TOKEN, catalog, configured_stream, record, stream_state  # noqa: E402
 
 PACER_WINDOW_S = WINDOW_SECONDS + WINDOW_MARGIN_SECONDS  # the connector's sliding window
 MAX_ITEMS = 5_000  # Planhat's bulk upsert maximum, the connector's object batch
 RATIO_TARGET = 0.90
 RSS_TARGET_MB = 150
 COMPANIES, ENDUSERS = "accounts", "contacts"
-COMPANY_SCHEMA = {"type": "object", "properties": {
-    "id": {"type": "string"}, "name": {"type": "string"}, "plan": {"type": "string"}, "seats": {"type": "integer"}}}
-ENDUSER_SCHEMA = {"type": "object", "properties": {
-    "externalId": {"type": "string"}, "email": {"type": "string"}, "firstName": {"type": "string"},
-    "companyExternalId": {"type": "string"}}}
+COMPANY_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string"},
+        "name": {"type": "string"},
+        "plan": {"type": "string"},
+        "seats": {"type": "integer"},
+    },
+}
+ENDUSER_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "externalId": {"type": "string"},
+        "email": {"type": "string"},
+        "firstName": {"type": "string"},
+        "companyExternalId": {"type": "string"},
+    },
+}
 STREAMS = [
-    {"name": COMPANIES, "endpoint": "companies",
-     "field_mappings": [{"planhat_field": "externalId", "source_field": "id"},
-                        {"planhat_field": "custom.Plan tier", "source_field": "plan"},
-                        {"planhat_field": "custom.Seats", "source_field": "seats"}]},
+    {
+        "name": COMPANIES,
+        "endpoint": "companies",
+        "field_mappings": [
+            {"planhat_field": "externalId", "source_field": "id"},
+            {"planhat_field": "custom.Plan tier", "source_field": "plan"},
+            {"planhat_field": "custom.Seats", "source_field": "seats"},
+        ],
+    },
     {"name": ENDUSERS, "endpoint": "endusers"},
 ]
 
@@ -91,9 +109,18 @@ def generate_input(path: Path, pairs: int, state_every: int) -> Input:
     chunk: list[bytes] = []
     with path.open("wb") as file:
         for i in range(pairs):
-            company = {"id": f"acct-{i}", "name": f"Company {i}", "plan": ("pro", "team", "free")[i % 3], "seats": i % 250}
-            user = {"externalId": f"user-{i}", "email": f"user{i}@example.com", "firstName": f"User {i}",
-                    "companyExternalId": f"acct-{i}"}
+            company = {
+                "id": f"acct-{i}",
+                "name": f"Company {i}",
+                "plan": ("pro", "team", "free")[i % 3],
+                "seats": i % 250,
+            }
+            user = {
+                "externalId": f"user-{i}",
+                "email": f"user{i}@example.com",
+                "firstName": f"User {i}",
+                "companyExternalId": f"acct-{i}",
+            }
             messages = [record(COMPANIES, company), record(ENDUSERS, user)]
             if (i + 1) % state_every == 0 or i + 1 == pairs:
                 messages += [stream_state(COMPANIES, i + 1), stream_state(ENDUSERS, i + 1)]
@@ -132,14 +159,28 @@ def steady_state(requests_log: list[dict[str, Any]], warmup_s: float, length: fl
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description="Objects benchmark of destination-planhat (see the module docstring).")
-    parser.add_argument("--cpm", type=int, default=120, help="calls per minute: the sandbox's limit and the connector's budget")
+    parser.add_argument(
+        "--cpm", type=int, default=120, help="calls per minute: the sandbox's limit and the connector's budget"
+    )
     parser.add_argument("--latency-ms", type=float, default=300.0, help="added to every main API answer")
-    parser.add_argument("--warmup-s", type=float, default=60.0, help="seconds after the first request before the window")
-    parser.add_argument("--measure-s", type=float, default=122.0,
-                        help="seconds of the steady-state window (whole pacer windows of 61 s)")
-    parser.add_argument("--tail-s", type=float, default=30.0, help="input for this long beyond the window, so it ends full")
-    parser.add_argument("--batch-size", type=int, default=MAX_ITEMS, help="the connector's batch_size (smoke runs only)")
-    parser.add_argument("--pairs", type=int, help="companies (and as many end users) in the input (default: from the above)")
+    parser.add_argument(
+        "--warmup-s", type=float, default=60.0, help="seconds after the first request before the window"
+    )
+    parser.add_argument(
+        "--measure-s",
+        type=float,
+        default=122.0,
+        help="seconds of the steady-state window (whole pacer windows of 61 s)",
+    )
+    parser.add_argument(
+        "--tail-s", type=float, default=30.0, help="input for this long beyond the window, so it ends full"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=MAX_ITEMS, help="the connector's batch_size (smoke runs only)"
+    )
+    parser.add_argument(
+        "--pairs", type=int, help="companies (and as many end users) in the input (default: from the above)"
+    )
     parser.add_argument("--state-every", type=int, default=10_000, help="pairs between STATEs of each stream")
     parser.add_argument("--workdir", help="keep the input and the run's output here (default: a temp dir, removed)")
     args = parser.parse_args(argv)
@@ -159,16 +200,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"  {source.lines:,} lines, {source.whole.offset / 1e6:.1f} MB", flush=True)
         limits = ("--rate-limit-per-minute", str(args.cpm), "--main-api-latency", str(args.latency_ms / 1000))
         sandbox = space.start_sandbox(limits)  # its main API with a calls-per-minute limit and latency
-        config: dict[str, Any] = {"api_token": API_TOKEN, "api_base_url": sandbox.url, "api_calls_per_minute": args.cpm,
-                                  "streams": STREAMS}
+        config: dict[str, Any] = {
+            "api_token": API_TOKEN,
+            "api_base_url": sandbox.url,
+            "api_calls_per_minute": args.cpm,
+            "streams": STREAMS,
+        }
         if batch != MAX_ITEMS:
             config["batch_size"] = batch
         (workdir / "config.json").write_bytes(orjson.dumps(config))
         configured = catalog(configured_stream(COMPANIES, COMPANY_SCHEMA), configured_stream(ENDUSERS, ENDUSER_SCHEMA))
         (workdir / "catalog.json").write_bytes(orjson.dumps(configured))
         command = write_command(workdir / "config.json", workdir / "catalog.json")
-        print(f"syncing through the CLI: sandbox at {sandbox.url}, {args.cpm} calls/min, {args.latency_ms:g} ms "
-              f"per request (expect about {seconds / 60:.1f} minutes) ...", flush=True)
+        print(
+            f"syncing through the CLI: sandbox at {sandbox.url}, {args.cpm} calls/min, {args.latency_ms:g} ms "
+            f"per request (expect about {seconds / 60:.1f} minutes) ...",
+            flush=True,
+        )
         run, stdout = run_process("connector-objects", command, source, source.whole, workdir)
         verify(sandbox, stdout, pairs, source.whole.states)
         log = sandbox.get("requests", timeout=120, api="main")
@@ -183,32 +231,60 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     calls, items, start, length = steady_state(log, args.warmup_s, args.measure_s)
     last = max(r["at"] + r["duration_s"] for r in upserts)
     if start + length > last:
-        return aborted(f"the sync ended {start + length - last:.0f} s before the end of the window; raise --tail-s or --pairs")
+        return aborted(
+            f"the sync ended {start + length - last:.0f} s before the end of the window; raise --tail-s or --pairs"
+        )
     rate = items / length
     ratio = rate / ceiling
     whole = upserts[-1]["at"] + upserts[-1]["duration_s"] - upserts[0]["at"]
     durations = sorted(r["duration_s"] for r in upserts)
     rows = [
-        Row(f"steady-state window: {length:.0f} s from {args.warmup_s:g} s after the first request",
-            f"{calls} calls", f"<= {args.cpm * length / PACER_WINDOW_S:.0f}", f"{items:,} items"),
+        Row(
+            f"steady-state window: {length:.0f} s from {args.warmup_s:g} s after the first request",
+            f"{calls} calls",
+            f"<= {args.cpm * length / PACER_WINDOW_S:.0f}",
+            f"{items:,} items",
+        ),
         Row("  items/s achieved in the window", f"{rate:,.0f} items/s"),
         Row(f"  ceiling: {batch:,} items x {args.cpm} calls per minute", f"{ceiling:,.0f} items/s"),
         Row("  ratio to the ceiling", f"{ratio:.3f}", f">= {RATIO_TARGET:g}", verdict(ratio >= RATIO_TARGET)),
-        Row("whole sync: items / seconds from the first request to the last answer",
-            f"{2 * pairs / whole:,.0f} items/s", "", f"{2 * pairs:,} in {whole:.0f} s"),
-        Row("  main API requests (upserts) / answered 429", f"{len(upserts)} / {too_many}", "429: 0", verdict(too_many == 0)),
-        Row("  time per request at the sandbox: median / max (latency + processing)",
-            f"{durations[len(durations) // 2]:.2f} s", "", f"{durations[-1]:.2f} s"),
-        Row("CPU time of the connector's process tree, per record", f"{run.cpu_s / (2 * pairs) * 1e6:.1f} µs", "",
-            f"{run.cpu_s:.0f} s in all"),
-        Row("peak RSS of the connector's process tree (largest process alone)", f"{run.peak_rss_mb:.0f} MB",
-            f"<= {RSS_TARGET_MB} MB", f"{verdict(run.peak_rss_mb <= RSS_TARGET_MB)}  ({run.maxrss_mb:.0f} MB)"),
+        Row(
+            "whole sync: items / seconds from the first request to the last answer",
+            f"{2 * pairs / whole:,.0f} items/s",
+            "",
+            f"{2 * pairs:,} in {whole:.0f} s",
+        ),
+        Row(
+            "  main API requests (upserts) / answered 429",
+            f"{len(upserts)} / {too_many}",
+            "429: 0",
+            verdict(too_many == 0),
+        ),
+        Row(
+            "  time per request at the sandbox: median / max (latency + processing)",
+            f"{durations[len(durations) // 2]:.2f} s",
+            "",
+            f"{durations[-1]:.2f} s",
+        ),
+        Row(
+            "CPU time of the connector's process tree, per record",
+            f"{run.cpu_s / (2 * pairs) * 1e6:.1f} µs",
+            "",
+            f"{run.cpu_s:.0f} s in all",
+        ),
+        Row(
+            "peak RSS of the connector's process tree (largest process alone)",
+            f"{run.peak_rss_mb:.0f} MB",
+            f"<= {RSS_TARGET_MB} MB",
+            f"{verdict(run.peak_rss_mb <= RSS_TARGET_MB)}  ({run.maxrss_mb:.0f} MB)",
+        ),
     ]
     title = [
         f"destination-planhat objects benchmark: {pairs:,} companies + {pairs:,} end users (parents first), "
         f"{source.whole.states} STATEs, {source.whole.offset / 1e6:.0f} MB of input",
         f"sandbox: {args.cpm} calls per minute (fixed window, 429 above), {args.latency_ms:g} ms per request; "
-        f"connector: api_calls_per_minute {args.cpm}, " + ("default batch" if batch == MAX_ITEMS else f"batch_size {batch}"),
+        f"connector: api_calls_per_minute {args.cpm}, "
+        + ("default batch" if batch == MAX_ITEMS else f"batch_size {batch}"),
         machine(load_before),
         "checked: the sandbox holds every company and end user once, every STATE came out with its counts",
     ]

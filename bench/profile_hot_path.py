@@ -4,10 +4,10 @@
     .venv/bin/python bench/profile_hot_path.py --cprofile     # and cProfile's top functions
 
 In-process, with a client that answers at once, so only the reading thread's work is measured: the
-framing (reading.read_chunks, input_pipeline.LineFramer), the decode step (input_pipeline.Decoder:
-what a parse worker spends per record), and the whole in-process pipeline (reading.read_input with
+framing (pipeline.read_chunks, decoder.LineFramer), the decode step (decoder.Decoder:
+what a parse worker spends per record), and the whole in-process pipeline (pipeline.read_input with
 `parse_workers: 0`: decode and apply, into the batch bodies). The decode step is also timed without
-msgspec's typed first try (typed_records.py), which is what that try earns. Each stage is timed by that thread's
+msgspec's typed first try (reading/typed_records.py), which is what that try earns. Each stage is timed by that thread's
 CPU time (best of 3), which other work on a shared machine changes less than the wall time (but it
 does: shared caches and cores). The CDK's parse of the same lines is the reference.
 Sending (HTTP, sender threads, the kernel's copies) is not in these figures: run_benchmark.py
@@ -23,8 +23,9 @@ import logging
 import pstats
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import orjson
 
@@ -32,12 +33,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from airbyte_cdk.models import AirbyteMessageSerializer, ConfiguredAirbyteCatalogSerializer  # noqa: E402
 
-from destination_planhat.planhat.answers import PostResult  # noqa: E402
 from destination_planhat.config import parse_config  # noqa: E402
+from destination_planhat.mapping.routing import route_streams  # noqa: E402
+from destination_planhat.planhat.answers import PostResult  # noqa: E402
+from destination_planhat.planhat.api import Endpoint  # noqa: E402
 from destination_planhat.reading.decoder import Decoder, LineFramer  # noqa: E402
 from destination_planhat.reading.pipeline import read_chunks, read_input  # noqa: E402
-from destination_planhat.planhat.api import Endpoint  # noqa: E402
-from destination_planhat.mapping.routing import route_streams  # noqa: E402
 from destination_planhat.sync.writer import PlanhatWriter  # noqa: E402
 from destination_planhat.testing.harness import encode_lines, mixed_catalog, mixed_messages, sandbox_config  # noqa: E402
 
@@ -104,6 +105,7 @@ def main() -> int:
         def run() -> None:
             for chunk in frame(data):
                 decoder.decode(chunk)
+
         return run
 
     typed = Decoder(plan)
@@ -116,8 +118,10 @@ def main() -> int:
         ("  every line through the general path (no stream in the plan: unpivot, dot paths)", lambda: in_process(True)),
     ]
     per_record = 1e9 / args.records
-    print(f"{args.records:,} records, batch {args.batch_size:,}; CPU time of the reading thread per record, best of "
-          f"{args.rounds} rounds (the stages take turns, so that other work on the machine weighs on each alike)")
+    print(
+        f"{args.records:,} records, batch {args.batch_size:,}; CPU time of the reading thread per record, best of "
+        f"{args.rounds} rounds (the stages take turns, so that other work on the machine weighs on each alike)"
+    )
     best = interleaved([("floor", floor), *stages], args.rounds)
     reference = best[0] * per_record
     print(f"  {'CDK parse floor: AirbyteMessageSerializer.load(orjson.loads(line))':76s} {reference:6.0f} ns")

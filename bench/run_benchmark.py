@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import contextlib
 import os
 import shutil
 import signal
@@ -62,9 +63,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import orjson
 import requests
@@ -184,7 +186,7 @@ def measure_floor(path: Path, repeats: int) -> tuple[float, float]:
 
 
 class Sandbox:
-    """integration_tests/planhat_sandbox.py in its own process, driven through /_sandbox/*."""
+    """destination_planhat/testing/sandbox.py in its own process, driven through /_sandbox/*."""
 
     # The analytics runs: the sandbox counts items but neither keeps nor checks them (see the docstring).
     ANALYTICS_OPTIONS = ("--no-keep-items", "--no-validate")
@@ -208,7 +210,9 @@ class Sandbox:
     def reset(self, latency_s: float = 0.0) -> None:
         self._session.post(f"{self.url}/_sandbox/reset", timeout=30).raise_for_status()
         if latency_s:
-            self._session.post(f"{self.url}/_sandbox/faults", json={"latency_s": latency_s}, timeout=30).raise_for_status()
+            self._session.post(
+                f"{self.url}/_sandbox/faults", json={"latency_s": latency_s}, timeout=30
+            ).raise_for_status()
 
     def summary(self) -> dict[str, Any]:
         return self.get("summary")
@@ -405,7 +409,7 @@ class TreeSampler:
                     data = file.read()
             except OSError:
                 continue
-            self._parents[pid] = int(data[data.rindex(b")") + 2:].split()[1])
+            self._parents[pid] = int(data[data.rindex(b")") + 2 :].split()[1])
         if not gone and not new:
             return
         children: dict[int, list[int]] = {}
@@ -440,7 +444,7 @@ class TreeSampler:
                 os.close(fd)
                 del self._members[pid]
                 continue
-            fields = data[data.rindex(b")") + 2:].split()  # field 3 of stat(5) at index 0
+            fields = data[data.rindex(b")") + 2 :].split()  # field 3 of stat(5) at index 0
             processes += 1
             rss_pages += int(fields[21])
             ticks += int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
@@ -493,10 +497,13 @@ def run_process(
             first_read = FirstRead(process.pid)
             pump = None
         else:
-            process = subprocess.Popen(wrapper, cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err)
+            process = subprocess.Popen(
+                wrapper, cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err
+            )
             sampler = TreeSampler(process.pid)
             pump = threading.Thread(
-                target=_pump, args=(source.path, cut.offset if cut else 0, cut.repeat if cut else 1, process.stdin),
+                target=_pump,
+                args=(source.path, cut.offset if cut else 0, cut.repeat if cut else 1, process.stdin),
                 daemon=True,
             )
             pump.start()
@@ -518,8 +525,11 @@ def run_process(
     if measured["exit"] != 0:
         stderr = err_path.read_bytes().decode(errors="replace")
         # A connector reports a config error (e.g. a `parse_workers` it does not know) as a TRACE on stdout.
-        traces = [m["trace"]["error"].get("message", "") for m in map(_json_or_none, stdout.splitlines())
-                  if m and m.get("type") == "TRACE" and isinstance(m.get("trace", {}).get("error"), dict)]
+        traces = [
+            m["trace"]["error"].get("message", "")
+            for m in map(_json_or_none, stdout.splitlines())
+            if m and m.get("type") == "TRACE" and isinstance(m.get("trace", {}).get("error"), dict)
+        ]
         raise BenchmarkError(f"{label}: exit code {measured['exit']}\n" + "\n".join([*traces, stderr[-3000:]]).strip())
     records = cut.records if cut else 0
     run = Run(label, records, measured["ended"] - measured["started"], measured["maxrss_kb"] / 1024, measured["cpu_s"])
@@ -550,10 +560,8 @@ def _pump(path: Path, length: int, repeat: int, pipe: Any) -> None:
     except BrokenPipeError:
         pass
     finally:
-        try:
+        with contextlib.suppress(BrokenPipeError):
             pipe.close()
-        except BrokenPipeError:
-            pass
 
 
 def verify(run: Run, stdout: bytes, cut: Optional[Cut], sandbox: Sandbox) -> None:
@@ -603,11 +611,23 @@ def _in_process_rows(run: Optional[Run], records: int, floor: float, floor_cpu: 
         return [Row(f"  for comparison, parse_workers 0 (best of {repeats}): wall time", f"{run.wall_s:.2f} s")]
     rate = records / run.reading_s
     ok = rate / floor >= IN_PROCESS_RATIO_TARGET
-    rows = [Row(f"  parse_workers 0 (in process, best of {repeats}): records/s, same window",
-                f"{rate:,.0f} rec/s", f">= {IN_PROCESS_RATIO_TARGET:g} x floor", f"{rate / floor:.2f} x  {verdict(ok)}")]
+    rows = [
+        Row(
+            f"  parse_workers 0 (in process, best of {repeats}): records/s, same window",
+            f"{rate:,.0f} rec/s",
+            f">= {IN_PROCESS_RATIO_TARGET:g} x floor",
+            f"{rate / floor:.2f} x  {verdict(ok)}",
+        )
+    ]
     if run.reading_cpu_s is not None:
-        rows.append(_cpu_per_record_row("    CPU time per record in that window (one process) / the floor's",
-                                        run.reading_cpu_s, records, floor_cpu))
+        rows.append(
+            _cpu_per_record_row(
+                "    CPU time per record in that window (one process) / the floor's",
+                run.reading_cpu_s,
+                records,
+                floor_cpu,
+            )
+        )
     return rows
 
 
@@ -638,14 +658,25 @@ class Runner:
         return path
 
     def connector(
-        self, label: str, batch_size: int, cut: Optional[Cut], latency_s: float = 0.0, parse_workers: Optional[int] = None
+        self,
+        label: str,
+        batch_size: int,
+        cut: Optional[Cut],
+        latency_s: float = 0.0,
+        parse_workers: Optional[int] = None,
     ) -> Run:
         config = self._config(batch_size, connector=True, parse_workers=parse_workers)
         return self._run(label, write_command(config, self.workdir / "catalog.json"), cut, latency_s)
 
     def naive(self, label: str, batch_size: int, cut: Cut, latency_s: float) -> Run:
-        command = [sys.executable, str(NAIVE), "--config", str(self._config(batch_size, connector=False)),
-                   "--catalog", str(self.workdir / "catalog.json")]
+        command = [
+            sys.executable,
+            str(NAIVE),
+            "--config",
+            str(self._config(batch_size, connector=False)),
+            "--catalog",
+            str(self.workdir / "catalog.json"),
+        ]
         return self._run(label, command, cut, latency_s)
 
     def _run(self, label: str, command: list[str], cut: Optional[Cut], latency_s: float) -> Run:
@@ -653,9 +684,12 @@ class Runner:
         print(f"  running {label} ...", end="", flush=True)
         run, stdout = run_process(label, command, self.source, cut, self.workdir)
         verify(run, stdout, cut, self.sandbox)
-        tree = (f"peak RSS {run.tree_rss_mb:.0f} MB over {run.processes} process(es), "
-                f"largest process {run.maxrss_mb:.0f} MB" if run.tree_rss_mb is not None
-                else f"peak RSS {run.maxrss_mb:.0f} MB (largest process)")
+        tree = (
+            f"peak RSS {run.tree_rss_mb:.0f} MB over {run.processes} process(es), "
+            f"largest process {run.maxrss_mb:.0f} MB"
+            if run.tree_rss_mb is not None
+            else f"peak RSS {run.maxrss_mb:.0f} MB (largest process)"
+        )
         print(f" {run.wall_s:.1f}s, {tree}, {run.requests} requests, {run.states} states", flush=True)
         return run
 
@@ -703,11 +737,18 @@ def _cpu_rows(run: Optional[Run], records: int, floor_cpu: float) -> list[Row]:
     after = run.cpu_s - run.startup_cpu_s - run.reading_cpu_s
     return [
         Row(label, f"{cpu_rate:,.0f} rec/s", "", f"{cpu_rate / floor_cpu:.2f} x"),
-        _cpu_per_record_row("  CPU time per record of the process tree in that window / the floor's",
-                            run.reading_cpu_s, records, floor_cpu),
-        Row("  CPU time of that run's tree: before the first byte read / in the window / after it",
+        _cpu_per_record_row(
+            "  CPU time per record of the process tree in that window / the floor's",
+            run.reading_cpu_s,
+            records,
+            floor_cpu,
+        ),
+        Row(
+            "  CPU time of that run's tree: before the first byte read / in the window / after it",
             f"{run.startup_cpu_s:.2f} / {run.reading_cpu_s:.2f} / {after:.2f} s",
-            "", f"total {run.cpu_s:.2f} s"),
+            "",
+            f"total {run.cpu_s:.2f} s",
+        ),
     ]
 
 
@@ -718,7 +759,7 @@ def machine(load_before: str) -> str:
 
 def load_average() -> str:
     try:
-        return "%.1f" % os.getloadavg()[0]
+        return f"{os.getloadavg()[0]:.1f}"
     except OSError:
         return "?"
 
@@ -731,12 +772,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--batch-size", type=int, default=10_000, help="batch size of the throughput runs")
     parser.add_argument("--latency-ms", type=float, default=200.0, help="sandbox latency per request in run 3")
     parser.add_argument("--rss-batch-sizes", default="10000,100000", help="batch sizes of the memory runs")
-    parser.add_argument("--rss-fractions", default="0.25,0.5,1,2",
-                        help="inputs of the memory runs, as fractions of the input (2: the whole input twice)")
-    parser.add_argument("--repeats", type=int, default=2, help="runs of the floor and of the no-latency connector (best kept)")
+    parser.add_argument(
+        "--rss-fractions",
+        default="0.25,0.5,1,2",
+        help="inputs of the memory runs, as fractions of the input (2: the whole input twice)",
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=2, help="runs of the floor and of the no-latency connector (best kept)"
+    )
     parser.add_argument("--workdir", help="keep the input and the runs' output here (default: a temp dir, removed)")
-    parser.add_argument("--parse-workers", type=int, metavar="N",
-                        help='write "parse_workers": N into the connector\'s configs (default: left out)')
+    parser.add_argument(
+        "--parse-workers",
+        type=int,
+        metavar="N",
+        help='write "parse_workers": N into the connector\'s configs (default: left out)',
+    )
     args = parser.parse_args(argv)
     if args.parse_workers is not None and args.parse_workers < 0:
         parser.error("--parse-workers must be 0 or more")
@@ -748,7 +798,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     space = Workspace(args.workdir, "planhat-bench-")
     workdir = space.path
     try:
-        print(f"generating {records:,} records (a STATE of each stream every {args.state_every:,}) in {workdir} ...", flush=True)
+        print(
+            f"generating {records:,} records (a STATE of each stream every {args.state_every:,}) in {workdir} ...",
+            flush=True,
+        )
         source = generate_input(workdir / "input.jsonl", records, args.state_every)
         whole = source.whole
         size_mb = whole.offset / 1e6
@@ -763,15 +816,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"sandbox at {sandbox.url} (own process)", flush=True)
 
         empty = runner.connector("connector-empty-input", args.batch_size, None)
-        fast_runs = [runner.connector(f"connector-no-latency-b{args.batch_size}-{i + 1}", args.batch_size, whole)
-                     for i in range(args.repeats)]
+        fast_runs = [
+            runner.connector(f"connector-no-latency-b{args.batch_size}-{i + 1}", args.batch_size, whole)
+            for i in range(args.repeats)
+        ]
         fast = min(fast_runs, key=_reading_time)
         # For comparison, unless the runs above already parsed in process: the same input, parse_workers 0.
         in_process: Optional[Run] = None
         if args.parse_workers != 0:
             in_process = min(
-                (runner.connector(f"connector-in-process-b{args.batch_size}-{i + 1}", args.batch_size, whole, parse_workers=0)
-                 for i in range(args.repeats)),
+                (
+                    runner.connector(
+                        f"connector-in-process-b{args.batch_size}-{i + 1}", args.batch_size, whole, parse_workers=0
+                    )
+                    for i in range(args.repeats)
+                ),
                 key=_reading_time,
             )
         latency_s = args.latency_ms / 1000
@@ -808,29 +867,59 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     target = IN_PROCESS_RATIO_TARGET if fast.processes == 1 or args.parse_workers == 0 else FLOOR_RATIO_TARGET
     rows = [
         Row("CDK parse floor: AirbyteMessageSerializer.load(orjson.loads(line))", f"{floor:,.0f} msg/s"),
-        Row(f"connector, no latency, batch {args.batch_size:,} (best of {args.repeats}): wall time",
-            f"{fast.wall_s:.2f} s", "", f"{fast.rate:,.0f} rec/s"),
-        Row("  start-up before the first byte read / teardown after the last line",
-            f"{startup:.2f} s", "", f"{teardown:.2f} s"),
-        Row("  records/s from the first byte read to the last line written", f"{rate:,.0f} rec/s",
-            f">= {target:g} x floor", f"{rate / floor:.2f} x  {verdict(rate / floor >= target)}"),
+        Row(
+            f"connector, no latency, batch {args.batch_size:,} (best of {args.repeats}): wall time",
+            f"{fast.wall_s:.2f} s",
+            "",
+            f"{fast.rate:,.0f} rec/s",
+        ),
+        Row(
+            "  start-up before the first byte read / teardown after the last line",
+            f"{startup:.2f} s",
+            "",
+            f"{teardown:.2f} s",
+        ),
+        Row(
+            "  records/s from the first byte read to the last line written",
+            f"{rate:,.0f} rec/s",
+            f">= {target:g} x floor",
+            f"{rate / floor:.2f} x  {verdict(rate / floor >= target)}",
+        ),
         *_cpu_rows(fast_cpu, records, floor_cpu),
         *_in_process_rows(in_process, records, floor, floor_cpu, args.repeats),
-        Row("  processes in the connector's tree at once, at most (the connector + its parse workers)",
-            f"{fast.processes}" if fast.processes is not None else "n/a (no /proc)"),
-        Row(f"naive sender, {args.latency_ms:g} ms per request: wall time", f"{naive.wall_s:.2f} s", "",
-            f"{naive.rate:,.0f} rec/s"),
-        Row(f"connector, {args.latency_ms:g} ms per request: wall time", f"{overlapped.wall_s:.2f} s", "",
-            f"{overlapped.rate:,.0f} rec/s"),
-        Row("  speed-up over the naive sender (wall times)", f"{speedup:.2f} x", f">= {LATENCY_RATIO_TARGET:g} x",
-            verdict(speedup >= LATENCY_RATIO_TARGET)),
+        Row(
+            "  processes in the connector's tree at once, at most (the connector + its parse workers)",
+            f"{fast.processes}" if fast.processes is not None else "n/a (no /proc)",
+        ),
+        Row(
+            f"naive sender, {args.latency_ms:g} ms per request: wall time",
+            f"{naive.wall_s:.2f} s",
+            "",
+            f"{naive.rate:,.0f} rec/s",
+        ),
+        Row(
+            f"connector, {args.latency_ms:g} ms per request: wall time",
+            f"{overlapped.wall_s:.2f} s",
+            "",
+            f"{overlapped.rate:,.0f} rec/s",
+        ),
+        Row(
+            "  speed-up over the naive sender (wall times)",
+            f"{speedup:.2f} x",
+            f">= {LATENCY_RATIO_TARGET:g} x",
+            verdict(speedup >= LATENCY_RATIO_TARGET),
+        ),
     ]
     sampled = all(run.tree_rss_mb is not None for run in (*rss.values(), empty))
     rows.append(
-        Row("peak RSS: process tree (sum, sampled every 10 ms) or largest process, whichever is higher",
-            "", "", "(largest process alone)")
-        if sampled else
-        Row("peak RSS: no /proc here, so the largest process's own (ru_maxrss); parse workers not summed")
+        Row(
+            "peak RSS: process tree (sum, sampled every 10 ms) or largest process, whichever is higher",
+            "",
+            "",
+            "(largest process alone)",
+        )
+        if sampled
+        else Row("peak RSS: no /proc here, so the largest process's own (ru_maxrss); parse workers not summed")
     )
     for batch_size in rss_batch_sizes:
         runs = sorted(((n, r) for (b, n), r in rss.items() if b == batch_size), key=lambda x: x[0])
@@ -838,22 +927,43 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for n, run in runs:
             ok = target is None or run.peak_rss_mb <= target
             largest = f"({run.maxrss_mb:.0f} MB)" if sampled else ""
-            rows.append(Row(f"  peak RSS, batch {batch_size:,}, {n:,} records", f"{run.peak_rss_mb:.0f} MB",
-                            f"<= {target} MB" if target else "",
-                            f"{verdict(ok)}  {largest}".rstrip() if target else largest))
+            rows.append(
+                Row(
+                    f"  peak RSS, batch {batch_size:,}, {n:,} records",
+                    f"{run.peak_rss_mb:.0f} MB",
+                    f"<= {target} MB" if target else "",
+                    f"{verdict(ok)}  {largest}".rstrip() if target else largest,
+                )
+            )
         base = next((r for r in runs if r[0] == records), runs[0]) if runs else None
         if base is not None and runs[-1] is not base:
             growth = runs[-1][1].peak_rss_mb / base[1].peak_rss_mb
-            rows.append(Row(f"    growth {base[0]:,} -> {runs[-1][0]:,} records", f"x {growth:.2f}",
-                            f"<= x {RSS_FLAT_FACTOR:.2f}", verdict(growth <= RSS_FLAT_FACTOR)))
-    rows.append(Row("  peak RSS on an empty input (interpreter, CDK, any parse workers), for reference",
-                    f"{empty.peak_rss_mb:.0f} MB", "", f"({empty.maxrss_mb:.0f} MB)" if sampled else ""))
+            rows.append(
+                Row(
+                    f"    growth {base[0]:,} -> {runs[-1][0]:,} records",
+                    f"x {growth:.2f}",
+                    f"<= x {RSS_FLAT_FACTOR:.2f}",
+                    verdict(growth <= RSS_FLAT_FACTOR),
+                )
+            )
+    rows.append(
+        Row(
+            "  peak RSS on an empty input (interpreter, CDK, any parse workers), for reference",
+            f"{empty.peak_rss_mb:.0f} MB",
+            "",
+            f"({empty.maxrss_mb:.0f} MB)" if sampled else "",
+        )
+    )
     title = [
         f"destination-planhat benchmark: {records:,} records ({whole.metrics:,} Metrics, {whole.activities:,} "
         f"User Activities), {whole.states} STATEs, {size_mb:.1f} MB of input",
         machine(load_before) + " (other work on the machine slows the wall-time figures, the CPU-time ones less)",
-        "connector config: " + (f'"parse_workers": {args.parse_workers}' if args.parse_workers is not None
-                                else "parse_workers not set (the connector's default)"),
+        "connector config: "
+        + (
+            f'"parse_workers": {args.parse_workers}'
+            if args.parse_workers is not None
+            else "parse_workers not set (the connector's default)"
+        ),
         "every run checked: the sandbox counted every record at its endpoint, every STATE came out with its counts",
     ]
     if records < 1_000_000:

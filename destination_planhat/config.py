@@ -8,24 +8,25 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Mapping
 from enum import Enum
-from typing import Annotated, Any, Literal, Mapping, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
-from destination_planhat.planhat.errors import config_error
 from destination_planhat.planhat.api import (
     DEFAULT_ANALYTICS_BASE_URL,
     DEFAULT_CALLS_PER_MINUTE,
     REGION_PATTERN,
-    MatchOn,
-    main_api_base_url,
     SAFE_BODY_BYTES,
     TENANT_TOKEN_PATTERN,
     WHERE_TENANT_TOKEN,
     Endpoint,
+    MatchOn,
+    main_api_base_url,
 )
+from destination_planhat.planhat.errors import config_error
 
 TENANT_PATTERN = TENANT_TOKEN_PATTERN
 # The smallest request body limit that still fits any sensible item, so a typo cannot make every
@@ -97,7 +98,7 @@ class StreamSettings(BaseModel):
         )
 
     @model_validator(mode="after")
-    def _each_mapping_has_one_source(self) -> "StreamSettings":
+    def _each_mapping_has_one_source(self) -> StreamSettings:
         """Exactly one of source_field/constant per entry; named by stream and entry, all at once."""
         problems = []
         for number, mapping in enumerate(self.field_mappings, start=1):
@@ -108,8 +109,7 @@ class StreamSettings(BaseModel):
                 problems.append(f"{where}: set exactly one of `source_field` or `constant`")
             elif has_source and not _is_dot_path(mapping.source_field or ""):
                 problems.append(
-                    f"{where}: `source_field` must be a column name or a dot path such as account.id "
-                    "(no empty parts)"
+                    f"{where}: `source_field` must be a column name or a dot path such as account.id (no empty parts)"
                 )
         for number, (column, _) in enumerate(self.unpivot_pairs, start=1):
             if not column.strip():
@@ -196,7 +196,9 @@ class S3ObjectStorage(BaseModel):
     def _bucket_name(cls, value: str) -> str:
         value = value.strip()
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{2,254}", value):
-            raise ValueError("must be the name of an S3 bucket (letters, digits, '.', '-' and '_'), without s3:// or a path")
+            raise ValueError(
+                "must be the name of an S3 bucket (letters, digits, '.', '-' and '_'), without s3:// or a path"
+            )
         return value
 
     @field_validator("access_key_id", "secret_access_key")
@@ -217,7 +219,8 @@ class S3ObjectStorage(BaseModel):
         if value is None:
             return None
         return https_unless_loopback(
-            value, "an http(s) URL of an S3-compatible server, such as https://s3.eu-west-1.amazonaws.com",
+            value,
+            "an http(s) URL of an S3-compatible server, such as https://s3.eu-west-1.amazonaws.com",
             "the access keys and the rejected records",
         )
 
@@ -234,7 +237,7 @@ class S3ObjectStorage(BaseModel):
         return _check_template(value, FILE_NAME_VARIABLES)
 
     @model_validator(mode="after")
-    def _keys_in_pairs(self) -> "S3ObjectStorage":
+    def _keys_in_pairs(self) -> S3ObjectStorage:
         if (self.access_key_id is None) != (self.secret_access_key is None):
             raise ValueError(
                 "object_storage_config: set both `access_key_id` and `secret_access_key`, or neither (then the "
@@ -290,8 +293,8 @@ class PlanhatConfig(BaseModel):
     dry_run: bool = False
     retry_initial_delay_seconds: float = Field(default=1.0, ge=0, le=60)
     max_request_body_bytes: int = Field(default=SAFE_BODY_BYTES, ge=MIN_REQUEST_BODY_BYTES, le=SAFE_BODY_BYTES)
-    parse_workers: Optional[int] = Field(default=None, ge=0, le=32)  # None: parallel.default_worker_count()
-    # Where rejected records are stored (rejected_records.py writes them); None stores nothing.
+    parse_workers: Optional[int] = Field(default=None, ge=0, le=32)  # None: worker_pool.default_worker_count()
+    # Where rejected records are stored (rejected/records.py writes them); None stores nothing.
     object_storage_config: ObjectStorage = Field(default_factory=lambda: NoObjectStorage())
 
     @field_validator("tenant_uuid")
@@ -382,6 +385,7 @@ def https_unless_loopback(value: str, what: str, carried: str) -> str:
             "127.0.0.1, ::1 and localhost, e.g. a local test server)"
         )
     return value.strip().rstrip("/")
+
 
 def parse_config(raw: Mapping[str, Any]) -> PlanhatConfig:
     """Parse the user's config, or raise one config error that lists every field to fix."""

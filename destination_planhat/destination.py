@@ -8,9 +8,10 @@ import json
 import logging
 import sys
 import threading
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from importlib import resources
-from typing import Any, BinaryIO, Callable, Iterable, Mapping, Optional, cast
+from typing import Any, BinaryIO, Optional, cast
 
 import orjson
 from airbyte_cdk.destinations import Destination
@@ -27,17 +28,17 @@ from airbyte_cdk.models import (
 from airbyte_cdk.utils.airbyte_secrets_utils import get_secrets, update_secrets
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
-from destination_planhat.planhat.client import PlanhatClient
 from destination_planhat.config import PlanhatConfig, S3ObjectStorage, parse_config
 from destination_planhat.discover import discover
-from destination_planhat.sync.dry_run import DryRun
-from destination_planhat.planhat.errors import PlanhatError
-from destination_planhat.reading.worker_pool import ParseWorkers
-from destination_planhat.planhat.api import WHERE_API_TOKEN, Endpoint
-from destination_planhat.reading.pipeline import message_lines, read_input, run_pipeline, start_parse_workers
-from destination_planhat.rejected.records import RejectedRecords, StoreFailed, build_writer, check_storage, layout_for
-from destination_planhat.planhat.retries import RetryPolicy
 from destination_planhat.mapping.routing import route_streams, settings_problems
+from destination_planhat.planhat.api import WHERE_API_TOKEN, Endpoint
+from destination_planhat.planhat.client import PlanhatClient
+from destination_planhat.planhat.errors import PlanhatError
+from destination_planhat.planhat.retries import RetryPolicy
+from destination_planhat.reading.pipeline import message_lines, read_input, run_pipeline, start_parse_workers
+from destination_planhat.reading.worker_pool import ParseWorkers
+from destination_planhat.rejected.records import RejectedRecords, StoreFailed, build_writer, check_storage, layout_for
+from destination_planhat.sync.dry_run import DryRun
 from destination_planhat.sync.writer import PlanhatWriter
 
 logger = logging.getLogger("airbyte")
@@ -110,7 +111,9 @@ class DestinationPlanhat(Destination):
         """The destination catalog (the CDK's AirbyteMessage has no field for it, so run_cmd prints
         it itself). Reads the custom fields with the API token; writes nothing."""
         parsed = parse_config(config)
-        client = build_client(parsed, attempts=1, read_timeout=min(parsed.request_timeout_seconds, DISCOVER_TIMEOUT_SECONDS))
+        client = build_client(
+            parsed, attempts=1, read_timeout=min(parsed.request_timeout_seconds, DISCOVER_TIMEOUT_SECONDS)
+        )
         try:
             where = client.main_api_url_for_logs()
             return discover(parsed.token, client.read_custom_fields, where)
@@ -155,7 +158,9 @@ class DestinationPlanhat(Destination):
                 try:
                     client.post(endpoint, b"[]", context="check: ")
                 except PlanhatError as exc:  # the same message a sync would end with
-                    return AirbyteConnectionStatus(status=Status.FAILED, message=exc.user_message(client.where(endpoint)))
+                    return AirbyteConnectionStatus(
+                        status=Status.FAILED, message=exc.user_message(client.where(endpoint))
+                    )
         finally:
             client.close()
         if not parsed.token:
@@ -170,7 +175,7 @@ class DestinationPlanhat(Destination):
     ) -> Iterable[AirbyteMessage]:
         """The CDK's interface: messages in, released states out (yielded as they are released).
 
-        The messages go through the same input pipeline as the CLI's lines (reading.py), so they are
+        The messages go through the same input pipeline as the CLI's lines (reading/pipeline.py), so they are
         read, checked, counted and reported the same way. It cannot echo states verbatim, though: the
         CDK's models it receives have already dropped every key they do not know, the platform's state
         `id` among them, and the models it yields would drop them again. The connector's CLI (`write`
@@ -254,7 +259,9 @@ def build_rejected_records(config: PlanhatConfig, catalog: ConfiguredAirbyteCata
         raise exc.traced from exc
     secrets = [config.tenant, config.token]
     if isinstance(storage, S3ObjectStorage):
-        secrets += [key.get_secret_value() for key in (storage.access_key_id, storage.secret_access_key) if key is not None]
+        secrets += [
+            key.get_secret_value() for key in (storage.access_key_id, storage.secret_access_key) if key is not None
+        ]
     store = RejectedRecords(writer, layout, secrets)
     logger.info(f"rejected records are stored under {store.where}")
     return store
@@ -274,10 +281,10 @@ def check_main_api(client: PlanhatClient, config: PlanhatConfig) -> Optional[str
 
 def print_message(message: dict[str, Any]) -> None:
     """Print one message as a single write, so lines from several threads never interleave: each
-    released STATE, and the DESTINATION_CATALOG (which the CDK's models cannot carry). With the standard library's encoder: it writes back every value the input had as it
+    released STATE, and the DESTINATION_CATALOG (which the CDK's models cannot carry). With the
+    standard library's encoder: it writes back every value the input had as it
     was read (integers of any size, for one, which orjson refuses)."""
     line = json.dumps(message, ensure_ascii=False, separators=(",", ":")) + "\n"
     with _stdout_lock:
         sys.stdout.write(line)
         sys.stdout.flush()
-

@@ -21,19 +21,19 @@ required, or the alias could not be used.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Mapping, Optional
+from collections.abc import Callable, Mapping
+from typing import Any, Optional
 
-from destination_planhat.planhat.custom_fields import NONE_READ, CustomFields, JsonSchema, read_custom_fields
 from destination_planhat.planhat.api import (
     DATE_FORMAT_NOTE,
     DIMENSION_ID_PATTERN,
     METRIC_MODELS,
     TARGETS,
-    Endpoint,
     FieldKind,
     MatchOn,
     Target,
 )
+from destination_planhat.planhat.custom_fields import NONE_READ, CustomFields, JsonSchema, read_custom_fields
 
 logger = logging.getLogger("airbyte")
 
@@ -67,7 +67,7 @@ def operation(target: Target, custom: Mapping[str, JsonSchema]) -> dict[str, Any
     for alias, (field, prefix) in aliases.items():
         properties[alias] = {
             "type": "string",
-            "description": f"The parent's own id, sent as {field}: \"{prefix}<value>\" (instead of mapping {field})",
+            "description": f'The parent\'s own id, sent as {field}: "{prefix}<value>" (instead of mapping {field})',
         }
     if "custom" in properties:
         properties["custom"] = {
@@ -116,7 +116,9 @@ def operation(target: Target, custom: Mapping[str, JsonSchema]) -> dict[str, Any
 
 def destination_catalog(custom: CustomFields = NONE_READ) -> dict[str, Any]:
     """The `destination_catalog` of the DESTINATION_CATALOG message: every target, in TARGETS' order."""
-    return {"operations": [operation(target, custom.by_endpoint.get(endpoint, {})) for endpoint, target in TARGETS.items()]}
+    return {
+        "operations": [operation(target, custom.by_endpoint.get(endpoint, {})) for endpoint, target in TARGETS.items()]
+    }
 
 
 def discover(token: Optional[str], read: Callable[[], bytes], where: str) -> dict[str, Any]:
@@ -129,6 +131,8 @@ def discover(token: Optional[str], read: Callable[[], bytes], where: str) -> dic
     if custom.left_out:
         logger.info("discover: custom fields left out: " + "; ".join(custom.left_out))
     catalog = destination_catalog(custom)
-    logger.info(f"discover: {len(catalog['operations'])} operations: " + ", ".join(
-        f"{op['object_name']} ({op['sync_mode']})" for op in catalog["operations"]))
+    logger.info(
+        f"discover: {len(catalog['operations'])} operations: "
+        + ", ".join(f"{op['object_name']} ({op['sync_mode']})" for op in catalog["operations"])
+    )
     return catalog

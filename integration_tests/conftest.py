@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -32,4 +32,6 @@ def planhat() -> Iterator[PlanhatSandbox]:
 
 def pytest_configure(config: pytest.Config) -> None:
     # `make test` selects with -m "not image_tests" only, so slow tests still run there.
-    config.addinivalue_line("markers", "slow: takes tens of seconds (e.g. a fresh virtualenv install); run by `make test`")
+    config.addinivalue_line(
+        "markers", "slow: takes tens of seconds (e.g. a fresh virtualenv install); run by `make test`"
+    )

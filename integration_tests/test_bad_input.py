@@ -9,10 +9,9 @@ own input, catalog or config (empty input, no streams, bad configs) run alone.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
-import orjson
 import pytest
 
 from destination_planhat.testing.sandbox import METRICS, USER_ACTIVITIES, PlanhatSandbox
@@ -35,7 +34,13 @@ BODY_CAP = 4_096  # `max_request_body_bytes` of the shared sync: one record belo
 
 def record_line(stream: str, data_json: bytes) -> bytes:
     """A RECORD line with `data` spliced in as raw JSON text (which may be invalid on purpose)."""
-    return b'{"type": "RECORD", "record": {"stream": "' + stream.encode() + b'", "data": ' + data_json + b', "emitted_at": 1}}\n'
+    return (
+        b'{"type": "RECORD", "record": {"stream": "'
+        + stream.encode()
+        + b'", "data": '
+        + data_json
+        + b', "emitted_at": 1}}\n'
+    )
 
 
 def nested(depth: int) -> dict:
@@ -84,12 +89,29 @@ def _wrong_types(w: Workload) -> None:
 
 
 def _non_finite(w: Workload) -> None:
-    w.raw(record_line("non_finite", b'{"dimensionId": "non_finite", "value": NaN, "externalId": "n1"}'), "non_finite", LOCAL)
-    w.raw(record_line("non_finite", b'{"dimensionId": "non_finite", "value": Infinity, "externalId": "n2"}'), "non_finite", LOCAL)
-    w.raw(record_line("non_finite_events", b'{"email": "inf@example.com", "count": -Infinity}'), "non_finite_events", LOCAL)
+    w.raw(
+        record_line("non_finite", b'{"dimensionId": "non_finite", "value": NaN, "externalId": "n1"}'),
+        "non_finite",
+        LOCAL,
+    )
+    w.raw(
+        record_line("non_finite", b'{"dimensionId": "non_finite", "value": Infinity, "externalId": "n2"}'),
+        "non_finite",
+        LOCAL,
+    )
+    w.raw(
+        record_line("non_finite_events", b'{"email": "inf@example.com", "count": -Infinity}'),
+        "non_finite_events",
+        LOCAL,
+    )
     # NaN in a column that is not sent harms nobody: the record goes through without it.
     item = {"dimensionId": "non_finite", "value": 3, "externalId": "n3"}
-    w.raw(record_line("non_finite", b'{"dimensionId": "non_finite", "value": 3, "externalId": "n3", "score": NaN}'), "non_finite", SEND, item)
+    w.raw(
+        record_line("non_finite", b'{"dimensionId": "non_finite", "value": 3, "externalId": "n3", "score": NaN}'),
+        "non_finite",
+        SEND,
+        item,
+    )
 
 
 def _invalid_utf8(w: Workload) -> None:
@@ -121,7 +143,10 @@ CASES = {
     "a line that is not JSON": Case(
         {"not_json": METRICS},
         _not_json,
-        logs=[("stream 'not_json'", "skipped: it is not valid JSON"), ("skipped: it is not valid JSON", "this line is not JSON")],
+        logs=[
+            ("stream 'not_json'", "skipped: it is not valid JSON"),
+            ("skipped: it is not valid JSON", "this line is not JSON"),
+        ],
         counts={"not_json": {"skipped": 1}},
     ),
     "a message of an unknown type": Case(
@@ -185,7 +210,10 @@ CASES = {
     "deeply nested values": Case(
         {"deep": USER_ACTIVITIES},
         _deeply_nested,
-        logs=[("stream 'deep'", "field 'info.a.a", "nested deeper than 255 levels"), ("stream 'deep'", "input line", "skipped")],
+        logs=[
+            ("stream 'deep'", "field 'info.a.a", "nested deeper than 255 levels"),
+            ("stream 'deep'", "input line", "skipped"),
+        ],
         counts={"deep": {"rejected_locally": 1, "skipped": 1}},
     ),
     "a RECORD without a record object": Case(
@@ -238,7 +266,9 @@ def shared_sync(request, tmp_path_factory) -> tuple[SyncCheck, Workload]:
         yield check_sync(run, workload, sandbox), workload
 
 
-@pytest.mark.parametrize("case", [*CASES.values(), TRUNCATED], ids=[*CASES.keys(), "input that ends in the middle of a line"])
+@pytest.mark.parametrize(
+    "case", [*CASES.values(), TRUNCATED], ids=[*CASES.keys(), "input that ends in the middle of a line"]
+)
 def test_bad_input_is_named_counted_and_costs_nothing_else(case: Case, shared_sync):
     sync, workload = shared_sync
     for fragments in case.logs:
@@ -261,7 +291,9 @@ def test_bad_input_is_named_counted_and_costs_nothing_else(case: Case, shared_sy
 def test_an_empty_input_is_a_sync_with_nothing_to_do(planhat, tmp_path):
     workload = Workload().stream("usage", METRICS).stream("events", USER_ACTIVITIES)
 
-    run = run_connector("write", tmp_path, sandbox=planhat, config=connector_config(planhat), catalog=workload.catalog(), stdin=b"")
+    run = run_connector(
+        "write", tmp_path, sandbox=planhat, config=connector_config(planhat), catalog=workload.catalog(), stdin=b""
+    )
 
     sync = check_sync(run, workload, planhat)
     assert planhat.requests == [] and run.states == []
@@ -271,7 +303,14 @@ def test_an_empty_input_is_a_sync_with_nothing_to_do(planhat, tmp_path):
 def test_a_last_line_without_newline_is_read(planhat, tmp_path):
     workload = Workload().stream("usage", METRICS).records("usage", 10).state("usage")
 
-    run = run_connector("write", tmp_path, sandbox=planhat, config=connector_config(planhat), catalog=workload.catalog(), stdin=workload.encode().rstrip(b"\n"))
+    run = run_connector(
+        "write",
+        tmp_path,
+        sandbox=planhat,
+        config=connector_config(planhat),
+        catalog=workload.catalog(),
+        stdin=workload.encode().rstrip(b"\n"),
+    )
 
     sync = check_sync(run, workload, planhat)
     assert sync.stream("usage")["processed"] == 10 and len(run.states) == 1
@@ -283,7 +322,14 @@ def test_a_catalog_without_streams_skips_every_record(planhat, tmp_path):
         workload.record("usage", {"dimensionId": "usage", "value": i, "externalId": "a"}, fate=SKIP)
     workload.state("usage")
 
-    run = run_connector("write", tmp_path, sandbox=planhat, config=connector_config(planhat), catalog={"streams": []}, stdin=workload.encode())
+    run = run_connector(
+        "write",
+        tmp_path,
+        sandbox=planhat,
+        config=connector_config(planhat),
+        catalog={"streams": []},
+        stdin=workload.encode(),
+    )
 
     sync = check_sync(run, workload, planhat)
     assert run.log_lines("the configured catalog has no streams: nothing will be written")
@@ -298,7 +344,10 @@ BAD_CONFIGS = {
     "batch_size not a number": ({"batch_size": "many"}, "`batch_size`"),
     "max_in_flight_requests 0": ({"max_in_flight_requests": 0}, "`max_in_flight_requests`"),
     "request_timeout_seconds 0": ({"request_timeout_seconds": 0}, "`request_timeout_seconds`"),
-    "max_request_body_bytes above Planhat's limit": ({"max_request_body_bytes": 64 * 1024 * 1024}, "`max_request_body_bytes`"),
+    "max_request_body_bytes above Planhat's limit": (
+        {"max_request_body_bytes": 64 * 1024 * 1024},
+        "`max_request_body_bytes`",
+    ),
     "two bad fields at once": ({"batch_size": -1, "bogus": True}, "`bogus`"),
 }
 
@@ -315,11 +364,22 @@ def test_check_refuses_a_bad_config_naming_the_field(overrides, names, planhat, 
     assert planhat.requests == [], "check sends nothing with a config that is not valid"
 
 
-@pytest.mark.parametrize("overrides, names", [BAD_CONFIGS["an unknown key"], BAD_CONFIGS["batch_size 0"]], ids=["an unknown key", "batch_size 0"])
+@pytest.mark.parametrize(
+    "overrides, names",
+    [BAD_CONFIGS["an unknown key"], BAD_CONFIGS["batch_size 0"]],
+    ids=["an unknown key", "batch_size 0"],
+)
 def test_write_refuses_a_bad_config_naming_the_field(overrides, names, planhat, tmp_path):
     workload = Workload().stream("usage", METRICS).records("usage", 3).state("usage")
 
-    run = run_connector("write", tmp_path, sandbox=planhat, config=connector_config(planhat, **overrides), catalog=workload.catalog(), stdin=workload.encode())
+    run = run_connector(
+        "write",
+        tmp_path,
+        sandbox=planhat,
+        config=connector_config(planhat, **overrides),
+        catalog=workload.catalog(),
+        stdin=workload.encode(),
+    )
 
     assert run.returncode != 0 and run.states == []
     [error] = run.errors

@@ -21,9 +21,24 @@ BENCH = REPO_ROOT / "bench" / "run_benchmark.py"
 @pytest.mark.slow
 def test_the_benchmark_runs_every_stage_on_a_tiny_input_and_prints_one_table(tmp_path):
     args = [
-        sys.executable, str(BENCH), "--records", "4000", "--state-every", "1000", "--batch-size", "1000",
-        "--latency-ms", "10", "--rss-batch-sizes", "1000,2000", "--rss-fractions", "0.5,1,2", "--repeats", "1",
-        "--workdir", str(tmp_path),
+        sys.executable,
+        str(BENCH),
+        "--records",
+        "4000",
+        "--state-every",
+        "1000",
+        "--batch-size",
+        "1000",
+        "--latency-ms",
+        "10",
+        "--rss-batch-sizes",
+        "1000,2000",
+        "--rss-fractions",
+        "0.5,1,2",
+        "--repeats",
+        "1",
+        "--workdir",
+        str(tmp_path),
     ]
     completed = subprocess.run(args, capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
@@ -78,9 +93,26 @@ def test_the_objects_benchmark_runs_end_to_end_on_a_tiny_input_and_prints_one_ta
     and the states, and prints every row. Its figures mean something only at full size (here the
     budget, 600 calls a minute, is never reached: 400 requests)."""
     args = [
-        sys.executable, str(OBJECTS_BENCH), "--cpm", "600", "--latency-ms", "10", "--batch-size", "100",
-        "--pairs", "20000", "--warmup-s", "1", "--measure-s", "2", "--tail-s", "1", "--state-every", "5000",
-        "--workdir", str(tmp_path),
+        sys.executable,
+        str(OBJECTS_BENCH),
+        "--cpm",
+        "600",
+        "--latency-ms",
+        "10",
+        "--batch-size",
+        "100",
+        "--pairs",
+        "20000",
+        "--warmup-s",
+        "1",
+        "--measure-s",
+        "2",
+        "--tail-s",
+        "1",
+        "--state-every",
+        "5000",
+        "--workdir",
+        str(tmp_path),
     ]
     completed = subprocess.run(args, capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
@@ -97,5 +129,7 @@ def test_the_objects_benchmark_runs_end_to_end_on_a_tiny_input_and_prints_one_ta
     ):
         assert row in out, f"missing row {row!r} in:\n{out}"
     assert out.count("PASS") + out.count("FAIL") == 3  # ratio, 429s, RSS
-    states = [line for line in (tmp_path / "connector-objects.out").read_text().splitlines() if '"type":"STATE"' in line]
+    states = [
+        line for line in (tmp_path / "connector-objects.out").read_text().splitlines() if '"type":"STATE"' in line
+    ]
     assert len(states) == 8

@@ -26,6 +26,7 @@ from destination_planhat.testing.harness import (
     stream_state,
 )
 
+
 @pytest.mark.parametrize("parse_workers", [0, 2], ids=["parsing in process", "two parse workers"])
 def test_a_state_comes_out_while_the_source_is_quiet_and_its_pipe_still_open(parse_workers, sandbox, tmp_path):
     config = sandbox_config(sandbox.url, batch_size=1_000, flush_interval_seconds=1, parse_workers=parse_workers)
@@ -51,7 +52,9 @@ def test_a_state_comes_out_while_the_source_is_quiet_and_its_pipe_still_open(par
         process.stdin.close()
         state = output.next_state()
         assert (state["stream"]["stream_state"], state["destinationStats"]["recordCount"]) == ({"cursor": "after-8"}, 3)
-        assert process.wait(timeout=GIVE_UP_SECONDS) == 0, process.stderr.read().decode()[-3000:] if process.stderr else ""
+        assert process.wait(timeout=GIVE_UP_SECONDS) == 0, (
+            process.stderr.read().decode()[-3000:] if process.stderr else ""
+        )
         assert sandbox.received("metrics") == [r["record"]["data"] for r in first + later]
         assert [r.items for r in sandbox.requests] == [5, 3], "each pause sent one partial batch, not one per record"
     finally:
@@ -63,8 +66,12 @@ def test_a_state_comes_out_while_the_source_is_quiet_and_its_pipe_still_open(par
 def test_a_state_alone_does_not_push_out_a_partial_batch(sandbox, tmp_path):
     """With the default flush interval, a state arriving after two records waits for the end of input
     (or for the batch to fill) instead of sending a two-item request."""
-    lines = [record("metrics_stream", metric(0)), record("metrics_stream", metric(1)),
-             stream_state("metrics_stream", "after-2"), record("metrics_stream", metric(2))]
+    lines = [
+        record("metrics_stream", metric(0)),
+        record("metrics_stream", metric(1)),
+        stream_state("metrics_stream", "after-2"),
+        record("metrics_stream", metric(2)),
+    ]
     process = start_write(tmp_path, sandbox_config(sandbox.url, batch_size=1_000))
     try:
         out, err = process.communicate(encode_lines(lines), timeout=GIVE_UP_SECONDS)
@@ -103,11 +110,15 @@ def _alive(pid: int) -> bool:
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the worker processes through /proc")
 def test_parse_workers_end_when_the_connector_is_killed(sandbox, tmp_path):
     """Airbyte may kill a sync's container process outright: its parse workers must not outlive it."""
-    process = start_write(tmp_path, sandbox_config(sandbox.url, batch_size=1_000, flush_interval_seconds=1, parse_workers=2))
+    process = start_write(
+        tmp_path, sandbox_config(sandbox.url, batch_size=1_000, flush_interval_seconds=1, parse_workers=2)
+    )
     try:
         assert process.stdin is not None and process.stdout is not None
         output = OutputLines(process.stdout)
-        process.stdin.write(encode_lines([record("metrics_stream", metric(1)), stream_state("metrics_stream", "after-1")]))
+        process.stdin.write(
+            encode_lines([record("metrics_stream", metric(1)), stream_state("metrics_stream", "after-1")])
+        )
         process.stdin.flush()
         output.next_state()  # the sync is running, its workers started
         workers = _children(process.pid)

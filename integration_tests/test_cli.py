@@ -13,7 +13,6 @@ import pytest
 from jsonschema import Draft7Validator
 
 from destination_planhat.planhat.api import Endpoint
-
 from destination_planhat.testing.harness import (
     ACTIVITY_SCHEMA,
     API_TOKEN,
@@ -147,7 +146,9 @@ def test_write_refuses_unroutable_and_non_append_streams_in_one_error(sandbox, t
     )
     stdin = encode_lines([record("metrics_ok", metric(1)), stream_state("metrics_ok", 1)])
     run = run_cli("write", tmp_path, config=sandbox_config(sandbox.url), catalog=configured, stdin=stdin)
-    assert_one_config_error_and_no_request(run, sandbox, ["plain_table", "crm.other_table", "overwritten", "`streams`", "append"])
+    assert_one_config_error_and_no_request(
+        run, sandbox, ["plain_table", "crm.other_table", "overwritten", "`streams`", "append"]
+    )
     assert "metrics_ok" not in run.errors[0]["message"]
     no_secrets(run)
 
@@ -178,7 +179,9 @@ def test_records_of_streams_not_in_the_catalog_are_skipped_counted_and_warned_on
     messages = [record("usage", metric(0))]
     messages += [record("stranger", activity(i)) for i in range(5)]
     messages += [record("usage", metric(1)), stream_state("usage", "end")]
-    run = run_cli("write", tmp_path, config=sandbox_config(sandbox.url), catalog=configured, stdin=encode_lines(messages))
+    run = run_cli(
+        "write", tmp_path, config=sandbox_config(sandbox.url), catalog=configured, stdin=encode_lines(messages)
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     assert sandbox.received("metrics") == [metric(0), metric(1)]
     assert sandbox.received("user_activities") == []
@@ -194,9 +197,13 @@ def test_global_state_counts_the_records_of_every_stream(sandbox, tmp_path):
     configured = catalog(configured_stream("usage", METRIC_SCHEMA), configured_stream("events", ACTIVITY_SCHEMA))
     messages = [record("usage", metric(i)) for i in range(3)] + [record("events", activity(i)) for i in range(4)]
     messages += [global_state(1), record("events", activity(9)), global_state(2)]
-    run = run_cli("write", tmp_path, config=sandbox_config(sandbox.url), catalog=configured, stdin=encode_lines(messages))
+    run = run_cli(
+        "write", tmp_path, config=sandbox_config(sandbox.url), catalog=configured, stdin=encode_lines(messages)
+    )
     assert run.returncode == 0, run.stderr[-2000:]
-    assert [(s["type"], s["global"]["shared_state"]["cursor"], s["destinationStats"]["recordCount"]) for s in run.states] == [
+    assert [
+        (s["type"], s["global"]["shared_state"]["cursor"], s["destinationStats"]["recordCount"]) for s in run.states
+    ] == [
         ("GLOBAL", 1, 7),
         ("GLOBAL", 2, 1),
     ]
@@ -215,7 +222,11 @@ def test_batch_size_is_respected_exactly(sandbox, tmp_path, batch_size, records,
     configured = catalog(configured_stream("usage", METRIC_SCHEMA))
     messages = [record("usage", metric(i)) for i in range(records)] + [stream_state("usage", records)]
     run = run_cli(
-        "write", tmp_path, config=sandbox_config(sandbox.url, batch_size=batch_size), catalog=configured, stdin=encode_lines(messages)
+        "write",
+        tmp_path,
+        config=sandbox_config(sandbox.url, batch_size=batch_size),
+        catalog=configured,
+        stdin=encode_lines(messages),
     )
     assert run.returncode == 0, run.stderr[-2000:]
     assert sorted((r.items for r in sandbox.requests), reverse=True) == expected_sizes
@@ -227,7 +238,11 @@ def test_batch_size_is_respected_exactly(sandbox, tmp_path, batch_size, records,
 def test_sample_messages_reach_both_endpoints_and_secrets_stay_out_of_the_output(sandbox, tmp_path):
     configured = json.loads((INTEGRATION_DIR / "configured_catalog.json").read_text())
     stdin = (INTEGRATION_DIR / "messages.jsonl").read_bytes()
-    sent = [json.loads(line)["record"] for line in stdin.splitlines() if line.strip() and json.loads(line)["type"] == "RECORD"]
+    sent = [
+        json.loads(line)["record"]
+        for line in stdin.splitlines()
+        if line.strip() and json.loads(line)["type"] == "RECORD"
+    ]
     run = run_cli("write", tmp_path, config=sandbox_config(sandbox.url), catalog=configured, stdin=stdin)
     assert run.returncode == 0, run.stderr[-2000:]
     by_stream = Counter(r["stream"] for r in sent)
@@ -241,7 +256,9 @@ def test_secrets_stay_out_of_the_output_when_planhat_refuses_them(sandbox, tmp_p
     configured = catalog(configured_stream("usage", METRIC_SCHEMA))
     sandbox.set_faults(script=[{"kind": "status", "status": 401}])
     messages = [record("usage", metric(1)), stream_state("usage", 1)]
-    run = run_cli("write", tmp_path, config=sandbox_config(sandbox.url), catalog=configured, stdin=encode_lines(messages))
+    run = run_cli(
+        "write", tmp_path, config=sandbox_config(sandbox.url), catalog=configured, stdin=encode_lines(messages)
+    )
     assert run.returncode != 0
     assert [e["failure_type"] for e in run.errors] == ["config_error"]
     assert "api_token" in run.errors[0]["message"]
@@ -261,7 +278,7 @@ def console_script() -> Path:
 def test_console_script_spec_and_write(sandbox, tmp_path):
     spec = subprocess.run([str(console_script()), "spec"], capture_output=True, timeout=120, cwd=tmp_path)
     assert spec.returncode == 0, spec.stderr[-2000:]
-    [line] = [json.loads(l) for l in spec.stdout.splitlines() if b'"SPEC"' in l]
+    [line] = [json.loads(out) for out in spec.stdout.splitlines() if b'"SPEC"' in out]
     assert set(FIXED_FIELDS) <= set(line["spec"]["connectionSpecification"]["properties"])
 
     (tmp_path / "config.json").write_text(json.dumps(sandbox_config(sandbox.url)))
@@ -274,7 +291,7 @@ def test_console_script_spec_and_write(sandbox, tmp_path):
         cwd=tmp_path,
     )
     assert write.returncode == 0, write.stderr[-2000:]
-    states = [json.loads(l) for l in write.stdout.splitlines() if b'"STATE"' in l]
+    states = [json.loads(out) for out in write.stdout.splitlines() if b'"STATE"' in out]
     assert len(states) == 1 and states[0]["state"]["destinationStats"]["recordCount"] == 1
     assert sandbox.received("user_activities") == [activity(1)]
 
@@ -282,7 +299,9 @@ def test_console_script_spec_and_write(sandbox, tmp_path):
 def test_write_with_invalid_config_fails_with_one_config_error_naming_the_fields(sandbox, tmp_path):
     config = json.loads((INTEGRATION_DIR / "invalid_config.json").read_text())
     configured = json.loads((INTEGRATION_DIR / "configured_catalog.json").read_text())
-    run = run_cli("write", tmp_path, config=config, catalog=configured, stdin=(INTEGRATION_DIR / "messages.jsonl").read_bytes())
+    run = run_cli(
+        "write", tmp_path, config=config, catalog=configured, stdin=(INTEGRATION_DIR / "messages.jsonl").read_bytes()
+    )
     assert run.returncode != 0
     [error] = run.errors
     assert error["failure_type"] == "config_error"

@@ -3,20 +3,21 @@ failing) and a `write` routed only by `destination_object_name`, as the platform
 
 Every run goes through run_connector (run_cli: each stdout line validated against the protocol
 schema, and no secret in the output). A configured catalog is built from discover's own output the
-way the Airbyte UI builds one (integration_tests/platform_rules.py checks it as the platform does).
+way the Airbyte UI builds one (destination_planhat/testing/platform_rules.py checks it as the platform does).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Optional
 
 import pytest
 
 from destination_planhat.planhat.api import TARGETS
 from destination_planhat.testing.harness import catalog, encode_lines, record, stream_state
-from destination_planhat.testing.sandbox import MAIN_API, PlanhatSandbox
 from destination_planhat.testing.platform_rules import platform_problems
+from destination_planhat.testing.sandbox import MAIN_API, PlanhatSandbox
 from destination_planhat.testing.sync_checks import assert_books_balance, connector_config, run_connector, sync_summary
 
 CUSTOM_FIELDS: list[dict[str, Any]] = [
@@ -70,7 +71,9 @@ def test_discover_offers_every_target_with_the_tenants_custom_fields(tmp_path: P
     assert_nothing_written(planhat)
 
 
-def test_discover_without_a_token_offers_the_standard_fields_and_says_why(tmp_path: Path, planhat: PlanhatSandbox) -> None:
+def test_discover_without_a_token_offers_the_standard_fields_and_says_why(
+    tmp_path: Path, planhat: PlanhatSandbox
+) -> None:
     planhat.configure_main_api(custom_fields=CUSTOM_FIELDS)
     run = discover(tmp_path, planhat, api_token=None)
     assert run.returncode == 0, run.stderr[-2000:]
@@ -134,8 +137,11 @@ def mapped_stream(
     under their Planhat names, with the schemas of the destination's fields."""
     properties = {field: op["json_schema"]["properties"][field] for field in fields}
     stream: dict[str, Any] = {
-        "stream": {"name": name, "json_schema": {"type": "object", "properties": properties, "additionalProperties": True},
-                   "supported_sync_modes": ["full_refresh", "incremental"]},
+        "stream": {
+            "name": name,
+            "json_schema": {"type": "object", "properties": properties, "additionalProperties": True},
+            "supported_sync_modes": ["full_refresh", "incremental"],
+        },
         "sync_mode": "full_refresh",
         "destination_sync_mode": op["sync_mode"],
         "destination_object_name": op["object_name"],
@@ -152,17 +158,25 @@ def test_a_write_routed_only_by_destination_object_name(tmp_path: Path, planhat:
         # names and columns that no schema rule would route: only destination_object_name does
         mapped_stream("usage_daily", ops["metrics"], ["dimensionId", "value", "externalId", "date"]),
         mapped_stream("web_events", ops["user_activities"], ["email", "action", "companyExternalId"]),
-        mapped_stream("crm_accounts", ops["companies"], ["externalId", "name", "custom.Plan tier", "custom.Seats"], ["externalId"]),
-        mapped_stream("crm_contacts", ops["endusers"], ["externalId", "email", "companyExternalId", "custom.Beta user"],
-                      ["externalId"]),
+        mapped_stream(
+            "crm_accounts", ops["companies"], ["externalId", "name", "custom.Plan tier", "custom.Seats"], ["externalId"]
+        ),
+        mapped_stream(
+            "crm_contacts",
+            ops["endusers"],
+            ["externalId", "email", "companyExternalId", "custom.Beta user"],
+            ["externalId"],
+        ),
     )
     assert platform_problems(configured, {"operations": list(ops.values())}) == []
     messages: list[Any] = [
         record("crm_accounts", {"externalId": "acme", "name": "Acme", "custom.Plan tier": "pro", "custom.Seats": 12}),
         record("crm_accounts", {"externalId": "globex", "name": "Globex"}),
         stream_state("crm_accounts", 2),
-        record("crm_contacts", {"externalId": "u1", "email": "ada@acme.example", "companyExternalId": "acme",
-                                "custom.Beta user": True}),
+        record(
+            "crm_contacts",
+            {"externalId": "u1", "email": "ada@acme.example", "companyExternalId": "acme", "custom.Beta user": True},
+        ),
         stream_state("crm_contacts", 1),
         record("usage_daily", {"dimensionId": "logins", "value": 3, "externalId": "acme", "date": "2026-11-01"}),
         record("usage_daily", {"dimensionId": "logins", "value": 5, "externalId": "globex", "date": "2026-11-01"}),
@@ -171,7 +185,9 @@ def test_a_write_routed_only_by_destination_object_name(tmp_path: Path, planhat:
         stream_state("web_events", 1),
     ]
     config = connector_config(planhat, api_base_url=planhat.url)  # no `streams` setting at all
-    run = run_connector("write", tmp_path, config=config, catalog=configured, stdin=encode_lines(messages), sandbox=planhat)
+    run = run_connector(
+        "write", tmp_path, config=config, catalog=configured, stdin=encode_lines(messages), sandbox=planhat
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.log_lines("stream 'crm_accounts' -> Planhat Companies (destination_object_name 'companies'")
     companies = {c["externalId"]: c for c in planhat.objects("companies")}
@@ -182,12 +198,24 @@ def test_a_write_routed_only_by_destination_object_name(tmp_path: Path, planhat:
     assert sorted((m["externalId"], m["value"]) for m in planhat.received("metrics")) == [("acme", 3), ("globex", 5)]
     [activity] = planhat.received("user_activities")
     assert activity == {"email": "ada@acme.example", "action": "exported", "companyExternalId": "acme"}
-    counts = {s["stream"]["stream_descriptor"]["name"]: (s["destinationStats"]["recordCount"],
-                                                          s["destinationStats"]["rejectedRecordCount"]) for s in run.states}
-    assert counts == {"crm_accounts": (2.0, 0.0), "crm_contacts": (1.0, 0.0), "usage_daily": (2.0, 0.0), "web_events": (1.0, 0.0)}
+    counts = {
+        s["stream"]["stream_descriptor"]["name"]: (
+            s["destinationStats"]["recordCount"],
+            s["destinationStats"]["rejectedRecordCount"],
+        )
+        for s in run.states
+    }
+    assert counts == {
+        "crm_accounts": (2.0, 0.0),
+        "crm_contacts": (1.0, 0.0),
+        "usage_daily": (2.0, 0.0),
+        "web_events": (1.0, 0.0),
+    }
     assert_books_balance(sync_summary(run))
     # A second run of the same records updates, matched on the primary key (externalId): nothing new.
-    run = run_connector("write", tmp_path, config=config, catalog=configured, stdin=encode_lines(messages), sandbox=planhat)
+    run = run_connector(
+        "write", tmp_path, config=config, catalog=configured, stdin=encode_lines(messages), sandbox=planhat
+    )
     assert run.returncode == 0
     assert len(planhat.objects("companies")) == 2 and len(planhat.objects("endusers")) == 1
 
@@ -196,35 +224,57 @@ def test_update_matches_on_the_primary_key_it_is_given(tmp_path: Path, planhat: 
     planhat.seed("companies", [{"name": "Acme", "sourceId": "sf-1"}])
     ops = operations(discover(tmp_path, planhat, api_token=None))
     configured = catalog(mapped_stream("accounts", ops["companies"], ["sourceId", "name"], ["sourceId"]))
-    messages = [record("accounts", {"sourceId": "sf-1", "name": "Acme Inc"}), record("accounts", {"name": "no key"}),
-                stream_state("accounts", 2)]
-    run = run_connector("write", tmp_path, config=connector_config(planhat, api_base_url=planhat.url), catalog=configured,
-                        stdin=encode_lines(messages), sandbox=planhat)
+    messages = [
+        record("accounts", {"sourceId": "sf-1", "name": "Acme Inc"}),
+        record("accounts", {"name": "no key"}),
+        stream_state("accounts", 2),
+    ]
+    run = run_connector(
+        "write",
+        tmp_path,
+        config=connector_config(planhat, api_base_url=planhat.url),
+        catalog=configured,
+        stdin=encode_lines(messages),
+        sandbox=planhat,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     assert [(c["sourceId"], c["name"]) for c in planhat.objects("companies")] == [("sf-1", "Acme Inc")]
     [state] = run.states
     assert (state["destinationStats"]["recordCount"], state["destinationStats"]["rejectedRecordCount"]) == (1.0, 1.0)
-    assert any("sourceId is missing (match_on: sourceId)" in reason
-               for reason in sync_summary(run)["streams"]["accounts"]["local_reasons"])
+    assert any(
+        "sourceId is missing (match_on: sourceId)" in reason
+        for reason in sync_summary(run)["streams"]["accounts"]["local_reasons"]
+    )
 
 
-def test_streams_that_do_not_fit_their_object_fail_before_anything_is_sent(tmp_path: Path, planhat: PlanhatSandbox) -> None:
+def test_streams_that_do_not_fit_their_object_fail_before_anything_is_sent(
+    tmp_path: Path, planhat: PlanhatSandbox
+) -> None:
     ops = operations(discover(tmp_path, planhat, api_token=None))
-    wrong_mode = {**mapped_stream("metrics_upserted", ops["metrics"], ["dimensionId", "value", "externalId"]),
-                  "destination_sync_mode": "update"}
-    unknown = {**mapped_stream("tickets", ops["companies"], ["name"], ["externalId"]), "destination_object_name": "tickets"}
+    wrong_mode = {
+        **mapped_stream("metrics_upserted", ops["metrics"], ["dimensionId", "value", "externalId"]),
+        "destination_sync_mode": "update",
+    }
+    unknown = {
+        **mapped_stream("tickets", ops["companies"], ["name"], ["externalId"]),
+        "destination_object_name": "tickets",
+    }
     wrong_key = mapped_stream("accounts_by_name", ops["companies"], ["name", "externalId"], ["name"])
     no_key = mapped_stream("accounts_no_key", ops["endusers"], ["email"])
     clash = mapped_stream("contacts", ops["endusers"], ["email", "externalId"], ["externalId"])
     configured = catalog(wrong_mode, unknown, wrong_key, no_key, clash)
-    config = connector_config(planhat, api_base_url=planhat.url, streams=[{"name": "contacts", "endpoint": "companies"}])
+    config = connector_config(
+        planhat, api_base_url=planhat.url, streams=[{"name": "contacts", "endpoint": "companies"}]
+    )
     messages = [record("contacts", {"email": "a@b.example", "externalId": "x"}), stream_state("contacts", 1)]
     run = run_connector("write", tmp_path, config=config, catalog=configured, stdin=encode_lines(messages))
     assert run.returncode != 0
     [error] = run.errors
     assert error["failure_type"] == "config_error"
     message = error["message"]
-    assert "stream 'metrics_upserted' (destination_object_name 'metrics'" in message and "'update' does not fit" in message
+    assert (
+        "stream 'metrics_upserted' (destination_object_name 'metrics'" in message and "'update' does not fit" in message
+    )
     assert "stream 'tickets' (destination_object_name 'tickets'" in message and "is not a Planhat target" in message
     assert "stream 'accounts_by_name'" in message and "[['name']] is not a matching key of Companies" in message
     assert "stream 'accounts_no_key'" in message and "update needs a primary key" in message

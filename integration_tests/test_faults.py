@@ -18,12 +18,13 @@ from typing import Any, Optional
 
 import pytest
 
+from destination_planhat.config import PlanhatConfig, parse_config
+from destination_planhat.planhat.api import Endpoint
 from destination_planhat.planhat.client import PlanhatClient
 from destination_planhat.planhat.errors import RequestAborted
 from destination_planhat.planhat.retries import RetryPolicy
-from destination_planhat.config import PlanhatConfig, parse_config
 from destination_planhat.testing.harness import REPO_ROOT
-from destination_planhat.planhat.api import Endpoint
+from destination_planhat.testing.sandbox import METRICS, USER_ACTIVITIES
 from destination_planhat.testing.sync_checks import (
     SECRET_API_TOKEN,
     SECRET_TENANT,
@@ -34,7 +35,6 @@ from destination_planhat.testing.sync_checks import (
     retry_waits,
     run_connector,
 )
-from destination_planhat.testing.sandbox import METRICS, USER_ACTIVITIES
 
 # Two normal answers first, so that every fault hits a sync in the middle of its work.
 OK = {"kind": "ok"}
@@ -60,18 +60,24 @@ class Recovers:
 
 
 RECOVERS = {
-    "429 with Retry-After in seconds": Recovers([status(429, retry_after="1")], "HTTP 429 (Retry-After 1s)", ambiguous=False),
+    "429 with Retry-After in seconds": Recovers(
+        [status(429, retry_after="1")], "HTTP 429 (Retry-After 1s)", ambiguous=False
+    ),
     "429 with Retry-After as an HTTP date": Recovers(
         [status(429, retry_after="<date in 1s>")], "HTTP 429 (Retry-After ", ambiguous=False
     ),
     "429 without Retry-After": Recovers([status(429)], "failed with HTTP 429; retrying", ambiguous=False),
-    "a burst of 5 consecutive 429s": Recovers([status(429, retry_after="0")] * 5, "attempt 5/6 failed with HTTP 429", ambiguous=False),
+    "a burst of 5 consecutive 429s": Recovers(
+        [status(429, retry_after="0")] * 5, "attempt 5/6 failed with HTTP 429", ambiguous=False
+    ),
     "500": Recovers([status(500)], "failed with HTTP 500", ambiguous=True),
     "502": Recovers([status(502)], "failed with HTTP 502", ambiguous=True),
     "503": Recovers([status(503)], "failed with HTTP 503", ambiguous=False),
     "504": Recovers([status(504)], "failed with HTTP 504", ambiguous=True),
     "a burst of 500, 502, 503, 504, 503 within the retry budget": Recovers(
-        [status(500), status(502), status(503), status(504), status(503)], "attempt 5/6 failed with HTTP 503", ambiguous=True
+        [status(500), status(502), status(503), status(504), status(503)],
+        "attempt 5/6 failed with HTTP 503",
+        ambiguous=True,
     ),
     "connection reset before the answer (body not processed)": Recovers(
         [{"kind": "reset_before"}], "failed with ConnectionError (the server may have received it)", ambiguous=True
@@ -92,7 +98,9 @@ RECOVERS = {
         duplicates=50,
         config={"request_timeout_seconds": 1},
     ),
-    "a 200 whose body is not JSON": Recovers([{"kind": "bad_body"}], "without counts (the answer was not JSON", ambiguous=False, unconfirmed=50),
+    "a 200 whose body is not JSON": Recovers(
+        [{"kind": "bad_body"}], "without counts (the answer was not JSON", ambiguous=False, unconfirmed=50
+    ),
     "a 200 with JSON but no processed/errors": Recovers(
         [{"kind": "bad_json"}], "without counts (the answer had no 'processed' count", ambiguous=False, unconfirmed=50
     ),
@@ -116,7 +124,9 @@ def test_the_sync_recovers(case: Recovers, planhat, tmp_path):
     workload = mixed_workload()
     config = connector_config(planhat, **SEQUENTIAL, **case.config)
 
-    run = run_connector("write", tmp_path, sandbox=planhat, config=config, catalog=workload.catalog(), stdin=workload.encode())
+    run = run_connector(
+        "write", tmp_path, sandbox=planhat, config=config, catalog=workload.catalog(), stdin=workload.encode()
+    )
 
     sync = check_sync(run, workload, planhat)
     assert run.log_lines(case.log), f"no log line contains {case.log!r}"
@@ -136,7 +146,14 @@ def test_retry_after_is_never_cut_short(planhat, tmp_path):
     planhat.set_faults(script=MID_SYNC + [status(429, retry_after="1"), status(503, retry_after="1")])
     workload = mixed_workload(100, 100)
 
-    run = run_connector("write", tmp_path, sandbox=planhat, config=connector_config(planhat, **SEQUENTIAL), catalog=workload.catalog(), stdin=workload.encode())
+    run = run_connector(
+        "write",
+        tmp_path,
+        sandbox=planhat,
+        config=connector_config(planhat, **SEQUENTIAL),
+        catalog=workload.catalog(),
+        stdin=workload.encode(),
+    )
 
     check_sync(run, workload, planhat)
     assert len(retry_waits(run)) == 2 and min(retry_waits(run)) >= 1.0
@@ -155,18 +172,35 @@ class Fails:
 
 BUDGET = {"max_attempts": 3}
 FAILS = {
-    "500 longer than the retry budget": Fails([status(500)] * 3, "transient_error", "HTTP 500 after 3 attempt(s)", config=BUDGET),
-    "502 longer than the retry budget": Fails([status(502)] * 3, "transient_error", "HTTP 502 after 3 attempt(s)", config=BUDGET),
-    "503 longer than the retry budget": Fails([status(503)] * 3, "transient_error", "HTTP 503 after 3 attempt(s)", config=BUDGET),
-    "504 longer than the retry budget": Fails([status(504)] * 3, "transient_error", "HTTP 504 after 3 attempt(s)", config=BUDGET),
+    "500 longer than the retry budget": Fails(
+        [status(500)] * 3, "transient_error", "HTTP 500 after 3 attempt(s)", config=BUDGET
+    ),
+    "502 longer than the retry budget": Fails(
+        [status(502)] * 3, "transient_error", "HTTP 502 after 3 attempt(s)", config=BUDGET
+    ),
+    "503 longer than the retry budget": Fails(
+        [status(503)] * 3, "transient_error", "HTTP 503 after 3 attempt(s)", config=BUDGET
+    ),
+    "504 longer than the retry budget": Fails(
+        [status(504)] * 3, "transient_error", "HTTP 504 after 3 attempt(s)", config=BUDGET
+    ),
     "429s longer than the retry budget": Fails(
-        [status(429, retry_after="0")] * 3, "transient_error", "HTTP 429 (Retry-After 0s) after 3 attempt(s)", config=BUDGET
+        [status(429, retry_after="0")] * 3,
+        "transient_error",
+        "HTTP 429 (Retry-After 0s) after 3 attempt(s)",
+        config=BUDGET,
     ),
     "a Retry-After longer than the time budget": Fails(
-        [status(429, retry_after="30")], "transient_error", "HTTP 429 (Retry-After 30s) after 1 attempt(s)", config={"max_retry_seconds": 5}
+        [status(429, retry_after="30")],
+        "transient_error",
+        "HTTP 429 (Retry-After 30s) after 1 attempt(s)",
+        config={"max_retry_seconds": 5},
     ),
     "resets after processing, on every attempt": Fails(
-        [{"kind": "reset_after"}] * 3, "transient_error", "ConnectionError (the server may have received it) after 3", config=BUDGET
+        [{"kind": "reset_after"}] * 3,
+        "transient_error",
+        "ConnectionError (the server may have received it) after 3",
+        config=BUDGET,
     ),
     "answers slower than the read timeout, on every attempt": Fails(
         [{"kind": "delay", "seconds": 3, "process": False}] * 2,
@@ -188,7 +222,9 @@ def test_the_sync_fails_cleanly(case: Fails, planhat, tmp_path):
     workload = Workload().stream("only", case.endpoint).records("only", 500, state_every=50)
     config = connector_config(planhat, **SEQUENTIAL, **case.config)
 
-    run = run_connector("write", tmp_path, sandbox=planhat, config=config, catalog=workload.catalog(), stdin=workload.encode())
+    run = run_connector(
+        "write", tmp_path, sandbox=planhat, config=config, catalog=workload.catalog(), stdin=workload.encode()
+    )
 
     sync = check_sync(run, workload, planhat, failure_type=case.failure_type)
     [error] = run.errors
@@ -210,7 +246,9 @@ def test_connection_refused_fails_the_sync_as_transient(planhat, tmp_path):
     workload = mixed_workload(100, 100)
     config = connector_config(planhat, analytics_base_url=f"http://127.0.0.1:{free_port()}", max_attempts=3)
 
-    run = run_connector("write", tmp_path, sandbox=planhat, config=config, catalog=workload.catalog(), stdin=workload.encode())
+    run = run_connector(
+        "write", tmp_path, sandbox=planhat, config=config, catalog=workload.catalog(), stdin=workload.encode()
+    )
 
     sync = check_sync(run, workload, planhat, failure_type="transient_error")
     assert "ConnectionError (not connected) after 3 attempt(s)" in run.errors[0]["message"]
@@ -232,7 +270,14 @@ def test_413_splits_the_batch_until_it_fits(planhat, tmp_path):
     planhat.set_faults(max_body_bytes=1_200)  # about 20 items of the workload
     workload = mixed_workload(200, 200)
 
-    run = run_connector("write", tmp_path, sandbox=planhat, config=connector_config(planhat, batch_size=100), catalog=workload.catalog(), stdin=workload.encode())
+    run = run_connector(
+        "write",
+        tmp_path,
+        sandbox=planhat,
+        config=connector_config(planhat, batch_size=100),
+        catalog=workload.catalog(),
+        stdin=workload.encode(),
+    )
 
     sync = check_sync(run, workload, planhat)
     assert sum(sync.duplicates.values()) == 0
@@ -247,7 +292,14 @@ def test_413_for_a_single_item_rejects_only_that_item(planhat, tmp_path):
     huge = {"dimensionId": "usage", "value": 1, "externalId": "x" * 2_000}
     workload.record("usage", huge, fate="invalid").records("usage", 30, state_every=10)
 
-    run = run_connector("write", tmp_path, sandbox=planhat, config=connector_config(planhat, batch_size=8), catalog=workload.catalog(), stdin=workload.encode())
+    run = run_connector(
+        "write",
+        tmp_path,
+        sandbox=planhat,
+        config=connector_config(planhat, batch_size=8),
+        catalog=workload.catalog(),
+        stdin=workload.encode(),
+    )
 
     sync = check_sync(run, workload, planhat)
     assert sync.stream("usage")["rejected_by_planhat"] == 1
@@ -263,7 +315,15 @@ def test_a_failed_sync_stops_at_once_even_with_retries_waiting(planhat, tmp_path
     config = connector_config(planhat, batch_size=50, max_in_flight_requests=2, max_retry_seconds=3600)
 
     # Without a prompt stop this run would take 300 s (the capped Retry-After) and time out.
-    run = run_connector("write", tmp_path, sandbox=planhat, config=config, catalog=workload.catalog(), stdin=workload.encode(), timeout=120)
+    run = run_connector(
+        "write",
+        tmp_path,
+        sandbox=planhat,
+        config=config,
+        catalog=workload.catalog(),
+        stdin=workload.encode(),
+        timeout=120,
+    )
 
     check_sync(run, workload, planhat, failure_type="config_error")
     assert run.states == []
@@ -330,7 +390,9 @@ def test_the_default_retry_budget_bounds_the_waiting_per_batch():
     even when every answer asks for the longest Retry-After, and never waits less than asked."""
     config = parse_config({"tenant_uuid": SECRET_TENANT})
     policy = RetryPolicy(
-        max_attempts=config.max_attempts, base_delay=config.retry_initial_delay_seconds, max_total_wait=config.max_retry_seconds
+        max_attempts=config.max_attempts,
+        base_delay=config.retry_initial_delay_seconds,
+        max_total_wait=config.max_retry_seconds,
     )
     for retry_after in (None, 0.0, 30.0, 10_000.0):
         waited, attempt = 0.0, 0

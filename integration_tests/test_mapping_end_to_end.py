@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import re
+from typing import Any
 
 import pytest
 
@@ -18,7 +17,10 @@ from destination_planhat.testing.harness import (
     stream_state,
 )
 
-ORDERS_SCHEMA = {"type": "object", "properties": {"id": {}, "account": {"type": "object"}, "total": {}, "ordered_at": {}}}
+ORDERS_SCHEMA = {
+    "type": "object",
+    "properties": {"id": {}, "account": {"type": "object"}, "total": {}, "ordered_at": {}},
+}
 SIGNUPS_SCHEMA = {"type": "object", "properties": {"user_id": {}, "mail": {}, "created_at": {}}}
 DAILY_SCHEMA = {"type": "object", "properties": {"company": {}, "day": {}, "mrr": {}, "seats": {}, "nps": {}}}
 
@@ -67,7 +69,12 @@ def summary_notes(run, stream: str) -> list[str]:
 
 
 def order(i: int, total: Any = None) -> dict[str, Any]:
-    return {"id": i, "account": {"id": f"acct-{i % 7}"}, "total": str(i) if total is None else total, "ordered_at": "2026-11-01T10:00:00+01:00"}
+    return {
+        "id": i,
+        "account": {"id": f"acct-{i % 7}"},
+        "total": str(i) if total is None else total,
+        "ordered_at": "2026-11-01T10:00:00+01:00",
+    }
 
 
 def write(sandbox, tmp_path, streams, messages, **config):
@@ -75,7 +82,13 @@ def write(sandbox, tmp_path, streams, messages, **config):
         "write",
         tmp_path,
         config=sandbox_config(sandbox.url, streams=streams, **config),
-        catalog=catalog(*[configured_stream(name, schema) for name, schema in STREAM_SCHEMAS if any(s["name"] == name for s in streams)]),
+        catalog=catalog(
+            *[
+                configured_stream(name, schema)
+                for name, schema in STREAM_SCHEMAS
+                if any(s["name"] == name for s in streams)
+            ]
+        ),
         stdin=encode_lines(messages),
     )
 
@@ -85,17 +98,22 @@ STREAM_SCHEMAS = [("orders", ORDERS_SCHEMA), ("signups", SIGNUPS_SCHEMA), ("dail
 
 def test_mapped_streams_of_both_endpoints(sandbox, tmp_path):
     messages = [record("orders", order(i)) for i in range(300)]
-    messages += [record("signups", {"user_id": i, "mail": f"u{i}@example.com", "created_at": "2026-11-01 08:00:00"}) for i in range(200)]
+    messages += [
+        record("signups", {"user_id": i, "mail": f"u{i}@example.com", "created_at": "2026-11-01 08:00:00"})
+        for i in range(200)
+    ]
     messages.append(stream_state("orders", 300))
     run = write(sandbox, tmp_path, [ORDERS, SIGNUPS], messages)
     assert run.returncode == 0, run.stderr[-2000:]
     metrics = sandbox.received("metrics")
     activities = sandbox.received("user_activities")
     assert metrics == [
-        {"dimensionId": "order_total", "value": i, "externalId": f"acct-{i % 7}", "date": "2026-11-01T09:00:00.000Z"} for i in range(300)
+        {"dimensionId": "order_total", "value": i, "externalId": f"acct-{i % 7}", "date": "2026-11-01T09:00:00.000Z"}
+        for i in range(300)
     ]
     assert activities == [
-        {"email": f"u{i}@example.com", "euExtId": str(i), "action": "signed_up", "date": "2026-11-01T08:00:00.000Z"} for i in range(200)
+        {"email": f"u{i}@example.com", "euExtId": str(i), "action": "signed_up", "date": "2026-11-01T08:00:00.000Z"}
+        for i in range(200)
     ]
     assert len(run.states) == 1
 
@@ -116,7 +134,10 @@ def test_unpivoted_stream(sandbox, tmp_path):
     row = summary_row(run, "daily")
     assert (row["read"], row["sent"]) == ("3", "3")
     [note] = summary_notes(run, "daily")
-    assert "unpivot made 3 items of 3 records (1 items beyond one per record, 1 records with no non-null unpivot column)" in note
+    assert (
+        "unpivot made 3 items of 3 records (1 items beyond one per record, 1 records with no non-null unpivot column)"
+        in note
+    )
 
 
 BAD_ORDERS = [order(1), order(2, total="n/a"), order(3, total="4"), order(4, total=True)]
@@ -129,7 +150,9 @@ BAD_ORDERS = [order(1), order(2, total="n/a"), order(3, total="4"), order(4, tot
         ("send", [1, "n/a", 4, True], 0, 2),
     ],
 )
-def test_invalid_records_reject_or_send(sandbox, tmp_path, invalid_records, sent_values, rejected_locally, rejected_by_planhat):
+def test_invalid_records_reject_or_send(
+    sandbox, tmp_path, invalid_records, sent_values, rejected_locally, rejected_by_planhat
+):
     run = write(sandbox, tmp_path, [ORDERS], [record("orders", o) for o in BAD_ORDERS], invalid_records=invalid_records)
     assert run.returncode == 0, run.stderr[-2000:]
     summary = sandbox.summary()["metrics"]
@@ -142,7 +165,9 @@ def test_invalid_records_reject_or_send(sandbox, tmp_path, invalid_records, sent
     if invalid_records == "reject":
         assert run.log_lines("an item was not sent: value is not a number (value='n/a')")
     else:
-        assert run.log_lines("sending an item that fails the local checks (invalid_records: send): value is not a number")
+        assert run.log_lines(
+            "sending an item that fails the local checks (invalid_records: send): value is not a number"
+        )
 
 
 def test_max_error_percent_fails_the_sync_naming_stream_share_and_reasons(sandbox, tmp_path):
@@ -171,16 +196,25 @@ def test_dry_run_sends_nothing_and_emits_no_state(sandbox, tmp_path):
     assert sandbox.requests == []
     assert run.states == []
     [counts] = run.log_lines("dry run: stream 'orders' -> metrics:")
-    assert "read 10 records, would send 9 items in 1 request(s), rejected by the connector's checks 1 ('value is not a number' x1)" in counts
+    assert (
+        "read 10 records, would send 9 items in 1 request(s), rejected by the connector's checks 1 ('value is not a number' x1)"
+        in counts
+    )
     samples = run.log_lines("dry run: stream 'orders' sample payload")
     assert len(samples) == 3
-    assert '{"dimensionId":"order_total","value":1,"externalId":"acct-1","date":"2026-11-01T09:00:00.000Z"}' in samples[0]
+    assert (
+        '{"dimensionId":"order_total","value":1,"externalId":"acct-1","date":"2026-11-01T09:00:00.000Z"}' in samples[0]
+    )
     assert run.log_lines("1 state message(s) received and not emitted")
 
 
 def test_every_mapping_mistake_is_one_config_error_before_anything_is_sent(sandbox, tmp_path):
-    bad_orders = dict(ORDERS, field_mappings=ORDERS["field_mappings"] + [{"planhat_field": "email", "source_field": "mail"}])
-    bad_signups = dict(SIGNUPS, unpivot_columns=["mrr"], field_mappings=[{"planhat_field": "email", "source_field": "email_address"}])
+    bad_orders = dict(
+        ORDERS, field_mappings=ORDERS["field_mappings"] + [{"planhat_field": "email", "source_field": "mail"}]
+    )
+    bad_signups = dict(
+        SIGNUPS, unpivot_columns=["mrr"], field_mappings=[{"planhat_field": "email", "source_field": "email_address"}]
+    )
     run = write(sandbox, tmp_path, [bad_orders, bad_signups], [record("orders", order(1))])
     assert run.returncode != 0
     [error] = run.errors

@@ -8,14 +8,13 @@ against the records before it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import pytest
 
 from destination_planhat.testing.harness import catalog, configured_stream, encode_lines, record, stream_state
 from destination_planhat.testing.sandbox import MAIN_API, PlanhatSandbox
 from destination_planhat.testing.sync_checks import (
-    SECRET_API_TOKEN,
     assert_books_balance,
     connector_config,
     run_connector,
@@ -75,7 +74,13 @@ def write(
 ) -> Any:
     """The CLI's write; `timeout` bounds a hung connector (the test then fails instead of hanging)."""
     return run_connector(
-        "write", tmp_path, config=config, catalog=configured, stdin=encode_lines(messages), sandbox=sandbox, timeout=timeout
+        "write",
+        tmp_path,
+        config=config,
+        catalog=configured,
+        stdin=encode_lines(messages),
+        sandbox=sandbox,
+        timeout=timeout,
     )
 
 
@@ -84,9 +89,7 @@ def company(i: int, **extra: Any) -> dict[str, Any]:
 
 
 def state_counts(run: Any) -> list[tuple[float, float]]:
-    return [
-        (s["destinationStats"]["recordCount"], s["destinationStats"]["rejectedRecordCount"]) for s in run.states
-    ]
+    return [(s["destinationStats"]["recordCount"], s["destinationStats"]["rejectedRecordCount"]) for s in run.states]
 
 
 def by_external_id(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -130,7 +133,15 @@ def test_end_users_reference_companies_of_the_same_run_parents_first(tmp_path: P
     for i in range(5):
         messages.append(record("accounts", company(i)))
         messages.append(
-            record("people", {"email": f"u{i}@example.com", "externalId": f"u{i}", "companyExternalId": f"acct-{i}", "firstName": "Ada"})
+            record(
+                "people",
+                {
+                    "email": f"u{i}@example.com",
+                    "externalId": f"u{i}",
+                    "companyExternalId": f"acct-{i}",
+                    "firstName": "Ada",
+                },
+            )
         )
     messages.append(stream_state("people", 5))
     run = write(tmp_path, main_api, config, configured, messages)
@@ -150,7 +161,13 @@ def test_licenses_reference_an_existing_company(tmp_path: Path, main_api: Planha
     configured = catalog(configured_stream("licenses", LICENSE_SCHEMA))
     good = {"externalId": "l1", "companyExternalId": "acme", "_currency": "USD", "fromDate": "2024-01-01", "mrr": 10}
     unknown = {**good, "externalId": "l2", "companyExternalId": "nobody"}
-    run = write(tmp_path, main_api, config, configured, [record("licenses", good), record("licenses", unknown), stream_state("licenses", 2)])
+    run = write(
+        tmp_path,
+        main_api,
+        config,
+        configured,
+        [record("licenses", good), record("licenses", unknown), stream_state("licenses", 2)],
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     [license_] = main_api.objects("licenses")
     assert license_["externalId"] == "l1" and license_["mrr"] == 10
@@ -212,8 +229,12 @@ def test_an_item_larger_than_a_request_is_rejected_locally_naming_its_largest_fi
 ) -> None:
     config = objects_config(main_api, [COMPANY_SETTINGS], max_request_body_bytes=1024)
     configured = catalog(configured_stream("accounts", COMPANY_SCHEMA))
-    messages = [record("accounts", company(1)), record("accounts", company(2, name="N" * 2000)),
-                record("accounts", company(3)), stream_state("accounts", 3)]
+    messages = [
+        record("accounts", company(1)),
+        record("accounts", company(2, name="N" * 2000)),
+        record("accounts", company(3)),
+        stream_state("accounts", 3),
+    ]
     run = write(tmp_path, main_api, config, configured, messages)
     assert run.returncode == 0
     assert sorted(c["name"] for c in main_api.objects("companies")) == ["Company 1", "Company 3"]
@@ -228,7 +249,11 @@ def test_match_on_none_creates_every_item(tmp_path: Path, main_api: PlanhatSandb
     settings = {"name": "accounts", "endpoint": "companies", "match_on": "none"}
     config = objects_config(main_api, [settings])
     configured = catalog(configured_stream("accounts", COMPANY_SCHEMA))
-    messages = [record("accounts", {"name": "Same"}), record("accounts", {"name": "Same"}), record("accounts", {"plan": "x"})]
+    messages = [
+        record("accounts", {"name": "Same"}),
+        record("accounts", {"name": "Same"}),
+        record("accounts", {"plan": "x"}),
+    ]
     run = write(tmp_path, main_api, config, configured, messages)
     assert run.returncode == 0
     assert [c["name"] for c in main_api.objects("companies")] == ["Same", "Same"]
@@ -261,7 +286,10 @@ def test_a_206_counts_the_refused_items_with_their_reasons(tmp_path: Path, main_
     config = objects_config(main_api, [{"name": "accounts", "endpoint": "companies"}])
     schema = {"type": "object", "properties": {"externalId": {}, "name": {}}}
     configured = catalog(configured_stream("accounts", schema))
-    messages = [record("accounts", {"externalId": "ok", "name": "Fine"}), record("accounts", {"externalId": "nameless"})]
+    messages = [
+        record("accounts", {"externalId": "ok", "name": "Fine"}),
+        record("accounts", {"externalId": "nameless"}),
+    ]
     run = write(tmp_path, main_api, config, configured, messages + [stream_state("accounts", 2)])
     assert run.returncode == 0
     assert [r.status for r in main_api.main_api_requests] == [206]
@@ -271,7 +299,9 @@ def test_a_206_counts_the_refused_items_with_their_reasons(tmp_path: Path, main_
     assert state_counts(run) == [(1.0, 1.0)]
 
 
-def test_a_whole_request_403_is_a_config_error_naming_the_object_and_permission(tmp_path: Path, main_api: PlanhatSandbox) -> None:
+def test_a_whole_request_403_is_a_config_error_naming_the_object_and_permission(
+    tmp_path: Path, main_api: PlanhatSandbox
+) -> None:
     main_api.configure_main_api(permitted_objects=["endusers"])
     config = objects_config(main_api, [COMPANY_SETTINGS])
     configured = catalog(configured_stream("accounts", COMPANY_SCHEMA))
@@ -306,7 +336,9 @@ def test_a_403_for_some_items_rejects_those_with_the_reason_and_keeps_the_others
     assert sorted(c["name"] for c in main_api.objects("companies")) == ["Company 0", "Company 1"]
 
 
-def test_a_403_that_did_nothing_fails_the_sync_naming_the_object_and_permission(tmp_path: Path, main_api: PlanhatSandbox) -> None:
+def test_a_403_that_did_nothing_fails_the_sync_naming_the_object_and_permission(
+    tmp_path: Path, main_api: PlanhatSandbox
+) -> None:
     """The same token, and only new companies: nothing was done, so the whole request was refused."""
     main_api.configure_main_api(update_only_objects=["companies"])
     config = objects_config(main_api, [COMPANY_SETTINGS])
@@ -322,11 +354,19 @@ def test_a_403_that_did_nothing_fails_the_sync_naming_the_object_and_permission(
 
 
 @pytest.mark.parametrize("status", [429, 500])
-def test_429_and_500_are_retried_and_the_resend_is_counted(tmp_path: Path, main_api: PlanhatSandbox, status: int) -> None:
+def test_429_and_500_are_retried_and_the_resend_is_counted(
+    tmp_path: Path, main_api: PlanhatSandbox, status: int
+) -> None:
     main_api.set_faults(script=[{"kind": "status", "status": status, "retry_after": "0"}], api=MAIN_API)
     config = objects_config(main_api, [COMPANY_SETTINGS])
     configured = catalog(configured_stream("accounts", COMPANY_SCHEMA))
-    run = write(tmp_path, main_api, config, configured, [record("accounts", company(i)) for i in range(3)] + [stream_state("accounts", 3)])
+    run = write(
+        tmp_path,
+        main_api,
+        config,
+        configured,
+        [record("accounts", company(i)) for i in range(3)] + [stream_state("accounts", 3)],
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     assert len(main_api.objects("companies")) == 3
     stream = sync_summary(run)["streams"]["accounts"]
@@ -364,12 +404,16 @@ def test_pacing_slows_down_when_planhat_says_no_calls_are_left(tmp_path: Path, m
 
 def test_soak_with_faults_loses_nothing_and_counts_every_resend(tmp_path: Path, main_api: PlanhatSandbox) -> None:
     main_api.set_faults(random={"503": 0.15, "500": 0.1, "429": 0.1, "reset_after": 0.05}, seed=7, api=MAIN_API)
-    config = objects_config(main_api, [COMPANY_SETTINGS, {"name": "people", "endpoint": "endusers"}], batch_size=40, max_attempts=20)
+    config = objects_config(
+        main_api, [COMPANY_SETTINGS, {"name": "people", "endpoint": "endusers"}], batch_size=40, max_attempts=20
+    )
     configured = catalog(configured_stream("accounts", COMPANY_SCHEMA), configured_stream("people", ENDUSER_SCHEMA))
     messages: list[Any] = []
     for i in range(400):
         messages.append(record("accounts", company(i)))
-        messages.append(record("people", {"email": f"u{i}@example.com", "externalId": f"u{i}", "companyExternalId": f"acct-{i}"}))
+        messages.append(
+            record("people", {"email": f"u{i}@example.com", "externalId": f"u{i}", "companyExternalId": f"acct-{i}"})
+        )
         if i % 50 == 49:
             messages += [stream_state("accounts", i), stream_state("people", i)]
     run = write(tmp_path, main_api, config, configured, messages)
@@ -385,7 +429,9 @@ def test_soak_with_faults_loses_nothing_and_counts_every_resend(tmp_path: Path, 
     assert [s["destinationStats"]["rejectedRecordCount"] for s in run.states] == [0.0] * len(run.states)
 
 
-def test_check_reads_one_company_and_names_the_permission_when_refused(tmp_path: Path, main_api: PlanhatSandbox) -> None:
+def test_check_reads_one_company_and_names_the_permission_when_refused(
+    tmp_path: Path, main_api: PlanhatSandbox
+) -> None:
     config = objects_config(main_api, [COMPANY_SETTINGS])
     status = run_connector("check", tmp_path, config=config).connection_status
     assert status == {"status": "SUCCEEDED"}

@@ -38,7 +38,9 @@ def dockerfile_steps() -> tuple[list[str], list[str]]:
 @pytest.mark.slow
 def test_dockerfile_install_steps_in_a_fresh_virtualenv(sandbox, tmp_path):
     sources, installs = dockerfile_steps()
-    assert installs == ["--no-cache-dir ."], "this test mirrors `RUN pip install --no-cache-dir .`; update both together"
+    assert installs == ["--no-cache-dir ."], (
+        "this test mirrors `RUN pip install --no-cache-dir .`; update both together"
+    )
     code = tmp_path / "integration_code"
     code.mkdir()
     for source in sources:
@@ -55,7 +57,11 @@ def test_dockerfile_install_steps_in_a_fresh_virtualenv(sandbox, tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     install = subprocess.run(
         [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "."],
-        cwd=code, capture_output=True, text=True, timeout=900, env=env,
+        cwd=code,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
     )
     assert install.returncode == 0, install.stderr[-4000:]
 
@@ -63,16 +69,26 @@ def test_dockerfile_install_steps_in_a_fresh_virtualenv(sandbox, tmp_path):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     located = subprocess.run(
-        [str(python), "-c", "import destination_planhat, pathlib; "
-                            "print(pathlib.Path(destination_planhat.__file__).parent)"],
-        cwd=elsewhere, capture_output=True, text=True, timeout=120, env=env,
+        [
+            str(python),
+            "-c",
+            "import destination_planhat, pathlib; print(pathlib.Path(destination_planhat.__file__).parent)",
+        ],
+        cwd=elsewhere,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
     )
     assert located.returncode == 0, located.stderr
     package_dir = Path(located.stdout.strip())
     assert env_dir in package_dir.parents, f"imported {package_dir}, not the installed copy"
     assert (package_dir / "spec.json").is_file(), "spec.json was not packaged"
 
-    for command in ([str(env_dir / "bin" / "destination-planhat"), "spec"], [str(python), str(code / "main.py"), "spec"]):
+    for command in (
+        [str(env_dir / "bin" / "destination-planhat"), "spec"],
+        [str(python), str(code / "main.py"), "spec"],
+    ):
         spec = subprocess.run(command, cwd=elsewhere, capture_output=True, timeout=120, env=env)
         assert spec.returncode == 0, spec.stderr[-4000:]
         messages = [json.loads(line) for line in spec.stdout.splitlines() if line.strip().startswith(b"{")]
@@ -84,8 +100,11 @@ def test_dockerfile_install_steps_in_a_fresh_virtualenv(sandbox, tmp_path):
     (elsewhere / "config.json").write_text(json.dumps(sandbox_config(sandbox.url, batch_size=100, parse_workers=2)))
     write = subprocess.run(
         [str(env_dir / "bin" / "destination-planhat"), "write", "--config", "config.json", "--catalog", "catalog.json"],
-        cwd=elsewhere, input=encode_lines(mixed_messages(metrics=300, activities=200, state_every=100)),
-        capture_output=True, timeout=300, env=env,
+        cwd=elsewhere,
+        input=encode_lines(mixed_messages(metrics=300, activities=200, state_every=100)),
+        capture_output=True,
+        timeout=300,
+        env=env,
     )
     assert write.returncode == 0, write.stderr.decode()[-4000:]
     assert "input parsing: 2 worker process(es)" in write.stdout.decode()
@@ -93,8 +112,13 @@ def test_dockerfile_install_steps_in_a_fresh_virtualenv(sandbox, tmp_path):
     # discover through the console script too (the CDK's destinations have no such command).
     sandbox.configure_main_api(custom_fields=[{"name": "Tier", "type": "text", "parent": "Company"}])
     (elsewhere / "config.json").write_text(json.dumps(sandbox_config(sandbox.url, api_base_url=sandbox.url)))
-    discover = subprocess.run([str(env_dir / "bin" / "destination-planhat"), "discover", "--config", "config.json"],
-                              cwd=elsewhere, capture_output=True, timeout=120, env=env)
+    discover = subprocess.run(
+        [str(env_dir / "bin" / "destination-planhat"), "discover", "--config", "config.json"],
+        cwd=elsewhere,
+        capture_output=True,
+        timeout=120,
+        env=env,
+    )
     assert discover.returncode == 0, discover.stderr.decode()[-4000:]
     assert_protocol_output(discover.stdout.decode(), source="discover")
     [catalog] = [json.loads(line) for line in discover.stdout.splitlines() if b'"DESTINATION_CATALOG"' in line]

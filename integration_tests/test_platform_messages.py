@@ -27,7 +27,6 @@ from destination_planhat.testing.harness import (
     activity,
     catalog,
     configured_stream,
-    encode_lines,
     metric,
     record,
     run_cli,
@@ -115,10 +114,17 @@ def printed_states(run) -> list[dict[str, Any]]:
     ],
     ids=["stream", "global", "legacy"],
 )
-def test_a_state_goes_out_exactly_as_it_came_in_plus_its_counts(sandbox, tmp_path, parse_workers, state, records, expected_counts):
+def test_a_state_goes_out_exactly_as_it_came_in_plus_its_counts(
+    sandbox, tmp_path, parse_workers, state, records, expected_counts
+):
     messages = [record("usage", metric(i)) for i in range(records)] + [state]
-    run = run_cli("write", tmp_path, config=sandbox_config(sandbox.url, parse_workers=parse_workers), catalog=CATALOG,
-                  stdin=stdin_of(*messages))
+    run = run_cli(
+        "write",
+        tmp_path,
+        config=sandbox_config(sandbox.url, parse_workers=parse_workers),
+        catalog=CATALOG,
+        stdin=stdin_of(*messages),
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     [printed] = printed_states(run)
     same_json(echo_of(state, *expected_counts), printed)
@@ -132,16 +138,41 @@ def test_counts_add_up_to_what_was_read_with_accepted_rejected_and_skipped_recor
     invalid_records: send, and refused by the sandbox), and skipped (an unreadable line of the stream).
     Batches of 2 span the states, so Planhat's rejections must be charged to the right state."""
     bad_for_planhat = dict(metric(0), value="not a number")
-    sent_first = [record("usage", metric(1)), record("usage", "not an object"), record("usage", bad_for_planhat),
-                  record("events", activity(1)), b'{"type":"RECORD","record":{"stream":"usage","data":{"value":1,,}}}',
-                  record("usage", metric(2))]
+    sent_first = [
+        record("usage", metric(1)),
+        record("usage", "not an object"),
+        record("usage", bad_for_planhat),
+        record("events", activity(1)),
+        b'{"type":"RECORD","record":{"stream":"usage","data":{"value":1,,}}}',
+        record("usage", metric(2)),
+    ]
     sent_second = [record("usage", bad_for_planhat), record("usage", metric(3)), record("stranger", metric(4))]
-    first = {"type": "STATE", "state": {"type": "STREAM", "id": 1, "stream": {"stream_descriptor": {"name": "usage"}},
-                                        "sourceStats": {"recordCount": 5.0}}}
-    second = {"type": "STATE", "state": {"type": "STREAM", "id": 2, "stream": {"stream_descriptor": {"name": "usage"}},
-                                         "sourceStats": {"recordCount": 2.0}}}
-    events = {"type": "STATE", "state": {"type": "STREAM", "id": 3, "stream": {"stream_descriptor": {"name": "events"}}}}
-    stranger = {"type": "STATE", "state": {"type": "STREAM", "id": 4, "stream": {"stream_descriptor": {"name": "stranger"}}}}
+    first = {
+        "type": "STATE",
+        "state": {
+            "type": "STREAM",
+            "id": 1,
+            "stream": {"stream_descriptor": {"name": "usage"}},
+            "sourceStats": {"recordCount": 5.0},
+        },
+    }
+    second = {
+        "type": "STATE",
+        "state": {
+            "type": "STREAM",
+            "id": 2,
+            "stream": {"stream_descriptor": {"name": "usage"}},
+            "sourceStats": {"recordCount": 2.0},
+        },
+    }
+    events = {
+        "type": "STATE",
+        "state": {"type": "STREAM", "id": 3, "stream": {"stream_descriptor": {"name": "events"}}},
+    }
+    stranger = {
+        "type": "STATE",
+        "state": {"type": "STREAM", "id": 4, "stream": {"stream_descriptor": {"name": "stranger"}}},
+    }
     lines = [*sent_first, first, *sent_second, second, events, stranger]
     stdin = b"".join(line + b"\n" if isinstance(line, bytes) else stdin_of(line) for line in lines)
     config = sandbox_config(sandbox.url, parse_workers=parse_workers, batch_size=2, invalid_records="send")
@@ -163,12 +194,30 @@ def test_counts_add_up_to_what_was_read_with_accepted_rejected_and_skipped_recor
 
 @WORKERS
 def test_a_global_state_counts_every_stream_since_the_previous_global_state(sandbox, tmp_path, parse_workers):
-    first = {"type": "STATE", "state": {"type": "GLOBAL", "id": 10, "global": {"shared_state": {"c": 1}, "stream_states": []}}}
-    second = {"type": "STATE", "state": {"type": "GLOBAL", "id": 11, "global": {"shared_state": {"c": 2}, "stream_states": []}}}
-    lines = [record("usage", metric(1)), record("events", activity(1)), record("usage", "not an object"), first,
-             record("stranger", metric(2)), record("events", activity(2)), second]
-    run = run_cli("write", tmp_path, config=sandbox_config(sandbox.url, parse_workers=parse_workers), catalog=CATALOG,
-                  stdin=stdin_of(*lines))
+    first = {
+        "type": "STATE",
+        "state": {"type": "GLOBAL", "id": 10, "global": {"shared_state": {"c": 1}, "stream_states": []}},
+    }
+    second = {
+        "type": "STATE",
+        "state": {"type": "GLOBAL", "id": 11, "global": {"shared_state": {"c": 2}, "stream_states": []}},
+    }
+    lines = [
+        record("usage", metric(1)),
+        record("events", activity(1)),
+        record("usage", "not an object"),
+        first,
+        record("stranger", metric(2)),
+        record("events", activity(2)),
+        second,
+    ]
+    run = run_cli(
+        "write",
+        tmp_path,
+        config=sandbox_config(sandbox.url, parse_workers=parse_workers),
+        catalog=CATALOG,
+        stdin=stdin_of(*lines),
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     printed = printed_states(run)
     same_json(echo_of(first, 2, 1), printed[0])
@@ -185,9 +234,18 @@ def test_stream_complete_sends_the_partial_batch_while_the_source_is_silent(sand
     try:
         assert process.stdin is not None and process.stdout is not None
         output = OutputLines(process.stdout)
-        state = {"type": "STATE", "state": {"type": "STREAM", "id": 7, "stream": {"stream_descriptor": {"name": "usage"}}}}
-        complete = {"type": "TRACE", "trace": {"type": "STREAM_STATUS", "emitted_at": 1_795_600_000_000.0, "stream_status": {
-            "stream_descriptor": {"name": "usage"}, "status": "COMPLETE"}}}
+        state = {
+            "type": "STATE",
+            "state": {"type": "STREAM", "id": 7, "stream": {"stream_descriptor": {"name": "usage"}}},
+        }
+        complete = {
+            "type": "TRACE",
+            "trace": {
+                "type": "STREAM_STATUS",
+                "emitted_at": 1_795_600_000_000.0,
+                "stream_status": {"stream_descriptor": {"name": "usage"}, "status": "COMPLETE"},
+            },
+        }
         process.stdin.write(stdin_of(*[record("usage", metric(i)) for i in range(3)], state, complete))
         process.stdin.flush()  # and nothing more: the pipe stays open
         started = time.monotonic()
@@ -200,7 +258,9 @@ def test_stream_complete_sends_the_partial_batch_while_the_source_is_silent(sand
         assert process.wait(timeout=GIVE_UP_SECONDS) == 0
         stderr = process.stderr.read().decode() if process.stderr else ""
         logs = [m["log"]["message"] for m in output.seen if m.get("type") == "LOG"]
-        assert not [line for line in logs if "TRACE" in line and "ignoring" in line], "STREAM_STATUS is used, not ignored"
+        assert not [line for line in logs if "TRACE" in line and "ignoring" in line], (
+            "STREAM_STATUS is used, not ignored"
+        )
         assert "Traceback" not in stderr
     finally:
         if process.poll() is None:
@@ -210,15 +270,31 @@ def test_stream_complete_sends_the_partial_batch_while_the_source_is_silent(sand
 
 def test_messages_the_connector_does_not_use_warn_once_per_type(sandbox, tmp_path):
     log = {"type": "LOG", "log": {"level": "INFO", "message": "hello"}}
-    estimate = {"type": "TRACE", "trace": {"type": "ESTIMATE", "emitted_at": 1.0, "estimate": {"name": "usage", "type": "STREAM"}}}
-    control = {"type": "CONTROL", "control": {"type": "CONNECTOR_CONFIG", "emitted_at": 1.0, "connectorConfig": {"config": {}}}}
+    estimate = {
+        "type": "TRACE",
+        "trace": {"type": "ESTIMATE", "emitted_at": 1.0, "estimate": {"name": "usage", "type": "STREAM"}},
+    }
+    control = {
+        "type": "CONTROL",
+        "control": {"type": "CONNECTOR_CONFIG", "emitted_at": 1.0, "connectorConfig": {"config": {}}},
+    }
     unknown = {"type": "SOMETHING_NEW", "something": 1}
-    status = {"type": "TRACE", "trace": {"type": "STREAM_STATUS", "emitted_at": 1.0, "stream_status": {
-        "stream_descriptor": {"name": "events"}, "status": "RUNNING"}}}
+    status = {
+        "type": "TRACE",
+        "trace": {
+            "type": "STREAM_STATUS",
+            "emitted_at": 1.0,
+            "stream_status": {"stream_descriptor": {"name": "events"}, "status": "RUNNING"},
+        },
+    }
     lines = [log] * 20 + [estimate] * 5 + [control] * 3 + [unknown] * 4 + [status] * 6 + [record("usage", metric(1))]
     run = run_cli("write", tmp_path, config=sandbox_config(sandbox.url), catalog=CATALOG, stdin=stdin_of(*lines))
     assert run.returncode == 0, run.stderr[-2000:]
-    warnings = [m["log"]["message"] for m in run.of_type("LOG") if m["log"]["level"] == "WARN" and "ignoring" in m["log"]["message"]]
+    warnings = [
+        m["log"]["message"]
+        for m in run.of_type("LOG")
+        if m["log"]["level"] == "WARN" and "ignoring" in m["log"]["message"]
+    ]
     assert len(warnings) == 4, warnings  # LOG, TRACE (the estimate), CONTROL, SOMETHING_NEW: one each
     assert sum("'SOMETHING_NEW'" in w and "not an Airbyte message type" in w for w in warnings) == 1
     summary = sync_summary(run)
@@ -228,17 +304,28 @@ def test_messages_the_connector_does_not_use_warn_once_per_type(sandbox, tmp_pat
 @WORKERS
 def test_fields_the_source_changed_are_counted_per_stream_and_shown_in_the_summary(sandbox, tmp_path, parse_workers):
     changed = record("usage", metric(1))
-    changed["record"]["meta"] = {"changes": [{"field": "note", "change": "TRUNCATED", "reason": "SOURCE_FIELD_SIZE_LIMITATION"},
-                                             {"field": "date", "change": "NULLED", "reason": "SOURCE_SERIALIZATION_ERROR"}]}
+    changed["record"]["meta"] = {
+        "changes": [
+            {"field": "note", "change": "TRUNCATED", "reason": "SOURCE_FIELD_SIZE_LIMITATION"},
+            {"field": "date", "change": "NULLED", "reason": "SOURCE_SERIALIZATION_ERROR"},
+        ]
+    }
     plain = record("usage", metric(2))
     plain["record"]["meta"] = {"changes": []}
-    run = run_cli("write", tmp_path, config=sandbox_config(sandbox.url, parse_workers=parse_workers), catalog=CATALOG,
-                  stdin=stdin_of(changed, plain, changed))
+    run = run_cli(
+        "write",
+        tmp_path,
+        config=sandbox_config(sandbox.url, parse_workers=parse_workers),
+        catalog=CATALOG,
+        stdin=stdin_of(changed, plain, changed),
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     usage = sync_summary(run)["streams"]["usage"]
     assert usage["records_changed_by_source"] == 2
     assert usage["source_changes"] == {
-        "note: TRUNCATED (SOURCE_FIELD_SIZE_LIMITATION)": 2, "date: NULLED (SOURCE_SERIALIZATION_ERROR)": 2}
+        "note: TRUNCATED (SOURCE_FIELD_SIZE_LIMITATION)": 2,
+        "date: NULLED (SOURCE_SERIALIZATION_ERROR)": 2,
+    }
     assert run.log_lines("2 record(s) arrived changed by the source")
     assert len(sandbox.received("metrics")) == 3
 
@@ -249,8 +336,13 @@ def test_the_configured_catalog_of_protocol_0_17_is_read_without_a_warning(sandb
     configured = copy.deepcopy(CATALOG)
     for stream in configured["streams"]:
         stream.update(generation_id=1, minimum_generation_id=1, sync_id=42, include_files=False)
-    run = run_cli("write", tmp_path, config=sandbox_config(sandbox.url), catalog=configured,
-                  stdin=stdin_of(record("usage", metric(1)), record("events", activity(1))))
+    run = run_cli(
+        "write",
+        tmp_path,
+        config=sandbox_config(sandbox.url),
+        catalog=configured,
+        stdin=stdin_of(record("usage", metric(1)), record("events", activity(1))),
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     assert [m["log"]["message"] for m in run.of_type("LOG") if m["log"]["level"] in ("WARN", "ERROR")] == []
     assert len(sandbox.received()) == 2

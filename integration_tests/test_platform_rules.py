@@ -1,4 +1,4 @@
-"""discover's catalog against the platform's connection checks (platform_rules.py), and the
+"""discover's catalog against the platform's connection checks (testing/platform_rules.py), and the
 connector's own routing against the same configured catalogs: what the platform accepts, the
 connector writes; what the platform refuses for the object, mode or key, the connector refuses too,
 naming the stream."""
@@ -6,23 +6,30 @@ naming the stream."""
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from airbyte_cdk.models import ConfiguredAirbyteCatalogSerializer
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 from destination_planhat.config import parse_config
-from destination_planhat.planhat.custom_fields import group_custom_fields
 from destination_planhat.discover import destination_catalog
 from destination_planhat.mapping.routing import route_streams
+from destination_planhat.planhat.custom_fields import group_custom_fields
 from destination_planhat.testing.platform_rules import platform_problems
 
 CUSTOM = group_custom_fields([{"name": "Tier", "type": "text", "parent": "Company"}])
 CATALOG = destination_catalog(CUSTOM)
 OPERATIONS = {op["object_name"]: op for op in CATALOG["operations"]}
-CONFIG = parse_config({"tenant_uuid": "t-1", "api_token": "token", "analytics_base_url": "http://127.0.0.1:9",
-                       "api_base_url": "http://127.0.0.1:9"})
+CONFIG = parse_config(
+    {
+        "tenant_uuid": "t-1",
+        "api_token": "token",
+        "analytics_base_url": "http://127.0.0.1:9",
+        "api_base_url": "http://127.0.0.1:9",
+    }
+)
 
 
 def mapped(op: dict[str, Any], name: str = "") -> dict[str, Any]:
@@ -38,8 +45,11 @@ def mapped(op: dict[str, Any], name: str = "") -> dict[str, Any]:
         fields += [part for part in op["matching_keys"][0] if part not in fields]
     fields += [field for field in schema["properties"] if field.startswith("custom.")]
     stream = {
-        "stream": {"name": name or f"src_{op['object_name']}", "supported_sync_modes": ["full_refresh"],
-                   "json_schema": {"type": "object", "properties": {f: schema["properties"][f] for f in fields}}},
+        "stream": {
+            "name": name or f"src_{op['object_name']}",
+            "supported_sync_modes": ["full_refresh"],
+            "json_schema": {"type": "object", "properties": {f: schema["properties"][f] for f in fields}},
+        },
         "sync_mode": "full_refresh",
         "destination_sync_mode": op["sync_mode"],
         "destination_object_name": op["object_name"],
@@ -91,7 +101,11 @@ def _unknown_field(stream: dict[str, Any]) -> None:
     "break_it, platform_says, connector_says",
     [
         (_unknown_object, "no operation 'churn' with sync mode 'update'", "'churn' is not a Planhat target"),
-        (_wrong_mode, "no operation 'companies' with sync mode 'append'", "the sync mode 'append' does not fit Companies"),
+        (
+            _wrong_mode,
+            "no operation 'companies' with sync mode 'append'",
+            "the sync mode 'append' does not fit Companies",
+        ),
         (_wrong_key, "primary key [['name']] is none of the matching keys", "is not a matching key of Companies"),
         (_no_key, "no primary key, but 'companies' has matching keys", "update needs a primary key"),
         # The connector upserts: an update of an existing record needs no `name`, so only the

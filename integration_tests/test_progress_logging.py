@@ -9,7 +9,14 @@ from __future__ import annotations
 
 import re
 
-from destination_planhat.testing.harness import encode_lines, mixed_catalog, mixed_messages, record, run_cli, sandbox_config
+from destination_planhat.testing.harness import (
+    encode_lines,
+    mixed_catalog,
+    mixed_messages,
+    record,
+    run_cli,
+    sandbox_config,
+)
 
 METRICS, ACTIVITIES = 300, 200
 BATCH_SIZE = 20
@@ -35,7 +42,10 @@ def test_progress_lines_while_writing_then_a_summary_table(sandbox, tmp_path):
         "write",
         tmp_path,
         config=sandbox_config(
-            sandbox.url, batch_size=BATCH_SIZE, max_in_flight_requests=1, progress_interval_seconds=1,
+            sandbox.url,
+            batch_size=BATCH_SIZE,
+            max_in_flight_requests=1,
+            progress_interval_seconds=1,
             invalid_records="send",  # the bad dimensionId goes to Planhat, which rejects it
         ),
         catalog=mixed_catalog(),
@@ -58,7 +68,14 @@ def test_progress_lines_while_writing_then_a_summary_table(sandbox, tmp_path):
     summary = [line[len("summary: ") :] for line in run.log_lines("summary: ")]
     rows = {cells[0]: cells[1:] for cells in (re.split(r" {2,}", line) for line in summary)}
     assert rows["stream"] == [
-        "endpoint", "read", "sent", "acknowledged", "processed", "rejected by Planhat", "rejected locally", "skipped",
+        "endpoint",
+        "read",
+        "sent",
+        "acknowledged",
+        "processed",
+        "rejected by Planhat",
+        "rejected locally",
+        "skipped",
     ]
     assert rows["metrics_stream"] == ["Metrics", "301", "301", "301", "300", "1", "0", "0"]
     assert rows["activities_stream"] == ["User Activities", "200", "200", "200", "200", "0", "0", "0"]

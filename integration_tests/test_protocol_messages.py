@@ -2,7 +2,7 @@
 
 `python main.py spec | check | write` run as subprocesses (`run_cli`), against the sandbox where
 Planhat is needed; each stdout line is validated against the protocol v0.18.0 schema
-(`protocol_schema.py`, from the package airbyte-protocol-models-pdv2), and each run must have
+(`testing/protocol_schema.py`, from the package airbyte-protocol-models-pdv2), and each run must have
 printed the message types it is about, so that no test passes on an empty or cut-short output.
 The state tests look at state types only: what else the connector echoes in a state may change,
 as long as the schema accepts it.
@@ -48,7 +48,9 @@ def validated(run: CliRun, command: str, **at_least: int) -> Counter:
     counts = assert_protocol_output(run.stdout, source=command)
     assert sum(counts.values()) == len(run.stdout.splitlines())
     for kind, minimum in at_least.items():
-        assert counts[kind] >= minimum, f"`{command}` printed {counts[kind]} {kind} message(s), expected >= {minimum}: {dict(counts)}"
+        assert counts[kind] >= minimum, (
+            f"`{command}` printed {counts[kind]} {kind} message(s), expected >= {minimum}: {dict(counts)}"
+        )
     print(f"\n`{command}`: {len(run.stdout.splitlines())} line(s) valid: {dict(counts)}")
     return counts
 
@@ -123,7 +125,9 @@ def test_write_success_with_stream_global_and_legacy_states(sandbox, tmp_path):
         record("usage", {"externalId": "no dimensionId"}),  # rejected locally: a warning, a count
         global_state(2),
     ]
-    run = run_cli("write", tmp_path, config=sandbox_config(sandbox.url), catalog=two_streams(), stdin=encode_lines(messages))
+    run = run_cli(
+        "write", tmp_path, config=sandbox_config(sandbox.url), catalog=two_streams(), stdin=encode_lines(messages)
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     validated(run, "write", LOG=1, STATE=1)
     assert run.errors == []
@@ -151,7 +155,12 @@ def test_write_failure_after_states_were_emitted(sandbox, tmp_path):
     """A sync that acknowledged some records, emitted their states, then failed: states, logs and
     the TRACE error in one output, all valid."""
     sandbox.set_faults(script=[{"kind": "ok"}, {"kind": "status", "status": 401}])
-    messages = [record("usage", metric(0)), stream_state("usage", 1), record("usage", metric(1)), stream_state("usage", 2)]
+    messages = [
+        record("usage", metric(0)),
+        stream_state("usage", 1),
+        record("usage", metric(1)),
+        stream_state("usage", 2),
+    ]
     config = sandbox_config(sandbox.url, batch_size=1, max_in_flight_requests=1)
     run = run_cli("write", tmp_path, config=config, catalog=two_streams(), stdin=encode_lines(messages))
     assert run.returncode != 0
@@ -162,7 +171,9 @@ def test_write_failure_after_states_were_emitted(sandbox, tmp_path):
 def test_write_failure_on_a_config_error(sandbox, tmp_path):
     configured = catalog(configured_stream("usage", METRIC_SCHEMA), configured_stream("plain_table", UNROUTABLE_SCHEMA))
     messages = [record("usage", metric(0)), stream_state("usage", 1)]
-    run = run_cli("write", tmp_path, config=sandbox_config(sandbox.url), catalog=configured, stdin=encode_lines(messages))
+    run = run_cli(
+        "write", tmp_path, config=sandbox_config(sandbox.url), catalog=configured, stdin=encode_lines(messages)
+    )
     assert run.returncode != 0
     validated(run, "write (config error)", TRACE=1)
     assert [e["failure_type"] for e in run.errors] == ["config_error"]
@@ -171,7 +182,9 @@ def test_write_failure_on_a_config_error(sandbox, tmp_path):
 
 def test_write_failure_on_an_invalid_config(sandbox, tmp_path):
     messages = [record("usage", metric(0))]
-    run = run_cli("write", tmp_path, config={"tenant_uuid": "has spaces"}, catalog=two_streams(), stdin=encode_lines(messages))
+    run = run_cli(
+        "write", tmp_path, config={"tenant_uuid": "has spaces"}, catalog=two_streams(), stdin=encode_lines(messages)
+    )
     assert run.returncode != 0
     validated(run, "write (invalid config)", TRACE=1)
     assert [e["failure_type"] for e in run.errors] == ["config_error"]

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import boto3
 import orjson
@@ -18,9 +19,9 @@ from moto.server import ThreadedMotoServer
 from destination_planhat.testing.harness import (
     ACTIVITY_SCHEMA,
     METRIC_SCHEMA,
+    OutputLines,
     catalog,
     configured_stream,
-    OutputLines,
     encode_lines,
     record,
     run_cli,
@@ -28,15 +29,23 @@ from destination_planhat.testing.harness import (
     start_write,
     stream_state,
 )
-from destination_planhat.testing.sandbox import PlanhatSandbox
 from destination_planhat.testing.protocol_schema import assert_protocol_output
+from destination_planhat.testing.sandbox import PlanhatSandbox
 
 BUCKET = "rejected-records"
 KEY_ID, SECRET_KEY = "AKIDREJECTEDTEST01", "rejected-secret-key-value-0001"
 SYNC_ID = 4242
 # No AWS credentials or config of the machine may leak into the connector or the test's client.
-UNSET_AWS_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_PROFILE",
-                 "AWS_ASSUME_ROLE_EXTERNAL_ID", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
+UNSET_AWS_ENV = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_ASSUME_ROLE_EXTERNAL_ID",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+)
 CLEAN_AWS_ENV = {
     "AWS_CONFIG_FILE": os.devnull,
     "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
@@ -165,29 +174,48 @@ def test_s3_stores_every_rejected_record_with_stream_reason_and_item(
     config = sandbox_config(
         sandbox.url, invalid_records="send", parse_workers=parse_workers, object_storage_config=s3_storage(s3_endpoint)
     )
-    run = run_cli("write", tmp_path, config=config, catalog=two_stream_catalog(), stdin=encode_lines(messages_with_rejections()))
+    run = run_cli(
+        "write", tmp_path, config=config, catalog=two_stream_catalog(), stdin=encode_lines(messages_with_rejections())
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     stored = stored_s3(s3_endpoint)
     lines = all_lines(stored)
     # What is stored is what the states count as rejected, stream by stream (`ghost` has no state of its own).
     assert len(lines) == 6
     for namespace, name in ((None, "usage"), ("app", "events")):
-        states = [s for s in run.states if s["stream"]["stream_descriptor"] == ({"name": name} | ({"namespace": namespace} if namespace else {}))]
-        assert len([line for line in lines if line["stream"] == {"namespace": namespace, "name": name}]) == state_rejected(states)
+        states = [
+            s
+            for s in run.states
+            if s["stream"]["stream_descriptor"] == ({"name": name} | ({"namespace": namespace} if namespace else {}))
+        ]
+        assert len(
+            [line for line in lines if line["stream"] == {"namespace": namespace, "name": name}]
+        ) == state_rejected(states)
     assert state_rejected(run.states) == 5
     assert all(key.startswith(f"planhat/rejected/{SYNC_ID}/") and key.endswith(".jsonl") for key in stored)
-    by_reason = {(line["stream"]["namespace"], line["stream"]["name"], line["rejected_by"], line["reason"]): line for line in lines}
+    by_reason = {
+        (line["stream"]["namespace"], line["stream"]["name"], line["rejected_by"], line["reason"]): line
+        for line in lines
+    }
     planhat = [line for line in lines if line["rejected_by"] == "planhat" and line["target"] == "metrics"]
     assert sorted(line["item"]["dimensionId"] for line in planhat) == ["also bad", "bad id"]
-    assert all(line["target"] == "metrics" and line["stream"] == {"namespace": None, "name": "usage"} for line in planhat)
+    assert all(
+        line["target"] == "metrics" and line["stream"] == {"namespace": None, "name": "usage"} for line in planhat
+    )
     # The item as sent is what the sandbox received.
     received = [item for item in sandbox.received("metrics") if item.get("dimensionId") in ("bad id", "also bad")]
     assert sorted(orjson.dumps(i) for i in received) == sorted(orjson.dumps(line["item"]) for line in planhat)
     assert (None, "usage", "connector", "the record's data is not a JSON object") in by_reason
-    assert by_reason[(None, "usage", "connector", "the record's data is not a JSON object")]["record"] == ["not", "an", "object"]
+    assert by_reason[(None, "usage", "connector", "the record's data is not a JSON object")]["record"] == [
+        "not",
+        "an",
+        "object",
+    ]
     events = [line for line in lines if line["stream"] == {"namespace": "app", "name": "events"}]
     # Sent as it is (invalid_records: send), and refused by Planhat: stored with the activity as sent.
-    assert [(e["rejected_by"], e["target"], e["item"]) for e in events] == [("planhat", "user_activities", {"action": "no user"})]
+    assert [(e["rejected_by"], e["target"], e["item"]) for e in events] == [
+        ("planhat", "user_activities", {"action": "no user"})
+    ]
     assert any(key.startswith(f"planhat/rejected/{SYNC_ID}/app/events/") for key in stored)
     ghost = [line for line in lines if line["stream"]["name"] == "ghost"]
     assert ghost[0]["record"] == {"x": 1} and ghost[0]["reason"] == "the stream is not in the configured catalog"
@@ -203,27 +231,45 @@ def test_s3_stores_every_rejected_record_with_stream_reason_and_item(
 def test_local_directory_gets_the_same_files(sandbox: PlanhatSandbox, tmp_path: Path, parse_workers: int) -> None:
     root = tmp_path / "rejected"
     config = sandbox_config(
-        sandbox.url, invalid_records="send", parse_workers=parse_workers,
+        sandbox.url,
+        invalid_records="send",
+        parse_workers=parse_workers,
         object_storage_config={"storage_type": "Local", "local_path": str(root)},
     )
-    run = run_cli("write", tmp_path, config=config, catalog=two_stream_catalog(), stdin=encode_lines(messages_with_rejections()))
+    run = run_cli(
+        "write", tmp_path, config=config, catalog=two_stream_catalog(), stdin=encode_lines(messages_with_rejections())
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     stored = stored_local(root)
     assert len(all_lines(stored)) == state_rejected(run.states) + 1 == 6  # + ghost, which no state covers
     assert all(key.startswith(f"{SYNC_ID}/") for key in stored)
     assert not [key for key in stored if key.endswith(".partial")]
-    assert {key.rsplit("/", 1)[0] for key in stored} == {f"{SYNC_ID}/usage", f"{SYNC_ID}/app/events", f"{SYNC_ID}/ghost"}
-    assert sorted(line["record_number"] for line in all_lines(stored) if line["stream"]["name"] == "usage") == [4, 5, 6, 7]
+    assert {key.rsplit("/", 1)[0] for key in stored} == {
+        f"{SYNC_ID}/usage",
+        f"{SYNC_ID}/app/events",
+        f"{SYNC_ID}/ghost",
+    }
+    assert sorted(line["record_number"] for line in all_lines(stored) if line["stream"]["name"] == "usage") == [
+        4,
+        5,
+        6,
+        7,
+    ]
 
 
 @pytest.mark.parametrize("parse_workers", [0, 2])
-def test_each_state_comes_after_its_rejected_records(sandbox: PlanhatSandbox, tmp_path: Path, parse_workers: int) -> None:
+def test_each_state_comes_after_its_rejected_records(
+    sandbox: PlanhatSandbox, tmp_path: Path, parse_workers: int
+) -> None:
     """Input fed a window at a time, the connector left waiting for more: when a state is printed, the
     rejected records it covers are already in the directory, those the connector rejected (the reading
     thread releases the state) and those Planhat rejected (a sender thread releases it)."""
     root = tmp_path / "rejected"
     config = sandbox_config(
-        sandbox.url, parse_workers=parse_workers, flush_interval_seconds=1, invalid_records="send",
+        sandbox.url,
+        parse_workers=parse_workers,
+        flush_interval_seconds=1,
+        invalid_records="send",
         object_storage_config={"storage_type": "Local", "local_path": str(root)},
     )
     process = start_write(tmp_path, config, catalog(with_sync_id(configured_stream("usage", METRIC_SCHEMA))))
@@ -260,7 +306,9 @@ def test_a_merged_object_item_refused_by_planhat_is_stored_for_each_of_its_recor
     root = tmp_path / "rejected"
     schema = {"type": "object", "properties": {"externalId": {}, "email": {}, "firstName": {}, "companyExternalId": {}}}
     config = sandbox_config(
-        sandbox.url, api_base_url=sandbox.url, streams=[{"name": "people", "endpoint": "endusers"}],
+        sandbox.url,
+        api_base_url=sandbox.url,
+        streams=[{"name": "people", "endpoint": "endusers"}],
         object_storage_config={"storage_type": "Local", "local_path": str(root)},
     )
     messages = [
@@ -269,12 +317,19 @@ def test_a_merged_object_item_refused_by_planhat_is_stored_for_each_of_its_recor
         record("people", {"email": "no-key@example.com"}),  # no externalId: rejected by the connector
         stream_state("people", 3),
     ]
-    run = run_cli("write", tmp_path, config=config, catalog=catalog(with_sync_id(configured_stream("people", schema))),
-                  stdin=encode_lines(messages))
+    run = run_cli(
+        "write",
+        tmp_path,
+        config=config,
+        catalog=catalog(with_sync_id(configured_stream("people", schema))),
+        stdin=encode_lines(messages),
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     lines = all_lines(stored_local(root))
     assert len(lines) == state_rejected(run.states) == 3
-    planhat = sorted((line for line in lines if line["rejected_by"] == "planhat"), key=lambda line: line["record_number"])
+    planhat = sorted(
+        (line for line in lines if line["rejected_by"] == "planhat"), key=lambda line: line["record_number"]
+    )
     assert [line["record_number"] for line in planhat] == [1, 2]
     assert planhat[0]["item"] == planhat[1]["item"] and planhat[0]["item"]["externalId"] == "x"
     assert planhat[0]["item"]["firstName"] == "Twice"  # the merged item, as sent
@@ -283,27 +338,42 @@ def test_a_merged_object_item_refused_by_planhat_is_stored_for_each_of_its_recor
     assert local["record_number"] == 3 and "externalId" in local["reason"]
 
 
-def test_unpivot_stores_each_rejected_item_and_the_state_counts_each_record_once(sandbox: PlanhatSandbox, tmp_path: Path) -> None:
+def test_unpivot_stores_each_rejected_item_and_the_state_counts_each_record_once(
+    sandbox: PlanhatSandbox, tmp_path: Path
+) -> None:
     root = tmp_path / "rejected"
     settings = {
-        "name": "daily", "endpoint": "metrics", "unpivot_columns": ["mrr", "seats"],
+        "name": "daily",
+        "endpoint": "metrics",
+        "unpivot_columns": ["mrr", "seats"],
         "field_mappings": [{"planhat_field": "externalId", "source_field": "company"}],
     }
     schema = {"type": "object", "properties": {"company": {}, "mrr": {}, "seats": {}}}
-    config = sandbox_config(sandbox.url, streams=[settings], object_storage_config={"storage_type": "Local", "local_path": str(root)})
+    config = sandbox_config(
+        sandbox.url, streams=[settings], object_storage_config={"storage_type": "Local", "local_path": str(root)}
+    )
     messages = [
         record("daily", {"company": "a", "mrr": 10, "seats": 2}),
         record("daily", {"company": "b", "mrr": "lots", "seats": 3}),  # one item of two rejected
         record("daily", {"company": "c", "mrr": "lots", "seats": "many"}),  # both rejected: still one record
         stream_state("daily", 3),
     ]
-    run = run_cli("write", tmp_path, config=config, catalog=catalog(with_sync_id(configured_stream("daily", schema))),
-                  stdin=encode_lines(messages))
+    run = run_cli(
+        "write",
+        tmp_path,
+        config=config,
+        catalog=catalog(with_sync_id(configured_stream("daily", schema))),
+        stdin=encode_lines(messages),
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     lines = all_lines(stored_local(root))
     assert len(lines) == 3
     assert state_rejected(run.states) == len({line["record_number"] for line in lines}) == 2
-    assert sorted((line["record_number"], line["item"]["dimensionId"]) for line in lines) == [(2, "mrr"), (3, "mrr"), (3, "seats")]
+    assert sorted((line["record_number"], line["item"]["dimensionId"]) for line in lines) == [
+        (2, "mrr"),
+        (3, "mrr"),
+        (3, "seats"),
+    ]
 
 
 @pytest.mark.parametrize("parse_workers", [0, 2])
@@ -312,7 +382,9 @@ def test_a_store_that_fails_fails_the_sync_before_the_state(
 ) -> None:
     """A bucket that does not exist: the first state after a rejected record is not emitted, nor any later."""
     config = sandbox_config(
-        sandbox.url, parse_workers=parse_workers, flush_interval_seconds=1,
+        sandbox.url,
+        parse_workers=parse_workers,
+        flush_interval_seconds=1,
         object_storage_config=s3_storage(s3_endpoint, s3_bucket_name="no-such-bucket"),
     )
     process = start_write(tmp_path, config, catalog(with_sync_id(configured_stream("usage", METRIC_SCHEMA))))
@@ -323,7 +395,10 @@ def test_a_store_that_fails_fails_the_sync_before_the_state(
         process.stdin.write(encode_lines([record("usage", good_metric(1)), stream_state("usage", 1)]))
         process.stdin.flush()
         first = output.next_state()
-        rest = [record("usage", {"dimensionId": "x", "externalId": "c"}), stream_state("usage", 2)]  # no value: rejected
+        rest = [
+            record("usage", {"dimensionId": "x", "externalId": "c"}),
+            stream_state("usage", 2),
+        ]  # no value: rejected
         rest += [record("usage", good_metric(2)), stream_state("usage", 3)]
         process.stdin.write(encode_lines(rest))
         process.stdin.close()
@@ -338,7 +413,9 @@ def test_a_store_that_fails_fails_the_sync_before_the_state(
     states = [m["state"] for m in output.seen if m.get("type") == "STATE"]
     assert first["stream"]["stream_state"] == {"cursor": 1}
     assert [state["stream"]["stream_state"]["cursor"] for state in states] == [1]
-    errors = [m["trace"]["error"] for m in output.seen if m.get("type") == "TRACE" and m["trace"].get("type") == "ERROR"]
+    errors = [
+        m["trace"]["error"] for m in output.seen if m.get("type") == "TRACE" and m["trace"].get("type") == "ERROR"
+    ]
     assert errors and errors[-1]["failure_type"] == "config_error"
     message = errors[-1]["message"]
     assert "s3://no-such-bucket/planhat/rejected/" in message and "NoSuchBucket" in message
@@ -349,7 +426,11 @@ def test_a_store_that_fails_fails_the_sync_before_the_state(
 def test_a_local_directory_that_cannot_be_written_fails_the_sync(sandbox: PlanhatSandbox, tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
-    config = sandbox_config(sandbox.url, parse_workers=0, object_storage_config={"storage_type": "Local", "local_path": str(blocker / "sub")})
+    config = sandbox_config(
+        sandbox.url,
+        parse_workers=0,
+        object_storage_config={"storage_type": "Local", "local_path": str(blocker / "sub")},
+    )
     messages = [record("usage", {"dimensionId": "x", "externalId": "c"}), stream_state("usage", 1)]
     cat = catalog(with_sync_id(configured_stream("usage", METRIC_SCHEMA)))
     run = run_cli("write", tmp_path, config=config, catalog=cat, stdin=encode_lines(messages))
@@ -401,8 +482,13 @@ def test_after_a_failed_sync_the_rejected_records_are_stored_anyway(sandbox: Pla
         sandbox.url, api_token="a-wrong-token", object_storage_config={"storage_type": "Local", "local_path": str(root)}
     )
     messages = [record("usage", "not an object"), record("usage", good_metric(1)), stream_state("usage", 1)]
-    run = run_cli("write", tmp_path, config=config, catalog=catalog(with_sync_id(configured_stream("usage", METRIC_SCHEMA))),
-                  stdin=encode_lines(messages))
+    run = run_cli(
+        "write",
+        tmp_path,
+        config=config,
+        catalog=catalog(with_sync_id(configured_stream("usage", METRIC_SCHEMA))),
+        stdin=encode_lines(messages),
+    )
     assert run.returncode != 0 and run.states == []
     assert run.errors and run.errors[-1]["failure_type"] == "config_error"
     [line] = all_lines(stored_local(root))
@@ -415,8 +501,13 @@ def test_gzip_files_in_the_bucket(sandbox: PlanhatSandbox, s3_endpoint: str, tmp
     storage = s3_storage(s3_endpoint, compression={"compression_type": "GZIP"})
     config = sandbox_config(sandbox.url, parse_workers=0, object_storage_config=storage)
     messages = [record("usage", {"dimensionId": "x", "externalId": "c"}), stream_state("usage", 1)]
-    run = run_cli("write", tmp_path, config=config, catalog=catalog(with_sync_id(configured_stream("usage", METRIC_SCHEMA))),
-                  stdin=encode_lines(messages))
+    run = run_cli(
+        "write",
+        tmp_path,
+        config=config,
+        catalog=catalog(with_sync_id(configured_stream("usage", METRIC_SCHEMA))),
+        stdin=encode_lines(messages),
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     client = _s3(s3_endpoint)
     [entry] = client.list_objects_v2(Bucket=BUCKET)["Contents"]
@@ -428,7 +519,12 @@ def test_gzip_files_in_the_bucket(sandbox: PlanhatSandbox, s3_endpoint: str, tmp
 
 def test_the_bucket_name_and_keys_are_enough(sandbox: PlanhatSandbox, s3_endpoint: str, tmp_path: Path) -> None:
     """Region and bucket_path may be left out (their defaults are empty): the spec's check agrees with the model's."""
-    storage = {"storage_type": "S3", "s3_bucket_name": BUCKET, "access_key_id": KEY_ID, "secret_access_key": SECRET_KEY,
-               "s3_endpoint": s3_endpoint}
+    storage = {
+        "storage_type": "S3",
+        "s3_bucket_name": BUCKET,
+        "access_key_id": KEY_ID,
+        "secret_access_key": SECRET_KEY,
+        "s3_endpoint": s3_endpoint,
+    }
     run = run_cli("check", tmp_path, config=sandbox_config(sandbox.url, object_storage_config=storage))
     assert run.connection_status == {"status": "SUCCEEDED"}

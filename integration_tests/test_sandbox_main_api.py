@@ -14,14 +14,15 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import requests
 
-from destination_planhat.testing.sandbox_objects import MAX_BULK_ITEMS, OBJECTS
 from destination_planhat.testing.sandbox import MAIN_API, METRICS, PlanhatSandbox
+from destination_planhat.testing.sandbox_objects import MAX_BULK_ITEMS, OBJECTS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT_S = 5.0
@@ -64,8 +65,16 @@ def only(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 ANSWER_FIELDS = [
-    "created", "createdErrors", "insertsKeys", "updated", "updatedErrors", "updatesKeys", "nonupdates",
-    "modified", "upsertedIds", "permissionErrors",
+    "created",
+    "createdErrors",
+    "insertsKeys",
+    "updated",
+    "updatedErrors",
+    "updatesKeys",
+    "nonupdates",
+    "modified",
+    "upsertedIds",
+    "permissionErrors",
 ]
 
 # The least each object needs to be created; COMPANY stands for a reference to Acme.
@@ -230,11 +239,15 @@ def test_custom_fields_merge_field_by_field(sandbox: PlanhatSandbox) -> None:
     assert response.status_code == 400 and response.json()["updatedErrors"][0]["reason"] == "invalid_custom"
 
 
-def test_a_record_of_another_company_with_the_same_external_id_is_not_matched(sandbox: PlanhatSandbox, acme: str) -> None:
+def test_a_record_of_another_company_with_the_same_external_id_is_not_matched(
+    sandbox: PlanhatSandbox, acme: str
+) -> None:
     globex = sandbox.seed("companies", [{"name": "Globex", "externalId": "globex"}])["upsertedIds"][0]
     put(sandbox, "endusers", [{"email": "a@x.example", "externalId": "u1", "companyId": acme}])
     # Planhat: externalId is unique per company, so u1 at Globex is another end user.
-    answer = put(sandbox, "endusers", [{"email": "b@y.example", "externalId": "u1", "companyId": "extid-globex"}]).json()
+    answer = put(
+        sandbox, "endusers", [{"email": "b@y.example", "externalId": "u1", "companyId": "extid-globex"}]
+    ).json()
     assert answer["created"] == 1
     assert sorted(u["companyId"] for u in sandbox.objects("endusers")) == sorted([acme, globex])
     answer = put(sandbox, "endusers", [{"externalId": "u1", "companyId": globex, "position": "CFO"}]).json()
@@ -283,20 +296,28 @@ def test_an_update_naming_an_unknown_company_is_an_update_error(sandbox: Planhat
 
 def test_issues_take_a_list_of_companies(sandbox: PlanhatSandbox, acme: str) -> None:
     globex = sandbox.seed("companies", [{"name": "Globex", "sourceId": "sf-g"}])["upsertedIds"][0]
-    answer = put(sandbox, "issues", [
-        {"title": "Bug", "sourceId": "JIRA-1", "companyIds": ["extid-acme", "srcid-sf-g"]},
-        {"title": "Other", "companyIds": ["extid-acme", "extid-nobody"]},
-    ]).json()
+    answer = put(
+        sandbox,
+        "issues",
+        [
+            {"title": "Bug", "sourceId": "JIRA-1", "companyIds": ["extid-acme", "srcid-sf-g"]},
+            {"title": "Other", "companyIds": ["extid-acme", "extid-nobody"]},
+        ],
+    ).json()
     assert answer["created"] == 1 and answer["createdErrors"][0]["reason"] == "company_not_found"
     assert only(sandbox.objects("issues"))["companyIds"] == [acme, globex]
 
 
 def test_tickets_find_their_company_by_company_external_id(sandbox: PlanhatSandbox, acme: str) -> None:
-    answer = put(sandbox, "tickets", [
-        {"sourceId": "zd-1", "email": "a@b.c", "companyExternalId": "acme"},
-        {"sourceId": "zd-2", "email": "a@b.c", "companyExternalId": "nobody"},
-        {"sourceId": "zd-3", "companyId": acme},  # no email: dropped without a word
-    ]).json()
+    answer = put(
+        sandbox,
+        "tickets",
+        [
+            {"sourceId": "zd-1", "email": "a@b.c", "companyExternalId": "acme"},
+            {"sourceId": "zd-2", "email": "a@b.c", "companyExternalId": "nobody"},
+            {"sourceId": "zd-3", "companyId": acme},  # no email: dropped without a word
+        ],
+    ).json()
     assert (answer["created"], [e["reason"] for e in answer["createdErrors"]]) == (1, ["company_not_found"])
     assert only(sandbox.objects("tickets"))["companyId"] == acme
 
@@ -306,8 +327,14 @@ def test_tickets_find_their_company_by_company_external_id(sandbox: PlanhatSandb
 DUPLICATES = [
     ("companies", "externalId", [{"name": "A", "externalId": "k"}, {"name": "B", "externalId": "k"}]),
     ("companies", "sourceId", [{"name": "A", "sourceId": "k"}, {"name": "B", "sourceId": "k"}]),
-    ("endusers", "externalId", [{"email": "a@acme.example", "externalId": "k", "companyId": "extid-acme"},
-                                {"email": "b@acme.example", "externalId": "k", "companyId": "srcid-sf-acme"}]),
+    (
+        "endusers",
+        "externalId",
+        [
+            {"email": "a@acme.example", "externalId": "k", "companyId": "extid-acme"},
+            {"email": "b@acme.example", "externalId": "k", "companyId": "srcid-sf-acme"},
+        ],
+    ),
     ("issues", "sourceId", [{"title": "A", "sourceId": 7}, {"title": "B", "sourceId": "7"}]),
 ]
 
@@ -333,8 +360,10 @@ def test_a_duplicated_key_of_an_existing_record_is_an_update_error(sandbox: Plan
 
 def test_the_same_external_id_at_two_companies_is_not_a_duplicate(sandbox: PlanhatSandbox, acme: str) -> None:
     sandbox.seed("companies", [{"name": "Globex", "externalId": "globex"}])
-    items = [{"email": "a@b.c", "externalId": "k", "companyId": "extid-acme"},
-             {"email": "a@b.c", "externalId": "k", "companyId": "extid-globex"}]
+    items = [
+        {"email": "a@b.c", "externalId": "k", "companyId": "extid-acme"},
+        {"email": "a@b.c", "externalId": "k", "companyId": "extid-globex"},
+    ]
     assert put(sandbox, "endusers", items).json()["created"] == 2
 
 
@@ -359,7 +388,10 @@ def test_the_body_must_be_a_json_array(sandbox: PlanhatSandbox, body: bytes, sta
 def test_items_that_are_not_objects_are_item_errors(sandbox: PlanhatSandbox) -> None:
     response = put(sandbox, "companies", [{"name": "A"}, "B", 3])
     assert response.status_code == 206
-    assert [(e["item"], e["reason"]) for e in response.json()["createdErrors"]] == [("B", "not_an_object"), (3, "not_an_object")]
+    assert [(e["item"], e["reason"]) for e in response.json()["createdErrors"]] == [
+        ("B", "not_an_object"),
+        (3, "not_an_object"),
+    ]
 
 
 # ---- auth, permissions, rate limit ------------------------------------------------------------
@@ -415,7 +447,9 @@ def test_a_token_that_may_update_but_not_create_answers_403_for_the_new_items_on
     """Planhat's 403: "you don't have the right permissions to execute one or all the operations"."""
     with PlanhatSandbox(update_only_objects=["companies"]) as sandbox:
         sandbox.seed("companies", [{"externalId": "old", "name": "Old"}])
-        response = put(sandbox, "companies", [{"externalId": "old", "name": "Renamed"}, {"externalId": "new", "name": "N"}])
+        response = put(
+            sandbox, "companies", [{"externalId": "old", "name": "Renamed"}, {"externalId": "new", "name": "N"}]
+        )
         assert response.status_code == 403
         answer = response.json()
         assert (answer["updated"], answer["created"], answer["createdErrors"]) == (1, 0, [])
@@ -464,8 +498,12 @@ def test_calls_over_the_rate_limit_answer_429_with_headers() -> None:
         assert [c["name"] for c in sandbox.objects("companies")] == ["C0", "C1", "C2"]
         # Unauthenticated calls are refused before they count; the analytics host has no such limit.
         assert put(sandbox, "companies", [], headers={}).status_code == 401
-        metrics = requests.post(f"{sandbox.url}/dimensiondata/{sandbox.tenant}", json=[METRIC],
-                                headers=bearer(sandbox.api_token), timeout=TIMEOUT_S)
+        metrics = requests.post(
+            f"{sandbox.url}/dimensiondata/{sandbox.tenant}",
+            json=[METRIC],
+            headers=bearer(sandbox.api_token),
+            timeout=TIMEOUT_S,
+        )
         assert metrics.status_code == 200 and "X-Rate-Limit-Limit" not in metrics.headers
 
 
@@ -498,9 +536,14 @@ def test_customfields_lists_the_configured_fields() -> None:
         assert response.status_code == 200
         fields = response.json()
         assert [(f["name"], f["type"], f["parent"]) for f in fields] == [
-            ("Tier", "list", "Company"), ("Seats", "number", "License"),
+            ("Tier", "list", "Company"),
+            ("Seats", "number", "License"),
         ]  # the parent filter is ignored: Planhat's is unconfirmed, so clients filter themselves
-        assert (fields[0]["listValues"], fields[0]["isFormula"], fields[0]["isLocked"]) == (["Gold", "Silver"], False, False)
+        assert (fields[0]["listValues"], fields[0]["isFormula"], fields[0]["isLocked"]) == (
+            ["Gold", "Silver"],
+            False,
+            False,
+        )
         assert (fields[1]["listValues"], fields[1]["isFormula"], fields[1]["isLocked"]) == ([], True, True)
         assert all(len(f["_id"]) == 24 and f["isHidden"] is False for f in fields)
 
@@ -512,8 +555,13 @@ def test_customfields_lists_the_configured_fields() -> None:
 
 @pytest.mark.parametrize(
     "definition",
-    [{"type": "text", "parent": "Company"}, {"name": "X", "parent": "Company"}, {"name": "X", "type": "text"},
-     {"name": "X", "type": "colour", "parent": "Company"}, "Tier"],
+    [
+        {"type": "text", "parent": "Company"},
+        {"name": "X", "parent": "Company"},
+        {"name": "X", "type": "text"},
+        {"name": "X", "type": "colour", "parent": "Company"},
+        "Tier",
+    ],
 )
 def test_invalid_custom_field_definitions_are_refused(definition: Any) -> None:
     with pytest.raises(ValueError):
@@ -545,22 +593,33 @@ def test_unknown_main_api_paths_are_404(sandbox: PlanhatSandbox) -> None:
 @pytest.mark.parametrize("status", [429, 500, 502, 503])
 def test_status_faults_on_the_main_api_leave_the_analytics_host_alone(sandbox: PlanhatSandbox, status: int) -> None:
     sandbox.set_faults(script=[{"kind": "status", "status": status, "retry_after": "3"}], api=MAIN_API)
-    metrics = requests.post(f"{sandbox.url}/dimensiondata/{sandbox.tenant}", json=[METRIC],
-                            headers=bearer(sandbox.api_token), timeout=TIMEOUT_S)
+    metrics = requests.post(
+        f"{sandbox.url}/dimensiondata/{sandbox.tenant}",
+        json=[METRIC],
+        headers=bearer(sandbox.api_token),
+        timeout=TIMEOUT_S,
+    )
     assert metrics.status_code == 200
     faulted = put(sandbox, "companies", [{"name": "A"}])
     assert (faulted.status_code, faulted.headers["Retry-After"]) == (status, "3")
     assert sandbox.objects("companies") == []
     assert put(sandbox, "companies", [{"name": "A"}]).status_code == 200
-    assert [(r.status, r.fault, r.method) for r in sandbox.main_api_requests] == [(status, "status", "PUT"), (200, None, "PUT")]
+    assert [(r.status, r.fault, r.method) for r in sandbox.main_api_requests] == [
+        (status, "status", "PUT"),
+        (200, None, "PUT"),
+    ]
     assert [r.endpoint for r in sandbox.requests] == [METRICS]  # the analytics log holds analytics requests only
 
 
 def test_analytics_faults_leave_the_main_api_alone(sandbox: PlanhatSandbox) -> None:
     sandbox.set_faults(script=[{"kind": "status", "status": 503}])
     assert put(sandbox, "companies", [{"name": "A"}]).status_code == 200
-    metrics = requests.post(f"{sandbox.url}/dimensiondata/{sandbox.tenant}", json=[METRIC],
-                            headers=bearer(sandbox.api_token), timeout=TIMEOUT_S)
+    metrics = requests.post(
+        f"{sandbox.url}/dimensiondata/{sandbox.tenant}",
+        json=[METRIC],
+        headers=bearer(sandbox.api_token),
+        timeout=TIMEOUT_S,
+    )
     assert metrics.status_code == 503
 
 
@@ -574,16 +633,21 @@ def test_reset_before_writes_nothing_and_reset_after_writes(sandbox: PlanhatSand
     # A retry of the unanswered request updates rather than duplicates: the key matches.
     assert put(sandbox, "companies", [{"name": "Kept", "externalId": "kept"}]).json()["nonupdates"] == 1
     assert [(r.status, r.fault, r.processed) for r in sandbox.main_api_requests] == [
-        (None, "reset_before", 0), (None, "reset_after", 1), (200, None, 1),
+        (None, "reset_before", 0),
+        (None, "reset_after", 1),
+        (200, None, 1),
     ]
 
 
 def test_delay_bad_json_and_bad_body_faults(sandbox: PlanhatSandbox) -> None:
-    sandbox.set_faults(api=MAIN_API, script=[
-        {"kind": "delay", "seconds": 0.3},
-        {"kind": "bad_json", "process": False},
-        {"kind": "bad_body"},
-    ])
+    sandbox.set_faults(
+        api=MAIN_API,
+        script=[
+            {"kind": "delay", "seconds": 0.3},
+            {"kind": "bad_json", "process": False},
+            {"kind": "bad_body"},
+        ],
+    )
     with pytest.raises(requests.exceptions.ReadTimeout):
         put(sandbox, "companies", [{"name": "Slow"}], timeout=0.1)
     sandbox.wait_idle()
@@ -671,9 +735,19 @@ def test_returned_records_are_copies(sandbox: PlanhatSandbox, acme: str) -> None
 
 def test_command_line_serves_the_main_api_with_its_settings() -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "destination_planhat.testing.sandbox", "--port=0", "--api-token=tok",
-         "--permitted-objects=companies,endusers", "--rate-limit-per-minute=2"],
-        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "destination_planhat.testing.sandbox",
+            "--port=0",
+            "--api-token=tok",
+            "--permitted-objects=companies,endusers",
+            "--rate-limit-per-minute=2",
+        ],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert process.stdout is not None
@@ -681,7 +755,9 @@ def test_command_line_serves_the_main_api_with_its_settings() -> None:
         assert ready, "the sandbox did not announce itself"
         url = process.stdout.readline().strip().removeprefix("planhat-sandbox listening on ")
         auth = bearer("tok")
-        assert requests.put(f"{url}/companies", json=[{"name": "A"}], headers=auth, timeout=TIMEOUT_S).status_code == 200
+        assert (
+            requests.put(f"{url}/companies", json=[{"name": "A"}], headers=auth, timeout=TIMEOUT_S).status_code == 200
+        )
         assert requests.get(f"{url}/licenses", headers=auth, timeout=TIMEOUT_S).status_code == 403
         assert requests.get(f"{url}/companies", headers=auth, timeout=TIMEOUT_S).status_code == 429
         process.send_signal(signal.SIGTERM)

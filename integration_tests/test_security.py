@@ -10,21 +10,21 @@ import datetime
 import ipaddress
 import json
 import ssl
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
+from airbyte_cdk.models import FailureType
+from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from airbyte_cdk.models import FailureType
-from airbyte_cdk.utils.traced_exception import AirbyteTracedException
-
-from destination_planhat.planhat.client import PlanhatClient
 from destination_planhat.config import TENANT_PATTERN, parse_config
-from destination_planhat.planhat.api import TENANT_TOKEN_PATTERN, Endpoint
+from destination_planhat.planhat.api import TENANT_TOKEN_PATTERN
+from destination_planhat.planhat.client import PlanhatClient
 from destination_planhat.testing.harness import REPO_ROOT
 from destination_planhat.testing.sandbox import METRICS, USER_ACTIVITIES, PlanhatSandbox
 from destination_planhat.testing.sync_checks import (
@@ -87,7 +87,9 @@ def test_write_refuses_a_tenant_that_is_not_a_token(planhat, tmp_path):
     workload = mixed_workload(10, 10)
     config = connector_config(planhat, tenant_uuid=HOSTILE_TENANTS["a path traversal"])
 
-    run = run_connector("write", tmp_path, sandbox=planhat, config=config, catalog=workload.catalog(), stdin=workload.encode())
+    run = run_connector(
+        "write", tmp_path, sandbox=planhat, config=config, catalog=workload.catalog(), stdin=workload.encode()
+    )
 
     assert [e["failure_type"] for e in run.errors] == ["config_error"]
     assert "`tenant_uuid`" in run.errors[0]["message"]
@@ -140,7 +142,9 @@ def test_plain_http_only_to_loopback(url, refused):
 
 
 def test_check_refuses_plain_http_to_a_public_host(planhat, tmp_path):
-    run = run_connector("check", tmp_path, config=connector_config(planhat, analytics_base_url="http://analytics.planhat.com"))
+    run = run_connector(
+        "check", tmp_path, config=connector_config(planhat, analytics_base_url="http://analytics.planhat.com")
+    )
 
     assert run.connection_status["status"] == "FAILED"
     assert "`analytics_base_url` must use https" in run.connection_status["message"]
@@ -163,7 +167,14 @@ def test_a_redirect_is_not_followed(planhat, tmp_path):
     planhat.set_faults(script=[{"kind": "status", "status": 307, "headers": {"Location": elsewhere}}])
     workload = Workload().stream("usage", METRICS).records("usage", 20, state_every=10)
 
-    run = run_connector("write", tmp_path, sandbox=planhat, config=connector_config(planhat), catalog=workload.catalog(), stdin=workload.encode())
+    run = run_connector(
+        "write",
+        tmp_path,
+        sandbox=planhat,
+        config=connector_config(planhat),
+        catalog=workload.catalog(),
+        stdin=workload.encode(),
+    )
 
     check_sync(run, workload, planhat, failure_type="system_error")
     assert "a redirect, which is not followed" in run.errors[0]["message"]
@@ -279,7 +290,9 @@ def test_a_trusted_certificate_works(tls_planhat, certificates, tmp_path):
 
 
 def test_no_secret_in_any_output_when_credentials_are_refused(planhat, tmp_path):
-    planhat.set_faults(script=[{"kind": "status", "status": 401, "body": f'{{"message": "bad token {SECRET_API_TOKEN[:6]}"}}'}])
+    planhat.set_faults(
+        script=[{"kind": "status", "status": 401, "body": f'{{"message": "bad token {SECRET_API_TOKEN[:6]}"}}'}]
+    )
     run = run_connector("check", tmp_path, config=connector_config(planhat, max_attempts=1))
     assert run.connection_status["status"] == "FAILED"
 
@@ -299,7 +312,14 @@ def test_no_secret_in_output_when_write_crashes(planhat, tmp_path):
     """An unexpected exception (a catalog that is not a catalog): its TRACE carries a stack trace."""
     workload = mixed_workload(5, 5)
 
-    run = run_connector("write", tmp_path, sandbox=planhat, config=connector_config(planhat), catalog={"streams": [{"stream": 5}]}, stdin=workload.encode())
+    run = run_connector(
+        "write",
+        tmp_path,
+        sandbox=planhat,
+        config=connector_config(planhat),
+        catalog={"streams": [{"stream": 5}]},
+        stdin=workload.encode(),
+    )
 
     assert run.returncode != 0 and len(run.errors) == 1 and run.errors[0]["stack_trace"]
     assert planhat.requests == []

@@ -34,7 +34,15 @@ def test_soak_200k_records_through_503s_429s_and_resets(planhat, tmp_path):
     config = connector_config(planhat, batch_size=200, max_attempts=20, max_in_flight_requests=4)
 
     started = time.monotonic()
-    run = run_connector("write", tmp_path, sandbox=planhat, config=config, catalog=workload.catalog(), stdin=workload.encode(), timeout=600)
+    run = run_connector(
+        "write",
+        tmp_path,
+        sandbox=planhat,
+        config=config,
+        catalog=workload.catalog(),
+        stdin=workload.encode(),
+        timeout=600,
+    )
     seconds = time.monotonic() - started
 
     sync = check_sync(run, workload, planhat)

@@ -48,8 +48,11 @@ def test_two_endpoints_25k_records_several_states(parse_workers, sandbox, tmp_pa
     assert all(r.items <= 1_000 for r in requests)
     assert {r.endpoint for r in requests if r.authorization_present} == {"metrics"}
 
-    expected_states = [(m["state"]["stream"]["stream_descriptor"]["name"], m["state"]["stream"]["stream_state"]["cursor"])
-                       for m in messages if m["type"] == "STATE"]
+    expected_states = [
+        (m["state"]["stream"]["stream_descriptor"]["name"], m["state"]["stream"]["stream_state"]["cursor"])
+        for m in messages
+        if m["type"] == "STATE"
+    ]
     assert cursors(run.states) == expected_states
     # Each state counts the records of its stream since that stream's previous state.
     counts = Counter()

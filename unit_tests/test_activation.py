@@ -8,15 +8,20 @@ from typing import Any, Optional
 import pytest
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
-from destination_planhat.planhat.api import Endpoint, MatchOn
 from destination_planhat.mapping.routing import route_streams
+from destination_planhat.planhat.api import Endpoint, MatchOn
 from destination_planhat.testing.builders import METRIC_SCHEMA, catalog, config, mapper_of, object_mapper_of
 
 
-def mapped(name: str, object_name: str, fields: list[str], mode: str, primary_key: Optional[list[list[str]]] = None) -> dict[str, Any]:
+def mapped(
+    name: str, object_name: str, fields: list[str], mode: str, primary_key: Optional[list[list[str]]] = None
+) -> dict[str, Any]:
     stream: dict[str, Any] = {
-        "stream": {"name": name, "supported_sync_modes": ["full_refresh"],
-                   "json_schema": {"type": "object", "properties": {f: {"type": "string"} for f in fields}}},
+        "stream": {
+            "name": name,
+            "supported_sync_modes": ["full_refresh"],
+            "json_schema": {"type": "object", "properties": {f: {"type": "string"} for f in fields}},
+        },
         "sync_mode": "full_refresh",
         "destination_sync_mode": mode,
         "destination_object_name": object_name,
@@ -27,7 +32,9 @@ def mapped(name: str, object_name: str, fields: list[str], mode: str, primary_ke
 
 
 def route_of(stream: dict[str, Any], streams: Optional[list[dict[str, Any]]] = None):
-    return route_streams(config(api_base_url="http://127.0.0.1:9", streams=streams or []), catalog(stream))[(None, stream["stream"]["name"])]
+    return route_streams(config(api_base_url="http://127.0.0.1:9", streams=streams or []), catalog(stream))[
+        (None, stream["stream"]["name"])
+    ]
 
 
 @pytest.mark.parametrize(
@@ -54,47 +61,93 @@ def test_destination_object_name_wins_over_the_schema_rules() -> None:
 
 def test_a_streams_entry_of_the_same_endpoint_adds_its_settings() -> None:
     stream = mapped("accounts", "companies", ["externalId", "name", "custom.Tier", "plan"], "update", [["externalId"]])
-    entry = {"name": "accounts", "endpoint": "companies", "unmapped_columns": "custom",
-             "field_mappings": [{"planhat_field": "custom.Plan", "source_field": "plan"}]}
+    entry = {
+        "name": "accounts",
+        "endpoint": "companies",
+        "unmapped_columns": "custom",
+        "field_mappings": [{"planhat_field": "custom.Plan", "source_field": "plan"}],
+    }
     route = route_of(stream, [entry])
     assert route.settings is not None
     assert [(m.planhat_field, m.source_field) for m in route.settings.field_mappings] == [
-        ("custom.Plan", "plan"), ("custom.Tier", "custom.Tier")]
+        ("custom.Plan", "plan"),
+        ("custom.Tier", "custom.Tier"),
+    ]
     item, key = object_mapper_of(route)({"externalId": "a", "name": "A", "custom.Tier": "gold", "plan": "pro", "x": 1})
     assert item == {"externalId": "a", "name": "A", "custom": {"Plan": "pro", "Tier": "gold", "x": 1}}
     assert key == ("a",)
 
 
 def test_records_carry_planhat_names_so_they_map_to_themselves() -> None:
-    stream = mapped("contacts", "endusers", ["externalId", "email", "companyExternalId", "custom.Beta."], "update", [["externalId"]])
+    stream = mapped(
+        "contacts", "endusers", ["externalId", "email", "companyExternalId", "custom.Beta."], "update", [["externalId"]]
+    )
     item, _ = object_mapper_of(route_of(stream))(
-        {"externalId": "u1", "email": "a@b.example", "companyExternalId": "acme", "custom.Beta.": True, "other": 1})
+        {"externalId": "u1", "email": "a@b.example", "companyExternalId": "acme", "custom.Beta.": True, "other": 1}
+    )
     # a custom field's name may end in a dot: it is one column, not a path
     assert item == {"externalId": "u1", "email": "a@b.example", "companyId": "extid-acme", "custom": {"Beta.": True}}
     metric = route_of(mapped("m", "metrics", ["dimensionId", "value", "externalId"], "append"))
     assert metric.settings is None
     assert mapper_of(metric)({"dimensionId": "logins", "value": "3", "externalId": 42}) == (
-        {"dimensionId": "logins", "value": 3, "externalId": "42"},)
+        {"dimensionId": "logins", "value": 3, "externalId": "42"},
+    )
 
 
 @pytest.mark.parametrize(
     "stream, streams, expected",
     [
-        (mapped("s", "churn", ["x"], "update", [["x"]]), [], "'churn' is not a Planhat target of this connector; choose one of metrics, user_activities, companies"),
-        (mapped("s", "metrics", ["value"], "update"), [], "the sync mode 'update' does not fit Metrics, which is offered with 'append' only"),
-        (mapped("s", "companies", ["name"], "append_dedup", [["externalId"]]), [], "the sync mode 'append_dedup' does not fit Companies"),
+        (
+            mapped("s", "churn", ["x"], "update", [["x"]]),
+            [],
+            "'churn' is not a Planhat target of this connector; choose one of metrics, user_activities, companies",
+        ),
+        (
+            mapped("s", "metrics", ["value"], "update"),
+            [],
+            "the sync mode 'update' does not fit Metrics, which is offered with 'append' only",
+        ),
+        (
+            mapped("s", "companies", ["name"], "append_dedup", [["externalId"]]),
+            [],
+            "the sync mode 'append_dedup' does not fit Companies",
+        ),
         (mapped("s", "companies", ["name"], "update"), [], "update needs a primary key"),
-        (mapped("s", "companies", ["a", "b"], "update", [["externalId"], ["sourceId"]]), [], "is not a matching key of Companies"),
-        (mapped("s", "issues", ["externalId"], "update", [["externalId"]]), [], "choose one of ['sourceId'] or ['_id']"),
-        (mapped("s", "companies", ["externalId"], "update", [["externalId"]]), [{"name": "s", "endpoint": "endusers"}],
-         "its `streams` entry 's' sends it to endusers; remove that entry, or set its endpoint to companies"),
-        (mapped("s", "companies", ["externalId"], "update", [["externalId"]]),
-         [{"name": "s", "endpoint": "companies", "match_on": "sourceId"}],
-         "match_on 'sourceId', but the primary key says 'externalId'"),
+        (
+            mapped("s", "companies", ["a", "b"], "update", [["externalId"], ["sourceId"]]),
+            [],
+            "is not a matching key of Companies",
+        ),
+        (
+            mapped("s", "issues", ["externalId"], "update", [["externalId"]]),
+            [],
+            "choose one of ['sourceId'] or ['_id']",
+        ),
+        (
+            mapped("s", "companies", ["externalId"], "update", [["externalId"]]),
+            [{"name": "s", "endpoint": "endusers"}],
+            "its `streams` entry 's' sends it to endusers; remove that entry, or set its endpoint to companies",
+        ),
+        (
+            mapped("s", "companies", ["externalId"], "update", [["externalId"]]),
+            [{"name": "s", "endpoint": "companies", "match_on": "sourceId"}],
+            "match_on 'sourceId', but the primary key says 'externalId'",
+        ),
     ],
-    ids=["unknown", "metrics-update", "object-dedup", "no-key", "composite-key", "not-a-keyable", "other-endpoint", "match-on"],
+    ids=[
+        "unknown",
+        "metrics-update",
+        "object-dedup",
+        "no-key",
+        "composite-key",
+        "not-a-keyable",
+        "other-endpoint",
+        "match-on",
+    ],
 )
-def test_streams_that_do_not_fit_are_config_errors_naming_them(stream: dict[str, Any], streams: list[dict[str, Any]], expected: str) -> None:
+def test_streams_that_do_not_fit_are_config_errors_naming_them(
+    stream: dict[str, Any], streams: list[dict[str, Any]], expected: str
+) -> None:
     with pytest.raises(AirbyteTracedException) as raised:
         route_of(stream, streams)
     assert raised.value.failure_type.value == "config_error"

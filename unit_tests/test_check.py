@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import socket
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from airbyte_cdk.models import Status
@@ -55,7 +56,10 @@ def test_without_api_token_checks_user_activities_only(sandbox):
 
 def test_the_token_is_sent_to_metrics_only(sandbox):
     check(sandbox.url)
-    assert {r.endpoint: r.authorization_matched for r in sandbox.requests} == {"metrics": True, "user_activities": False}
+    assert {r.endpoint: r.authorization_matched for r in sandbox.requests} == {
+        "metrics": True,
+        "user_activities": False,
+    }
     assert not any(r.authorization_present for r in sandbox.requests if r.endpoint == "user_activities")
 
 

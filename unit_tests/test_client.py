@@ -8,7 +8,7 @@ from __future__ import annotations
 import email.utils
 import time
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Optional
 
 import pytest
 import requests
@@ -16,11 +16,16 @@ import requests_mock as requests_mock_module
 from airbyte_cdk.models import FailureType
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
-from destination_planhat.planhat.client import PlanhatClient
-from destination_planhat.planhat.errors import PlanhatAuthError, PlanhatPayloadTooLarge, PlanhatRejectedRequest, PlanhatUnavailable
-from destination_planhat.planhat.retries import parse_retry_after, RetryPolicy
-from destination_planhat.planhat.api import ANALYTICS_ENDPOINTS, Endpoint
 from destination_planhat.mapping.routing import route_streams
+from destination_planhat.planhat.api import ANALYTICS_ENDPOINTS, Endpoint
+from destination_planhat.planhat.client import PlanhatClient
+from destination_planhat.planhat.errors import (
+    PlanhatAuthError,
+    PlanhatPayloadTooLarge,
+    PlanhatRejectedRequest,
+    PlanhatUnavailable,
+)
+from destination_planhat.planhat.retries import RetryPolicy, parse_retry_after
 from destination_planhat.sync.writer import PlanhatWriter
 from destination_planhat.testing.builders import ACTIVITY_SCHEMA, METRIC_SCHEMA, catalog, config, configured_stream
 
@@ -136,7 +141,11 @@ def test_retryable_statuses_are_retried_with_backoff(http, status):
 
 @pytest.mark.parametrize(
     "failure",
-    [requests.ConnectionError("refused"), requests.ConnectTimeout("connect timeout"), requests.ReadTimeout("read timeout")],
+    [
+        requests.ConnectionError("refused"),
+        requests.ConnectTimeout("connect timeout"),
+        requests.ReadTimeout("read timeout"),
+    ],
 )
 def test_connection_errors_and_timeouts_are_retried(http, failure):
     http.post(URLS[Endpoint.METRICS], [{"exc": failure}, {"exc": failure}, OK])
@@ -274,20 +283,41 @@ def test_urls_for_logs_hide_the_tenant():
         (Endpoint.METRICS, {"status_code": 403}, FailureType.config_error, "`api_token`"),
         (Endpoint.USER_ACTIVITIES, {"status_code": 401}, FailureType.config_error, "`tenant_uuid`"),
         (Endpoint.USER_ACTIVITIES, {"status_code": 403}, FailureType.config_error, "`tenant_uuid`"),
-        (Endpoint.METRICS, {"status_code": 400, "text": "bad item " + "x" * 2000}, FailureType.system_error, "bad item"),
-        (Endpoint.USER_ACTIVITIES, {"status_code": 422, "text": "unprocessable"}, FailureType.system_error, "unprocessable"),
+        (
+            Endpoint.METRICS,
+            {"status_code": 400, "text": "bad item " + "x" * 2000},
+            FailureType.system_error,
+            "bad item",
+        ),
+        (
+            Endpoint.USER_ACTIVITIES,
+            {"status_code": 422, "text": "unprocessable"},
+            FailureType.system_error,
+            "unprocessable",
+        ),
         (Endpoint.METRICS, {"status_code": 503}, FailureType.transient_error, "503"),
         (Endpoint.USER_ACTIVITIES, {"status_code": 429}, FailureType.transient_error, "429"),
-        (Endpoint.USER_ACTIVITIES, {"exc": requests.ConnectionError("refused")}, FailureType.transient_error, "ConnectionError"),
+        (
+            Endpoint.USER_ACTIVITIES,
+            {"exc": requests.ConnectionError("refused")},
+            FailureType.transient_error,
+            "ConnectionError",
+        ),
     ],
 )
 def test_sync_failure_type_by_answer(http, endpoint, answer, failure_type, named):
     http.post(URLS[endpoint], **answer)
     parsed = config(tenant_uuid=TENANT, api_token=TOKEN, analytics_base_url=BASE, max_attempts=3)
-    routes = route_streams(parsed, catalog(configured_stream("m", METRIC_SCHEMA), configured_stream("u", ACTIVITY_SCHEMA)))
+    routes = route_streams(
+        parsed, catalog(configured_stream("m", METRIC_SCHEMA), configured_stream("u", ACTIVITY_SCHEMA))
+    )
     planhat, sleeps = client(CeilingJitter(max_attempts=3, base_delay=0.01))
     writer = PlanhatWriter(parsed, routes, planhat, lambda message: None).start()
-    stream, data = ("m", {"dimensionId": "d", "value": 1, "externalId": "e"}) if endpoint is Endpoint.METRICS else ("u", {"email": "a@b.c"})
+    stream, data = (
+        ("m", {"dimensionId": "d", "value": 1, "externalId": "e"})
+        if endpoint is Endpoint.METRICS
+        else ("u", {"email": "a@b.c"})
+    )
     with pytest.raises(AirbyteTracedException) as raised:
         try:
             writer.record(stream, None, data)

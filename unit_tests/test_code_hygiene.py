@@ -37,7 +37,11 @@ def python_files() -> list[Path]:
 def comment_hits(pattern: re.Pattern[str], source: str) -> list[tuple[int, str]]:
     """(line number, comment) of each comment in `source` that matches."""
     tokens = tokenize.generate_tokens(io.StringIO(source).readline)
-    return [(token.start[0], token.string) for token in tokens if token.type == tokenize.COMMENT and pattern.search(token.string)]
+    return [
+        (token.start[0], token.string)
+        for token in tokens
+        if token.type == tokenize.COMMENT and pattern.search(token.string)
+    ]
 
 
 def ignores_by_file() -> dict[str, list[str]]:
@@ -52,8 +56,14 @@ def ignores_by_file() -> dict[str, list[str]]:
 
 def test_the_scan_sees_the_package_the_tests_and_the_benchmarks():
     names = {path.relative_to(REPO).as_posix() for path in python_files()}
-    assert {"destination_planhat/sync/writer.py", "unit_tests/test_code_hygiene.py", "bench/profile_hot_path.py",
-            "destination_planhat/testing/sandbox.py", "e2e_pyairbyte/test_faker_to_planhat.py", "main.py"} <= names
+    assert {
+        "destination_planhat/sync/writer.py",
+        "unit_tests/test_code_hygiene.py",
+        "bench/profile_hot_path.py",
+        "destination_planhat/testing/sandbox.py",
+        "e2e_pyairbyte/test_faker_to_planhat.py",
+        "main.py",
+    } <= names
 
 
 @pytest.mark.parametrize(
@@ -97,7 +107,10 @@ def test_the_package_passes_the_type_checker(tmp_path):
     """mypy over destination_planhat with the repo's mypy.ini: the types the code declares hold."""
     result = subprocess.run(
         [sys.executable, "-m", "mypy", "--cache-dir", str(tmp_path / "mypy-cache")],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Success: no issues found" in result.stdout, result.stdout

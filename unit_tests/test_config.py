@@ -40,7 +40,11 @@ def test_defaults():
         ({"api_token": ""}, "token", None),
         ({"api_token": "   "}, "token", None),
         ({"api_token": ...}, "token", None),
-        ({"analytics_base_url": "https://proxy.example.com/planhat/"}, "analytics_base_url", "https://proxy.example.com/planhat"),
+        (
+            {"analytics_base_url": "https://proxy.example.com/planhat/"},
+            "analytics_base_url",
+            "https://proxy.example.com/planhat",
+        ),
         ({"analytics_base_url": "http://127.0.0.1:8080"}, "analytics_base_url", "http://127.0.0.1:8080"),
         ({"analytics_base_url": "http://localhost:8080"}, "analytics_base_url", "http://localhost:8080"),
         ({"analytics_base_url": "http://[::1]:8080"}, "analytics_base_url", "http://[::1]:8080"),
@@ -101,8 +105,10 @@ def test_valid_values(overrides, attribute, expected):
         ({"streams": [{"name": "a", "endpoint": "metrics", "colour": "red"}]}, ["streams.0.colour"]),
         ({"tenant_id": "x"}, ["tenant_id"]),
         # Every bad field is reported in the same error, not one per attempt.
-        ({"tenant_uuid": "SECRET tenant", "batch_size": 0, "max_attempts": 0, "surprise": 1},
-         ["tenant_uuid", "batch_size", "max_attempts", "surprise"]),
+        (
+            {"tenant_uuid": "SECRET tenant", "batch_size": 0, "max_attempts": 0, "surprise": 1},
+            ["tenant_uuid", "batch_size", "max_attempts", "surprise"],
+        ),
     ],
 )
 def test_invalid_values_raise_one_config_error_naming_each_field(overrides, fields):
@@ -124,7 +130,12 @@ def test_unknown_key_says_to_remove_it():
 
 def test_stream_overrides_parse_to_endpoints():
     parsed = parse_config(
-        raw(streams=[{"name": "a", "endpoint": "metrics"}, {"name": "b", "namespace": "n", "endpoint": "user_activities"}])
+        raw(
+            streams=[
+                {"name": "a", "endpoint": "metrics"},
+                {"name": "b", "namespace": "n", "endpoint": "user_activities"},
+            ]
+        )
     )
     assert [(s.name, s.namespace, s.endpoint) for s in parsed.streams] == [
         ("a", None, Endpoint.METRICS),
@@ -138,8 +149,9 @@ def test_secrets_are_not_in_the_config_repr():
 
 
 def _spec_properties() -> dict[str, Any]:
-    from destination_planhat.destination import DestinationPlanhat
     import logging
+
+    from destination_planhat.destination import DestinationPlanhat
 
     spec = DestinationPlanhat().spec(logging.getLogger("airbyte"))
     return spec.connectionSpecification["properties"]
@@ -151,8 +163,17 @@ def test_spec_and_config_know_the_same_fields():
     assert set(_spec_properties()) == set(PlanhatConfig.model_fields)
 
 
-@pytest.mark.parametrize("name", ["batch_size", "max_in_flight_requests", "request_timeout_seconds", "max_attempts",
-                                  "max_retry_seconds", "flush_interval_seconds"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "batch_size",
+        "max_in_flight_requests",
+        "request_timeout_seconds",
+        "max_attempts",
+        "max_retry_seconds",
+        "flush_interval_seconds",
+    ],
+)
 def test_spec_bounds_are_the_config_bounds(name):
     prop = _spec_properties()[name]
     step = 1 if prop["type"] == "integer" else 0.001

@@ -12,12 +12,24 @@ import pytest
 from destination_planhat.reading.decoder import FAST, ODD, TYPED_MISSES_TO_DROP, Decoder
 from destination_planhat.testing.harness import record, stream_state
 
-METRIC_FIELDS = [["dimensionId", "dimensionId", "dimension_id"], ["value", "value", "number"],
-                 ["externalId", "externalId", "string"], ["model", "model", "model"], ["date", "date", "date"]]
-ACTIVITY_FIELDS = [["email", "email", "string"], ["euExtId", "euExtId", "string"], ["action", "action", "string"],
-                   ["count", "count", "number"], ["companyExternalId", "companyExternalId", "string"],
-                   ["weight", "weight", "number"], ["date", "date", "date"], ["info", "info", "object"],
-                   ["name", "name", "string"]]
+METRIC_FIELDS = [
+    ["dimensionId", "dimensionId", "dimension_id"],
+    ["value", "value", "number"],
+    ["externalId", "externalId", "string"],
+    ["model", "model", "model"],
+    ["date", "date", "date"],
+]
+ACTIVITY_FIELDS = [
+    ["email", "email", "string"],
+    ["euExtId", "euExtId", "string"],
+    ["action", "action", "string"],
+    ["count", "count", "number"],
+    ["companyExternalId", "companyExternalId", "string"],
+    ["weight", "weight", "number"],
+    ["date", "date", "date"],
+    ["info", "info", "object"],
+    ["name", "name", "string"],
+]
 METRIC_FIELDS_BUT_MODEL = [field for field in METRIC_FIELDS if field[0] != "model"]
 RENAMED_ACTIVITY_FIELDS = [["euExtId", "user_id", "string"], ["count", "n", "number"], ["date", "at", "date"]]
 
@@ -29,8 +41,12 @@ def plan(*streams: tuple[Any, ...], max_part_bytes: int = 4096) -> dict[str, Any
 
 
 PLANS = {
-    "metrics and activities": plan([None, "m", "metrics", METRIC_FIELDS, {}], [None, "u", "user_activities", ACTIVITY_FIELDS, {}]),
-    "one name in two namespaces": plan([None, "m", "metrics", METRIC_FIELDS, {}], ["ns", "m", "metrics", METRIC_FIELDS_BUT_MODEL, {"model": "EndUser"}]),
+    "metrics and activities": plan(
+        [None, "m", "metrics", METRIC_FIELDS, {}], [None, "u", "user_activities", ACTIVITY_FIELDS, {}]
+    ),
+    "one name in two namespaces": plan(
+        [None, "m", "metrics", METRIC_FIELDS, {}], ["ns", "m", "metrics", METRIC_FIELDS_BUT_MODEL, {"model": "EndUser"}]
+    ),
     "a namespaced stream": plan(["ns", "m", "metrics", METRIC_FIELDS, {}]),
     "renamed columns and constants": plan([None, "u", "user_activities", RENAMED_ACTIVITY_FIELDS, {"action": "seen"}]),
     "metrics with a constant": plan([None, "m", "metrics", METRIC_FIELDS_BUT_MODEL, {"model": "Asset"}]),
@@ -61,7 +77,15 @@ LINES = [
     record("m", metric(9), namespace="ns"),
     record("m", metric(10), namespace="elsewhere"),
     record("m", metric(11), namespace=""),
-    {"type": "RECORD", "record": {"stream": "m", "data": metric(12), "emitted_at": 1, "meta": {"changes": [{"field": "x", "change": "NULLED", "reason": "SOURCE_FIELD_SIZE_LIMITATION"}]}}},
+    {
+        "type": "RECORD",
+        "record": {
+            "stream": "m",
+            "data": metric(12),
+            "emitted_at": 1,
+            "meta": {"changes": [{"field": "x", "change": "NULLED", "reason": "SOURCE_FIELD_SIZE_LIMITATION"}]},
+        },
+    },
     {"type": "RECORD", "record": {"stream": "m", "data": metric(13), "emitted_at": 1, "meta": {"changes": []}}},
     record("m", metric(14, value=True)),
     record("m", metric(15, externalId="")),
@@ -89,7 +113,9 @@ LINES = [
 
 def readable(segments: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     return [
-        ("FAST", s[1], orjson.loads(b"[" + bytes(s[2])[:-1] + b"]"), bytes(s[2]), list(s[3])) if s[0] == FAST else ("ODD", s[1], s[2])
+        ("FAST", s[1], orjson.loads(b"[" + bytes(s[2])[:-1] + b"]"), bytes(s[2]), list(s[3]))
+        if s[0] == FAST
+        else ("ODD", s[1], s[2])
         for s in segments
     ]
 
@@ -132,5 +158,7 @@ def test_an_item_too_large_for_a_request_leaves_no_trace_in_the_body():
     segments = Decoder(chosen).decode(b"\n".join([line(small), line(large), line(small)]))
     first = orjson.dumps(metric(1)) + b","
     assert [(s[0], s[1], bytes(s[2]) if s[0] == FAST else s[2]) for s in segments] == [
-        (FAST, 0, first), (ODD, 1, [line(large)]), (FAST, 0, first),
+        (FAST, 0, first),
+        (ODD, 1, [line(large)]),
+        (FAST, 0, first),
     ]

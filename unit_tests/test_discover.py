@@ -8,10 +8,10 @@ from typing import Any, Optional
 
 import pytest
 
-from destination_planhat.planhat.custom_fields import custom_field_schema, group_custom_fields, read_custom_fields
 from destination_planhat.discover import destination_catalog, kind_schema, operation
-from destination_planhat.planhat.errors import PlanhatAuthError, PlanhatUnavailable
 from destination_planhat.planhat.api import DIMENSION_ID_PATTERN, METRIC_MODELS, TARGETS, Endpoint, FieldKind
+from destination_planhat.planhat.custom_fields import custom_field_schema, group_custom_fields, read_custom_fields
+from destination_planhat.planhat.errors import PlanhatAuthError, PlanhatUnavailable
 from destination_planhat.testing.protocol_schema import message_errors
 
 
@@ -74,7 +74,9 @@ def test_each_target_is_one_operation_built_from_its_description(endpoint: Endpo
         (Endpoint.ISSUES, ["title"], [["sourceId"], ["_id"]]),
     ],
 )
-def test_required_fields_and_matching_keys(endpoint: Endpoint, required: Optional[list[str]], keys: Optional[list[list[str]]]) -> None:
+def test_required_fields_and_matching_keys(
+    endpoint: Endpoint, required: Optional[list[str]], keys: Optional[list[list[str]]]
+) -> None:
     op = operation(TARGETS[endpoint], {})
     assert op["json_schema"].get("required") == required
     assert op.get("matching_keys") == keys
@@ -115,7 +117,10 @@ def test_the_catalog_message_is_a_valid_protocol_message() -> None:
         ({"type": "day"}, {"type": "string", "format": "date"}),
         ({"type": "list", "listValues": ["Gold", "Silver"]}, {"type": "string", "enum": ["Gold", "Silver"]}),
         ({"type": "list"}, {"type": "string"}),
-        ({"type": "multipicklist", "listValues": ["EU", "US"]}, {"type": "array", "items": {"type": "string", "enum": ["EU", "US"]}}),
+        (
+            {"type": "multipicklist", "listValues": ["EU", "US"]},
+            {"type": "array", "items": {"type": "string", "enum": ["EU", "US"]}},
+        ),
         ({"type": "team member"}, {"type": "string"}),
         ({"type": "team members"}, {"type": "array", "items": {"type": "string"}}),
         ({"type": "enduser"}, {"type": "string"}),
@@ -144,16 +149,21 @@ def test_custom_fields_left_out(definition: dict[str, Any], why: str) -> None:
 
 
 def test_custom_fields_are_grouped_by_parent_onto_each_object() -> None:
-    grouped = group_custom_fields([
-        {"name": "Tier", "type": "text", "parent": "Company"},
-        {"name": "Beta", "type": "checkbox", "parent": "enduser"},  # the parent's case does not matter
-        {"name": "Score", "type": "number", "parent": "Nps"},
-        {"name": "Nickname", "type": "text", "parent": "User"},  # team members: not written by the connector
-        {"name": "Computed", "type": "number", "parent": "Company", "isFormula": True},
-        {"type": "text", "parent": "Company"},
-    ])
+    grouped = group_custom_fields(
+        [
+            {"name": "Tier", "type": "text", "parent": "Company"},
+            {"name": "Beta", "type": "checkbox", "parent": "enduser"},  # the parent's case does not matter
+            {"name": "Score", "type": "number", "parent": "Nps"},
+            {"name": "Nickname", "type": "text", "parent": "User"},  # team members: not written by the connector
+            {"name": "Computed", "type": "number", "parent": "Company", "isFormula": True},
+            {"type": "text", "parent": "Company"},
+        ]
+    )
     assert {e.value: sorted(fields) for e, fields in grouped.by_endpoint.items()} == {
-        "companies": ["custom.Tier"], "endusers": ["custom.Beta"], "nps": ["custom.Score"]}
+        "companies": ["custom.Tier"],
+        "endusers": ["custom.Beta"],
+        "nps": ["custom.Score"],
+    }
     assert grouped.count == 3
     assert grouped.left_out[0] == "Company 'Computed' (formula)"
     assert grouped.left_out[1].startswith("a definition without a name")
@@ -162,6 +172,7 @@ def test_custom_fields_are_grouped_by_parent_onto_each_object() -> None:
 def _raises(error: Exception):
     def read() -> bytes:
         raise error
+
     return read
 
 
@@ -169,13 +180,23 @@ def _raises(error: Exception):
     "token, read, expected",
     [
         (None, _raises(AssertionError("must not be called")), "no `api_token` is set"),
-        ("t", _raises(PlanhatAuthError("HTTP 403: {}", endpoint=Endpoint.COMPANIES, status=403)), "refused GET /customfields"),
-        ("t", _raises(PlanhatUnavailable("HTTP 503: busy", endpoint=Endpoint.COMPANIES, status=503)), "failed (HTTP 503: busy)"),
+        (
+            "t",
+            _raises(PlanhatAuthError("HTTP 403: {}", endpoint=Endpoint.COMPANIES, status=403)),
+            "refused GET /customfields",
+        ),
+        (
+            "t",
+            _raises(PlanhatUnavailable("HTTP 503: busy", endpoint=Endpoint.COMPANIES, status=503)),
+            "failed (HTTP 503: busy)",
+        ),
         ("t", lambda: b"<html>", "did not answer with a JSON list"),
         ("t", lambda: b'{"fields": []}', "did not answer with a JSON list"),
     ],
 )
-def test_custom_fields_that_cannot_be_read_give_a_warning_not_an_error(token: Optional[str], read: Any, expected: str) -> None:
+def test_custom_fields_that_cannot_be_read_give_a_warning_not_an_error(
+    token: Optional[str], read: Any, expected: str
+) -> None:
     result = read_custom_fields(token, read, "http://127.0.0.1:9")
     assert result.by_endpoint == {}
     assert result.warning is not None and expected in result.warning

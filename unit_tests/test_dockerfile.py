@@ -185,15 +185,11 @@ def test_from_is_metadata_base_image(instructions: list[Instruction], metadata_d
     assert from_image(instructions) == metadata_data["connectorBuildOptions"]["baseImage"]
 
 
-def test_version_label_is_docker_image_tag(
-    instructions: list[Instruction], metadata_data: dict
-) -> None:
+def test_version_label_is_docker_image_tag(instructions: list[Instruction], metadata_data: dict) -> None:
     assert labels(instructions).get("io.airbyte.version") == metadata_data["dockerImageTag"]
 
 
-def test_name_label_is_docker_repository(
-    instructions: list[Instruction], metadata_data: dict
-) -> None:
+def test_name_label_is_docker_repository(instructions: list[Instruction], metadata_data: dict) -> None:
     assert labels(instructions).get("io.airbyte.name") == metadata_data["dockerRepository"]
 
 
@@ -258,4 +254,4 @@ def test_dockerignore_matcher_sanity() -> None:
     assert is_ignored("secrets/x", rules)
     assert is_ignored("CHANGELOG.md", rules)
     assert not is_ignored("README.md", rules)
-    assert not is_ignored("destination_planhat/client.py", rules)
+    assert not is_ignored("destination_planhat/planhat/client.py", rules)

@@ -1,6 +1,6 @@
 """The decode step's fast tries give exactly what the general mapper gives, for any record.
 
-The Decoder (input_pipeline.py) maps the common record itself, first with msgspec's typed encoder,
+The Decoder (reading/decoder.py) maps the common record itself, first with msgspec's typed encoder,
 then with orjson and the general mapper, and hands every other record back to the general path. These
 tables feed the Decoder (with and without its typed try) and the general mapper the same records,
 ordinary and odd, with the memos cold and then warm, and compare the results field by field and in
@@ -18,9 +18,9 @@ import orjson
 import pytest
 
 from destination_planhat.config import StreamSettings
-from destination_planhat.reading.decoder import FAST, Decoder
 from destination_planhat.mapping.analytics import Invalid, MappingPlan, build_mapper, compile_mapping, fast_plan
 from destination_planhat.planhat.api import Endpoint
+from destination_planhat.reading.decoder import FAST, Decoder
 
 METRICS = Endpoint.METRICS
 ACTIVITIES = Endpoint.USER_ACTIVITIES
@@ -47,8 +47,13 @@ def paths(endpoint: Endpoint, mappings: list[dict[str, str]], typed: bool = True
     fast_ = fast_plan(plan)
     assert fast_ is not None
     endpoint_, fields, constants = fast_
-    decoder = Decoder({"streams": [(0, None, "s", endpoint_.value, [(f, k, kind.value) for f, k, kind in fields], constants)],
-                       "max_part_bytes": 1 << 20}, typed=typed)
+    decoder = Decoder(
+        {
+            "streams": [(0, None, "s", endpoint_.value, [(f, k, kind.value) for f, k, kind in fields], constants)],
+            "max_part_bytes": 1 << 20,
+        },
+        typed=typed,
+    )
     general = build_mapper(plan)
 
     def fast(data: Any) -> Any:
@@ -120,10 +125,19 @@ def activity_records() -> list[dict[str, Any]]:
         pytest.param(ACTIVITIES, [], activity_records, id="user activities, fields from same-named columns"),
         pytest.param(
             METRICS,
-            [{"planhat_field": "dimensionId", "constant": "purchases"}, {"planhat_field": "value", "constant": "1"},
-             {"planhat_field": "externalId", "source_field": "user_id"}, {"planhat_field": "date", "source_field": "at"}],
-            lambda: [{"user_id": 42, "at": "2026-11-01"}, {"user_id": "u", "at": fresh("2026-11-01T10:00:0") + "+01:00"},
-                     {"user_id": None, "at": "2026-11-01"}, {"user_id": "u", "at": "yesterday"}, {"at": "2026-11-01"}],
+            [
+                {"planhat_field": "dimensionId", "constant": "purchases"},
+                {"planhat_field": "value", "constant": "1"},
+                {"planhat_field": "externalId", "source_field": "user_id"},
+                {"planhat_field": "date", "source_field": "at"},
+            ],
+            lambda: [
+                {"user_id": 42, "at": "2026-11-01"},
+                {"user_id": "u", "at": fresh("2026-11-01T10:00:0") + "+01:00"},
+                {"user_id": None, "at": "2026-11-01"},
+                {"user_id": "u", "at": "yesterday"},
+                {"at": "2026-11-01"},
+            ],
             id="metrics with constants and renamed columns",
         ),
         pytest.param(
@@ -143,7 +157,9 @@ def test_the_fast_path_maps_every_record_as_the_general_mapper_does(endpoint, ma
 
 
 def test_a_stream_with_a_dot_path_has_no_plan_for_workers_and_is_mapped_by_the_general_mapper():
-    nested = StreamSettings(name="s", endpoint=METRICS, field_mappings=[{"planhat_field": "externalId", "source_field": "a.b"}])
+    nested = StreamSettings(
+        name="s", endpoint=METRICS, field_mappings=[{"planhat_field": "externalId", "source_field": "a.b"}]
+    )
     dotted = compiled(METRICS, nested, {})
     assert fast_plan(dotted) is None
     assert comparable(build_mapper(dotted)({"dimensionId": "d", "value": 1, "a": {"b": 7}})) == [
@@ -155,4 +171,8 @@ def test_names_from_the_settings_never_become_code():
     hostile = "x'); raise SystemExit(3) #\n\"])\nraise SystemExit(4)"  # no dot: a column name, not a path
     fast, general = paths(METRICS, [{"planhat_field": "externalId", "source_field": hostile}])
     data = {"dimensionId": "logins", "value": 1, hostile: "c1"}
-    assert comparable(fast(data)) == comparable(general(data)) == [[("dimensionId", "logins"), ("value", 1), ("externalId", "c1")]]
+    assert (
+        comparable(fast(data))
+        == comparable(general(data))
+        == [[("dimensionId", "logins"), ("value", 1), ("externalId", "c1")]]
+    )

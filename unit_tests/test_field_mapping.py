@@ -7,17 +7,21 @@ from typing import Any, Optional
 import pytest
 
 from destination_planhat.config import StreamSettings
-from destination_planhat.mapping.value_checks import to_date, to_number
 from destination_planhat.mapping.analytics import Invalid, MappingPlan, build_mapper, compile_mapping
+from destination_planhat.mapping.value_checks import to_date, to_number
 from destination_planhat.planhat.api import DIMENSION_ID_PATTERN, Endpoint
 
 METRICS = Endpoint.METRICS
 ACTIVITIES = Endpoint.USER_ACTIVITIES
 
 
-def compiled(endpoint: Endpoint, mappings: Any = (), unpivot: Any = (), schema: Optional[dict] = None, name: str = "s") -> MappingPlan:
+def compiled(
+    endpoint: Endpoint, mappings: Any = (), unpivot: Any = (), schema: Optional[dict] = None, name: str = "s"
+) -> MappingPlan:
     """A stream's plan as routing compiles it (these settings have nothing to fix)."""
-    settings = StreamSettings(name=name, endpoint=endpoint, field_mappings=list(mappings), unpivot_columns=list(unpivot))
+    settings = StreamSettings(
+        name=name, endpoint=endpoint, field_mappings=list(mappings), unpivot_columns=list(unpivot)
+    )
     plan, problems = compile_mapping(name, endpoint, settings, schema or {})
     assert problems == []
     return plan
@@ -44,47 +48,71 @@ def outcome(results: Any) -> list:
 
 MAPPING_CASES = [
     pytest.param(
-        METRICS, [], {"dimensionId": "logins", "value": 3, "externalId": "c1", "extra": "x", "_ab_id": 1},
+        METRICS,
+        [],
+        {"dimensionId": "logins", "value": 3, "externalId": "c1", "extra": "x", "_ab_id": 1},
         {"dimensionId": "logins", "value": 3, "externalId": "c1"},
         id="unmapped fields come from same-named columns; other columns are not sent",
     ),
     pytest.param(
-        METRICS, [src("externalId", "account.id"), src("value", "n")], {"dimensionId": "d", "n": 2, "account": {"id": "a9"}},
+        METRICS,
+        [src("externalId", "account.id"), src("value", "n")],
+        {"dimensionId": "d", "n": 2, "account": {"id": "a9"}},
         {"dimensionId": "d", "value": 2, "externalId": "a9"},
         id="dot path into a nested object",
     ),
     pytest.param(
-        METRICS, [src("externalId", "account.id")], {"dimensionId": "d", "value": 1, "account": "flat"},
+        METRICS,
+        [src("externalId", "account.id")],
+        {"dimensionId": "d", "value": 1, "account": "flat"},
         ("invalid", "externalId is missing"),
         id="dot path through a non-object finds nothing",
     ),
     pytest.param(
-        METRICS, [const("dimensionId", "purchases"), const("value", "1"), src("externalId", "user_id"), const("model", "EndUser")],
-        {"user_id": 42}, {"dimensionId": "purchases", "value": 1, "externalId": "42", "model": "EndUser"},
+        METRICS,
+        [
+            const("dimensionId", "purchases"),
+            const("value", "1"),
+            src("externalId", "user_id"),
+            const("model", "EndUser"),
+        ],
+        {"user_id": 42},
+        {"dimensionId": "purchases", "value": 1, "externalId": "42", "model": "EndUser"},
         id="constants converted to the field's type; integer externalId becomes a string",
     ),
     pytest.param(
-        METRICS, [const("value", "2.5")], {"dimensionId": "d", "externalId": "e"}, {"dimensionId": "d", "value": 2.5, "externalId": "e"},
+        METRICS,
+        [const("value", "2.5")],
+        {"dimensionId": "d", "externalId": "e"},
+        {"dimensionId": "d", "value": 2.5, "externalId": "e"},
         id="decimal constant",
     ),
     pytest.param(
-        ACTIVITIES, [src("email", "mail"), const("action", "signed_up"), src("date", "created_at")],
+        ACTIVITIES,
+        [src("email", "mail"), const("action", "signed_up"), src("date", "created_at")],
         {"mail": "a@b.co", "created_at": "2001-05-23T04:29:23+00:00", "name": "Ann", "weight": 70},
         {"email": "a@b.co", "action": "signed_up", "date": "2001-05-23T04:29:23.000Z", "name": "Ann", "weight": 70},
         id="activity: mapped, constant, date normalized, same-named name/weight defaulted",
     ),
     pytest.param(
-        ACTIVITIES, [src("email", "mail"), const("weight", ""), const("name", "")], {"mail": "a@b.co", "name": "Ann", "weight": 70},
+        ACTIVITIES,
+        [src("email", "mail"), const("weight", ""), const("name", "")],
+        {"mail": "a@b.co", "name": "Ann", "weight": 70},
         {"email": "a@b.co"},
         id="an empty constant leaves a same-named column out",
     ),
     pytest.param(
-        ACTIVITIES, [src("euExtId", "user_id"), const("count", "3"), const("info", '{"plan": "pro"}')], {"user_id": 7},
+        ACTIVITIES,
+        [src("euExtId", "user_id"), const("count", "3"), const("info", '{"plan": "pro"}')],
+        {"user_id": 7},
         {"euExtId": "7", "count": 3, "info": {"plan": "pro"}},
         id="euExtId from a number, count and info constants",
     ),
     pytest.param(
-        ACTIVITIES, [], {"email": "a@b.co", "action": None, "count": None}, {"email": "a@b.co"},
+        ACTIVITIES,
+        [],
+        {"email": "a@b.co", "action": None, "count": None},
+        {"email": "a@b.co"},
         id="nulls are left out",
     ),
 ]
@@ -125,8 +153,16 @@ METRIC_VALIDATION = [
     ({"externalId": None}, "invalid", "externalId is missing"),
     ({"externalId": {"id": 1}}, "invalid", "externalId is not a string"),
     ({"dimensionId": "mrr.eur_v-2"}, "dimensionId", "mrr.eur_v-2"),
-    ({"dimensionId": "has space"}, "invalid", "dimensionId is not a text of letters A-Z and a-z, digits 0-9, underscore (_), dash (-) and dot (.) only"),
-    ({"dimensionId": "é"}, "invalid", "dimensionId is not a text of letters A-Z and a-z, digits 0-9, underscore (_), dash (-) and dot (.) only"),
+    (
+        {"dimensionId": "has space"},
+        "invalid",
+        "dimensionId is not a text of letters A-Z and a-z, digits 0-9, underscore (_), dash (-) and dot (.) only",
+    ),
+    (
+        {"dimensionId": "é"},
+        "invalid",
+        "dimensionId is not a text of letters A-Z and a-z, digits 0-9, underscore (_), dash (-) and dot (.) only",
+    ),
     ({"dimensionId": None}, "invalid", "dimensionId is missing"),
     ({"model": "EndUser"}, "model", "EndUser"),
     ({"model": "enduser"}, "invalid", "model is not one of Company, EndUser, Asset, Project"),
@@ -190,7 +226,18 @@ def test_the_sandbox_and_the_connector_allow_the_same_dimension_id_characters():
 
 @pytest.mark.parametrize(
     "text, expected",
-    [("7", 7), ("+7", 7), ("007", 7), (".5", 0.5), ("5.", 5.0), ("", None), ("nan", None), ("inf", None), ("0x10", None), ("١٢", None)],
+    [
+        ("7", 7),
+        ("+7", 7),
+        ("007", 7),
+        (".5", 0.5),
+        ("5.", 5.0),
+        ("", None),
+        ("nan", None),
+        ("inf", None),
+        ("0x10", None),
+        ("١٢", None),
+    ],
 )
 def test_numeric_strings(text, expected):
     result = to_number(text)
@@ -245,29 +292,109 @@ def test_unpivot(record, expected):
 
 def test_unpivot_takes_model_from_a_constant():
     mapper = build_mapper(compiled(METRICS, UNPIVOT + [const("model", "Asset")], unpivot=["mrr"]))
-    assert outcome(mapper({"company": 9, "mrr": 1})) == [{"externalId": "9", "model": "Asset", "dimensionId": "mrr", "value": 1}]
+    assert outcome(mapper({"company": 9, "mrr": 1})) == [
+        {"externalId": "9", "model": "Asset", "dimensionId": "mrr", "value": 1}
+    ]
 
 
 # ----- config mistakes, all listed at once -----------------------------------------------------
 
-SCHEMA = {"properties": {"company": {"type": "string"}, "mrr": {"type": "number"}, "account": {"type": "object", "properties": {"id": {}}}}}
+SCHEMA = {
+    "properties": {
+        "company": {"type": "string"},
+        "mrr": {"type": "number"},
+        "account": {"type": "object", "properties": {"id": {}}},
+    }
+}
 
 PROBLEM_CASES = [
     pytest.param(METRICS, [src("revenue", "mrr")], [], "'revenue' is not a Planhat field", id="unknown Planhat field"),
-    pytest.param(METRICS, [src("email", "company")], [], "'email' is a User Activities field", id="field of the other endpoint"),
-    pytest.param(ACTIVITIES, [src("dimensionId", "company")], [], "'dimensionId' is a Metrics field", id="metric field on activities"),
-    pytest.param(ACTIVITIES, [src("email", "company")], ["mrr"], "unpivot_columns only apply to Metrics", id="unpivot on activities"),
-    pytest.param(METRICS, [src("externalId", "compny")], ["mrr"], "source_field 'compny' for 'externalId': 'compny' is not a column", id="source field absent"),
-    pytest.param(METRICS, [src("externalId", "account.uid")], ["mrr"], "'uid' is not a column of the object 'account'", id="nested source field absent"),
-    pytest.param(METRICS, [src("externalId", "company")], ["arr"], "unpivot column 'arr' is not a column", id="unpivot column absent"),
-    pytest.param(METRICS, [src("externalId", "company"), const("value", "1")], ["mrr"], "'value' comes from unpivot_columns", id="value mapped with unpivot"),
-    pytest.param(METRICS, [const("value", "one"), src("externalId", "company"), const("dimensionId", "d")], [], "the constant 'one' for 'value' is not valid", id="bad numeric constant"),
-    pytest.param(METRICS, [const("model", "Customer"), src("externalId", "company")], ["mrr"], "write one of Company, EndUser", id="bad model constant"),
-    pytest.param(METRICS, [const("dimensionId", "my metric"), const("value", "1"), src("externalId", "company")], [], "use letters", id="bad dimensionId constant"),
-    pytest.param(METRICS, [src("externalId", "company"), src("externalId", "mrr")], ["mrr"], "'externalId' is mapped twice", id="mapped twice"),
-    pytest.param(METRICS, [src("externalId", "company")], [], "'dimensionId' is required by Planhat but neither mapped nor a column", id="required field unsourced"),
-    pytest.param(METRICS, [const("externalId", "")], ["mrr"], "'externalId' is required by Planhat", id="required field left out"),
-    pytest.param(ACTIVITIES, [const("action", "x")], [], "User Activities need 'email' or 'euExtId'", id="no end user identity"),
+    pytest.param(
+        METRICS, [src("email", "company")], [], "'email' is a User Activities field", id="field of the other endpoint"
+    ),
+    pytest.param(
+        ACTIVITIES,
+        [src("dimensionId", "company")],
+        [],
+        "'dimensionId' is a Metrics field",
+        id="metric field on activities",
+    ),
+    pytest.param(
+        ACTIVITIES,
+        [src("email", "company")],
+        ["mrr"],
+        "unpivot_columns only apply to Metrics",
+        id="unpivot on activities",
+    ),
+    pytest.param(
+        METRICS,
+        [src("externalId", "compny")],
+        ["mrr"],
+        "source_field 'compny' for 'externalId': 'compny' is not a column",
+        id="source field absent",
+    ),
+    pytest.param(
+        METRICS,
+        [src("externalId", "account.uid")],
+        ["mrr"],
+        "'uid' is not a column of the object 'account'",
+        id="nested source field absent",
+    ),
+    pytest.param(
+        METRICS,
+        [src("externalId", "company")],
+        ["arr"],
+        "unpivot column 'arr' is not a column",
+        id="unpivot column absent",
+    ),
+    pytest.param(
+        METRICS,
+        [src("externalId", "company"), const("value", "1")],
+        ["mrr"],
+        "'value' comes from unpivot_columns",
+        id="value mapped with unpivot",
+    ),
+    pytest.param(
+        METRICS,
+        [const("value", "one"), src("externalId", "company"), const("dimensionId", "d")],
+        [],
+        "the constant 'one' for 'value' is not valid",
+        id="bad numeric constant",
+    ),
+    pytest.param(
+        METRICS,
+        [const("model", "Customer"), src("externalId", "company")],
+        ["mrr"],
+        "write one of Company, EndUser",
+        id="bad model constant",
+    ),
+    pytest.param(
+        METRICS,
+        [const("dimensionId", "my metric"), const("value", "1"), src("externalId", "company")],
+        [],
+        "use letters",
+        id="bad dimensionId constant",
+    ),
+    pytest.param(
+        METRICS,
+        [src("externalId", "company"), src("externalId", "mrr")],
+        ["mrr"],
+        "'externalId' is mapped twice",
+        id="mapped twice",
+    ),
+    pytest.param(
+        METRICS,
+        [src("externalId", "company")],
+        [],
+        "'dimensionId' is required by Planhat but neither mapped nor a column",
+        id="required field unsourced",
+    ),
+    pytest.param(
+        METRICS, [const("externalId", "")], ["mrr"], "'externalId' is required by Planhat", id="required field left out"
+    ),
+    pytest.param(
+        ACTIVITIES, [const("action", "x")], [], "User Activities need 'email' or 'euExtId'", id="no end user identity"
+    ),
 ]
 
 
@@ -281,7 +408,8 @@ def test_config_mistakes(endpoint, mappings, unpivot, message):
 
 def test_every_mistake_is_listed_at_once():
     settings = StreamSettings(
-        name="wide", endpoint=METRICS,
+        name="wide",
+        endpoint=METRICS,
         field_mappings=[src("revenue", "mrr"), src("email", "company"), src("externalId", "nope")],
         unpivot_columns=["arr"],
     )
@@ -290,12 +418,16 @@ def test_every_mistake_is_listed_at_once():
 
 
 def test_without_a_schema_the_schema_checks_are_left_out():
-    settings = StreamSettings(name="s", endpoint=METRICS, field_mappings=[src("externalId", "anything.at.all")], unpivot_columns=["x"])
+    settings = StreamSettings(
+        name="s", endpoint=METRICS, field_mappings=[src("externalId", "anything.at.all")], unpivot_columns=["x"]
+    )
     assert problems_of("s", METRICS, settings, {}) == []
     assert problems_of("s", METRICS, settings, None) == []
 
 
 @pytest.mark.parametrize("column", ["MRR (EUR)", "seat count"])
 def test_unpivot_columns_must_be_valid_dimension_ids(column):
-    settings = StreamSettings(name="s", endpoint=METRICS, field_mappings=[src("externalId", "c")], unpivot_columns=[column])
+    settings = StreamSettings(
+        name="s", endpoint=METRICS, field_mappings=[src("externalId", "c")], unpivot_columns=[column]
+    )
     assert any("cannot be a dimensionId" in p for p in problems_of("s", METRICS, settings, None))

@@ -8,17 +8,26 @@ from __future__ import annotations
 
 import io
 import threading
-from typing import Any, Iterator, Optional
+from collections.abc import Iterator
+from typing import Any, Optional
 
 import orjson
 import pytest
 
+from destination_planhat.mapping.routing import route_streams
+from destination_planhat.planhat.api import Endpoint
 from destination_planhat.planhat.errors import PlanhatUnavailable
 from destination_planhat.reading.pipeline import read_input, start_parse_workers, with_idle_ticks
-from destination_planhat.planhat.api import Endpoint
-from destination_planhat.mapping.routing import route_streams
 from destination_planhat.sync.writer import PlanhatWriter
-from destination_planhat.testing.builders import ACTIVITY_SCHEMA, METRIC_SCHEMA, catalog, config, configured_stream, state_cursor, stream_state
+from destination_planhat.testing.builders import (
+    ACTIVITY_SCHEMA,
+    METRIC_SCHEMA,
+    catalog,
+    config,
+    configured_stream,
+    state_cursor,
+    stream_state,
+)
 from destination_planhat.testing.fake_client import FakeClient, wait_until
 from destination_planhat.testing.recording_target import RecordingTarget
 
@@ -135,8 +144,10 @@ def test_a_consumer_that_stops_early_lets_the_reading_thread_end():
     iterator = with_idle_ticks(endless(), lambda: None, tick=0.01)
     assert next(iterator) == 1
     iterator.close()
-    wait_until(lambda: not any(t.name == "planhat-input" and t.is_alive() for t in threading.enumerate()),
-               "the input thread to end")
+    wait_until(
+        lambda: not any(t.name == "planhat-input" and t.is_alive() for t in threading.enumerate()),
+        "the input thread to end",
+    )
 
 
 # ----- read_input ---------------------------------------------------------------------------------
@@ -245,7 +256,12 @@ def test_a_failed_batch_ends_the_sync_while_the_source_is_quiet(parse_workers):
     emitted: list[dict[str, Any]] = []
     w = writer(client, clock, emitted, batch_size=2, parse_workers=parse_workers)
     workers = start_parse_workers(w)
-    source = QuietAfter(b"".join(orjson.dumps({"type": "RECORD", "record": {"stream": "m", "data": metric(i), "emitted_at": 1}}) + b"\n" for i in range(4)))
+    source = QuietAfter(
+        b"".join(
+            orjson.dumps({"type": "RECORD", "record": {"stream": "m", "data": metric(i), "emitted_at": 1}}) + b"\n"
+            for i in range(4)
+        )
+    )
     outcome: list[BaseException] = []
 
     def sync() -> None:

@@ -65,7 +65,9 @@ def imports_of(path: Path, module: str) -> list[tuple[int, str]]:
             if target.split(".")[0] != NAME:
                 continue
             if target == NAME:  # `from destination_planhat import x`: x is a module, or a name of __init__
-                found += [(node.lineno, f"{NAME}.{alias.name}" if is_room(alias.name) else NAME) for alias in node.names]
+                found += [
+                    (node.lineno, f"{NAME}.{alias.name}" if is_room(alias.name) else NAME) for alias in node.names
+                ]
             else:
                 found.append((node.lineno, target))
     return found
@@ -84,7 +86,9 @@ def import_graph() -> dict[str, set[str]]:
             if target == NAME:  # the package itself (to find its folder): every module imports it anyway
                 continue
             # `destination_planhat.sync` names the folder: its __init__
-            targets.add(target if target in modules else f"{target}.__init__" if f"{target}.__init__" in modules else target)
+            targets.add(
+                target if target in modules else f"{target}.__init__" if f"{target}.__init__" in modules else target
+            )
         graph[module] = {target for target in targets if target in modules and target != module}
     return graph
 
@@ -116,7 +120,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str]:
         path.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                return path[path.index(nxt):] + [nxt]
+                return path[path.index(nxt) :] + [nxt]
             if nxt not in state and (cycle := visit(nxt)):
                 return cycle
         path.pop()

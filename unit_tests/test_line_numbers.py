@@ -11,14 +11,14 @@ import re
 import orjson
 import pytest
 
-from destination_planhat.reading.decoder import CHUNK_MAX_BYTES
-from destination_planhat.reading.worker_pool import ParseWorkers
-from destination_planhat.reading.pipeline import read_input
 from destination_planhat.mapping.routing import route_streams
+from destination_planhat.reading.decoder import CHUNK_MAX_BYTES
+from destination_planhat.reading.pipeline import read_input
+from destination_planhat.reading.worker_pool import ParseWorkers
 from destination_planhat.sync.writer import PlanhatWriter
-from destination_planhat.testing.harness import record, stream_state
 from destination_planhat.testing.builders import ACTIVITY_SCHEMA, METRIC_SCHEMA, catalog, config, configured_stream
 from destination_planhat.testing.fake_client import FakeClient
+from destination_planhat.testing.harness import record, stream_state
 
 CATALOG = catalog(configured_stream("m", METRIC_SCHEMA), configured_stream("u", ACTIVITY_SCHEMA))
 BAD_AT = (1, 7_777, 12_001, 20_000, 31_313)  # 1-based line numbers of lines that are not JSON
@@ -32,7 +32,9 @@ def input_with_bad_lines() -> tuple[bytes, int]:
         elif number % 5000 == 0:
             lines.append(orjson.dumps(stream_state("m", number)))
         elif number % 3:
-            lines.append(orjson.dumps(record("m", {"dimensionId": "logins", "value": number, "externalId": f"c{number}"})))
+            lines.append(
+                orjson.dumps(record("m", {"dimensionId": "logins", "value": number, "externalId": f"c{number}"}))
+            )
         else:
             lines.append(orjson.dumps(record("u", {"email": f"u{number}@example.com", "action": "seen"})))
     data = b"\n".join(lines) + b"\n" + b'{"type":"RECORD","record":{"stream":"m","data":{"dimensionId":"lo'

@@ -28,15 +28,31 @@ AIRBYTE_COLUMNS = {"_ab_cdc_updated_at": "x", "_ab_source_file_url": "y", "_airb
         (METRIC_SCHEMA, METRIC, METRIC),
         (ACTIVITY_SCHEMA, ACTIVITY, {**ACTIVITY, "date": "2026-11-01T09:30:00.000Z"}),  # date-times go in UTC, ms, Z
         # Null and absent fields are omitted, not sent as null.
-        (METRIC_SCHEMA, {**METRIC, "model": None, "date": None}, {"dimensionId": "logins", "value": 3, "externalId": "acme"}),
-        (METRIC_SCHEMA, {"dimensionId": "logins", "value": 3, "externalId": "acme"}, {"dimensionId": "logins", "value": 3, "externalId": "acme"}),
+        (
+            METRIC_SCHEMA,
+            {**METRIC, "model": None, "date": None},
+            {"dimensionId": "logins", "value": 3, "externalId": "acme"},
+        ),
+        (
+            METRIC_SCHEMA,
+            {"dimensionId": "logins", "value": 3, "externalId": "acme"},
+            {"dimensionId": "logins", "value": 3, "externalId": "acme"},
+        ),
         (ACTIVITY_SCHEMA, {"email": "a@b.c", "action": None}, {"email": "a@b.c"}),
         # Falsy values that are not null are real values and are kept.
         (METRIC_SCHEMA, {**METRIC, "value": 0}, {**METRIC, "value": 0}),
-        (ACTIVITY_SCHEMA, {"euExtId": "u", "count": 0, "action": "", "info": {}}, {"euExtId": "u", "count": 0, "action": "", "info": {}}),
+        (
+            ACTIVITY_SCHEMA,
+            {"euExtId": "u", "count": 0, "action": "", "info": {}},
+            {"euExtId": "u", "count": 0, "action": "", "info": {}},
+        ),
         # Airbyte's own columns and unknown columns are dropped.
         (METRIC_SCHEMA, {**METRIC, **AIRBYTE_COLUMNS, "extra": 1}, METRIC),
-        (ACTIVITY_SCHEMA, {**ACTIVITY, **AIRBYTE_COLUMNS, "phone": "555"}, {**ACTIVITY, "date": "2026-11-01T09:30:00.000Z"}),
+        (
+            ACTIVITY_SCHEMA,
+            {**ACTIVITY, **AIRBYTE_COLUMNS, "phone": "555"},
+            {**ACTIVITY, "date": "2026-11-01T09:30:00.000Z"},
+        ),
         # Fields of the other endpoint are unknown columns too.
         (METRIC_SCHEMA, {**METRIC, "email": "a@b.c", "action": "x"}, METRIC),
         (ACTIVITY_SCHEMA, {"email": "a@b.c", "dimensionId": "d", "value": 1, "externalId": "e"}, {"email": "a@b.c"}),

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
-from destination_planhat.sync.ledger import StreamStats
 from destination_planhat.config import FieldMapping, InvalidRecords, PlanhatConfig, StreamSettings, parse_config
 from destination_planhat.planhat.api import ALL_FIELDS, ENDPOINT_FIELDS, Endpoint
+from destination_planhat.sync.ledger import StreamStats
 from destination_planhat.sync.reporting import summary_notes
 
 SPEC = json.loads((Path(__file__).resolve().parent.parent / "destination_planhat" / "spec.json").read_text())
@@ -21,7 +21,7 @@ MAPPING_ITEM = STREAM_ITEM["properties"]["field_mappings"]["items"]
 
 def test_the_planhat_field_description_names_every_analytics_field_and_the_endpoints_are_planhat_pys():
     """planhat_field has no enum (objects take custom.<Field name>): its description lists the analytics
-    fields, and the endpoint choices are planhat.py's."""
+    fields, and the endpoint choices are planhat/api.py's."""
     description = MAPPING_ITEM["properties"]["planhat_field"]["description"]
     assert all(field in description for field in ALL_FIELDS)
     assert set(ALL_FIELDS) == set(ENDPOINT_FIELDS[Endpoint.METRICS]) | set(ENDPOINT_FIELDS[Endpoint.USER_ACTIVITIES])
@@ -48,9 +48,18 @@ def test_new_top_level_fields_have_the_same_defaults(name, spec_default, config_
 
 
 CONFIG_MISTAKES = [
-    ({"planhat_field": "value"}, "stream 'orders', field_mappings entry 2 (planhat_field 'value'): set exactly one of `source_field` or `constant`"),
-    ({"planhat_field": "value", "source_field": "n", "constant": "1"}, "entry 2 (planhat_field 'value'): set exactly one"),
-    ({"planhat_field": "value", "source_field": "a..b"}, "entry 2 (planhat_field 'value'): `source_field` must be a column name or a dot path"),
+    (
+        {"planhat_field": "value"},
+        "stream 'orders', field_mappings entry 2 (planhat_field 'value'): set exactly one of `source_field` or `constant`",
+    ),
+    (
+        {"planhat_field": "value", "source_field": "n", "constant": "1"},
+        "entry 2 (planhat_field 'value'): set exactly one",
+    ),
+    (
+        {"planhat_field": "value", "source_field": "a..b"},
+        "entry 2 (planhat_field 'value'): `source_field` must be a column name or a dot path",
+    ),
     ({"planhat_field": "value", "colum": "n"}, "`streams.0.field_mappings.1.colum` is not a setting of this connector"),
 ]
 
@@ -59,7 +68,13 @@ CONFIG_MISTAKES = [
 def test_mapping_entry_mistakes_name_the_stream_and_the_entry(entry, message):
     raw = {
         "tenant_uuid": "t-1",
-        "streams": [{"name": "orders", "endpoint": "metrics", "field_mappings": [{"planhat_field": "externalId", "source_field": "id"}, entry]}],
+        "streams": [
+            {
+                "name": "orders",
+                "endpoint": "metrics",
+                "field_mappings": [{"planhat_field": "externalId", "source_field": "id"}, entry],
+            }
+        ],
     }
     with pytest.raises(AirbyteTracedException) as raised:
         parse_config(raw)
@@ -84,5 +99,7 @@ def test_the_invariant_counts_unpivot_items_separately():
     [(0, 0, 0, 0.0), (10, 90, 0, 10.0), (0, 100, 25, 25.0), (50, 50, 50, 100.0)],
 )
 def test_error_share_counts_local_and_planhat_rejections(rejected_locally, acknowledged, rejected_by_planhat, share):
-    stats = StreamStats("s", rejected_locally=rejected_locally, acknowledged=acknowledged, rejected_by_planhat=rejected_by_planhat)
+    stats = StreamStats(
+        "s", rejected_locally=rejected_locally, acknowledged=acknowledged, rejected_by_planhat=rejected_by_planhat
+    )
     assert stats.error_share()[0] == share

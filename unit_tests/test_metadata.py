@@ -45,9 +45,7 @@ SCHEMA_PACKAGE = "airbyte_connector_models.metadata.v0"
 SCHEMA_FILE_NAME = "ConnectorMetadataDefinitionV0.json"
 
 PLANHAT_ANALYTICS_HOST = "analytics.planhat.com"
-BASE_IMAGE_PATTERN = re.compile(
-    r"^docker\.io/airbyte/python-connector-base:\d+\.\d+\.\d+@sha256:[0-9a-f]{64}$"
-)
+BASE_IMAGE_PATTERN = re.compile(r"^docker\.io/airbyte/python-connector-base:\d+\.\d+\.\d+@sha256:[0-9a-f]{64}$")
 
 
 # --------------------------------------------------------------------------------------------
@@ -142,10 +140,7 @@ def pydantic_errors(document: dict[str, Any]) -> list[str]:
     try:
         ConnectorMetadataDefinitionV0.model_validate(document)
     except pydantic.ValidationError as error:
-        return [
-            f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']}"
-            for item in error.errors()
-        ]
+        return [f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']}" for item in error.errors()]
     return []
 
 
@@ -169,9 +164,7 @@ def test_metadata_matches_pydantic_model(metadata: dict[str, Any]) -> None:
     errors = pydantic_errors(metadata)
     for line in errors:
         print(line)
-    assert errors == [], "metadata.yaml does not match ConnectorMetadataDefinitionV0:\n" + "\n".join(
-        errors
-    )
+    assert errors == [], "metadata.yaml does not match ConnectorMetadataDefinitionV0:\n" + "\n".join(errors)
 
 
 def test_metadata_matches_json_schema(metadata: dict[str, Any]) -> None:
@@ -286,9 +279,7 @@ def test_validators_reject_each_missing_required_field(
         ("unknownField", "x"),
     ],
 )
-def test_validators_reject_invalid_values(
-    tmp_path: Path, metadata: dict[str, Any], field: str, bad_value: str
-) -> None:
+def test_validators_reject_invalid_values(tmp_path: Path, metadata: dict[str, Any], field: str, bad_value: str) -> None:
     document = copy.deepcopy(metadata)
     document["data"][field] = bad_value
     broken = _write_and_reload(tmp_path, document)

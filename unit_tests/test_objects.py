@@ -5,15 +5,15 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from destination_planhat.sync.ledger import StreamStats
-from destination_planhat.planhat.answers import read_upsert_answer
 from destination_planhat.config import StreamSettings
 from destination_planhat.mapping.analytics import Invalid, RecordRejected
-from destination_planhat.sync.object_batching import ObjectBuffer
 from destination_planhat.mapping.objects import ObjectPlan, build_object_mapper, compile_object
-from destination_planhat.planhat.pacing import CallPacer
-from destination_planhat.planhat.api import OBJECT_ENDPOINTS, Endpoint, Host
 from destination_planhat.mapping.routing import StreamRoute
+from destination_planhat.planhat.answers import read_upsert_answer
+from destination_planhat.planhat.api import OBJECT_ENDPOINTS, Endpoint, Host
+from destination_planhat.planhat.pacing import CallPacer
+from destination_planhat.sync.ledger import StreamStats
+from destination_planhat.sync.object_batching import ObjectBuffer
 
 
 def compiled(endpoint: Endpoint, **settings: object) -> ObjectPlan:
@@ -40,15 +40,32 @@ def test_every_object_is_a_put_on_the_main_api_with_5000_items_and_a_key(endpoin
     "body, processed, created, updated, unchanged, reasons",
     [
         (b'{"created": 2, "updated": 1, "nonupdates": 1, "createdErrors": [], "updatedErrors": []}', 3, 2, 1, 1, []),
-        (b'{"created": 0, "updated": 0, "createdErrors": [{"item": {"a": 1}, "reason": "missing_required", "message": "name is required"}]}',
-         0, 0, 0, 0, ["name is required"]),
-        (b'{"created": 1, "updatedErrors": ["plain text"], "permissionErrors": [{"object": "companies"}]}',
-         1, 1, 0, 0, ["plain text", '{"object":"companies"}']),
+        (
+            b'{"created": 0, "updated": 0, "createdErrors": [{"item": {"a": 1}, "reason": "missing_required", "message": "name is required"}]}',
+            0,
+            0,
+            0,
+            0,
+            ["name is required"],
+        ),
+        (
+            b'{"created": 1, "updatedErrors": ["plain text"], "permissionErrors": [{"object": "companies"}]}',
+            1,
+            1,
+            0,
+            0,
+            ["plain text", '{"object":"companies"}'],
+        ),
     ],
 )
 def test_the_upsert_answer_is_read_defensively(body, processed, created, updated, unchanged, reasons) -> None:
     result = read_upsert_answer(body)
-    assert (result.processed, result.created, result.updated, result.unchanged) == (processed, created, updated, unchanged)
+    assert (result.processed, result.created, result.updated, result.unchanged) == (
+        processed,
+        created,
+        updated,
+        unchanged,
+    )
     assert [error.reason for error in result.errors] == reasons
 
 
@@ -58,11 +75,30 @@ def test_an_answer_without_counts_is_unconfirmed(body: bytes) -> None:
 
 
 def test_companyexternalid_becomes_an_extid_reference_and_custom_fields_are_gathered() -> None:
-    mapper = build_object_mapper(compiled(Endpoint.ENDUSERS, field_mappings=[{"planhat_field": "custom.Role", "source_field": "role"}],
-                                       unmapped_columns="custom"))
-    item, key = mapper({"externalId": 7, "email": "a@b.c", "companyExternalId": "acme", "role": "admin", "shoe": 42, "featured": "true"})
-    assert item == {"externalId": "7", "email": "a@b.c", "featured": True, "companyId": "extid-acme",
-                    "custom": {"Role": "admin", "shoe": 42}}
+    mapper = build_object_mapper(
+        compiled(
+            Endpoint.ENDUSERS,
+            field_mappings=[{"planhat_field": "custom.Role", "source_field": "role"}],
+            unmapped_columns="custom",
+        )
+    )
+    item, key = mapper(
+        {
+            "externalId": 7,
+            "email": "a@b.c",
+            "companyExternalId": "acme",
+            "role": "admin",
+            "shoe": 42,
+            "featured": "true",
+        }
+    )
+    assert item == {
+        "externalId": "7",
+        "email": "a@b.c",
+        "featured": True,
+        "companyId": "extid-acme",
+        "custom": {"Role": "admin", "shoe": 42},
+    }
     assert key == ("7", "extid-acme")  # externalId is unique per company
 
 
@@ -84,7 +120,11 @@ def test_match_on_none_checks_the_required_fields() -> None:
     "endpoint, settings, fragment",
     [
         (Endpoint.ISSUES, {}, "match_on 'externalId' is not a key of Issues"),
-        (Endpoint.COMPANIES, {"field_mappings": [{"planhat_field": "colour", "constant": "red"}]}, "'colour' is not a field"),
+        (
+            Endpoint.COMPANIES,
+            {"field_mappings": [{"planhat_field": "colour", "constant": "red"}]},
+            "'colour' is not a field",
+        ),
         (Endpoint.LICENSES, {"field_mappings": [{"planhat_field": "mrr", "constant": "lots"}]}, "is not a number"),
         (Endpoint.COMPANIES, {"unpivot_columns": ["a"]}, "unpivot_columns only apply to Metrics"),
     ],
@@ -103,7 +143,10 @@ def test_the_same_key_twice_is_merged_later_values_win_and_every_record_is_kept(
     assert buffer.add({"externalId": "a", "phase": "p", "custom": {"y": 2}}, ("a",), 2) == (None, True)
     batch = buffer.take()
     assert batch is not None
-    assert orjson.loads(batch.body()) == [{"externalId": "a", "name": "A", "custom": {"x": 1, "y": 2}, "phase": "p"}, {"externalId": "b"}]
+    assert orjson.loads(batch.body()) == [
+        {"externalId": "a", "name": "A", "custom": {"x": 1, "y": 2}, "phase": "p"},
+        {"externalId": "b"},
+    ]
     assert batch.records == ((0, 2), (1,))
     first, second = batch.split()
     assert (first.records, second.records) == (((0, 2),), ((1,),))

@@ -1,4 +1,4 @@
-"""The main API's pacer (pacing.py): the sliding window with its margin, pauses, and the rate after a 429.
+"""The main API's pacer (planhat/pacing.py): the sliding window with its margin, pauses, and the rate after a 429.
 
 Every test drives the pacer (and pyrate-limiter's bucket inside it) with one fake clock; a wait
 moves that clock forward, so nothing here sleeps.
@@ -58,20 +58,29 @@ def test_the_window_holds_the_budget_for_a_minute_and_its_margin() -> None:
 # first 50 s before the first event: ACCEPTED a minute.
 ACCEPTED = 120
 DECREASES = [
-    ("a 429 lowers the rate to 90% of what Planhat accepted over the last window",
-     [("429", 0.0)], ACCEPTED * DECREASE_FACTOR),
-    ("a 429 for a call sent before that decrease does not lower it again",
-     [("429", 0.0), ("429 sent before", 0.0)], ACCEPTED * DECREASE_FACTOR),
-    ("a 429 for a call sent after it lowers it again, from the lowered rate",
-     [("429", 0.0), ("429", 1.0)], ACCEPTED * DECREASE_FACTOR * DECREASE_FACTOR),
-    ("never below the floor (5% of the budget)",
-     [("429", 0.0)] + [("429", 1.0)] * 40, 200 * MIN_SHARE),
-    ("it recovers by 2% of the budget per minute from the end of the pause (10 s here)",
-     [("429, retry after 10 s", 0.0), ("", 70.0 - 1.0)], ACCEPTED * DECREASE_FACTOR + 200 * RECOVERY_PER_MINUTE),
-    ("and is back to the budget in the end",
-     [("429", 0.0), ("", 3600.0)], 200),
-    ("no calls left pauses, but does not lower the rate",
-     [("remaining 0", 0.0)], 200),
+    (
+        "a 429 lowers the rate to 90% of what Planhat accepted over the last window",
+        [("429", 0.0)],
+        ACCEPTED * DECREASE_FACTOR,
+    ),
+    (
+        "a 429 for a call sent before that decrease does not lower it again",
+        [("429", 0.0), ("429 sent before", 0.0)],
+        ACCEPTED * DECREASE_FACTOR,
+    ),
+    (
+        "a 429 for a call sent after it lowers it again, from the lowered rate",
+        [("429", 0.0), ("429", 1.0)],
+        ACCEPTED * DECREASE_FACTOR * DECREASE_FACTOR,
+    ),
+    ("never below the floor (5% of the budget)", [("429", 0.0)] + [("429", 1.0)] * 40, 200 * MIN_SHARE),
+    (
+        "it recovers by 2% of the budget per minute from the end of the pause (10 s here)",
+        [("429, retry after 10 s", 0.0), ("", 70.0 - 1.0)],
+        ACCEPTED * DECREASE_FACTOR + 200 * RECOVERY_PER_MINUTE,
+    ),
+    ("and is back to the budget in the end", [("429", 0.0), ("", 3600.0)], 200),
+    ("no calls left pauses, but does not lower the rate", [("remaining 0", 0.0)], 200),
     ("a 500 changes nothing", [("500", 0.0)], 200),
     ("a 429 is only a pause without adaptation", [("429 (not adaptive)", 0.0)], 200),
     ("a 429 asking for the call again at once (Retry-After: 0) lowers nothing", [("429, retry at once", 0.0)], 200),

@@ -1,7 +1,7 @@
 """Parse worker processes change how fast input is read, never what happens to it.
 
 The same input goes through the connector's own process alone and through real worker processes
-(parse_worker.py, started by parallel.ParseWorkers); the batches sent, the states emitted with their
+(reading/worker_process.py, started by worker_pool.ParseWorkers); the batches sent, the states emitted with their
 counts, the per-stream books and the warnings (with their line numbers) must be the same. Then the
 worker's own rules (what it handles, what it hands back), its failures, and how many workers a
 machine gets.
@@ -24,32 +24,55 @@ from airbyte_cdk.models import AirbyteMessageSerializer
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 from destination_planhat import destination
-from destination_planhat.reading import worker_pool as parallel
 from destination_planhat.destination import DestinationPlanhat
-from destination_planhat.reading.decoder import CHUNK_MAX_BYTES, FAST, ODD, Decoder
-from destination_planhat.reading.worker_pool import ParseWorkerFailed, ParseWorkers, _cgroup_cpu_quota, default_worker_count
-from destination_planhat.reading.worker_process import PIPE_BYTES, widen_pipe
-from destination_planhat.reading.pipeline import Pipeline, read_input, start_parse_workers
 from destination_planhat.mapping.routing import route_streams
+from destination_planhat.reading import worker_pool
+from destination_planhat.reading.decoder import CHUNK_MAX_BYTES, FAST, ODD, Decoder
+from destination_planhat.reading.pipeline import Pipeline, read_input, start_parse_workers
+from destination_planhat.reading.worker_pool import (
+    ParseWorkerFailed,
+    ParseWorkers,
+    _cgroup_cpu_quota,
+    default_worker_count,
+)
+from destination_planhat.reading.worker_process import PIPE_BYTES, widen_pipe
 from destination_planhat.sync.writer import PlanhatWriter
-from destination_planhat.testing.harness import record, stream_state
-from destination_planhat.testing.builders import ACTIVITY_SCHEMA, API_TOKEN, METRIC_SCHEMA, TENANT, catalog, config, configured_stream
+from destination_planhat.testing.builders import (
+    ACTIVITY_SCHEMA,
+    API_TOKEN,
+    METRIC_SCHEMA,
+    TENANT,
+    catalog,
+    config,
+    configured_stream,
+)
 from destination_planhat.testing.fake_client import FakeClient
+from destination_planhat.testing.harness import record, stream_state
 from destination_planhat.testing.recording_target import RecordingTarget
 
 CATALOG = catalog(
     configured_stream("m", METRIC_SCHEMA),
     configured_stream("u", ACTIVITY_SCHEMA),
     configured_stream("m", METRIC_SCHEMA, namespace="ns"),
-    configured_stream("wide", {"type": "object", "properties": {"id": {"type": "string"}, "mrr": {"type": "number"}, "seats": {"type": "number"}}}),
+    configured_stream(
+        "wide",
+        {
+            "type": "object",
+            "properties": {"id": {"type": "string"}, "mrr": {"type": "number"}, "seats": {"type": "number"}},
+        },
+    ),
 )
 SETTINGS = {
     "batch_size": 7,
     "max_in_flight_requests": 1,  # one request at a time: the order of the calls is the input's
     "max_request_body_bytes": 2048,
     "streams": [
-        {"name": "wide", "endpoint": "metrics", "unpivot_columns": ["mrr", "seats"],
-         "field_mappings": [{"planhat_field": "externalId", "source_field": "id"}]},
+        {
+            "name": "wide",
+            "endpoint": "metrics",
+            "unpivot_columns": ["mrr", "seats"],
+            "field_mappings": [{"planhat_field": "externalId", "source_field": "id"}],
+        },
     ],
 }
 
@@ -59,7 +82,14 @@ def line(message: Any) -> bytes:
 
 
 def metric(i: int, **changes: Any) -> dict[str, Any]:
-    return {"dimensionId": "logins", "value": i, "externalId": f"c{i}", "model": "Company", "date": "2026-11-01", **changes}
+    return {
+        "dimensionId": "logins",
+        "value": i,
+        "externalId": f"c{i}",
+        "model": "Company",
+        "date": "2026-11-01",
+        **changes,
+    }
 
 
 def activity(i: int, **changes: Any) -> dict[str, Any]:
@@ -99,7 +129,9 @@ def mixed_input(seed: int = 7) -> bytes:
         elif kind < 0.6:
             lines.append(record("u", activity(i)))
         elif kind < 0.7:
-            lines.append(record("m", metric(i, value=str(i), date=f"2026-11-{1 + i % 28:02d}T10:00:00+02:00"), namespace="ns"))
+            lines.append(
+                record("m", metric(i, value=str(i), date=f"2026-11-{1 + i % 28:02d}T10:00:00+02:00"), namespace="ns")
+            )
         elif kind < 0.75:
             lines.append(stream_state(rng.choice(["m", "u"]), i))
         else:
@@ -199,7 +231,9 @@ def cdk_messages(data: bytes) -> tuple[list[Any], bytes]:
     return models, b"\n".join(lines) + b"\n"
 
 
-def api_sync(models: list[Any], workers: int, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+def api_sync(
+    models: list[Any], workers: int, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, Any]:
     """DestinationPlanhat.write() over `models`; what the outside world saw of it."""
     client, books = FakeClient(), {}
     monkeypatch.setattr(destination, "build_client", lambda parsed: client)
@@ -210,11 +244,18 @@ def api_sync(models: list[Any], workers: int, caplog: pytest.LogCaptureFixture, 
         books.update(writer.ledger.snapshot())
 
     monkeypatch.setattr(PlanhatWriter, "finish", finish)
-    raw_config = {"tenant_uuid": TENANT, "api_token": API_TOKEN, "analytics_base_url": "http://127.0.0.1:9",
-                  **SETTINGS, "parse_workers": workers}
+    raw_config = {
+        "tenant_uuid": TENANT,
+        "api_token": API_TOKEN,
+        "analytics_base_url": "http://127.0.0.1:9",
+        **SETTINGS,
+        "parse_workers": workers,
+    }
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="airbyte"):
-        states = [AirbyteMessageSerializer.dump(m) for m in DestinationPlanhat().write(raw_config, CATALOG, iter(models))]
+        states = [
+            AirbyteMessageSerializer.dump(m) for m in DestinationPlanhat().write(raw_config, CATALOG, iter(models))
+        ]
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     return {"batches": batches_per_stream(client.calls), "states": states, "books": books, "warnings": warnings}
 
@@ -228,7 +269,11 @@ def test_the_cdk_write_api_goes_through_the_same_pipeline_as_the_cli(workers, ca
     assert api["warnings"] == cli["warnings"], "bad records and ignored messages reported alike"
     # States: the API hands out models (which keep only the protocol's keys); the same states, same counts.
     assert api["states"] == [AirbyteMessageSerializer.dump(AirbyteMessageSerializer.load(m)) for m in cli["states"]]
-    assert len(api["states"]) > 20 and cli["books"]["m"]["rejected_locally"] > 0 and cli["books"]["wide"]["extra_items"] > 0
+    assert (
+        len(api["states"]) > 20
+        and cli["books"]["m"]["rejected_locally"] > 0
+        and cli["books"]["wide"]["extra_items"] > 0
+    )
 
 
 # ----- what a worker handles, and what it hands back ---------------------------------------------
@@ -243,7 +288,9 @@ def worker_view(lines: list[Any], max_part_bytes: int = 2048) -> list[tuple[Any,
     segments = Decoder(plan).decode(b"\n".join(map(line, lines)))
     named = {v: k for k, v in index.items()}
     return [
-        ("FAST", named[s[1]], [orjson.loads(b"[" + s[2][:-1] + b"]"), list(s[3])]) if s[0] == FAST else ("ODD", s[1], s[2])
+        ("FAST", named[s[1]], [orjson.loads(b"[" + s[2][:-1] + b"]"), list(s[3])])
+        if s[0] == FAST
+        else ("ODD", s[1], s[2])
         for s in segments
     ]
 
@@ -259,10 +306,27 @@ def test_the_plan_holds_only_streams_a_worker_can_map_alone():
 
 def test_items_come_back_encoded_per_stream_and_everything_else_as_it_came():
     good_m, good_u = record("m", metric(1, value="5")), record("u", activity(1))
-    segments = worker_view([good_m, good_u, record("m", metric(2)), stream_state("m", 1), b"junk", record("m", metric(3)), record("m", metric(4, value="x"))])
+    segments = worker_view(
+        [
+            good_m,
+            good_u,
+            record("m", metric(2)),
+            stream_state("m", 1),
+            b"junk",
+            record("m", metric(3)),
+            record("m", metric(4, value="x")),
+        ]
+    )
     expected_m = {**metric(1), "value": 5}
     assert segments == [
-        ("FAST", (None, "m"), [[expected_m, metric(2)], [len(orjson.dumps(expected_m)) + 1, len(orjson.dumps(expected_m)) + len(orjson.dumps(metric(2))) + 2]]),
+        (
+            "FAST",
+            (None, "m"),
+            [
+                [expected_m, metric(2)],
+                [len(orjson.dumps(expected_m)) + 1, len(orjson.dumps(expected_m)) + len(orjson.dumps(metric(2))) + 2],
+            ],
+        ),
         ("FAST", (None, "u"), [[activity(1)], [len(orjson.dumps(activity(1))) + 1]]),
         ("ODD", 3, [line(stream_state("m", 1)), b"junk"]),
         ("FAST", (None, "m"), [[metric(3)], [len(orjson.dumps(metric(3))) + 1]]),
@@ -310,7 +374,9 @@ def test_a_worker_that_dies_fails_the_sync_naming_it_and_the_way_out(caplog):
         pool.close()
         writer.close()
     message = raised.value.message
-    assert message is not None and "parse worker process 2 of 2" in message and "set parse_workers to 0" in message, message
+    assert message is not None and "parse worker process 2 of 2" in message and "set parse_workers to 0" in message, (
+        message
+    )
     assert raised.value.failure_type.value == "system_error"
     assert any("sync summary (JSON)" in r.getMessage() and '"failed"' in r.getMessage() for r in caplog.records)
     assert writer.ledger.snapshot()["m"]["books_balance"]
@@ -320,7 +386,9 @@ def test_a_worker_that_cannot_start_its_work_is_reported_with_its_exit_code():
     pool = ParseWorkers(1, {"streams": [[0, None, "m", "no such endpoint", [], {}]], "max_part_bytes": 10}).start()
     try:
         pool.send(0, line(record("m", metric(1))))
-        with pytest.raises(ParseWorkerFailed, match=r"parse worker process 1 of 1 \(exit code 1\): it ended without answering"):
+        with pytest.raises(
+            ParseWorkerFailed, match=r"parse worker process 1 of 1 \(exit code 1\): it ended without answering"
+        ):
             pool.receive(0)
     finally:
         pool.close()
@@ -349,7 +417,7 @@ def test_a_pipe_to_or_from_a_worker_is_widened_as_far_as_the_system_allows():
         os.close(write_fd)
     allowed = int(Path("/proc/sys/fs/pipe-max-size").read_text())  # for a process without CAP_SYS_RESOURCE
     assert before < PIPE_BYTES
-    assert after == PIPE_BYTES or (after == before and PIPE_BYTES > allowed), (before, after, allowed)
+    assert after == PIPE_BYTES or (after == before and allowed < PIPE_BYTES), (before, after, allowed)
 
 
 # ----- how many workers ----------------------------------------------------------------------------
@@ -382,8 +450,11 @@ def test_a_container_cpu_limit_is_read_from_its_cgroup(tmp_path: Path, files, qu
     [
         ("0::/kubepods/pod1/c1\n", {"kubepods/pod1/c1/cpu.max": "50000 100000", "cpu.max": "max 100000"}, 0.5),
         ("0::/\n", {"cpu.max": "300000 100000"}, 3.0),
-        ("4:cpu,cpuacct:/docker/abc\n0::/\n", {"cpu,cpuacct/docker/abc/cpu.cfs_quota_us": "150000",
-                                                 "cpu,cpuacct/docker/abc/cpu.cfs_period_us": "100000"}, 1.5),
+        (
+            "4:cpu,cpuacct:/docker/abc\n0::/\n",
+            {"cpu,cpuacct/docker/abc/cpu.cfs_quota_us": "150000", "cpu,cpuacct/docker/abc/cpu.cfs_period_us": "100000"},
+            1.5,
+        ),
     ],
 )
 def test_the_process_s_own_cgroup_comes_first(tmp_path: Path, membership, files, quota):
@@ -396,8 +467,8 @@ def test_the_process_s_own_cgroup_comes_first(tmp_path: Path, membership, files,
 
 
 def test_a_cpu_limit_below_two_means_no_workers(monkeypatch):
-    monkeypatch.setattr(parallel, "_cgroup_cpu_quota", lambda: 1.0)
-    assert parallel.available_cpus() == 1 and default_worker_count() == 0
+    monkeypatch.setattr(worker_pool, "_cgroup_cpu_quota", lambda: 1.0)
+    assert worker_pool.available_cpus() == 1 and default_worker_count() == 0
 
 
 @pytest.mark.parametrize(
@@ -405,14 +476,28 @@ def test_a_cpu_limit_below_two_means_no_workers(monkeypatch):
     [
         ({"parse_workers": 0}, 0, "in the connector's own process (parse_workers)"),
         ({"parse_workers": 2}, 2, "2 worker process(es) alongside the connector (parse_workers)"),
-        ({"parse_workers": 2, "streams": [{"name": "m", "endpoint": "metrics", "unpivot_columns": ["value"],
-          "field_mappings": [{"planhat_field": "externalId", "source_field": "externalId"}]}]},
-         0, "no stream is mapped without unpivot_columns or dot paths"),
+        (
+            {
+                "parse_workers": 2,
+                "streams": [
+                    {
+                        "name": "m",
+                        "endpoint": "metrics",
+                        "unpivot_columns": ["value"],
+                        "field_mappings": [{"planhat_field": "externalId", "source_field": "externalId"}],
+                    }
+                ],
+            },
+            0,
+            "no stream is mapped without unpivot_columns or dot paths",
+        ),
     ],
 )
 def test_start_parse_workers_follows_the_setting_and_says_why(settings, started, said, caplog):
     parsed = config(**settings)
-    writer = PlanhatWriter(parsed, route_streams(parsed, catalog(configured_stream("m", METRIC_SCHEMA))), FakeClient(), lambda m: None)
+    writer = PlanhatWriter(
+        parsed, route_streams(parsed, catalog(configured_stream("m", METRIC_SCHEMA))), FakeClient(), lambda m: None
+    )
     with caplog.at_level(logging.INFO, logger="airbyte"):
         pool = start_parse_workers(writer)
     try:
@@ -459,9 +544,9 @@ def test_the_pipeline_cuts_whole_lines_into_bounded_chunks_sends_them_in_turn_an
         pipeline.add(data[start : start + (1 << 20)])
     pipeline.finish()
     seen = [(kind, number, got) for kind, number, got, *_ in target.calls]
-    assert seen == [("bad", number, got) for number, got in [*enumerate(lines, 1), (len(lines) + 1, b"unterminated")]], (
-        "every line once, in order, with its number, and nothing else"
-    )
+    assert seen == [
+        ("bad", number, got) for number, got in [*enumerate(lines, 1), (len(lines) + 1, b"unterminated")]
+    ], "every line once, in order, with its number, and nothing else"
     assert [number for number, _ in workers.sent] == [n % 3 for n in range(len(workers.sent))]
     sizes = sorted(len(chunk) for _, chunk in workers.sent)
     assert sizes[-1] == len(lines[5_000]) and sizes[-2] <= CHUNK_MAX_BYTES
@@ -472,17 +557,20 @@ def test_workers_that_cannot_start_leave_the_parsing_to_the_connector(monkeypatc
     def no_processes(*args: Any, **kwargs: Any) -> Any:
         raise OSError("fork: Resource temporarily unavailable")
 
-    monkeypatch.setattr(parallel.subprocess, "Popen", no_processes)
+    monkeypatch.setattr(worker_pool.subprocess, "Popen", no_processes)
     parsed = config(**SETTINGS, parse_workers=2)
     writer = PlanhatWriter(parsed, route_streams(parsed, CATALOG), FakeClient(), lambda m: None)
     with caplog.at_level(logging.INFO, logger="airbyte"):
         assert start_parse_workers(writer) is None
-    assert any("could not start parse worker processes (fork: Resource temporarily unavailable); parsing in this process"
-               in r.getMessage() for r in caplog.records)
+    assert any(
+        "could not start parse worker processes (fork: Resource temporarily unavailable); parsing in this process"
+        in r.getMessage()
+        for r in caplog.records
+    )
 
 
 def test_a_worker_that_stops_answering_fails_the_sync_instead_of_hanging_it(monkeypatch):
-    monkeypatch.setattr(parallel, "ANSWER_TIMEOUT_SECONDS", 0.5)
+    monkeypatch.setattr(worker_pool, "ANSWER_TIMEOUT_SECONDS", 0.5)
     pool = ParseWorkers(1, {"streams": [], "max_part_bytes": 2048}).start()
     process = pool._workers[0].process
     try:
@@ -496,7 +584,7 @@ def test_a_worker_that_stops_answering_fails_the_sync_instead_of_hanging_it(monk
 
 
 def test_a_worker_imports_no_airbyte_cdk_pydantic_or_requests():
-    """Workers start as `python -S` with only this package, orjson and msgspec on the path (parallel.py):
+    """Workers start as `python -S` with only this package, orjson and msgspec on the path (reading/worker_pool.py):
     the decode step and the body size rule must not pull in the CDK."""
     import subprocess
 
@@ -505,8 +593,10 @@ def test_a_worker_imports_no_airbyte_cdk_pydantic_or_requests():
     import destination_planhat
 
     paths = [str(Path(m.__file__).resolve().parent.parent) for m in (destination_planhat, orjson, msgspec)]
-    code = ("import sys; sys.path[:0] = sys.argv[1:]; import destination_planhat.reading.worker_process; "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('airbyte_cdk', 'pydantic', 'requests')))")
+    code = (
+        "import sys; sys.path[:0] = sys.argv[1:]; import destination_planhat.reading.worker_process; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('airbyte_cdk', 'pydantic', 'requests')))"
+    )
     done = subprocess.run([sys.executable, "-S", "-c", code, *paths], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"

@@ -1,7 +1,7 @@
 """The protocol-schema check itself: it accepts what the protocol allows and rejects what it does not.
 
 If the validator accepted anything, every CLI test that runs it (integration_tests/
-test_protocol_messages.py, and `run_connector` in sync_checks.py) would pass vacuously; these
+test_protocol_messages.py, and `run_connector` in testing/sync_checks.py) would pass vacuously; these
 messages, each broken in one way, prove that it rejects, and that it says where.
 """
 
@@ -37,21 +37,42 @@ TRACE_ERROR = {
     "trace": {
         "type": "ERROR",
         "emitted_at": 1_795_600_000_000.0,
-        "error": {"message": "Planhat refused the credentials", "internal_message": "HTTP 401", "failure_type": "config_error"},
+        "error": {
+            "message": "Planhat refused the credentials",
+            "internal_message": "HTTP 401",
+            "failure_type": "config_error",
+        },
     },
 }
 VALID = [
     STREAM_STATE,
     # Unknown keys are allowed (additionalProperties), and protocol 0.18 has rejectedRecordCount.
-    {"type": "STATE", "state": {**STREAM_STATE["state"], "id": 42, "destinationStats": {"recordCount": 3.0, "rejectedRecordCount": 1.0}}},
-    {"type": "STATE", "state": {"type": "GLOBAL", "global": {"shared_state": {"cursor": 1}, "stream_states": []}, "destinationStats": {"recordCount": 0.0}}},
+    {
+        "type": "STATE",
+        "state": {
+            **STREAM_STATE["state"],
+            "id": 42,
+            "destinationStats": {"recordCount": 3.0, "rejectedRecordCount": 1.0},
+        },
+    },
+    {
+        "type": "STATE",
+        "state": {
+            "type": "GLOBAL",
+            "global": {"shared_state": {"cursor": 1}, "stream_states": []},
+            "destinationStats": {"recordCount": 0.0},
+        },
+    },
     {"type": "STATE", "state": {"type": "LEGACY", "data": {"cursor": 1}, "destinationStats": {"recordCount": 1.0}}},
     {"type": "STATE", "state": {"data": {"cursor": 1}}},  # LEGACY without a type
     TRACE_ERROR,
     {"type": "LOG", "log": {"level": "INFO", "message": "stream 'usage' -> Planhat Metrics"}},
     {"type": "CONNECTION_STATUS", "connectionStatus": {"status": "SUCCEEDED"}},
     {"type": "CONNECTION_STATUS", "connectionStatus": {"status": "FAILED", "message": "refused (HTTP 401)"}},
-    {"type": "SPEC", "spec": {"connectionSpecification": {"type": "object"}, "supported_destination_sync_modes": ["append"]}},
+    {
+        "type": "SPEC",
+        "spec": {"connectionSpecification": {"type": "object"}, "supported_destination_sync_modes": ["append"]},
+    },
 ]
 
 
@@ -75,30 +96,110 @@ def test_valid_messages_pass(message):
 
 
 INVALID = [
-    ("recordCount as a string", broken(STREAM_STATE, "state.destinationStats.recordCount", "3"), "$.state.destinationStats.recordCount", "not of type 'number'"),
-    ("rejectedRecordCount as a string", broken(STREAM_STATE, "state.destinationStats.rejectedRecordCount", "1"), "$.state.destinationStats.rejectedRecordCount", "not of type 'number'"),
-    ("TRACE without emitted_at", broken(TRACE_ERROR, "trace.emitted_at", delete=True), "$.trace", "'emitted_at' is a required property"),
-    ("unknown failure_type", broken(TRACE_ERROR, "trace.error.failure_type", "oops"), "$.trace.error.failure_type", "is not one of"),
-    ("error without message", broken(TRACE_ERROR, "trace.error.message", delete=True), "$.trace.error", "'message' is a required property"),
+    (
+        "recordCount as a string",
+        broken(STREAM_STATE, "state.destinationStats.recordCount", "3"),
+        "$.state.destinationStats.recordCount",
+        "not of type 'number'",
+    ),
+    (
+        "rejectedRecordCount as a string",
+        broken(STREAM_STATE, "state.destinationStats.rejectedRecordCount", "1"),
+        "$.state.destinationStats.rejectedRecordCount",
+        "not of type 'number'",
+    ),
+    (
+        "TRACE without emitted_at",
+        broken(TRACE_ERROR, "trace.emitted_at", delete=True),
+        "$.trace",
+        "'emitted_at' is a required property",
+    ),
+    (
+        "unknown failure_type",
+        broken(TRACE_ERROR, "trace.error.failure_type", "oops"),
+        "$.trace.error.failure_type",
+        "is not one of",
+    ),
+    (
+        "error without message",
+        broken(TRACE_ERROR, "trace.error.message", delete=True),
+        "$.trace.error",
+        "'message' is a required property",
+    ),
     ("state type PER_STREAM", broken(STREAM_STATE, "state.type", "PER_STREAM"), "$.state.type", "is not one of"),
-    ("stream descriptor without name", broken(STREAM_STATE, "state.stream.stream_descriptor.name", delete=True), "$.state.stream.stream_descriptor", "'name' is a required property"),
-    ("stream_state not an object", broken(STREAM_STATE, "state.stream.stream_state", [1]), "$.state.stream.stream_state", "not of type 'object'"),
+    (
+        "stream descriptor without name",
+        broken(STREAM_STATE, "state.stream.stream_descriptor.name", delete=True),
+        "$.state.stream.stream_descriptor",
+        "'name' is a required property",
+    ),
+    (
+        "stream_state not an object",
+        broken(STREAM_STATE, "state.stream.stream_state", [1]),
+        "$.state.stream.stream_state",
+        "not of type 'object'",
+    ),
     ("unknown message type", broken(STREAM_STATE, "type", "STATUS"), "$.type", "is not one of"),
     ("no type", broken(STREAM_STATE, "type", delete=True), "$", "'type' is a required property"),
     ("log level NOTICE", {"type": "LOG", "log": {"level": "NOTICE", "message": "x"}}, "$.log.level", "is not one of"),
-    ("status OK", {"type": "CONNECTION_STATUS", "connectionStatus": {"status": "OK"}}, "$.connectionStatus.status", "is not one of"),
-    ("spec without connectionSpecification", {"type": "SPEC", "spec": {"documentationUrl": "https://example.com"}}, "$.spec", "'connectionSpecification' is a required property"),
+    (
+        "status OK",
+        {"type": "CONNECTION_STATUS", "connectionStatus": {"status": "OK"}},
+        "$.connectionStatus.status",
+        "is not one of",
+    ),
+    (
+        "spec without connectionSpecification",
+        {"type": "SPEC", "spec": {"documentationUrl": "https://example.com"}},
+        "$.spec",
+        "'connectionSpecification' is a required property",
+    ),
     ("STATE without its state", {"type": "STATE"}, "$", "without its `state` field"),
-    ("record without stream", {"type": "RECORD", "record": {"data": {}, "emitted_at": 1}}, "$.record", "'stream' is a required property"),
-    ("record data not an object", {"type": "RECORD", "record": {"stream": "usage", "data": [], "emitted_at": 1}}, "$.record.data", "not of type 'object'"),
+    (
+        "record without stream",
+        {"type": "RECORD", "record": {"data": {}, "emitted_at": 1}},
+        "$.record",
+        "'stream' is a required property",
+    ),
+    (
+        "record data not an object",
+        {"type": "RECORD", "record": {"stream": "usage", "data": [], "emitted_at": 1}},
+        "$.record.data",
+        "not of type 'object'",
+    ),
     # No null where the YAML defines a field (pydantic's rendering of Optional allows it; see without_null).
-    ("recordCount null", broken(STREAM_STATE, "state.destinationStats.recordCount", None), "$.state.destinationStats.recordCount", "None is not of type 'number'"),
-    ("destinationStats null", broken(STREAM_STATE, "state.destinationStats", None), "$.state.destinationStats", "None is not of type 'object'"),
-    ("stream_state null", broken(STREAM_STATE, "state.stream.stream_state", None), "$.state.stream.stream_state", "None is not of type 'object'"),
+    (
+        "recordCount null",
+        broken(STREAM_STATE, "state.destinationStats.recordCount", None),
+        "$.state.destinationStats.recordCount",
+        "None is not of type 'number'",
+    ),
+    (
+        "destinationStats null",
+        broken(STREAM_STATE, "state.destinationStats", None),
+        "$.state.destinationStats",
+        "None is not of type 'object'",
+    ),
+    (
+        "stream_state null",
+        broken(STREAM_STATE, "state.stream.stream_state", None),
+        "$.state.stream.stream_state",
+        "None is not of type 'object'",
+    ),
     ("state type null", broken(STREAM_STATE, "state.type", None), "$.state.type", "is not one of"),
-    ("failure_type null", broken(TRACE_ERROR, "trace.error.failure_type", None), "$.trace.error.failure_type", "is not one of"),
+    (
+        "failure_type null",
+        broken(TRACE_ERROR, "trace.error.failure_type", None),
+        "$.trace.error.failure_type",
+        "is not one of",
+    ),
     ("LOG with log null", {"type": "LOG", "log": None}, "$.log", "None is not of type 'object'"),
-    ("status message null", {"type": "CONNECTION_STATUS", "connectionStatus": {"status": "FAILED", "message": None}}, "$.connectionStatus.message", "None is not of type 'string'"),
+    (
+        "status message null",
+        {"type": "CONNECTION_STATUS", "connectionStatus": {"status": "FAILED", "message": None}},
+        "$.connectionStatus.message",
+        "None is not of type 'string'",
+    ),
 ]
 
 

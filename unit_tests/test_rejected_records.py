@@ -15,11 +15,12 @@ from airbyte_cdk.models import FailureType
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 import destination_planhat.rejected.records as rejected_records
-from destination_planhat.planhat.answers import PostResult, RejectedItem
-from destination_planhat.mapping.unclean_json import parse_leniently
 from destination_planhat.config import LocalObjectStorage, S3ObjectStorage, parse_config
-from destination_planhat.planhat.errors import PlanhatPayloadTooLarge, system_error
+from destination_planhat.mapping.routing import route_streams
+from destination_planhat.mapping.unclean_json import parse_leniently
+from destination_planhat.planhat.answers import PostResult, RejectedItem
 from destination_planhat.planhat.api import Endpoint
+from destination_planhat.planhat.errors import PlanhatPayloadTooLarge, system_error
 from destination_planhat.rejected.records import (
     Layout,
     LocalWriter,
@@ -28,18 +29,13 @@ from destination_planhat.rejected.records import (
     check_storage,
     layout_for,
 )
-from destination_planhat.mapping.routing import route_streams
 from destination_planhat.sync.state_barrier import PendingState, StateBarrier
 from destination_planhat.sync.state_stats import StateCut, pair_rejected
 from destination_planhat.sync.writer import PlanhatWriter
 from destination_planhat.testing.builders import (
     MIXED_CATALOG,
     MIXED_STREAMS,
-    ACTIVITY_SCHEMA,
-    METRIC_SCHEMA,
-    catalog,
     config,
-    configured_stream,
     global_state,
     state_counts,
     state_cursor,
@@ -89,7 +85,8 @@ def test_default_keys(namespace: Optional[str], name: str, part: int, expected: 
 
 def test_path_and_file_name_formats_take_the_cdk_variables() -> None:
     storage = s3(
-        bucket_path="p", path_format="{namespace}/{stream_name}/{year}_{month}_{day}_{epoch}",
+        bucket_path="p",
+        path_format="{namespace}/{stream_name}/{year}_{month}_{day}_{epoch}",
         file_name_format="{sync_id}-{part_number}{format_extension}",
     )
     layout = layout_for(storage, 9, STARTED)
@@ -120,9 +117,13 @@ def test_plain_http_endpoint_is_refused_off_loopback(endpoint: str) -> None:
     assert "`object_storage_config.s3_endpoint` must use https" in message
 
 
-@pytest.mark.parametrize("endpoint", ["http://127.0.0.1:9000", "http://localhost:9000", "http://[::1]:9000", "https://minio.example.com"])
+@pytest.mark.parametrize(
+    "endpoint", ["http://127.0.0.1:9000", "http://localhost:9000", "http://[::1]:9000", "https://minio.example.com"]
+)
 def test_https_or_loopback_http_endpoints_are_accepted(endpoint: str) -> None:
-    storage = parse_config({"object_storage_config": {**S3_BASE, "s3_endpoint": endpoint + "/"}}).rejected_records_storage
+    storage = parse_config(
+        {"object_storage_config": {**S3_BASE, "s3_endpoint": endpoint + "/"}}
+    ).rejected_records_storage
     assert isinstance(storage, S3ObjectStorage) and storage.s3_endpoint == endpoint
 
 
@@ -130,7 +131,10 @@ def test_https_or_loopback_http_endpoints_are_accepted(endpoint: str) -> None:
     "fields, expected",
     [
         ({"access_key_id": "AKID"}, "set both `access_key_id` and `secret_access_key`, or neither"),
-        ({"s3_bucket_name": "s3://my-bucket/x"}, "`object_storage_config.s3_bucket_name` must be the name of an S3 bucket"),
+        (
+            {"s3_bucket_name": "s3://my-bucket/x"},
+            "`object_storage_config.s3_bucket_name` must be the name of an S3 bucket",
+        ),
         ({"path_format": "{sync_id}/{table}/"}, "`object_storage_config.path_format` uses unknown variable(s) {table}"),
         ({"file_name_format": "{date}.jsonl"}, "`object_storage_config.file_name_format` must contain {part_number}"),
         ({"format": {"format_type": "CSV"}}, "`object_storage_config.format.format_type`"),
@@ -143,7 +147,9 @@ def test_s3_settings_errors_name_the_field(fields: dict[str, Any], expected: str
 
 
 def test_the_errors_never_quote_the_keys() -> None:
-    message = config_error_text({**S3_BASE, "secret_access_key": "very-secret-value", "s3_endpoint": "http://x.example"})
+    message = config_error_text(
+        {**S3_BASE, "secret_access_key": "very-secret-value", "s3_endpoint": "http://x.example"}
+    )
     assert "very-secret-value" not in message
 
 
@@ -151,7 +157,9 @@ def test_none_and_absent_store_nothing_and_local_needs_a_path() -> None:
     assert parse_config({}).rejected_records_storage is None
     assert parse_config({"object_storage_config": {"storage_type": "None"}}).rejected_records_storage is None
     assert "`object_storage_config.local_path`" in config_error_text({"storage_type": "Local", "local_path": "  "})
-    assert "does not match any of the expected tags: 'None', 'S3', 'Local'" in config_error_text({"storage_type": "GCS"})
+    assert "does not match any of the expected tags: 'None', 'S3', 'Local'" in config_error_text(
+        {"storage_type": "GCS"}
+    )
 
 
 # ----- what is stored, and when ---------------------------------------------------------------------
@@ -180,8 +188,12 @@ class RecordingWriter:
 
 
 def store(writer: RecordingWriter, secrets: tuple[str, ...] = ()) -> RejectedRecords:
-    return RejectedRecords(writer, Layout("p", "{sync_id}/{namespace}/{stream_name}/", "{part_number}{format_extension}", 1, STARTED),
-                           secrets, clock=lambda: 1796166605.5)
+    return RejectedRecords(
+        writer,
+        Layout("p", "{sync_id}/{namespace}/{stream_name}/", "{part_number}{format_extension}", 1, STARTED),
+        secrets,
+        clock=lambda: 1796166605.5,
+    )
 
 
 def lines_of(writer: RecordingWriter) -> dict[str, list[dict[str, Any]]]:
@@ -192,29 +204,61 @@ def test_a_line_holds_the_stream_reason_and_item_and_each_flush_writes_new_files
     writer = RecordingWriter()
     rejected = store(writer)
     assert not rejected.pending
-    rejected.add("app", "events", record_number=3, rejected_by="planhat", reason="bad", target="user_activities", item={"email": "x"})
+    rejected.add(
+        "app",
+        "events",
+        record_number=3,
+        rejected_by="planhat",
+        reason="bad",
+        target="user_activities",
+        item={"email": "x"},
+    )
     rejected.add(None, "usage", record_number=1, rejected_by="connector", reason="no", target="metrics", record=[1])
     assert rejected.pending and writer.objects == {}  # nothing is written before a flush
     rejected.flush()
     assert not rejected.pending
-    rejected.add(None, "usage", record_number=2, rejected_by="connector", reason="no", target="metrics", line=b"{bad\xff")
+    rejected.add(
+        None, "usage", record_number=2, rejected_by="connector", reason="no", target="metrics", line=b"{bad\xff"
+    )
     rejected.flush()
     rejected.flush()  # nothing new: no empty file
     assert lines_of(writer) == {
-        "p/1/app/events/0.jsonl": [{
-            "stream": {"namespace": "app", "name": "events"}, "record_number": 3, "rejected_by": "planhat",
-            "reason": "bad", "target": "user_activities", "rejected_at": "2026-12-01T23:10:05.500Z", "sync_id": 1,
-            "item": {"email": "x"},
-        }],
-        "p/1/usage/0.jsonl": [{
-            "stream": {"namespace": None, "name": "usage"}, "record_number": 1, "rejected_by": "connector",
-            "reason": "no", "target": "metrics", "rejected_at": "2026-12-01T23:10:05.500Z", "sync_id": 1, "record": [1],
-        }],
-        "p/1/usage/1.jsonl": [{
-            "stream": {"namespace": None, "name": "usage"}, "record_number": 2, "rejected_by": "connector",
-            "reason": "no", "target": "metrics", "rejected_at": "2026-12-01T23:10:05.500Z", "sync_id": 1,
-            "line": "{bad\ufffd",
-        }],
+        "p/1/app/events/0.jsonl": [
+            {
+                "stream": {"namespace": "app", "name": "events"},
+                "record_number": 3,
+                "rejected_by": "planhat",
+                "reason": "bad",
+                "target": "user_activities",
+                "rejected_at": "2026-12-01T23:10:05.500Z",
+                "sync_id": 1,
+                "item": {"email": "x"},
+            }
+        ],
+        "p/1/usage/0.jsonl": [
+            {
+                "stream": {"namespace": None, "name": "usage"},
+                "record_number": 1,
+                "rejected_by": "connector",
+                "reason": "no",
+                "target": "metrics",
+                "rejected_at": "2026-12-01T23:10:05.500Z",
+                "sync_id": 1,
+                "record": [1],
+            }
+        ],
+        "p/1/usage/1.jsonl": [
+            {
+                "stream": {"namespace": None, "name": "usage"},
+                "record_number": 2,
+                "rejected_by": "connector",
+                "reason": "no",
+                "target": "metrics",
+                "rejected_at": "2026-12-01T23:10:05.500Z",
+                "sync_id": 1,
+                "line": "{bad\ufffd",
+            }
+        ],
     }
     assert rejected.stored == {"app.events": 1, "usage": 2} and rejected.files == 3
 
@@ -222,8 +266,15 @@ def test_a_line_holds_the_stream_reason_and_item_and_each_flush_writes_new_files
 def test_secrets_are_masked_wherever_they_would_appear() -> None:
     writer = RecordingWriter()
     rejected = store(writer, secrets=("tok-123456", "tenant-abc", "ab"))
-    rejected.add(None, "s", record_number=1, rejected_by="planhat", reason="HTTP 400 from /dimensiondata/tenant-abc",
-                 target="metrics", item={"note": "token tok-123456 here", "short": "ab"})
+    rejected.add(
+        None,
+        "s",
+        record_number=1,
+        rejected_by="planhat",
+        reason="HTTP 400 from /dimensiondata/tenant-abc",
+        target="metrics",
+        item={"note": "token tok-123456 here", "short": "ab"},
+    )
     rejected.flush()
     [line] = lines_of(writer)["p/1/s/0.jsonl"]
     assert line["reason"] == "HTTP 400 from /dimensiondata/**********"
@@ -249,8 +300,11 @@ def test_a_stream_past_the_part_size_is_written_at_once(monkeypatch: pytest.Monk
         rejected.add(None, "s", record_number=n, rejected_by="connector", reason="r", target="metrics", record={"n": n})
     assert len(writer.objects) >= 2  # parts written before any flush: memory stays bounded
     rejected.flush()
-    numbers = [line["record_number"] for key in sorted(writer.objects, key=lambda k: int(k.rsplit("/", 1)[1].split(".")[0]))
-               for line in lines_of(writer)[key]]
+    numbers = [
+        line["record_number"]
+        for key in sorted(writer.objects, key=lambda k: int(k.rsplit("/", 1)[1].split(".")[0]))
+        for line in lines_of(writer)[key]
+    ]
     assert numbers == list(range(1, 41))
 
 
@@ -329,9 +383,13 @@ def fake_planhat(index: int, endpoint: Endpoint, items: list[Any]) -> PostResult
     to any request with a TOO_LARGE item, so the sender splits down to that item alone."""
     if any(item.get("value") == TOO_LARGE for item in items):
         raise PlanhatPayloadTooLarge("too large", endpoint=endpoint, status=413, body="")
+
     def echoed(item: dict[str, Any]) -> dict[str, Any]:
         return {k: (float(v) if type(v) is int else v) for k, v in reversed(list(item.items()))}
-    errors = [RejectedItem(echoed(i), "refused") for i in items if i.get("value") == REFUSED or i.get("action") == "refused"]
+
+    errors = [
+        RejectedItem(echoed(i), "refused") for i in items if i.get("value") == REFUSED or i.get("action") == "refused"
+    ]
     return PostResult(processed=len(items) - len(errors), errors=errors)
 
 
@@ -356,14 +414,21 @@ def test_every_rejected_record_is_stored_once_before_the_states_that_count_it(se
     rng = random.Random(seed)
     parsed = config(streams=MODEL_STREAMS, batch_size=rng.randint(1, 7), max_in_flight_requests=rng.randint(1, 4))
     files = RecordingWriter()
-    rejected = RejectedRecords(files, Layout("", "{sync_id}/{namespace}/{stream_name}/", "{part_number}{format_extension}", 1, STARTED))
+    rejected = RejectedRecords(
+        files, Layout("", "{sync_id}/{namespace}/{stream_name}/", "{part_number}{format_extension}", 1, STARTED)
+    )
 
     def stored() -> set[tuple[str, int]]:
         return {(line["stream"]["name"], line["record_number"]) for lines in lines_of(files).values() for line in lines}
 
     emitted: list[tuple[Any, tuple[float, float], set[tuple[str, int]]]] = []
-    writer = PlanhatWriter(parsed, route_streams(parsed, MODEL_CATALOG), FakeClient(fake_planhat),
-                           lambda m: emitted.append((state_cursor(m), state_counts(m), stored())), rejected=rejected)
+    writer = PlanhatWriter(
+        parsed,
+        route_streams(parsed, MODEL_CATALOG),
+        FakeClient(fake_planhat),
+        lambda m: emitted.append((state_cursor(m), state_counts(m), stored())),
+        rejected=rejected,
+    )
     read: dict[str, int] = {}
     expected_rejected: list[tuple[int, str, int]] = []  # (input position, stream, record number)
     scopes: dict[Any, tuple[str, int]] = {}  # state cursor -> (scope, input position)
@@ -388,13 +453,20 @@ def test_every_rejected_record_is_stored_once_before_the_states_that_count_it(se
     previous: dict[str, int] = {}
     for cursor, (_, rejected_count), stored_then in emitted:
         scope, position = scopes[cursor]
-        covered = {(s, number) for n, s, number in expected_rejected if n < position and (scope == "global" or s == scope)}
+        covered = {
+            (s, number) for n, s, number in expected_rejected if n < position and (scope == "global" or s == scope)
+        }
         # When the state went out, every rejected record before it in its scope was stored already.
         assert covered <= stored_then
         # And the state counts exactly those of its window.
         since = previous.get(scope, -1)
-        assert rejected_count == len({(s, number) for n, s, number in expected_rejected
-                                      if since < n < position and (scope == "global" or s == scope)})
+        assert rejected_count == len(
+            {
+                (s, number)
+                for n, s, number in expected_rejected
+                if since < n < position and (scope == "global" or s == scope)
+            }
+        )
         previous[scope] = position
 
 

@@ -9,8 +9,8 @@ import re
 
 import pytest
 
-from destination_planhat.sync.ledger import Ledger
 from destination_planhat.planhat.api import Endpoint
+from destination_planhat.sync.ledger import Ledger
 from destination_planhat.sync.reporting import (
     ProgressReporter,
     Totals,
@@ -106,15 +106,38 @@ def test_the_ledger_counts_requests_in_flight_per_endpoint():
 
 def test_the_summary_is_a_table_with_one_row_per_stream_and_a_total():
     ledger = ledger_with(
-        metrics_stream={"read": 15_000, "sent": 15_000, "acknowledged": 15_000, "processed": 14_990, "rejected_by_planhat": 10},
-        activities={"endpoint": "user_activities", "read": 1_200, "sent": 1_195, "acknowledged": 1_195, "processed": 1_195, "rejected_locally": 5},
+        metrics_stream={
+            "read": 15_000,
+            "sent": 15_000,
+            "acknowledged": 15_000,
+            "processed": 14_990,
+            "rejected_by_planhat": 10,
+        },
+        activities={
+            "endpoint": "user_activities",
+            "read": 1_200,
+            "sent": 1_195,
+            "acknowledged": 1_195,
+            "processed": 1_195,
+            "rejected_locally": 5,
+        },
         not_in_catalog={"endpoint": "", "read": 7, "skipped": 7},
     )
     lines = summary_table(ledger.all())
 
     cells = [re.split(r" {2,}", line) for line in lines]
     assert cells == [
-        ["stream", "endpoint", "read", "sent", "acknowledged", "processed", "rejected by Planhat", "rejected locally", "skipped"],
+        [
+            "stream",
+            "endpoint",
+            "read",
+            "sent",
+            "acknowledged",
+            "processed",
+            "rejected by Planhat",
+            "rejected locally",
+            "skipped",
+        ],
         ["metrics_stream", "Metrics", "15,000", "15,000", "15,000", "14,990", "10", "0", "0"],
         ["activities", "User Activities", "1,200", "1,195", "1,195", "1,195", "0", "5", "0"],
         ["not_in_catalog", "(not written)", "7", "0", "0", "0", "0", "0", "7"],

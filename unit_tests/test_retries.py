@@ -11,6 +11,7 @@ from airbyte_cdk.models import FailureType
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 from urllib3.exceptions import NewConnectionError
 
+from destination_planhat.planhat.api import Endpoint
 from destination_planhat.planhat.errors import (
     PlanhatAuthError,
     PlanhatPayloadTooLarge,
@@ -20,7 +21,6 @@ from destination_planhat.planhat.errors import (
     RequestAborted,
     as_traced,
 )
-from destination_planhat.planhat.api import Endpoint
 from destination_planhat.planhat.retries import Decision, Verdict, judge_exception, judge_status
 
 
@@ -80,10 +80,26 @@ WHERE = "Planhat Metrics (https://analytics.planhat.com/dimensiondata/***)"
     "error, failure_type, named",
     [
         (PlanhatAuthError("HTTP 401", endpoint=Endpoint.METRICS, status=401), FailureType.config_error, "`api_token`"),
-        (PlanhatAuthError("HTTP 403", endpoint=Endpoint.USER_ACTIVITIES, status=403), FailureType.config_error, "`tenant_uuid`"),
-        (PlanhatTLSError("certificate verify failed", endpoint=Endpoint.METRICS), FailureType.config_error, "`analytics_base_url`"),
-        (PlanhatUnavailable("HTTP 503 after 8 attempt(s)", endpoint=Endpoint.METRICS), FailureType.transient_error, "sends again every record"),
-        (PlanhatRejectedRequest("HTTP 400: bad", endpoint=Endpoint.METRICS, status=400), FailureType.system_error, "HTTP 400: bad"),
+        (
+            PlanhatAuthError("HTTP 403", endpoint=Endpoint.USER_ACTIVITIES, status=403),
+            FailureType.config_error,
+            "`tenant_uuid`",
+        ),
+        (
+            PlanhatTLSError("certificate verify failed", endpoint=Endpoint.METRICS),
+            FailureType.config_error,
+            "`analytics_base_url`",
+        ),
+        (
+            PlanhatUnavailable("HTTP 503 after 8 attempt(s)", endpoint=Endpoint.METRICS),
+            FailureType.transient_error,
+            "sends again every record",
+        ),
+        (
+            PlanhatRejectedRequest("HTTP 400: bad", endpoint=Endpoint.METRICS, status=400),
+            FailureType.system_error,
+            "HTTP 400: bad",
+        ),
         (RequestAborted("not sent", endpoint=Endpoint.METRICS), FailureType.system_error, "not sent"),
     ],
 )

@@ -8,9 +8,16 @@ import pytest
 from airbyte_cdk.models import FailureType
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
-from destination_planhat.planhat.api import Endpoint
 from destination_planhat.mapping.routing import route_streams
-from destination_planhat.testing.builders import ACTIVITY_SCHEMA, METRIC_SCHEMA, UNROUTABLE_SCHEMA, catalog, config, configured_stream
+from destination_planhat.planhat.api import Endpoint
+from destination_planhat.testing.builders import (
+    ACTIVITY_SCHEMA,
+    METRIC_SCHEMA,
+    UNROUTABLE_SCHEMA,
+    catalog,
+    config,
+    configured_stream,
+)
 
 M, U = Endpoint.METRICS, Endpoint.USER_ACTIVITIES
 
@@ -40,8 +47,18 @@ def schema(*fields: str) -> dict[str, Any]:
         # An entry without a namespace matches the stream in any namespace.
         (UNROUTABLE_SCHEMA, [{"name": "s", "endpoint": "metrics"}], "ns", M),
         # An entry naming the namespace beats one that does not, whatever their order.
-        (UNROUTABLE_SCHEMA, [{"name": "s", "endpoint": "metrics"}, {"name": "s", "namespace": "ns", "endpoint": "user_activities"}], "ns", U),
-        (UNROUTABLE_SCHEMA, [{"name": "s", "namespace": "ns", "endpoint": "user_activities"}, {"name": "s", "endpoint": "metrics"}], "ns", U),
+        (
+            UNROUTABLE_SCHEMA,
+            [{"name": "s", "endpoint": "metrics"}, {"name": "s", "namespace": "ns", "endpoint": "user_activities"}],
+            "ns",
+            U,
+        ),
+        (
+            UNROUTABLE_SCHEMA,
+            [{"name": "s", "namespace": "ns", "endpoint": "user_activities"}, {"name": "s", "endpoint": "metrics"}],
+            "ns",
+            U,
+        ),
         # An entry for another namespace does not apply; the schema decides.
         (METRIC_SCHEMA, [{"name": "s", "namespace": "other", "endpoint": "user_activities"}], "ns", M),
         # An entry for another stream name does not apply.

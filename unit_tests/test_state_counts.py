@@ -15,20 +15,16 @@ from typing import Any
 
 import pytest
 
-from destination_planhat.sync.batching import Batch
+from destination_planhat.mapping.routing import route_streams
 from destination_planhat.planhat.answers import PostResult, RejectedItem
 from destination_planhat.planhat.api import Endpoint
-from destination_planhat.mapping.routing import route_streams
+from destination_planhat.sync.batching import Batch
 from destination_planhat.sync.state_stats import StateCounts, match_rejected
 from destination_planhat.sync.writer import PlanhatWriter
 from destination_planhat.testing.builders import (
     MIXED_CATALOG,
     MIXED_STREAMS,
-    ACTIVITY_SCHEMA,
-    METRIC_SCHEMA,
-    catalog,
     config,
-    configured_stream,
     global_state,
     route,
     state_counts,
@@ -44,6 +40,7 @@ PLANHAT_REFUSES = 666  # the fake Planhat rejects every item with this value
 def planhat(index: int, endpoint: Endpoint, items: list[Any]) -> PostResult:
     """Rejects items whose value is PLANHAT_REFUSES or whose action is "refused", echoing each one
     with its keys in reverse order and its integers as floats, as a server in another language might."""
+
     def refused(item: dict[str, Any]) -> bool:
         return item.get("value") == PLANHAT_REFUSES or item.get("action") == "refused"
 
@@ -77,8 +74,9 @@ def random_record(rng: random.Random, n: int) -> tuple[str, dict[str, Any], bool
 @pytest.mark.parametrize("seed", range(40))
 def test_counts_on_every_state_match_a_walk_over_the_input(seed):
     rng = random.Random(seed)
-    parsed = config(streams=STREAMS, batch_size=rng.randint(1, 7), max_in_flight_requests=rng.randint(1, 4),
-                    max_error_percent=100)
+    parsed = config(
+        streams=STREAMS, batch_size=rng.randint(1, 7), max_in_flight_requests=rng.randint(1, 4), max_error_percent=100
+    )
     emitted: list[dict[str, Any]] = []
     writer = PlanhatWriter(parsed, route_streams(parsed, CATALOG), FakeClient(planhat), emitted.append)
     # The model: per scope ("global" or a stream), [written, rejected] since that scope's last state.
@@ -168,4 +166,6 @@ def test_a_split_batch_keeps_which_record_each_item_came_from():
     expected = [(10, False), (11, False), (15, True), (15, True), (15, True), (16, False), (17, False)]
     assert [batch.ordinal_at(i) for i in range(7)] == expected
     first, second = batch.split()
-    assert [first.ordinal_at(i) for i in range(len(first))] + [second.ordinal_at(i) for i in range(len(second))] == expected
+    assert [first.ordinal_at(i) for i in range(len(first))] + [
+        second.ordinal_at(i) for i in range(len(second))
+    ] == expected

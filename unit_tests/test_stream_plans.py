@@ -1,6 +1,6 @@
 """A stream's mapping settings are compiled once per sync, in routing, and handed on as its plan.
 
-Routing compiles each stream (mapping.compile_mapping, object_mapping.compile_object), reports the
+Routing compiles each stream (analytics.compile_mapping, objects.compile_object), reports the
 problems of every stream at once and keeps the plan on the route; the writer builds the stream's
 mapper and the parse workers' plan from it. The mapping modules know nothing of routing.
 """
@@ -11,35 +11,51 @@ import io
 import subprocess
 import sys
 from collections import Counter
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import orjson
 import pytest
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 import destination_planhat
-from destination_planhat.mapping import analytics as mapping, objects as object_mapping
+from destination_planhat.mapping import analytics, objects
 from destination_planhat.mapping.analytics import MappingPlan
 from destination_planhat.mapping.objects import ObjectPlan
+from destination_planhat.mapping.routing import route_streams, settings_problems
 from destination_planhat.planhat.api import Endpoint
 from destination_planhat.reading.pipeline import read_input, start_parse_workers
-from destination_planhat.mapping.routing import route_streams, settings_problems
 from destination_planhat.sync.writer import PlanhatWriter
-from destination_planhat.testing.harness import record, stream_state
 from destination_planhat.testing.builders import ACTIVITY_SCHEMA, METRIC_SCHEMA, catalog, config, configured_stream
 from destination_planhat.testing.fake_client import FakeClient
+from destination_planhat.testing.harness import record, stream_state
 
-ACCOUNT_SCHEMA: dict[str, Any] = {"type": "object", "properties": {"id": {"type": "string"}, "title": {"type": "string"}}}
+ACCOUNT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"id": {"type": "string"}, "title": {"type": "string"}},
+}
 PIVOT_SCHEMA: dict[str, Any] = {"type": "object", "properties": {"company": {"type": "string"}, "mrr": {}, "seats": {}}}
 STREAMS = [
-    {"name": "p", "endpoint": "metrics", "unpivot_columns": ["mrr", "seats"],
-     "field_mappings": [{"planhat_field": "externalId", "source_field": "company"}]},
-    {"name": "accounts", "endpoint": "companies",
-     "field_mappings": [{"planhat_field": "externalId", "source_field": "id"}, {"planhat_field": "name", "source_field": "title"}]},
+    {
+        "name": "p",
+        "endpoint": "metrics",
+        "unpivot_columns": ["mrr", "seats"],
+        "field_mappings": [{"planhat_field": "externalId", "source_field": "company"}],
+    },
+    {
+        "name": "accounts",
+        "endpoint": "companies",
+        "field_mappings": [
+            {"planhat_field": "externalId", "source_field": "id"},
+            {"planhat_field": "name", "source_field": "title"},
+        ],
+    },
 ]
 CATALOG = catalog(
-    configured_stream("m", METRIC_SCHEMA), configured_stream("u", ACTIVITY_SCHEMA),
-    configured_stream("p", PIVOT_SCHEMA), configured_stream("accounts", ACCOUNT_SCHEMA),
+    configured_stream("m", METRIC_SCHEMA),
+    configured_stream("u", ACTIVITY_SCHEMA),
+    configured_stream("p", PIVOT_SCHEMA),
+    configured_stream("accounts", ACCOUNT_SCHEMA),
 )
 
 
@@ -52,9 +68,10 @@ def count_compiles(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
         def compile_counted(label: str, *args: Any, **kwargs: Any) -> Any:
             calls[label] += 1
             return original(label, *args, **kwargs)
+
         return compile_counted
 
-    wrapped = {id(f): (f, counting(f)) for f in (mapping.compile_mapping, object_mapping.compile_object)}
+    wrapped = {id(f): (f, counting(f)) for f in (analytics.compile_mapping, objects.compile_object)}
     patched = 0
     for name, module in list(sys.modules.items()):
         if module is None or not name.startswith(destination_planhat.__name__):
@@ -109,7 +126,13 @@ def test_routes_carry_the_plan_of_their_kind_of_target() -> None:
 
 def test_a_mistake_is_reported_by_routing_from_the_same_compile(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = count_compiles(monkeypatch)
-    streams = [{"name": "m", "endpoint": "metrics", "field_mappings": [{"planhat_field": "externalId", "source_field": "nope"}]}]
+    streams = [
+        {
+            "name": "m",
+            "endpoint": "metrics",
+            "field_mappings": [{"planhat_field": "externalId", "source_field": "nope"}],
+        }
+    ]
     with pytest.raises(AirbyteTracedException) as raised:
         route_streams(config(streams=streams), catalog(configured_stream("m", METRIC_SCHEMA)))
     assert "stream 'm' (Metrics), field_mappings entry 1: source_field 'nope'" in str(raised.value.message)
@@ -117,13 +140,22 @@ def test_a_mistake_is_reported_by_routing_from_the_same_compile(monkeypatch: pyt
 
 
 def test_the_check_command_compiles_the_settings_without_a_catalog() -> None:
-    streams = [{"name": "m", "endpoint": "metrics", "match_on": "sourceId", "unpivot_columns": ["MRR (EUR)"],
-                "field_mappings": [{"planhat_field": "externalId", "source_field": "c"}]},
-               {"name": "c", "endpoint": "companies", "field_mappings": [{"planhat_field": "colour", "constant": "red"}]}]
+    streams = [
+        {
+            "name": "m",
+            "endpoint": "metrics",
+            "match_on": "sourceId",
+            "unpivot_columns": ["MRR (EUR)"],
+            "field_mappings": [{"planhat_field": "externalId", "source_field": "c"}],
+        },
+        {"name": "c", "endpoint": "companies", "field_mappings": [{"planhat_field": "colour", "constant": "red"}]},
+    ]
     problems = settings_problems(config(streams=streams))
     assert any("stream 'm' (Metrics): `match_on` only applies to objects" in p for p in problems), problems
     assert any("unpivot column 'MRR (EUR)' cannot be a dimensionId" in p for p in problems), problems
-    assert any("stream 'c' (Companies), field_mappings entry 1: 'colour' is not a field" in p for p in problems), problems
+    assert any("stream 'c' (Companies), field_mappings entry 1: 'colour' is not a field" in p for p in problems), (
+        problems
+    )
     assert len(problems) == 3, problems
 
 

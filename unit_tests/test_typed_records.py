@@ -1,4 +1,4 @@
-"""msgspec's typed first try (typed_records.py) makes exactly the item the general mapper makes, or passes.
+"""msgspec's typed first try (reading/typed_records.py) makes exactly the item the general mapper makes, or passes.
 
 Every record of the fast mapper's tables, and raw lines that only JSON text can hold (integers past
 64 bits, numbers out of range, lone surrogates, bytes that are not UTF-8, repeated keys), go through
@@ -15,11 +15,11 @@ import msgspec
 import orjson
 import pytest
 
-from destination_planhat.mapping.unclean_json import parse_leniently
 from destination_planhat.config import StreamSettings
-from destination_planhat.reading.decoder import FAST, Decoder
 from destination_planhat.mapping.analytics import Invalid, MappingPlan, build_mapper, compile_mapping, fast_plan
+from destination_planhat.mapping.unclean_json import parse_leniently
 from destination_planhat.planhat.api import Endpoint
+from destination_planhat.reading.decoder import FAST, Decoder
 from destination_planhat.reading.typed_records import typed_item_encoder
 from unit_tests.test_fast_mapper import ACTIVITIES, METRICS, activity_records, fresh, metric_records
 
@@ -28,11 +28,21 @@ SETTINGS = [
     pytest.param(ACTIVITIES, [], activity_records, id="user activities, fields from same-named columns"),
     pytest.param(
         METRICS,
-        [{"planhat_field": "dimensionId", "constant": "purchases"}, {"planhat_field": "value", "constant": "1"},
-         {"planhat_field": "externalId", "source_field": "user_id"}, {"planhat_field": "date", "source_field": "at"}],
-        lambda: [{"user_id": 42, "at": "2026-11-01"}, {"user_id": "u", "at": fresh("2026-11-01T10:00:0") + "+01:00"},
-                 {"user_id": "u", "at": "2026-11-01"}, {"user_id": "", "at": "2026-11-01"},
-                 {"user_id": None, "at": "2026-11-01"}, {"user_id": "u", "at": "yesterday"}, {"at": "2026-11-01"}],
+        [
+            {"planhat_field": "dimensionId", "constant": "purchases"},
+            {"planhat_field": "value", "constant": "1"},
+            {"planhat_field": "externalId", "source_field": "user_id"},
+            {"planhat_field": "date", "source_field": "at"},
+        ],
+        lambda: [
+            {"user_id": 42, "at": "2026-11-01"},
+            {"user_id": "u", "at": fresh("2026-11-01T10:00:0") + "+01:00"},
+            {"user_id": "u", "at": "2026-11-01"},
+            {"user_id": "", "at": "2026-11-01"},
+            {"user_id": None, "at": "2026-11-01"},
+            {"user_id": "u", "at": "yesterday"},
+            {"at": "2026-11-01"},
+        ],
         id="metrics with constants and renamed columns",
     ),
     pytest.param(
@@ -108,10 +118,13 @@ RAW_METRICS = [
     (b'{"dimensionId":"logins","value":1,"externalId":"c\xff"}', "bytes that are not UTF-8 in a field sent"),
     (b'{"dimensionId":"logins","value":1,"externalId":"c","other":"\xff"}', "...and in a column not sent"),
     (b'{"dimensionId":"logins","value":1,"externalId":"a","externalId":"b"}', "a repeated key"),
-    (b'{"dimensionId":"logins","value":-0.0,"externalId":"c","date":"2026-11-01T10:00:00Z"}', "minus zero, a date-time"),
+    (
+        b'{"dimensionId":"logins","value":-0.0,"externalId":"c","date":"2026-11-01T10:00:00Z"}',
+        "minus zero, a date-time",
+    ),
     (b'{"dimensionId":"logins\\n","value":1,"externalId":"c"}', "a dimensionId with a newline at its end"),
     (b'{"dimensionId":"logins","value":1E2,"externalId":"c","model":"EndUser"}', "an exponent"),
-    (b'[1]', "not an object"),
+    (b"[1]", "not an object"),
 ]
 
 
@@ -128,8 +141,23 @@ def test_lines_only_json_text_can_hold(raw, what):
 
 
 def test_a_record_the_source_changed_is_left_to_the_general_path_which_counts_it():
-    plan = {"streams": [(0, None, "s", "metrics", [["dimensionId", "dimensionId", "dimension_id"], ["value", "value", "number"],
-                                                   ["externalId", "externalId", "string"]], {})], "max_part_bytes": 10_000}
+    plan = {
+        "streams": [
+            (
+                0,
+                None,
+                "s",
+                "metrics",
+                [
+                    ["dimensionId", "dimensionId", "dimension_id"],
+                    ["value", "value", "number"],
+                    ["externalId", "externalId", "string"],
+                ],
+                {},
+            )
+        ],
+        "max_part_bytes": 10_000,
+    }
     line = b'{"type":"RECORD","record":{"stream":"s","data":{"dimensionId":"d","value":1,"externalId":"c"},"meta":{"changes":[{"field":"x"}]}}}'
     plain = line.replace(b',"meta":{"changes":[{"field":"x"}]}', b',"meta":{"changes":[]}')
     segments = Decoder(plan).decode(line + b"\n" + plain)

@@ -8,16 +8,22 @@ from __future__ import annotations
 
 import random
 import threading
-from typing import Any, Iterable, Optional, Union
+from collections.abc import Iterable
+from typing import Any, Optional, Union
 
 import pytest
 from airbyte_cdk.models import AirbyteMessage, FailureType
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
-from destination_planhat.planhat.answers import PostResult, RejectedItem
-from destination_planhat.planhat.errors import PlanhatAuthError, PlanhatPayloadTooLarge, PlanhatRejectedRequest, PlanhatUnavailable
-from destination_planhat.planhat.api import Endpoint
 from destination_planhat.mapping.routing import route_streams
+from destination_planhat.planhat.answers import PostResult, RejectedItem
+from destination_planhat.planhat.api import Endpoint
+from destination_planhat.planhat.errors import (
+    PlanhatAuthError,
+    PlanhatPayloadTooLarge,
+    PlanhatRejectedRequest,
+    PlanhatUnavailable,
+)
 from destination_planhat.sync.writer import PlanhatWriter
 from destination_planhat.testing.builders import (
     ACTIVITY_SCHEMA,
@@ -60,7 +66,7 @@ class Run:
         with self._lock:
             self.emitted.append((message, acknowledged))
 
-    def start(self) -> "Run":
+    def start(self) -> Run:
         self.writer.start()
         return self
 
@@ -74,7 +80,7 @@ class Run:
                 self.read_before[id(step)] = {t for t in self._tags if not t.startswith("x")}
                 self.writer.state(step)
 
-    def run(self, steps: Iterable[Step]) -> "Run":
+    def run(self, steps: Iterable[Step]) -> Run:
         self.start()
         try:
             self.feed(steps)
@@ -95,7 +101,9 @@ class Run:
     def assert_each_state_followed_its_records(self) -> None:
         for message, acknowledged in self.emitted:
             missing = self.read_before[id(message)] - acknowledged
-            assert not missing, f"state {state_cursor(message)!r} was emitted before records {sorted(missing)} were acknowledged"
+            assert not missing, (
+                f"state {state_cursor(message)!r} was emitted before records {sorted(missing)} were acknowledged"
+            )
 
 
 def record_data(stream: str, tag: str) -> dict[str, Any]:
@@ -195,7 +203,9 @@ def test_many_states_with_slow_random_answers_from_several_threads(seed, batch_s
     assert [state_cursor(m) for m in run.states] == expected
     run.assert_each_state_followed_its_records()
     sent = [tag_of(item) for _, items in run.client.calls for item in items]
-    assert sorted(sent) == sorted(t for t in run.tags if not t.startswith("x")), "each record of the catalog posted once"
+    assert sorted(sent) == sorted(t for t in run.tags if not t.startswith("x")), (
+        "each record of the catalog posted once"
+    )
     assert all(len(items) <= batch_size for _, items in run.client.calls)
     assert len(run.client.threads) > 1
 
@@ -268,8 +278,10 @@ def test_planhat_per_item_errors_do_not_fail_the_sync():
     [
         (["m", "m", stream_state("m", "a")], [("a", 2, 0)]),
         # Per stream: each state counts its own stream's records since that stream's previous state.
-        (["m", "u", "m", stream_state("m", "a"), "u", stream_state("u", "b"), "m", stream_state("m", "c")],
-         [("a", 2, 0), ("b", 2, 0), ("c", 1, 0)]),
+        (
+            ["m", "u", "m", stream_state("m", "a"), "u", stream_state("u", "b"), "m", stream_state("m", "c")],
+            [("a", 2, 0), ("b", 2, 0), ("c", 1, 0)],
+        ),
         (["u", stream_state("m", "a")], [("a", 0, 0)]),
         # GLOBAL and LEGACY states count the records of every stream since the previous such state.
         (["m", "u", "u", global_state("g1"), "m", global_state("g2")], [("g1", 3, 0), ("g2", 1, 0)]),
@@ -279,8 +291,10 @@ def test_planhat_per_item_errors_do_not_fail_the_sync():
         (["m", "x", global_state("g")], [("g", 1, 1)]),
         (["x", "m", stream_state("m", "a")], [("a", 1, 0)]),
         # A state of a stream not in the catalog counts that stream's records since its previous state.
-        (["x", "x", stream_state("x", "a"), "x", stream_state("x", "b"), "m", stream_state("x", "c")],
-         [("a", 0, 2), ("b", 0, 1), ("c", 0, 0)]),
+        (
+            ["x", "x", stream_state("x", "a"), "x", stream_state("x", "b"), "m", stream_state("x", "c")],
+            [("a", 0, 2), ("b", 0, 1), ("c", 0, 0)],
+        ),
     ],
 )
 def test_record_count_of_each_state(steps, expected):
@@ -303,11 +317,22 @@ def test_records_of_a_stream_not_in_the_catalog_are_skipped_counted_and_warned_o
 
 
 FAILURES = [
-    (PlanhatAuthError("HTTP 401: Unauthorized", endpoint=Endpoint.METRICS, status=401), FailureType.config_error, "api_token"),
-    (PlanhatAuthError("HTTP 403: Forbidden", endpoint=Endpoint.USER_ACTIVITIES, status=403), FailureType.config_error, "tenant_uuid"),
+    (
+        PlanhatAuthError("HTTP 401: Unauthorized", endpoint=Endpoint.METRICS, status=401),
+        FailureType.config_error,
+        "api_token",
+    ),
+    (
+        PlanhatAuthError("HTTP 403: Forbidden", endpoint=Endpoint.USER_ACTIVITIES, status=403),
+        FailureType.config_error,
+        "tenant_uuid",
+    ),
     (PlanhatUnavailable("HTTP 503 after 8 attempt(s)", endpoint=Endpoint.METRICS), FailureType.transient_error, "503"),
-    (PlanhatRejectedRequest("HTTP 400: bad things", endpoint=Endpoint.METRICS, status=400, body="bad things"),
-     FailureType.system_error, "bad things"),
+    (
+        PlanhatRejectedRequest("HTTP 400: bad things", endpoint=Endpoint.METRICS, status=400, body="bad things"),
+        FailureType.system_error,
+        "bad things",
+    ),
 ]
 
 
@@ -358,7 +383,7 @@ def test_a_failed_batch_among_concurrent_ones_releases_no_state_behind_it(error,
             run.writer.close()
     assert raised.value.failure_type == failure_type
     failed_tag = tag_of(run.client.calls[10][1][0])
-    for message, acknowledged in run.emitted:
+    for message, _acknowledged in run.emitted:
         assert failed_tag not in run.read_before[id(message)], "a state behind the failed batch was emitted"
     assert [state_cursor(m) for m in run.states] == list(range(len(run.states)))
     run.assert_each_state_followed_its_records()

@@ -15,14 +15,14 @@ on top, read against the columns as they arrive (already renamed).
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, Optional
 
 from airbyte_cdk.models import ConfiguredAirbyteStream
 
 from destination_planhat.config import FieldMapping, StreamSettings
 from destination_planhat.mapping.analytics import declared_properties
-from destination_planhat.planhat.api import CUSTOM_PREFIX
-from destination_planhat.planhat.api import Endpoint, MatchOn
+from destination_planhat.planhat.api import CUSTOM_PREFIX, Endpoint, MatchOn
 
 OBJECT_NAMES = {endpoint.value: endpoint for endpoint in Endpoint}
 
@@ -37,10 +37,14 @@ def activation_settings(
     where = f"stream '{label}' (destination_object_name '{object_name}', mapped in the Airbyte UI)"
     endpoint = OBJECT_NAMES.get(object_name)
     if endpoint is None:
-        return None, None, [
-            f"{where}: '{object_name}' is not a Planhat target of this connector; choose one of "
-            f"{', '.join(OBJECT_NAMES)} (refresh the destination's schema in Airbyte if the list looks old)"
-        ]
+        return (
+            None,
+            None,
+            [
+                f"{where}: '{object_name}' is not a Planhat target of this connector; choose one of "
+                f"{', '.join(OBJECT_NAMES)} (refresh the destination's schema in Airbyte if the list looks old)"
+            ],
+        )
     problems: list[str] = []
     if entry is not None and entry.endpoint is not endpoint:
         problems.append(
@@ -59,7 +63,9 @@ def activation_settings(
         match_on, problem = _match_on(where, endpoint, configured)
         if problem:
             problems.append(problem)
-        elif entry is not None and entry.match_on is not None and match_on is not None and entry.match_on is not match_on:
+        elif (
+            entry is not None and entry.match_on is not None and match_on is not None and entry.match_on is not match_on
+        ):
             problems.append(
                 f"{where}: its `streams` entry says match_on '{entry.match_on.value}', but the primary key says "
                 f"'{match_on.value}'; remove match_on from the entry"
@@ -69,14 +75,19 @@ def activation_settings(
     return endpoint, _settings(label, configured, endpoint, entry, match_on), []
 
 
-def _match_on(where: str, endpoint: Endpoint, configured: ConfiguredAirbyteStream) -> tuple[Optional[MatchOn], Optional[str]]:
+def _match_on(
+    where: str, endpoint: Endpoint, configured: ConfiguredAirbyteStream
+) -> tuple[Optional[MatchOn], Optional[str]]:
     """`update` upserts on the stream's primary key: it must be one of the object's matching keys."""
     keys = endpoint.target.matching_keys
     choices = " or ".join(str(key) for key in keys)
     primary_key = configured.primary_key or []
     flat = [str(part) for path in primary_key for part in path]
     if not flat:
-        return None, f"{where}: update needs a primary key to match records on; choose one of the matching keys {choices}"
+        return (
+            None,
+            f"{where}: update needs a primary key to match records on; choose one of the matching keys {choices}",
+        )
     for keyable, field in endpoint.target.keyables.items():
         if sorted(flat) == [field]:
             return MatchOn(keyable), None

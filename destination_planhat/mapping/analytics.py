@@ -19,8 +19,9 @@ are made from that plan, never from the settings again.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 from destination_planhat.mapping.value_checks import (
     BAD,
@@ -126,7 +127,9 @@ def source_field_problem(entry: str, source_field: str, field: str, properties: 
     problem = _path_problem(split_path(source_field, properties), properties)
     if problem is None:
         return None
-    return f"{entry}: source_field '{source_field}' for '{field}': {problem}; fix the name, or refresh the source schema"
+    return (
+        f"{entry}: source_field '{source_field}' for '{field}': {problem}; fix the name, or refresh the source schema"
+    )
 
 
 def _path_problem(parts: tuple[str, ...], properties: Optional[Mapping[str, Any]]) -> Optional[str]:
@@ -151,7 +154,7 @@ def _columns(properties: Mapping[str, Any]) -> str:
 def compile_mapping(
     label: str,
     endpoint: Endpoint,
-    settings: Optional["StreamSettings"],
+    settings: Optional[StreamSettings],
     json_schema: Optional[Mapping[str, Any]],
 ) -> tuple[MappingPlan, list[str]]:
     """The plan of a stream's mapper and every problem of its settings (empty when it is usable;
@@ -176,9 +179,7 @@ def compile_mapping(
         entry = f"{where}, field_mappings entry {number}"
         field = mapping.planhat_field
         if field not in ALL_FIELDS:
-            problems.append(
-                f"{entry}: '{field}' is not a Planhat field; choose one of {', '.join(fields)}"
-            )
+            problems.append(f"{entry}: '{field}' is not a Planhat field; choose one of {', '.join(fields)}")
             continue
         if field not in kinds:
             problems.append(
@@ -222,7 +223,7 @@ def compile_mapping(
             if not is_dimension_id(dimension):
                 problems.append(
                     f"{where}: unpivot column '{column}' cannot be a dimensionId, which allows {DIMENSION_ID_CHARACTERS} "
-                    "only; give it one: {\"column\": \"" + column + "\", \"dimension_id\": \"...\"}"
+                    'only; give it one: {"column": "' + column + '", "dimension_id": "..."}'
                     if column == dimension
                     else f"{where}: the dimension_id '{dimension}' of unpivot column '{column}' allows "
                     f"{DIMENSION_ID_CHARACTERS} only"
@@ -257,7 +258,11 @@ def compile_mapping(
 
 
 def _unsourced_required(
-    where: str, endpoint: Endpoint, mapped: Mapping[str, FieldMapping], unpivot: tuple[str, ...], properties: Optional[Mapping[str, Any]]
+    where: str,
+    endpoint: Endpoint,
+    mapped: Mapping[str, FieldMapping],
+    unpivot: tuple[str, ...],
+    properties: Optional[Mapping[str, Any]],
 ) -> list[str]:
     """Required fields that no mapping, constant or same-named column can fill: every record would be rejected."""
 

@@ -1,6 +1,6 @@
 """One Airbyte record -> one Planhat object item (a company, an end user, ...), checked, with its key.
 
-The analytics mapper (mapping.py) is tuned for millions of small metrics; objects
+The analytics mapper (mapping/analytics.py) is tuned for millions of small metrics; objects
 come at most 5,000 per request and 200 requests per minute, so this mapper is plain Python.
 
 What a record becomes:
@@ -25,12 +25,21 @@ every problem of the settings) and keeps the plan on the route; `build_object_ma
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional, Union
+from typing import Any, Optional, Union
 
-from destination_planhat.mapping.value_checks import BAD, convert_constant, to_date, to_number, to_object, to_string
 from destination_planhat.config import StreamSettings, UnmappedColumns
-from destination_planhat.mapping.analytics import Invalid, RecordRejected, declared_properties, dig, example_of, source_field_problem, split_path
+from destination_planhat.mapping.analytics import (
+    Invalid,
+    RecordRejected,
+    declared_properties,
+    dig,
+    example_of,
+    source_field_problem,
+    split_path,
+)
+from destination_planhat.mapping.value_checks import BAD, convert_constant, to_date, to_number, to_object, to_string
 from destination_planhat.planhat.api import CUSTOM_PREFIX, FieldKind, MatchOn, Target
 
 Item = dict[str, Any]
@@ -134,9 +143,7 @@ def compile_object(
             )
     if settings is not None and settings.unpivot_columns:
         problems.append(f"{where}: unpivot_columns only apply to Metrics; remove them")
-    aliases = {
-        alias: (reference, prefix) for reference in target.references for alias, prefix in reference.aliases
-    }
+    aliases = {alias: (reference, prefix) for reference in target.references for alias, prefix in reference.aliases}
     mapped: dict[str, Any] = {}
     for number, mapping in enumerate(settings.field_mappings if settings else (), start=1):
         entry = f"{where}, field_mappings entry {number}"
@@ -175,7 +182,7 @@ def compile_object(
             if prefix:
                 value = [prefix + mapping.constant] if many else prefix + mapping.constant
             if to.startswith(CUSTOM_PREFIX):
-                constants.setdefault(CUSTOM, {})[to[len(CUSTOM_PREFIX):]] = value
+                constants.setdefault(CUSTOM, {})[to[len(CUSTOM_PREFIX) :]] = value
             else:
                 constants[to] = value
             return
@@ -242,7 +249,7 @@ def build_object_mapper(plan: ObjectPlan) -> ObjectMapper:
             if f.target.startswith(CUSTOM_PREFIX):
                 custom = item.setdefault(CUSTOM, {})
                 if type(custom) is dict:
-                    custom[f.target[len(CUSTOM_PREFIX):]] = converted
+                    custom[f.target[len(CUSTOM_PREFIX) :]] = converted
                 continue
             item[f.target] = converted
         if custom_columns:
@@ -263,7 +270,9 @@ def build_object_mapper(plan: ObjectPlan) -> ObjectMapper:
         for name in required:
             value = item.get(name)
             if value is None or value == "":
-                return Invalid(f"{name} is missing (required to create {plan.target.label})", example_of("item", item), item), key
+                return Invalid(
+                    f"{name} is missing (required to create {plan.target.label})", example_of("item", item), item
+                ), key
         return item, key
 
     return map_record
@@ -278,4 +287,3 @@ def merge_items(earlier: Item, later: Item) -> Item:
         else:
             merged[name] = value
     return merged
-

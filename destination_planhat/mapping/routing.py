@@ -1,22 +1,22 @@
 """Which Planhat endpoint each configured stream goes to, decided once before anything is sent.
 
-In order: the stream's `destination_object_name` (mapped in the Airbyte UI; activation.py), its
+In order: the stream's `destination_object_name` (mapped in the Airbyte UI; mapping/activation.py), its
 `streams` entry, its schema (Metrics or User Activities fields).
 
 Each routed stream's mapping settings are compiled here, once per sync (mapping.compile_mapping,
-object_mapping.compile_object): the problems go into the one config error, the plan onto the
+objects.compile_object): the problems go into the one config error, the plan onto the
 route, from which the writer builds the stream's mapper."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping, NamedTuple, Optional, Union
+from typing import Any, NamedTuple, Optional, Union
 
 from airbyte_cdk.models import ConfiguredAirbyteCatalog, ConfiguredAirbyteStream, DestinationSyncMode
 
-from destination_planhat.mapping.activation import activation_settings
 from destination_planhat.config import PlanhatConfig, StreamSettings
-from destination_planhat.planhat.errors import config_error
+from destination_planhat.mapping.activation import activation_settings
 from destination_planhat.mapping.analytics import MappingPlan, compile_mapping
 from destination_planhat.mapping.objects import ObjectPlan, compile_object
 from destination_planhat.planhat.api import (
@@ -28,6 +28,7 @@ from destination_planhat.planhat.api import (
     Endpoint,
     MatchOn,
 )
+from destination_planhat.planhat.errors import config_error
 
 StreamKey = tuple[Optional[str], str]  # (namespace, name), as Airbyte identifies a stream
 StreamPlan = Union[MappingPlan, ObjectPlan]  # a stream's compiled mapping, by its kind of target
@@ -135,20 +136,24 @@ def _route(
             why = "set in the connector's `streams` setting"
             return _Choice(settings.endpoint, why, settings), []
         mode_name = getattr(mode, "value", mode)
-        return None, [(
-            f"stream '{label}' uses the destination sync mode '{mode_name}', but Planhat's {settings.endpoint.label} "
-            "can only be upserted (nothing is deleted, so a table cannot be replaced): choose 'append' or "
-            "'append_dedup' for this stream (both upsert on its `match_on` key)"
-        )]
+        return None, [
+            (
+                f"stream '{label}' uses the destination sync mode '{mode_name}', but Planhat's {settings.endpoint.label} "
+                "can only be upserted (nothing is deleted, so a table cannot be replaced): choose 'append' or "
+                "'append_dedup' for this stream (both upsert on its `match_on` key)"
+            )
+        ]
     if mode != DestinationSyncMode.append:
         # Planhat has no primary keys to deduplicate on and nothing can be replaced or deleted, so
         # append_dedup and overwrite would silently mean "append", and re-sent rows inflate totals.
         mode_name = getattr(mode, "value", mode)
-        return None, [(
-            f"stream '{label}' uses the destination sync mode '{mode_name}', but Planhat's analytics "
-            "endpoints only append (nothing can be deduplicated, replaced or deleted): choose 'append' for "
-            "this stream (in PyAirbyte: destination.write(source, cache=False, write_strategy='append'))"
-        )]
+        return None, [
+            (
+                f"stream '{label}' uses the destination sync mode '{mode_name}', but Planhat's analytics "
+                "endpoints only append (nothing can be deduplicated, replaced or deleted): choose 'append' for "
+                "this stream (in PyAirbyte: destination.write(source, cache=False, write_strategy='append'))"
+            )
+        ]
     if settings is not None:
         why = "set in the connector's `streams` setting"
         return _Choice(settings.endpoint, why, settings), []
@@ -158,11 +163,13 @@ def _route(
     elif endpoint is Endpoint.USER_ACTIVITIES:
         why = "its schema has " + " or ".join(USER_ACTIVITY_IDENTITY_FIELDS)
     else:
-        return None, [(
-            f"stream '{label}' has neither the Metrics fields ({', '.join(METRIC_REQUIRED_FIELDS)}) nor a User "
-            f"Activities field ({' or '.join(USER_ACTIVITY_IDENTITY_FIELDS)}) in its schema: add an entry for it "
-            "under `streams` with its `endpoint`, or rename its columns at the source"
-        )]
+        return None, [
+            (
+                f"stream '{label}' has neither the Metrics fields ({', '.join(METRIC_REQUIRED_FIELDS)}) nor a User "
+                f"Activities field ({' or '.join(USER_ACTIVITY_IDENTITY_FIELDS)}) in its schema: add an entry for it "
+                "under `streams` with its `endpoint`, or rename its columns at the source"
+            )
+        ]
     return _Choice(endpoint, why, None), []
 
 

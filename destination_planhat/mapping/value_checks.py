@@ -1,8 +1,8 @@
 """The per-value checks of Planhat fields: no Airbyte CDK imports.
 
-Why a module of its own: the parse worker processes (parse_worker.py) map records with exactly
+Why a module of its own: the parse worker processes (reading/worker_process.py) map records with exactly
 these functions, and they must start fast and stay small, so nothing here may import the CDK,
-pydantic or requests. mapping.py builds the mapper on top of this module; typed_records.py uses
+pydantic or requests. mapping/analytics.py builds the mapper on top of this module; reading/typed_records.py uses
 its memos.
 """
 
@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from datetime import date, datetime, timezone
-from typing import Any, Callable
+from typing import Any
 
 from destination_planhat.planhat.api import (
     DIMENSION_ID_CHARACTERS,
@@ -36,7 +37,9 @@ _INTEGER_TEXT = re.compile(r"\s*[+-]?\d+\s*", re.ASCII).fullmatch
 is_dimension_id = re.compile(DIMENSION_ID_PATTERN).fullmatch
 _MODELS = frozenset(METRIC_MODELS)
 # A date-time in UTC (Z, +00:00, +0000, +00) or without a zone, which is taken as UTC.
-_UTC_DATE_TIME = re.compile(r"(\d{4}-\d\d-\d\d)[Tt ](\d\d:\d\d:\d\d)(?:[.,](\d{1,9}))?(?:[Zz]|[+-]00(?::?00)?)?", re.ASCII).fullmatch
+_UTC_DATE_TIME = re.compile(
+    r"(\d{4}-\d\d-\d\d)[Tt ](\d\d:\d\d:\d\d)(?:[.,](\d{1,9}))?(?:[Zz]|[+-]00(?::?00)?)?", re.ASCII
+).fullmatch
 GOOD_DIMENSION_IDS: set[str] = set()  # a memo of valid dimensionIds (few per stream); bounded
 GOOD_DIMENSION_IDS_SIZE = 10_000
 DATE_MEMO: dict[str, Any] = {}  # a memo of the pure function _normalize_date; bounded, never evicted

@@ -6,8 +6,9 @@ means "received", with its items counted as unconfirmed.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional
+from typing import Any, Optional
 
 import orjson
 
@@ -56,7 +57,9 @@ def read_analytics_answer(body: bytes) -> PostResult:
     if isinstance(raw_errors, list):
         for entry in raw_errors:
             if isinstance(entry, Mapping):
-                errors.append(RejectedItem(entry.get(RESPONSE_ERROR_ITEM), str(entry.get(RESPONSE_ERROR_REASON, "unknown error"))))
+                errors.append(
+                    RejectedItem(entry.get(RESPONSE_ERROR_ITEM), str(entry.get(RESPONSE_ERROR_REASON, "unknown error")))
+                )
             else:
                 errors.append(RejectedItem(None, str(entry)))
     return PostResult(processed=answer[RESPONSE_PROCESSED], errors=errors)
@@ -112,7 +115,9 @@ def read_upsert_answer(body: bytes) -> PostResult:
             errors.extend(_error_entry(entry) for entry in entries)
     created, updated = _count(answer.get("created")), _count(answer.get("updated"))
     if created is None and updated is None:
-        return PostResult(processed=None, errors=errors, note=f"the answer had no created/updated counts: {quote(body)}")
+        return PostResult(
+            processed=None, errors=errors, note=f"the answer had no created/updated counts: {quote(body)}"
+        )
     unchanged = _count(answer.get("nonupdates"))
     return PostResult(
         processed=(created or 0) + (updated or 0),

@@ -2,15 +2,16 @@
 
 A change on Planhat's side (a path, a field name, a limit) should be a one-line change here. Each
 place a stream can be written to is a `Target`, described in `TARGETS`: adding one is a description
-(plus, where its answers differ, a reader in answers.py).
+(plus, where its answers differ, a reader in planhat/answers.py).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Callable, Literal, Mapping, Optional, get_args
+from typing import Literal, Optional, get_args
 
 from destination_planhat.planhat.answers import PostResult, read_analytics_answer, read_upsert_answer
 
@@ -26,7 +27,7 @@ DEFAULT_CALLS_PER_MINUTE = 200
 
 
 # The main API's list of custom field definitions (read by `discover`; nothing is written there).
-# Each definition: `name` (the key under an item's `custom`), `type` (see custom_fields.py), `parent`
+# Each definition: `name` (the key under an item's `custom`), `type` (see planhat/custom_fields.py), `parent`
 # (the model, as Target.model), `isFormula`, `isLocked`, `listValues` (the options of list types).
 CUSTOM_FIELDS_PATH = "/customfields"
 
@@ -38,8 +39,10 @@ UPDATE = "update"
 # `field_mappings` entry and discover's schemas use; the item carries it as `custom: {name: value}`.
 CUSTOM_PREFIX = "custom."
 
+
 def main_api_base_url(region: str) -> str:
     return "https://" + MAIN_API_HOST.format(region=f"-{region}" if region else "")
+
 
 # Planhat rejects request bodies over 32 MB. Batches are cut well below that, so that a proxy's
 # own framing or a slightly different byte count on Planhat's side never tips a batch over.
@@ -72,7 +75,7 @@ class Endpoint(str, Enum):
         return TARGETS[self].label
 
     @property
-    def target(self) -> "Target":
+    def target(self) -> Target:
         return TARGETS[self]
 
     @property
@@ -87,7 +90,6 @@ METRIC_MODELS: tuple[str, ...] = get_args(MetricModel)
 
 # At least one of these identifies the end user of an activity.
 USER_ACTIVITY_IDENTITY_FIELDS = ("email", "euExtId")
-
 
 
 class FieldKind(str, Enum):
@@ -154,6 +156,7 @@ def endpoint_path(endpoint: Endpoint, tenant: str) -> str:
         raise ValueError("`tenant_uuid` must contain only letters, digits and dashes")
     return TARGETS[endpoint].path.format(tenant=tenant)
 
+
 # Where users find their credentials, quoted in error messages.
 WHERE_TENANT_TOKEN = "the Tenant UUID in Planhat's Developer section (app.planhat.com/developer)"
 WHERE_API_TOKEN = "a Planhat API access token of a Service Account (a Private App in upgraded Planhat)"
@@ -185,7 +188,7 @@ class Reference:
     """
 
     field: str
-    parent: "Endpoint"
+    parent: Endpoint
     many: bool = False  # the field is an array of references (issues' companyIds)
     aliases: tuple[tuple[str, str], ...] = (("companyExternalId", "extid-"), ("companySourceId", "srcid-"))
 
@@ -273,7 +276,14 @@ _ANALYTICS_TARGETS: dict[Endpoint, Target] = {
 # table; see docs/planhat.md for the objects left out and why. `custom` (an object) takes custom
 # fields by name. Fields Planhat marks as automatic are left out (they are not written).
 
-S, N, D, O, B, A = FieldKind.STRING, FieldKind.NUMBER, FieldKind.DATE, FieldKind.OBJECT, FieldKind.BOOLEAN, FieldKind.ARRAY
+S, N, D, O, B, A = (  # noqa: E741 (one letter per kind keeps the field tables readable)
+    FieldKind.STRING,
+    FieldKind.NUMBER,
+    FieldKind.DATE,
+    FieldKind.OBJECT,
+    FieldKind.BOOLEAN,
+    FieldKind.ARRAY,
+)
 _KEYS = {"_id": S, "externalId": S, "sourceId": S}
 _ALL_KEYS = {"externalId": "externalId", "sourceId": "sourceId", "_id": "_id"}
 _COMPANY = (Reference("companyId", Endpoint.COMPANIES),)
@@ -300,30 +310,75 @@ OBJECTS: Mapping[Endpoint, _Object] = {
     Endpoint.ENDUSERS: _Object(
         "End Users",
         "EndUser",
-        {**_KEYS, "email": S, "companyId": S, "firstName": S, "lastName": S, "position": S, "phone": S, "tags": A,
-         "featured": B, "primary": B, "archived": B, "custom": O},
+        {
+            **_KEYS,
+            "email": S,
+            "companyId": S,
+            "firstName": S,
+            "lastName": S,
+            "position": S,
+            "phone": S,
+            "tags": A,
+            "featured": B,
+            "primary": B,
+            "archived": B,
+            "custom": O,
+        },
         ("email",),  # companyId too, unless the email's domain is a company's (Planhat assigns it then)
     ),
     Endpoint.ASSETS: _Object(
         "Assets",
         "Asset",
-        {**_KEYS, "name": S, "companyId": S, "serialNumber": S, "value": N, "_currency": S, "installDate": D,
-         "status": S, "ownerId": S, "custom": O},
+        {
+            **_KEYS,
+            "name": S,
+            "companyId": S,
+            "serialNumber": S,
+            "value": N,
+            "_currency": S,
+            "installDate": D,
+            "status": S,
+            "ownerId": S,
+            "custom": O,
+        },
         ("name", "companyId"),
     ),
     Endpoint.PROJECTS: _Object(
         "Projects",
         "Project",
-        {**_KEYS, "name": S, "companyId": S, "currency": S, "startDate": D, "endDate": D, "mrr": N, "arr": N,
-         "nrr": N, "custom": O},
+        {
+            **_KEYS,
+            "name": S,
+            "companyId": S,
+            "currency": S,
+            "startDate": D,
+            "endDate": D,
+            "mrr": N,
+            "arr": N,
+            "nrr": N,
+            "custom": O,
+        },
         ("name", "companyId"),
     ),
     Endpoint.LICENSES: _Object(
         "Licenses",
         "License",
-        {**_KEYS, "companyId": S, "_currency": S, "fromDate": D, "toDate": D, "product": S, "fixedPeriod": B,
-         "mrr": N, "value": N, "renewalStatus": S, "autoRenews": B, "renewalPeriod": N, "noticePeriod": N,
-         "custom": O},
+        {
+            **_KEYS,
+            "companyId": S,
+            "_currency": S,
+            "fromDate": D,
+            "toDate": D,
+            "product": S,
+            "fixedPeriod": B,
+            "mrr": N,
+            "value": N,
+            "renewalStatus": S,
+            "autoRenews": B,
+            "renewalPeriod": N,
+            "noticePeriod": N,
+            "custom": O,
+        },
         ("_currency", "companyId", "fromDate"),
     ),
     Endpoint.SALES: _Object(
@@ -335,24 +390,66 @@ OBJECTS: Mapping[Endpoint, _Object] = {
     Endpoint.OPPORTUNITIES: _Object(
         "Opportunities",
         "Opportunity",
-        {**_KEYS, "companyId": S, "title": S, "salesStage": S, "_currency": S, "status": S, "dealDate": D,
-         "landingDate": D, "closeDate": D, "ownerId": S, "mrr": N, "arr": N, "nrr": N, "contractLength": N,
-         "custom": O},
+        {
+            **_KEYS,
+            "companyId": S,
+            "title": S,
+            "salesStage": S,
+            "_currency": S,
+            "status": S,
+            "dealDate": D,
+            "landingDate": D,
+            "closeDate": D,
+            "ownerId": S,
+            "mrr": N,
+            "arr": N,
+            "nrr": N,
+            "contractLength": N,
+            "custom": O,
+        },
         ("companyId",),
     ),
     Endpoint.CONVERSATIONS: _Object(
         "Conversations",
         "Conversation",
-        {**_KEYS, "companyId": S, "type": S, "subject": S, "description": S, "snippet": S, "date": D, "outDate": D,
-         "users": A, "activityTags": A, "tags": A, "starred": B, "pinned": B, "archived": B, "custom": O},
+        {
+            **_KEYS,
+            "companyId": S,
+            "type": S,
+            "subject": S,
+            "description": S,
+            "snippet": S,
+            "date": D,
+            "outDate": D,
+            "users": A,
+            "activityTags": A,
+            "tags": A,
+            "starred": B,
+            "pinned": B,
+            "archived": B,
+            "custom": O,
+        },
         ("companyId",),
     ),
     Endpoint.ISSUES: _Object(
         "Issues",
         "Issue",
-        {"_id": S, "sourceId": S, "title": S, "description": S, "source": S, "sourceUrl": S, "priority": S,
-         "status": S, "archived": B, "companyIds": A, "enduserIds": A, "conversationIds": A, "followers": A,
-         "custom": O},
+        {
+            "_id": S,
+            "sourceId": S,
+            "title": S,
+            "description": S,
+            "source": S,
+            "sourceUrl": S,
+            "priority": S,
+            "status": S,
+            "archived": B,
+            "companyIds": A,
+            "enduserIds": A,
+            "conversationIds": A,
+            "followers": A,
+            "custom": O,
+        },
         ("title",),
         keyables={"sourceId": "sourceId", "_id": "_id"},
         references=(Reference("companyIds", Endpoint.COMPANIES, many=True),),
@@ -361,8 +458,20 @@ OBJECTS: Mapping[Endpoint, _Object] = {
         "Invoices",
         "Invoice",
         # Dates of invoices are days since 1970-01-01 (integers), as Planhat's invoice page says.
-        {"_id": S, "sourceId": S, "extId": S, "cId": S, "currency": S, "product": S, "status": S,
-         "invoiceDate": N, "dueDate": N, "paidDate": N, "amountTotal": N, "custom": O},
+        {
+            "_id": S,
+            "sourceId": S,
+            "extId": S,
+            "cId": S,
+            "currency": S,
+            "product": S,
+            "status": S,
+            "invoiceDate": N,
+            "dueDate": N,
+            "paidDate": N,
+            "amountTotal": N,
+            "custom": O,
+        },
         ("currency", "cId"),
         keyables={"externalId": "extId", "sourceId": "sourceId", "_id": "_id"},
         references=(Reference("cId", Endpoint.COMPANIES),),
@@ -376,15 +485,39 @@ OBJECTS: Mapping[Endpoint, _Object] = {
     Endpoint.TASKS: _Object(
         "Tasks",
         "Task",
-        {**_KEYS, "mainType": S, "companyId": S, "action": S, "description": S, "startTime": D, "endTime": D,
-         "dateDone": D, "repeat": S, "repeatDays": N, "type": S, "ownerId": S, "custom": O},
+        {
+            **_KEYS,
+            "mainType": S,
+            "companyId": S,
+            "action": S,
+            "description": S,
+            "startTime": D,
+            "endTime": D,
+            "dateDone": D,
+            "repeat": S,
+            "repeatDays": N,
+            "type": S,
+            "ownerId": S,
+            "custom": O,
+        },
         ("mainType", "companyId"),
     ),
     Endpoint.NPS: _Object(
         "NPS",
         "Nps",
-        {"_id": S, "sourceId": S, "email": S, "score": N, "cId": S, "campaignId": S, "comment": S, "source": S,
-         "dateSent": D, "dateAnswered": D, "custom": O},
+        {
+            "_id": S,
+            "sourceId": S,
+            "email": S,
+            "score": N,
+            "cId": S,
+            "campaignId": S,
+            "comment": S,
+            "source": S,
+            "dateSent": D,
+            "dateAnswered": D,
+            "custom": O,
+        },
         ("email", "score"),
         keyables={"sourceId": "sourceId", "_id": "_id"},
         references=(Reference("cId", Endpoint.COMPANIES),),
@@ -422,7 +555,10 @@ def _object_target(endpoint: Endpoint, spec: _Object) -> Target:
     )
 
 
-TARGETS: Mapping[Endpoint, Target] = {**_ANALYTICS_TARGETS, **{endpoint: _object_target(endpoint, spec) for endpoint, spec in OBJECTS.items()}}
+TARGETS: Mapping[Endpoint, Target] = {
+    **_ANALYTICS_TARGETS,
+    **{endpoint: _object_target(endpoint, spec) for endpoint, spec in OBJECTS.items()},
+}
 OBJECT_ENDPOINTS = tuple(OBJECTS)
 ANALYTICS_ENDPOINTS = (Endpoint.METRICS, Endpoint.USER_ACTIVITIES)
 

@@ -1,4 +1,4 @@
-"""The only module that speaks HTTP: one session, timeouts, retries (retries.py), errors by meaning.
+"""The only module that speaks HTTP: one session, timeouts, retries (planhat/retries.py), errors by meaning.
 
 Where a request goes, how it is authenticated and how its answer is read come from the target's
 description (planhat.TARGETS); this module only carries them out.
@@ -8,15 +8,31 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable, Mapping, Optional
+from collections.abc import Callable, Mapping
+from typing import Optional
 
 import requests
 
 from destination_planhat.planhat.answers import PostResult, quote
+from destination_planhat.planhat.api import (
+    CUSTOM_FIELDS_PATH,
+    DEFAULT_CALLS_PER_MINUTE,
+    TARGETS,
+    Endpoint,
+    Host,
+    endpoint_path,
+)
 from destination_planhat.planhat.errors import PlanhatTLSError, PlanhatUnavailable, RequestAborted
 from destination_planhat.planhat.pacing import CallPacer
-from destination_planhat.planhat.api import CUSTOM_FIELDS_PATH, DEFAULT_CALLS_PER_MINUTE, TARGETS, Endpoint, Host, endpoint_path
-from destination_planhat.planhat.retries import RetryPolicy, Verdict, judge_exception, judge_status, parse_retry_after, tls_reason
+from destination_planhat.planhat.retries import (
+    DEFAULT_RETRY_POLICY,
+    RetryPolicy,
+    Verdict,
+    judge_exception,
+    judge_status,
+    parse_retry_after,
+    tls_reason,
+)
 
 logger = logging.getLogger("airbyte")
 
@@ -34,7 +50,7 @@ class PlanhatClient:
         *,
         main_base_url: Optional[str] = None,
         calls_per_minute: int = DEFAULT_CALLS_PER_MINUTE,
-        retry_policy: RetryPolicy = RetryPolicy(),
+        retry_policy: RetryPolicy = DEFAULT_RETRY_POLICY,
         connect_timeout: float = 10.0,
         read_timeout: float = 300.0,
         session: Optional[requests.Session] = None,
@@ -42,11 +58,12 @@ class PlanhatClient:
         pool_size: int = 8,
     ) -> None:
         """`base_url`: the analytics host's; `main_base_url`: the main API's (objects), paced at
-        `calls_per_minute` (pacing.py). `tenant`: None when no stream goes to the analytics host.
+        `calls_per_minute` (planhat/pacing.py). `tenant`: None when no stream goes to the analytics host.
         `sleep`: how to wait between attempts; by default a wait that `abort()` cuts short."""
         self._base_urls: Mapping[Host, str] = {Host.ANALYTICS: base_url, Host.MAIN: main_base_url or ""}
         self._urls = {
-            endpoint: self._base_urls[t.host] + (t.path if "{tenant}" not in t.path else endpoint_path(endpoint, tenant or ""))
+            endpoint: self._base_urls[t.host]
+            + (t.path if "{tenant}" not in t.path else endpoint_path(endpoint, tenant or ""))
             for endpoint, t in TARGETS.items()
             if "{tenant}" not in t.path or tenant
         }
@@ -112,7 +129,9 @@ class PlanhatClient:
         url = self._base_urls[Host.MAIN] + path
         self.pacer.wait()
         try:
-            response = self._session.get(url, headers=self._headers(endpoint), timeout=self._timeout, allow_redirects=False)
+            response = self._session.get(
+                url, headers=self._headers(endpoint), timeout=self._timeout, allow_redirects=False
+            )
         except requests.exceptions.SSLError as exc:
             raise PlanhatTLSError(f"the TLS connection failed ({tls_reason(exc)})", endpoint=endpoint) from None
         except requests.RequestException as exc:
@@ -233,5 +252,3 @@ def _failure_text(status: int, text: str, base_url_field: str) -> str:
             f"set `{base_url_field}` to the final address"
         )
     return f"HTTP {status}: {text}"
-
-

@@ -14,12 +14,18 @@ does not answer, discover offers the standard fields and says why in one warning
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Optional
 
+from destination_planhat.planhat.api import (
+    CUSTOM_FIELDS_PATH,
+    CUSTOM_PREFIX,
+    OBJECT_ENDPOINTS,
+    WHERE_API_TOKEN,
+    Endpoint,
+)
 from destination_planhat.planhat.errors import PlanhatAuthError, PlanhatError
-from destination_planhat.planhat.api import CUSTOM_PREFIX
-from destination_planhat.planhat.api import CUSTOM_FIELDS_PATH, OBJECT_ENDPOINTS, WHERE_API_TOKEN, Endpoint
 
 JsonSchema = dict[str, Any]
 
@@ -116,21 +122,30 @@ def read_custom_fields(token: Optional[str], read: Callable[[], bytes], where: s
     try:
         body = read()
     except PlanhatAuthError as exc:
-        return CustomFields({}, warning=(
-            lead + f"Planhat refused GET {CUSTOM_FIELDS_PATH} at {where} (HTTP {exc.status}): check `api_token` "
-            f"(it must be {WHERE_API_TOKEN}, allowed to read custom fields)"
-        ))
+        return CustomFields(
+            {},
+            warning=(
+                lead + f"Planhat refused GET {CUSTOM_FIELDS_PATH} at {where} (HTTP {exc.status}): check `api_token` "
+                f"(it must be {WHERE_API_TOKEN}, allowed to read custom fields)"
+            ),
+        )
     except PlanhatError as exc:
-        return CustomFields({}, warning=(
-            lead + f"GET {CUSTOM_FIELDS_PATH} at {where} failed ({exc}); run discover again later (in Airbyte: "
-            "refresh the destination's schema), or check `region` / `api_base_url`"
-        ))
+        return CustomFields(
+            {},
+            warning=(
+                lead + f"GET {CUSTOM_FIELDS_PATH} at {where} failed ({exc}); run discover again later (in Airbyte: "
+                "refresh the destination's schema), or check `region` / `api_base_url`"
+            ),
+        )
     try:
         definitions = json.loads(body)
     except ValueError:
         definitions = None
     if not isinstance(definitions, list):
-        return CustomFields({}, warning=(
-            lead + f"GET {CUSTOM_FIELDS_PATH} at {where} did not answer with a JSON list; check `api_base_url`"
-        ))
+        return CustomFields(
+            {},
+            warning=(
+                lead + f"GET {CUSTOM_FIELDS_PATH} at {where} did not answer with a JSON list; check `api_base_url`"
+            ),
+        )
     return group_custom_fields(definitions)

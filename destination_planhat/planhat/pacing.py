@@ -35,7 +35,8 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from typing import Callable, Mapping, Optional
+from collections.abc import Callable, Mapping
+from typing import Optional
 
 from pyrate_limiter import AbstractClock, InMemoryBucket, Limiter, Rate, RateItem
 
@@ -144,7 +145,11 @@ class CallPacer:
         return False
 
     def observe(
-        self, status: Optional[int], headers: Mapping[str, str], retry_after: Optional[float], sent_at: Optional[float] = None
+        self,
+        status: Optional[int],
+        headers: Mapping[str, str],
+        retry_after: Optional[float],
+        sent_at: Optional[float] = None,
     ) -> Optional[float]:
         """One answer, to the call made at `sent_at` (the pacer's clock; None: now): a 429, or no calls
         left, holds every later call; a 429 also lowers the rate (see the module's docstring).

@@ -1,6 +1,6 @@
 """When a request is tried again: one policy for how long to wait, one pure decision per answer.
 
-Why a retry loop of our own (client.py) rather than urllib3's `Retry`: each retry must be logged
+Why a retry loop of our own (planhat/client.py) rather than urllib3's `Retry`: each retry must be logged
 with the stream and batch, retries after an ambiguous failure (the server may have processed the
 body) must be counted as possible duplicates, a 413 must reach the caller (which splits the batch),
 and the total wait per batch is bounded. urllib3's `Retry` does none of these for POST; its
@@ -92,6 +92,9 @@ class RetryPolicy:
         if waited + backoff > self.max_total_wait:
             return None
         return backoff
+
+
+DEFAULT_RETRY_POLICY = RetryPolicy()
 
 
 def parse_retry_after(value: Optional[str]) -> Optional[float]:

@@ -4,17 +4,17 @@
 - `Decoder` turns one chunk into segments, in input order, of two kinds:
   - FAST: items of one stream, mapped, checked and encoded, each followed by "," (so they can be
     appended to the stream's open request body as they are), with where each item ends;
-  - ODD: the lines it did not handle, for the connector's general path (reading.parse_lines):
+  - ODD: the lines it did not handle, for the connector's general path (pipeline.parse_lines):
     STATEs and every other message, lines that are not strict JSON, records of streams without a
     plan (unpivot, dot paths) or not in the catalog, records that fail a check, records the source
     changed (`meta.changes`, counted by the connector), items too large for a request.
 
-The same two steps run in parse worker processes (parse_worker.py) and, with `parse_workers: 0`,
-in the connector's own process (reading.InProcess): what is sent, rejected, counted and logged
+The same two steps run in parse worker processes (reading/worker_process.py) and, with `parse_workers: 0`,
+in the connector's own process (pipeline.InProcess): what is sent, rejected, counted and logged
 does not depend on where they ran. A Decoder decides nothing the user could see: a FAST item is
-exactly what the general path would have made of its record, with the same mapper (mapping.py) or
-msgspec's typed equivalent (typed_records.py); anything else is handed back. At every ODD line the FAST segments before it are closed first, so a
-STATE always comes after every record read before it.
+exactly what the general path would have made of its record, with the same mapper (mapping/analytics.py) or
+msgspec's typed equivalent (reading/typed_records.py); anything else is handed back. At every ODD line the
+FAST segments before it are closed first, so a STATE always comes after every record read before it.
 
 This module imports no Airbyte CDK, pydantic or requests: a worker starts fast and stays small.
 """
@@ -23,15 +23,16 @@ from __future__ import annotations
 
 import time
 from array import array
-from typing import Any, Callable, NamedTuple, Optional, Union
+from collections.abc import Callable
+from typing import Any, NamedTuple, Optional, Union
 
 import msgspec
 import orjson
 
-from destination_planhat.sync.batching import largest_item_bytes
 from destination_planhat.mapping.analytics import item_mapper
 from destination_planhat.planhat.api import Endpoint, FieldKind
 from destination_planhat.reading.typed_records import TypedItems, decode_record_line, record_line_decoder, typed_items
+from destination_planhat.sync.batching import largest_item_bytes
 
 FAST = 0
 ODD = 1
@@ -242,14 +243,18 @@ class Decoder:
         """After a chunk: a stream whose records missed the typed path for a third of the chunk's
         lines (and at least TYPED_MISSES_TO_DROP) loses it, as trying it first would then cost more
         than it saves."""
-        dropped = [name for name, misses in self._misses.items() if misses >= TYPED_MISSES_TO_DROP and 3 * misses > lines]
+        dropped = [
+            name for name, misses in self._misses.items() if misses >= TYPED_MISSES_TO_DROP and 3 * misses > lines
+        ]
         self._misses = {}
         if dropped:
             for name in dropped:
                 del self._typed[name]
             self._compile()
 
-    def _second_try(self, line: bytes, record: Any, bodies: dict[int, bytearray], ends: dict[int, array]) -> tuple[int, int]:
+    def _second_try(
+        self, line: bytes, record: Any, bodies: dict[int, bytearray], ends: dict[int, array]
+    ) -> tuple[int, int]:
         """orjson and the general mapper on a record the typed path did not take: (bytes appended
         to its stream's body, the stream's position), or (0, 0) when it is not a valid item of a
         stream of the plan (ODD)."""

@@ -2,8 +2,8 @@
 
     pieces of input -> LineFramer -> chunks of whole lines -> Decoder -> segments -> applied in order
 
-The framer and the decoder (input_pipeline.py) are the same code wherever the decoding runs: in
-parse worker processes (parallel.py) or, with `parse_workers: 0` or a single CPU, in this process
+The framer and the decoder (reading/decoder.py) are the same code wherever the decoding runs: in
+parse worker processes (reading/worker_pool.py) or, with `parse_workers: 0` or a single CPU, in this process
 (`InProcess`). Segments are applied strictly in input order, here, on the reading thread: FAST runs
 of encoded items go straight into their stream's open batch (PlanhatWriter.take_encoded); ODD lines
 take the general path (`parse_lines`), which handles every kind of line and every mistake. So a
@@ -22,7 +22,8 @@ import queue
 import sys
 import threading
 from collections import deque
-from typing import Any, Callable, Generator, Iterable, Iterator, NoReturn, Optional, Protocol, Sequence, TypeVar
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from typing import Any, NoReturn, Optional, Protocol, TypeVar
 
 import orjson
 from airbyte_cdk.models import AirbyteMessage, AirbyteMessageSerializer
@@ -85,7 +86,7 @@ class MessageTarget(Protocol):
 
 
 class Decoding(Protocol):
-    """Where chunks are decoded: parse worker processes (parallel.ParseWorkers) or this process (InProcess).
+    """Where chunks are decoded: parse worker processes (worker_pool.ParseWorkers) or this process (InProcess).
     Chunks are sent to a number in turn; the answers to one number come back in the order sent."""
 
     count: int
@@ -204,7 +205,9 @@ def _json_line(message: Any) -> bytes:
         return json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogateescape") + b"\n"
 
 
-def run_pipeline(pieces: Iterable[bytes], writer: MessageTarget, workers: Optional[ParseWorkers] = None) -> Iterator[None]:
+def run_pipeline(
+    pieces: Iterable[bytes], writer: MessageTarget, workers: Optional[ParseWorkers] = None
+) -> Iterator[None]:
     """The pipeline over `pieces` of input (any size, cut anywhere), with idle ticks; yields after
     each piece, so that a caller can hand out the states released so far."""
     decoding: Decoding = workers if workers is not None else InProcess(writer.parallel_plan())
@@ -224,7 +227,9 @@ def run_pipeline(pieces: Iterable[bytes], writer: MessageTarget, workers: Option
         )
 
 
-def with_idle_ticks(source: Iterable[T], on_idle: Callable[[], None], tick: float = TICK_SECONDS) -> Generator[T, None, None]:
+def with_idle_ticks(
+    source: Iterable[T], on_idle: Callable[[], None], tick: float = TICK_SECONDS
+) -> Generator[T, None, None]:
     """`source`'s items, read ahead on a thread of their own, with `on_idle()` called every `tick`
     seconds while none arrives. Why: a source can go quiet for hours while a partial batch (and the
     states behind it) waits; the writer must still get the chance to send it."""
@@ -279,7 +284,7 @@ def read_chunks(stream: InputStream, size: int = READ_CHUNK_BYTES) -> Iterator[b
 
 
 def start_parse_workers(writer: PlanhatWriter) -> Optional[ParseWorkers]:
-    """The parse worker processes for the writer's sync (see parallel.py), or None to decode in this
+    """The parse worker processes for the writer's sync (see reading/worker_pool.py), or None to decode in this
     process. Decoding in this process is always correct, so anything that keeps workers from starting
     falls back to it, with a warning."""
     plan = writer.parallel_plan()
@@ -292,7 +297,9 @@ def start_parse_workers(writer: PlanhatWriter) -> Optional[ParseWorkers]:
     if count and not plan["streams"]:
         count, why = 0, "no stream is mapped without unpivot_columns or dot paths"
     if count and not workers_supported():
-        logger.warning(f"input parsing: parse worker processes need a POSIX system (this is {sys.platform}); parsing in this process")
+        logger.warning(
+            f"input parsing: parse worker processes need a POSIX system (this is {sys.platform}); parsing in this process"
+        )
         count = 0
     if not count:
         logger.info(f"input parsing: in the connector's own process ({why})")
@@ -373,7 +380,11 @@ def _state_line(writer: MessageTarget, line_number: int, line: bytes) -> None:
     try:
         writer.state(json.loads(line))
     except (ValueError, InvalidState) as exc:
-        writer.unparseable_line(line_number, line, str(exc) if isinstance(exc, InvalidState) else f"a STATE message that is not valid ({exc})")
+        writer.unparseable_line(
+            line_number,
+            line,
+            str(exc) if isinstance(exc, InvalidState) else f"a STATE message that is not valid ({exc})",
+        )
 
 
 def _is_state_line(line: bytes) -> bool:
@@ -416,4 +427,3 @@ def _salvage_record(line: bytes) -> Optional[dict[str, Any]]:
     if namespace is not None and not is_clean_text(namespace):
         return None
     return message
-

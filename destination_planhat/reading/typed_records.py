@@ -17,13 +17,27 @@ records. No Airbyte CDK here either (parse workers import it).
 from __future__ import annotations
 
 import operator
-from typing import Annotated, Any, Callable, NamedTuple, Optional, Sequence, Union
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any, NamedTuple, Optional, Union
 
 import msgspec
 import orjson
 
-from destination_planhat.mapping.value_checks import BAD, DATE_MEMO, GOOD_DIMENSION_IDS, FastField, to_date, to_dimension_id
-from destination_planhat.planhat.api import METRIC_REQUIRED_FIELDS, USER_ACTIVITY_IDENTITY_FIELDS, Endpoint, FieldKind, MetricModel
+from destination_planhat.mapping.value_checks import (
+    BAD,
+    DATE_MEMO,
+    GOOD_DIMENSION_IDS,
+    FastField,
+    to_date,
+    to_dimension_id,
+)
+from destination_planhat.planhat.api import (
+    METRIC_REQUIRED_FIELDS,
+    USER_ACTIVITY_IDENTITY_FIELDS,
+    Endpoint,
+    FieldKind,
+    MetricModel,
+)
 
 # What orjson can encode: integers of 64 bits (a larger one goes the general way, which says why).
 _Int = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
@@ -118,14 +132,16 @@ def typed_items(endpoint: Endpoint, fields: Sequence[FastField], constants: dict
         else:
             spec.append((field, Optional[kind_type], None))
     try:
-        decoded_type = msgspec.defstruct("Decoded", spec, rename={field: key for field, key, _ in fields},
-                                         omit_defaults=True, kw_only=True, gc=False)
+        decoded_type = msgspec.defstruct(
+            "Decoded", spec, rename={field: key for field, key, _ in fields}, omit_defaults=True, kw_only=True, gc=False
+        )
     except ValueError:  # msgspec refuses column names with a quote, a backslash or a control character
         return None
     encoded_type: Any = None  # the same struct encodes the item, unless a field comes from a column of another name
     if any(field != key for field, key, _ in fields):
-        encoded_type = msgspec.defstruct("Encoded", [(field, Any, None) for field, _, _ in fields], omit_defaults=True,
-                                        gc=False)
+        encoded_type = msgspec.defstruct(
+            "Encoded", [(field, Any, None) for field, _, _ in fields], omit_defaults=True, gc=False
+        )
     encode_into = msgspec.json.Encoder().encode_into
     to_tuple = msgspec.structs.astuple
     kinds = {field: kind for field, _, kind in fields}
@@ -186,11 +202,20 @@ def record_line_decoder(streams: dict[str, Optional[type]]) -> tuple[Callable[[b
     names: dict[type, str] = {}
     for name, decoded_type in streams.items():
         record_type = msgspec.defstruct(
-            "Record", [("data", decoded_type or msgspec.Raw), ("namespace", Optional[str], None), ("meta", Optional[_Meta], None)],
-            tag_field="stream", tag=name, gc=False,
+            "Record",
+            [
+                ("data", decoded_type or msgspec.Raw),
+                ("namespace", Optional[str], None),
+                ("meta", Optional[_Meta], None),
+            ],
+            tag_field="stream",
+            tag=name,
+            gc=False,
         )
         names[record_type] = name
     if not names:
         return decode_record_line, names
-    line_type = msgspec.defstruct("RecordLine", [("record", Union[tuple(names)])], tag_field="type", tag="RECORD", gc=False)
+    line_type = msgspec.defstruct(
+        "RecordLine", [("record", Union[tuple(names)])], tag_field="type", tag="RECORD", gc=False
+    )
     return msgspec.json.Decoder(line_type).decode, names

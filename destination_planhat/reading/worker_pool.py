@@ -1,8 +1,8 @@
 """Decoding on several cores: the parse worker processes, seen from the connector.
 
-The reading thread (reading.Pipeline) frames stdin into chunks of whole lines and hands them, in
-turn, to `parse_workers` worker processes (parse_worker.py), which decode them as the connector
-would in its own process (input_pipeline.Decoder). Their answers are applied strictly in input
+The reading thread (pipeline.Pipeline) frames stdin into chunks of whole lines and hands them, in
+turn, to `parse_workers` worker processes (reading/worker_process.py), which decode them as the connector
+would in its own process (decoder.Decoder). Their answers are applied strictly in input
 order by the same code as without workers. A worker that dies or fails fails the sync with a system
 error that names it; no record is skipped because of it (the records not yet applied were not read,
 and no state after them is emitted).
@@ -13,6 +13,7 @@ reading thread waits for the oldest answer before it sends more.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
@@ -65,7 +66,9 @@ def available_cpus() -> int:
     return max(1, cpus)
 
 
-def _cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup"), membership: Path = Path("/proc/self/cgroup")) -> Optional[float]:
+def _cgroup_cpu_quota(
+    root: Path = Path("/sys/fs/cgroup"), membership: Path = Path("/proc/self/cgroup")
+) -> Optional[float]:
     """CPUs allowed by this process's cgroup (v2 cpu.max, or v1 cfs quota), or None when unlimited
     or unknown. Looked up in the process's own cgroup (from /proc/self/cgroup, for containers that
     see the host's hierarchy) and at the root (for containers with a cgroup namespace of their own)."""
@@ -111,14 +114,16 @@ def default_worker_count(cpus: Optional[int] = None) -> int:
 def _import_root(package: ModuleType) -> Path:
     """The directory that holds a package as imported here: it goes on the worker's sys.path."""
     if package.__file__ is None:  # a namespace package (none of the three is one)
-        raise ParseWorkerFailed(f"cannot tell where {package.__name__} was imported from, so a parse worker could not import it")
+        raise ParseWorkerFailed(
+            f"cannot tell where {package.__name__} was imported from, so a parse worker could not import it"
+        )
     return Path(package.__file__).resolve().parent.parent
 
 
 class _Worker:
     """One worker process and what is on its way to and from it."""
 
-    def __init__(self, number: int, process: "subprocess.Popen[bytes]") -> None:
+    def __init__(self, number: int, process: subprocess.Popen[bytes]) -> None:
         if process.stdin is None or process.stdout is None:
             process.kill()
             process.wait()
@@ -203,7 +208,7 @@ class ParseWorkers:
         self._plan = json.dumps(plan).encode()  # plain json: the worker reads it without the CDK's helpers
         self._workers: list[_Worker] = []
 
-    def start(self) -> "ParseWorkers":
+    def start(self) -> ParseWorkers:
         # The worker imports this very package (the same code as this process), orjson and msgspec, from where
         # this process found them, and nothing else: no site-packages scan (-S), which saves memory.
         paths = list(dict.fromkeys(str(_import_root(module)) for module in (destination_planhat, orjson, msgspec)))
@@ -288,10 +293,8 @@ class ParseWorkers:
         answer nobody will read), and kill it if it does not."""
         for worker in self._workers:
             for pipe in (worker.to_worker, worker.from_worker):
-                try:
+                with contextlib.suppress(OSError):
                     pipe.close()
-                except OSError:
-                    pass
         deadline = time.monotonic() + STOP_WAIT_SECONDS
         for worker in self._workers:
             try:

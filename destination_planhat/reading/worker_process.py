@@ -1,12 +1,12 @@
-"""A parse worker process: chunks of JSON lines in, their segments out (input_pipeline.Decoder).
+"""A parse worker process: chunks of JSON lines in, their segments out (decoder.Decoder).
 
 Why processes: decoding a record (parse the line, check and convert each field, encode the item) is
 pure Python and holds the GIL, so one process cannot use a second core for it. The connector's own
-process (parallel.py) frames stdin into chunks of whole lines and hands each to a worker; the worker
+process (reading/worker_pool.py) frames stdin into chunks of whole lines and hands each to a worker; the worker
 decodes it with the same Decoder the connector uses in its own process, and answers with the
 segments. So a worker never decides anything the user could see.
 
-This module imports no Airbyte CDK, pydantic or requests (see input_pipeline.py, checks.py): a
+This module imports no Airbyte CDK, pydantic or requests (see reading/decoder.py, mapping/value_checks.py): a
 worker starts in a fraction of a second and stays small. Framing on stdin/stdout: a 4-byte
 big-endian length (FRAME_HEADER), then the payload. The first frame from the connector is the plan
 (JSON); every later one a chunk of lines (without a final newline); end of input closes stdin. Each
@@ -15,6 +15,7 @@ answer is a pickle of ("ok", segments) or ("error", traceback).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
@@ -39,13 +40,11 @@ def widen_pipe(fd: int, size: int = PIPE_BYTES) -> None:
     """Best effort: an unprivileged process may get less (/proc/sys/fs/pipe-max-size), other systems nothing."""
     if sys.platform != "linux":
         return
-    try:
+    with contextlib.suppress(OSError):
         fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, size)
-    except OSError:
-        pass
 
 
-# ----- framing (the connector's side is in parallel.py) ------------------------------------------
+# ----- framing (the connector's side is in reading/worker_pool.py) ------------------------------------------
 
 
 def write_frame(fd: int, payload: bytes) -> None:
@@ -93,7 +92,7 @@ def _read_exactly(fd: int, size: int) -> Optional[bytes]:
 
 def serve(read_fd: int, write_fd: int) -> int:
     """One chunk at a time: read it, answer it. A single thread, so parsing never waits for the GIL;
-    the connector reads and writes the pipes without blocking (parallel.py), so neither side can
+    the connector reads and writes the pipes without blocking (reading/worker_pool.py), so neither side can
     wait for the other forever."""
     plan_frame = read_frame(read_fd)
     if plan_frame is None:

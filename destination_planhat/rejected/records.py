@@ -6,7 +6,7 @@ of a known stream, a stream not in the catalog) or Planhat rejects (its answers)
 place, the S3 objects uploaded. The writer calls `flush()` before it emits a STATE (and at the end
 of the sync), and only when something new was added, so the rejected records a state covers are
 stored before the state is out; a failure to store them fails the sync before that state, and no
-later state is emitted (state.py).
+later state is emitted (sync/state_barrier.py).
 
 Where (the platform's convention, see config.py): `{bucket_path}/{path_format}/{file_name_format}`,
 by default `{bucket_path}/{sync_id}/{namespace}/{stream_name}/{date}_{timestamp}_{part_number}.jsonl`,
@@ -37,16 +37,17 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any, Callable, Iterable, Iterator, Optional, Protocol, Union
+from typing import IO, Any, Optional, Protocol, Union
 
 import orjson
 
-from destination_planhat.mapping.unclean_json import NonFiniteNumber, is_clean_text
 from destination_planhat.config import LocalObjectStorage, S3ObjectStorage
+from destination_planhat.mapping.unclean_json import NonFiniteNumber, is_clean_text
 from destination_planhat.planhat.errors import config_error, system_error
 
 logger = logging.getLogger("airbyte")
@@ -131,14 +132,25 @@ class Layout:
         return int(self.started.timestamp() * 1000)
 
 
-def layout_for(storage: Union[S3ObjectStorage, LocalObjectStorage], sync_id: Optional[int], started: datetime) -> Layout:
+def layout_for(
+    storage: Union[S3ObjectStorage, LocalObjectStorage], sync_id: Optional[int], started: datetime
+) -> Layout:
     if isinstance(storage, S3ObjectStorage):
         return Layout(
-            storage.bucket_path.strip(), storage.path_format, storage.file_name_format, sync_id, started,
+            storage.bucket_path.strip(),
+            storage.path_format,
+            storage.file_name_format,
+            sync_id,
+            started,
             gzip=storage.compression.gzip,
         )
-    return Layout("", S3ObjectStorage.model_fields["path_format"].default,
-                  S3ObjectStorage.model_fields["file_name_format"].default, sync_id, started)
+    return Layout(
+        "",
+        S3ObjectStorage.model_fields["path_format"].default,
+        S3ObjectStorage.model_fields["file_name_format"].default,
+        sync_id,
+        started,
+    )
 
 
 # ----- how: one writer per storage type -----------------------------------------------------------
@@ -243,9 +255,21 @@ def _local_error(where: str, exc: OSError) -> Exception:
 # S3 error codes only the user can fix (wrong bucket, credentials or permissions).
 S3_CONFIG_ERRORS = frozenset(
     {
-        "AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch", "NoSuchBucket",
-        "InvalidBucketName", "AuthorizationHeaderMalformed", "PermanentRedirect", "InvalidToken", "ExpiredToken",
-        "AccountProblem", "InvalidClientTokenId", "403", "404", "301",
+        "AccessDenied",
+        "AllAccessDisabled",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "NoSuchBucket",
+        "InvalidBucketName",
+        "AuthorizationHeaderMalformed",
+        "PermanentRedirect",
+        "InvalidToken",
+        "ExpiredToken",
+        "AccountProblem",
+        "InvalidClientTokenId",
+        "403",
+        "404",
+        "301",
     }
 )
 
@@ -277,7 +301,9 @@ class S3Writer:
             written = True
             listed = self._client.list_objects_v2(Bucket=self.bucket, Prefix=directory + "/")
             if not any(entry.get("Key") == key for entry in listed.get("Contents", [])):
-                raise StoreFailed(system_error(f"Wrote {self.where(key)} but could not find it when listing the folder."))
+                raise StoreFailed(
+                    system_error(f"Wrote {self.where(key)} but could not find it when listing the folder.")
+                )
         except StoreFailed:
             raise
         except Exception as exc:
@@ -388,7 +414,9 @@ def _assumed_role_session(base: Any, storage: S3ObjectStorage, region: str, conf
             "expiry_time": credentials["Expiration"].isoformat(),
         }
 
-    refreshable = RefreshableCredentials.create_from_metadata(metadata=fetch(), refresh_using=fetch, method="sts-assume-role")
+    refreshable = RefreshableCredentials.create_from_metadata(
+        metadata=fetch(), refresh_using=fetch, method="sts-assume-role"
+    )
     botocore_session = get_session()
     botocore_session._credentials = refreshable  # botocore's documented-by-use way to plug refreshable credentials in
     botocore_session.set_config_variable("region", region)
@@ -399,7 +427,9 @@ def build_writer(storage: Union[S3ObjectStorage, LocalObjectStorage]) -> ObjectW
     return S3Writer(storage) if isinstance(storage, S3ObjectStorage) else LocalWriter(storage)
 
 
-def check_storage(storage: Union[S3ObjectStorage, LocalObjectStorage], started: Optional[datetime] = None) -> Optional[str]:
+def check_storage(
+    storage: Union[S3ObjectStorage, LocalObjectStorage], started: Optional[datetime] = None
+) -> Optional[str]:
     """`check`'s part: write, find and delete a marker where rejected records would go, as the CDK's
     DlqChecker does (`{bucket_path}/1/testing/test/_check_test`). The failure's message, or None."""
     layout = layout_for(storage, CHECK_SYNC_ID, started or datetime.now(timezone.utc))
@@ -418,7 +448,9 @@ def check_storage(storage: Union[S3ObjectStorage, LocalObjectStorage], started: 
 class _Pending:
     namespace: Optional[str]
     name: str
-    spool: IO[bytes] = field(default_factory=lambda: tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES, mode="w+b"))
+    spool: IO[bytes] = field(
+        default_factory=lambda: tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES, mode="w+b")  # noqa: SIM115 (closed in flush)
+    )
     lines: int = 0
     size: int = 0
 
@@ -505,8 +537,15 @@ class RejectedRecords:
     ) -> None:
         """A record the connector rejected (or skipped) itself; `what`: add's item, record or line."""
         namespace, name = key
-        self.add(namespace, name, record_number=record_number, rejected_by=REJECTED_BY_CONNECTOR, reason=reason,
-                 target=target, **what)
+        self.add(
+            namespace,
+            name,
+            record_number=record_number,
+            rejected_by=REJECTED_BY_CONNECTOR,
+            reason=reason,
+            target=target,
+            **what,
+        )
 
     def flush(self) -> None:
         """Make every line added so far durable (one new file per stream that has new lines), or raise
@@ -565,7 +604,7 @@ def _encode(entry: dict[str, Any]) -> bytes:
     try:
         return orjson.dumps(entry)
     except (orjson.JSONEncodeError, TypeError):
-        # What orjson refuses (NaN read leniently, invalid UTF-8, deep nesting: bad_input.py) is kept
+        # What orjson refuses (NaN read leniently, invalid UTF-8, deep nesting: mapping/unclean_json.py) is kept
         # readable rather than dropped: the line still says which record and why.
         return orjson.dumps(_jsonable(entry, 0))
 

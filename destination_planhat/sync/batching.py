@@ -11,17 +11,18 @@ from __future__ import annotations
 import bisect
 import itertools
 import time
-from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Optional
 
 import orjson
 
 from destination_planhat.sync.ledger import StreamStats
 
 if TYPE_CHECKING:  # parse workers import this module for the body size rule: no CDK at run time
-    from destination_planhat.planhat.api import Endpoint
     from destination_planhat.mapping.routing import StreamRoute
+    from destination_planhat.planhat.api import Endpoint
 
-# Which record each item of a batch came from (for the counts on states, state_counts.py): runs of
+# Which record each item of a batch came from (for the counts on states, sync/state_stats.py): runs of
 # (index of the run's first item, ordinal of that item's record, step). With step 1 every item of the
 # run is the next record; with step 0 they are all items of one record (unpivot).
 Origins = tuple[tuple[int, int, int], ...]
@@ -89,7 +90,7 @@ class Batch:
         opened_at: float = 0.0,
         number: int = 0,
         origins: Origins = ((0, 0, 1),),
-    ) -> "Batch":
+    ) -> Batch:
         return cls(batch_id, route, orjson.dumps(list(items)), len(items), opened_at, number, origins)
 
     def ordinal_at(self, position: int) -> tuple[int, bool]:
@@ -121,7 +122,7 @@ class Batch:
         """The items decoded again: for the rare paths (a split after 413) and for tests, not the hot path."""
         return orjson.loads(self.payload)
 
-    def split(self) -> tuple["Batch", "Batch"]:
+    def split(self) -> tuple[Batch, Batch]:
         """Two halves, in order, for a server that answered 413 although the body was under the limit we know."""
         items = self.items()
         middle = len(items) // 2
@@ -141,7 +142,7 @@ class BatchBuffer:
     between syncs.
 
     `open_batch` hands out the id of a new batch (the writer's StateBarrier) when its first item arrives.
-    The sinks (sink.py) tell the buffer which record comes next through `record_of_items` and
+    The sinks (sync/sink.py) tell the buffer which record comes next through `record_of_items` and
     `skip_record`, which a buffer that keeps each item's records itself may ignore.
     """
 
@@ -152,7 +153,7 @@ class BatchBuffer:
         route: StreamRoute,
         batch_size: int,
         max_body_bytes: int,
-        open_batch: Callable[[], int] = itertools.count().__next__,
+        open_batch: Optional[Callable[[], int]] = None,
         clock: Callable[[], float] = time.monotonic,
         stats: Optional[StreamStats] = None,
     ) -> None:
@@ -160,7 +161,7 @@ class BatchBuffer:
         max_items = route.endpoint.target.max_items  # the target's own cap per request, if it has one
         self.batch_size = min(batch_size, max_items) if max_items else batch_size
         self.max_body_bytes = max_body_bytes
-        self._open_batch = open_batch
+        self._open_batch = open_batch or itertools.count().__next__
         self._clock = clock
         self._stats = stats if stats is not None else StreamStats(route.name)
         self.record_of_items: Optional[int] = None  # set while the items of one record are added

@@ -13,9 +13,9 @@ from typing import Optional
 
 import orjson
 
-from destination_planhat.sync.ledger import Ledger
-from destination_planhat.sync.batching import Batch
 from destination_planhat.planhat.api import Endpoint
+from destination_planhat.sync.batching import Batch
+from destination_planhat.sync.ledger import Ledger
 from destination_planhat.sync.state_barrier import StateBarrier
 
 logger = logging.getLogger("airbyte")
@@ -84,7 +84,9 @@ class DryRunSender:
                 line += f"; would send {stats.sent_invalid} items that fail the checks (invalid_records: send)"
             lines.append(line)
             for number, sample in enumerate(self._samples.get(stats.stream, ()), start=1):
-                lines.append(f"dry run: stream '{stats.stream}' sample payload {number}: {sample.decode()[:SAMPLE_CHARS]}")
+                lines.append(
+                    f"dry run: stream '{stats.stream}' sample payload {number}: {sample.decode()[:SAMPLE_CHARS]}"
+                )
         lines.append(
             f"dry run: {states_withheld} state message(s) received and not emitted, so the next real sync "
             "sends these records"

@@ -4,27 +4,28 @@ Why not StreamBuffer's growing body: two records with the same key must never be
 (Planhat refuses the request as "duplicated"), so an item stays a dict until the batch is cut, and a
 later record with the same key is merged into it (later values win, field by field). Each item keeps
 the ordinals of every record merged into it, so that Planhat's answer for the item is the answer for
-each of those records in the counts on states (state_counts.py). Objects come in requests of at
+each of those records in the counts on states (sync/state_stats.py). Objects come in requests of at
 most 5,000 items, so a dict per item costs little.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any, Optional
 
 import orjson
 
-from destination_planhat.sync.batching import Batch, BatchBuffer, ItemTooLarge
 from destination_planhat.mapping.objects import MergeKey, merge_items
-from destination_planhat.planhat.api import Endpoint
 from destination_planhat.mapping.routing import StreamRoute
+from destination_planhat.planhat.api import Endpoint
+from destination_planhat.sync.batching import Batch, BatchBuffer, ItemTooLarge
 
 _ARRAY_OVERHEAD = 2
 
 
 class ObjectBatch(Batch):
     """A Batch whose items each know every record merged into them (`records`, one tuple of
-    ordinals per item), and which parent batches it must wait for (`waits_for`, see parents.py)."""
+    ordinals per item), and which parent batches it must wait for (`waits_for`, see sync/parents.py)."""
 
     __slots__ = ("records", "waits_for")
 
@@ -37,14 +38,22 @@ class ObjectBatch(Batch):
         opened_at: float = 0.0,
         number: int = 0,
     ) -> None:
-        super().__init__(batch_id, route, payload, len(records), opened_at, number, ((0, records[0][0] if records else 0, 1),))
+        super().__init__(
+            batch_id, route, payload, len(records), opened_at, number, ((0, records[0][0] if records else 0, 1),)
+        )
         self.records = records
         self.waits_for: Mapping[Endpoint, frozenset[int]] = {}  # parent object -> its batches to wait for
 
     @classmethod
     def of_object_items(
-        cls, batch_id: int, route: StreamRoute, items: list[Any], records: tuple[tuple[int, ...], ...], opened_at: float = 0.0, number: int = 0
-    ) -> "ObjectBatch":
+        cls,
+        batch_id: int,
+        route: StreamRoute,
+        items: list[Any],
+        records: tuple[tuple[int, ...], ...],
+        opened_at: float = 0.0,
+        number: int = 0,
+    ) -> ObjectBatch:
         return cls(batch_id, route, orjson.dumps(items), records, opened_at, number)
 
     def ordinal_at(self, position: int) -> tuple[int, bool]:
@@ -54,7 +63,7 @@ class ObjectBatch(Batch):
     def one_item_per_record(self) -> bool:
         return all(len(ordinals) == 1 for ordinals in self.records)
 
-    def split(self) -> tuple["ObjectBatch", "ObjectBatch"]:
+    def split(self) -> tuple[ObjectBatch, ObjectBatch]:
         items = self.items()
         middle = len(items) // 2
         halves = []

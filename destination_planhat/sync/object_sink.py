@@ -1,5 +1,5 @@
-"""One object stream's sink: records mapped (object_mapping.py), merged by key into the open request
-(object_batching.py), and counted. What it shares with an analytics stream's sink (rejections,
+"""One object stream's sink: records mapped (mapping/objects.py), merged by key into the open request
+(sync/object_batching.py), and counted. What it shares with an analytics stream's sink (rejections,
 unreadable lines, items that fail the local checks) is sink.Sink's."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ from typing import Any
 
 import orjson
 
-from destination_planhat.sync.batching import ItemTooLarge
 from destination_planhat.mapping.analytics import Invalid, RecordRejected
-from destination_planhat.sync.object_batching import ObjectBuffer
 from destination_planhat.mapping.objects import ObjectMapper
+from destination_planhat.sync.batching import ItemTooLarge
+from destination_planhat.sync.object_batching import ObjectBuffer
 from destination_planhat.sync.sink import SAMPLE_CHARS, Sink
 
 
@@ -49,4 +49,6 @@ class ObjectSink(Sink[ObjectMapper, ObjectBuffer]):
             self._submit(ready)
 
     def add_encoded(self, encoded: bytes, ends: Any) -> None:
-        raise RuntimeError(f"stream '{self.stats.stream}' goes to an object: its records are not mapped by parse workers")
+        raise RuntimeError(
+            f"stream '{self.stats.stream}' goes to an object: its records are not mapped by parse workers"
+        )

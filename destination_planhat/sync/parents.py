@@ -9,12 +9,13 @@ notes which of that parent's batches are not yet acknowledged (`pending`); the b
 for exactly those (`wait`). Later parent batches never hold it back. A failure of the sync ends
 every wait.
 
-Why the waiting batch may hold a back-pressure slot (sender.py) without a deadlock: a parent batch
+Why the waiting batch may hold a back-pressure slot (sync/sender.py) without a deadlock: a parent batch
 takes its slot before it is handed over, so every batch in `pending` is already in its object's lane
 with its slot, and its lane never waits for the object that waits for it (references go from child
 to parent only, never back). integration_tests/test_objects_pacing_and_parents.py queues end users
 batches into every slot (1, 2 and 8 in flight) before their companies are answered.
 """
+
 from __future__ import annotations
 
 import threading

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import Callable, Iterable, Mapping, Optional, Sequence
+from typing import Optional
 
 import orjson
 
-from destination_planhat.sync.ledger import TOP_REASONS, Ledger, StreamStats
 from destination_planhat.planhat.api import Endpoint
+from destination_planhat.sync.ledger import TOP_REASONS, Ledger, StreamStats
 
 logger = logging.getLogger("airbyte")
 
@@ -35,7 +36,7 @@ class Totals:
     skipped: int = 0
 
     @classmethod
-    def of(cls, streams: Iterable[StreamStats]) -> "Totals":
+    def of(cls, streams: Iterable[StreamStats]) -> Totals:
         sums = {f.name: 0 for f in fields(cls)}
         for stats in streams:
             for name in sums:

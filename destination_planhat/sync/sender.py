@@ -5,7 +5,7 @@ batch is handed over, so reading stops while Planhat is slow. Each answer is cou
 the counts on states) before its batch is acknowledged to the state barrier. The first failure
 stops everything: retries are cut short and whoever waits for a slot wakes up to see it.
 
-A dry run uses the same interface with a sender that sends nothing (dry_run.py).
+A dry run uses the same interface with a sender that sends nothing (sync/dry_run.py).
 """
 
 from __future__ import annotations
@@ -17,15 +17,15 @@ from typing import Optional, Protocol
 
 import orjson
 
-from destination_planhat.sync.ledger import Ledger
 from destination_planhat.planhat.answers import PostResult
-from destination_planhat.sync.batching import Batch
+from destination_planhat.planhat.api import Endpoint
 from destination_planhat.planhat.errors import PlanhatError, PlanhatPayloadTooLarge, RequestAborted
+from destination_planhat.rejected.records import MISSING, REJECTED_BY_PLANHAT, RejectedRecords
+from destination_planhat.sync.batching import Batch
+from destination_planhat.sync.ledger import Ledger
 from destination_planhat.sync.object_batching import ObjectBatch
 from destination_planhat.sync.parents import ParentBarrier
-from destination_planhat.planhat.api import Endpoint
 from destination_planhat.sync.state_barrier import StateBarrier
-from destination_planhat.rejected.records import MISSING, REJECTED_BY_PLANHAT, RejectedRecords
 from destination_planhat.sync.state_stats import StateCounts, frozen_json, pair_rejected
 
 logger = logging.getLogger("airbyte")
@@ -46,7 +46,7 @@ class Client(Protocol):
 class ThreadedSender:
     """Analytics batches go to a pool of `max_in_flight` threads. Object batches go to one thread per
     object (a lane): Planhat advises sending bulk upserts one after another, and two requests in
-    flight that share a key fail as duplicated. All lanes are paced together by the client (pacing.py)."""
+    flight that share a key fail as duplicated. All lanes are paced together by the client (planhat/pacing.py)."""
 
     def __init__(
         self,
@@ -101,15 +101,17 @@ class ThreadedSender:
         self._queue.put(batch)
 
     def pending_parents(self, endpoint: Endpoint) -> frozenset[int]:
-        """Batches of `endpoint` handed over and not yet acknowledged (parents first: parents.py)."""
+        """Batches of `endpoint` handed over and not yet acknowledged (parents first: sync/parents.py)."""
         return self._parents.pending(endpoint)
 
-    def _lane(self, endpoint: Endpoint) -> "queue.SimpleQueue[Optional[Batch]]":
+    def _lane(self, endpoint: Endpoint) -> queue.SimpleQueue[Optional[Batch]]:
         with self._lane_lock:
             lane = self._lanes.get(endpoint)
             if lane is None:
                 lane = self._lanes[endpoint] = queue.SimpleQueue()
-                thread = threading.Thread(target=self._loop, args=(lane,), name=f"planhat-{endpoint.value}", daemon=True)
+                thread = threading.Thread(
+                    target=self._loop, args=(lane,), name=f"planhat-{endpoint.value}", daemon=True
+                )
                 thread.start()
             return lane
 
@@ -148,7 +150,7 @@ class ThreadedSender:
                 lane.put(None)
             self._lanes.clear()
 
-    def _loop(self, lane: "Optional[queue.SimpleQueue[Optional[Batch]]]" = None) -> None:
+    def _loop(self, lane: Optional[queue.SimpleQueue[Optional[Batch]]] = None) -> None:
         source = lane if lane is not None else self._queue
         while True:
             batch = source.get()
@@ -250,7 +252,9 @@ class ThreadedSender:
         if self._rejected is not None:
             for position, index, matched in pairs:
                 error = errors[index]
-                self._store(batch, batch.ordinal_at(position)[0], items[position], error.reason, None if matched else error.item)
+                self._store(
+                    batch, batch.ordinal_at(position)[0], items[position], error.reason, None if matched else error.item
+                )
 
     def _store(self, batch: Batch, ordinal: int, item: object, reason: str, echoed: object = None) -> None:
         """One record Planhat rejected, with the item as sent; with what Planhat's answer repeated when it
@@ -259,8 +263,14 @@ class ThreadedSender:
         namespace, name = batch.route.key
         differs = echoed is not None and _frozen_or_none(echoed) != _frozen_or_none(item)
         self._rejected.add(
-            namespace, name, record_number=ordinal + 1, rejected_by=REJECTED_BY_PLANHAT, reason=reason,
-            target=batch.endpoint.value, item=item, planhat_item=echoed if differs else MISSING,
+            namespace,
+            name,
+            record_number=ordinal + 1,
+            rejected_by=REJECTED_BY_PLANHAT,
+            reason=reason,
+            target=batch.endpoint.value,
+            item=item,
+            planhat_item=echoed if differs else MISSING,
         )
 
     # ----- objects ----------------------------------------------------------------------------
@@ -274,7 +284,11 @@ class ThreadedSender:
             if exc.ambiguous_failures:
                 self._ledger.count(batch.route.name, resent_after_ambiguous_failure=len(batch) * exc.ambiguous_failures)
             if len(batch) == 1:
-                reason = PAYLOAD_TOO_LARGE_REASON if exc.status == 413 else f"refused by Planhat (HTTP {exc.status}): {exc.body}"
+                reason = (
+                    PAYLOAD_TOO_LARGE_REASON
+                    if exc.status == 413
+                    else f"refused by Planhat (HTTP {exc.status}): {exc.body}"
+                )
                 self._account_objects(batch, label, PostResult(processed=0, errors=[], created=0, updated=0), [reason])
                 return
             logger.warning(f"{label}: Planhat answered {exc.status} for {len(batch)} items; sending them in two halves")
@@ -306,8 +320,15 @@ class ThreadedSender:
         resent = len(batch) * result.ambiguous_failures
         reasons = reasons if reasons is not None else [error.reason for error in result.errors]
         rejected = self._ledger.record_answer(
-            stream, len(batch), result.processed, reasons, resent, attempts=result.attempts,
-            created=result.created, updated=result.updated, unchanged=result.unchanged,
+            stream,
+            len(batch),
+            result.processed,
+            reasons,
+            resent,
+            attempts=result.attempts,
+            created=result.created,
+            updated=result.updated,
+            unchanged=result.unchanged,
         )
         if rejected:
             errors = result.errors[:rejected]

@@ -5,22 +5,23 @@ is not sent); `StreamSink` is an analytics stream's, object_sink.ObjectSink an o
 A sink belongs to the reading thread alone (no lock per record). It hands each batch that is ready
 to `submit` (the writer's, which passes it to the sender). What becomes of a record that cannot be
 sent (rejected locally, with its reason and an example in the log) is decided here too, and
-counted in the ledger and in the counts on states (state_counts.py).
+counted in the ledger and in the counts on states (sync/state_stats.py).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Generic, Mapping, Optional, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, Generic, Optional, TypeVar
 
 import orjson
 
-from destination_planhat.sync.ledger import Ledger, StreamStats
-from destination_planhat.mapping.unclean_json import why_not_encodable
-from destination_planhat.sync.batching import Batch, BatchBuffer, ItemTooLarge, StreamBuffer, body_fits
-from destination_planhat.mapping.analytics import Invalid, MapResult, Mapper, RecordRejected
-from destination_planhat.rejected.records import MISSING, RejectedRecords
+from destination_planhat.mapping.analytics import Invalid, Mapper, MapResult, RecordRejected
 from destination_planhat.mapping.routing import StreamRoute
+from destination_planhat.mapping.unclean_json import why_not_encodable
+from destination_planhat.rejected.records import MISSING, RejectedRecords
+from destination_planhat.sync.batching import Batch, BatchBuffer, ItemTooLarge, StreamBuffer, body_fits
+from destination_planhat.sync.ledger import Ledger, StreamStats
 from destination_planhat.sync.state_stats import StateCounts
 
 logger = logging.getLogger("airbyte")
@@ -83,8 +84,9 @@ class Sink(Generic[MapperT, BufferT]):
         self._counts.reject(stats.stream, stats.read - 1)
         self.buffer.skip_record()
         if self._rejected is not None:
-            self._rejected.add_by_connector(self.route.key, self.route.endpoint.value, stats.read,
-                                            f"unreadable input line: {why}", line=line)
+            self._rejected.add_by_connector(
+                self.route.key, self.route.endpoint.value, stats.read, f"unreadable input line: {why}", line=line
+            )
         logger.warning(f"stream '{stats.stream}': input line {line_number} skipped: {why} (starts with: {preview!r})")
 
     def reject(self, reason: str, example: str, *, record: Any = MISSING, item: Any = MISSING) -> None:
@@ -99,8 +101,9 @@ class Sink(Generic[MapperT, BufferT]):
             self._counts.reject(stats.stream, several, several_items=True)
         if self._rejected is not None:
             ordinal = stats.read - 1 if several is None else several
-            self._rejected.add_by_connector(self.route.key, self.route.endpoint.value, ordinal + 1, reason,
-                                            record=record, item=item)
+            self._rejected.add_by_connector(
+                self.route.key, self.route.endpoint.value, ordinal + 1, reason, record=record, item=item
+            )
         seen = self._ledger.reject_locally(stats.stream, reason)
         if seen <= EXAMPLES_PER_REASON:
             logger.warning(f"stream '{stats.stream}': an item was not sent: {reason} ({example})")

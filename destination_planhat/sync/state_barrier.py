@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from airbyte_cdk.models import AirbyteMessageSerializer, AirbyteStateMessage
 
@@ -43,7 +44,7 @@ class PendingState:
     Why the raw message and not the CDK's model: the platform adds keys no model knows (its `id`,
     which it requires back on every state it handed out; `sourceStats`; whatever a later protocol
     adds) and the models drop them. So the message goes out exactly as it came in, every key at every
-    level, with only `state.destinationStats` set (see state_counts.py for its counts)."""
+    level, with only `state.destinationStats` set (see sync/state_stats.py for its counts)."""
 
     message: dict[str, Any]
     cut: StateCut

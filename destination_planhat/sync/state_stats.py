@@ -11,7 +11,7 @@ How: every record of a stream has an ordinal (the stream's `read` count before i
 stream of its scope at its current ordinal, which closes that stream's current *window*. A record
 rejected here is counted in its window at once; a record Planhat rejects is counted when the answer
 comes, in the window its ordinal falls in. A state is emitted only after every batch opened before
-it is acknowledged (state.py), so by then every record of its windows has been judged, and its
+it is acknowledged (sync/state_barrier.py), so by then every record of its windows has been judged, and its
 counts are final.
 
 A record that unpivot turns into several items counts once: as rejected if at least one of its items
@@ -27,8 +27,9 @@ from __future__ import annotations
 import bisect
 import threading
 from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 
 @dataclass

@@ -1,8 +1,8 @@
 """The write loop's coordinator: records in, batches out, states released only behind acknowledged batches.
 
-The jobs live elsewhere, one module each: a stream's records become batches in its sink (sink.py),
-batches go to Planhat through the sender (sender.py; in a dry run, dry_run.py), states wait in the
-barrier (state.py) and get their counts from state_counts.py, and the log is reporting.py's. This
+The jobs live elsewhere, one module each: a stream's records become batches in its sink (sync/sink.py),
+batches go to Planhat through the sender (sync/sender.py; in a dry run, sync/dry_run.py), states wait in the
+barrier (sync/state_barrier.py) and get their counts from sync/state_stats.py, and the log is sync/reporting.py's. This
 class wires them for one sync and owns its life cycle: start, the input-facing calls, the first
 failure, the end.
 
@@ -16,23 +16,24 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Callable, Mapping, NoReturn, Optional, Sequence, Union
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NoReturn, Optional, Union
 
 from airbyte_cdk.models import AirbyteStateType
 
-from destination_planhat.sync.ledger import Ledger, StreamStats
-from destination_planhat.sync.batching import Batch, StreamBuffer
 from destination_planhat.config import InvalidRecords, PlanhatConfig
-from destination_planhat.sync.dry_run import DryRun, DryRunSender
-from destination_planhat.planhat.errors import PlanhatError, as_traced, config_error
 from destination_planhat.mapping.analytics import MappingPlan, build_mapper, fast_plan
-from destination_planhat.sync.object_batching import ObjectBatch, ObjectBuffer
 from destination_planhat.mapping.objects import ObjectPlan, build_object_mapper
-from destination_planhat.sync.object_sink import ObjectSink
-from destination_planhat.planhat.api import Endpoint
-from destination_planhat.rejected.records import RejectedRecords, StoreFailed
-from destination_planhat.sync.reporting import ProgressReporter, SyncReport
 from destination_planhat.mapping.routing import StreamKey, StreamRoute, stream_label
+from destination_planhat.planhat.api import Endpoint
+from destination_planhat.planhat.errors import PlanhatError, as_traced, config_error
+from destination_planhat.rejected.records import RejectedRecords, StoreFailed
+from destination_planhat.sync.batching import Batch, StreamBuffer
+from destination_planhat.sync.dry_run import DryRun, DryRunSender
+from destination_planhat.sync.ledger import Ledger, StreamStats
+from destination_planhat.sync.object_batching import ObjectBatch, ObjectBuffer
+from destination_planhat.sync.object_sink import ObjectSink
+from destination_planhat.sync.reporting import ProgressReporter, SyncReport
 from destination_planhat.sync.sender import Client, ThreadedSender
 from destination_planhat.sync.sink import StreamSink
 from destination_planhat.sync.state_barrier import PendingState, StateBarrier, read_state
@@ -88,24 +89,42 @@ class PlanhatWriter:
         for key, route in routes.items():
             stats = self.ledger.stats(route.name, route.endpoint.value)
             if isinstance(route.plan, ObjectPlan):  # the plan routing compiled, once per sync
-                objects = ObjectBuffer(route, config.batch_size, self._max_body_bytes, self._barrier.open_batch, clock, stats)
+                objects = ObjectBuffer(
+                    route, config.batch_size, self._max_body_bytes, self._barrier.open_batch, clock, stats
+                )
                 self._sinks[key] = ObjectSink(
-                    route, build_object_mapper(route.plan), objects, stats, ledger=self.ledger, counts=self._counts,
-                    send_invalid=send_invalid, submit=self._submit, judge_errors=self._judge_errors_during_sync,
+                    route,
+                    build_object_mapper(route.plan),
+                    objects,
+                    stats,
+                    ledger=self.ledger,
+                    counts=self._counts,
+                    send_invalid=send_invalid,
+                    submit=self._submit,
+                    judge_errors=self._judge_errors_during_sync,
                     rejected=rejected,
                 )
                 continue
-            buffer = StreamBuffer(route, config.batch_size, self._max_body_bytes, self._barrier.open_batch, clock, stats)
+            buffer = StreamBuffer(
+                route, config.batch_size, self._max_body_bytes, self._barrier.open_batch, clock, stats
+            )
             self._sinks[key] = StreamSink(
-                route, build_mapper(route.plan), buffer, stats, ledger=self.ledger, counts=self._counts,
-                send_invalid=send_invalid, submit=self._submit, judge_errors=self._judge_errors_during_sync,
+                route,
+                build_mapper(route.plan),
+                buffer,
+                stats,
+                ledger=self.ledger,
+                counts=self._counts,
+                send_invalid=send_invalid,
+                submit=self._submit,
+                judge_errors=self._judge_errors_during_sync,
                 rejected=rejected,
             )
         # Streams without a namespace by name alone: the common case costs no tuple per record.
         self._sinks_by_name = {key[1]: sink for key, sink in self._sinks.items() if key[0] is None}
         # The streams parse workers may map (see parallel_plan), by their index in the plan.
         self._sinks_by_index = list(self._sinks.values())
-        # Parents first (parents.py): per parent object (any Reference's, today companies), the streams
+        # Parents first (sync/parents.py): per parent object (any Reference's, today companies), the streams
         # that write it, whose open batch goes before a batch that may reference them.
         self._parent_sinks: dict[Endpoint, list[Union[StreamSink, ObjectSink]]] = {}
         for sink in self._sinks.values():
@@ -114,7 +133,11 @@ class PlanhatWriter:
         endpoints = [endpoint for endpoint in Endpoint if any(r.endpoint is endpoint for r in routes.values())]
         progress = ProgressReporter(self.ledger, config.progress_interval_seconds, clock())
         self._report = SyncReport(
-            self.ledger, progress, endpoints, config.max_in_flight_requests, lambda: (self._barrier.emitted, self._barrier.waiting)
+            self.ledger,
+            progress,
+            endpoints,
+            config.max_in_flight_requests,
+            lambda: (self._barrier.emitted, self._barrier.waiting),
         )
         self._unknown_streams: dict[StreamKey, int] = {}
         self._ignored_types: set[str] = set()  # message types already warned about
@@ -130,7 +153,7 @@ class PlanhatWriter:
 
     # ----- life cycle -------------------------------------------------------------------------
 
-    def start(self) -> "PlanhatWriter":
+    def start(self) -> PlanhatWriter:
         self._sender.start()
         for route in (sink.route for sink in self._sinks.values()):
             prefix = "dry run: " if self._dry_run else ""
@@ -192,7 +215,7 @@ class PlanhatWriter:
     # ----- input ------------------------------------------------------------------------------
 
     def record(self, stream: Any, namespace: Any, data: Any) -> None:
-        """One RECORD message (the hot path: see sink.py)."""
+        """One RECORD message (the hot path: see sync/sink.py)."""
         try:
             sink = self._sinks[(namespace, stream)] if namespace else self._sinks_by_name[stream]
         except (KeyError, TypeError):  # not in the catalog (TypeError: a name that is not even a string)
@@ -201,17 +224,19 @@ class PlanhatWriter:
         sink.record(data)
 
     def parallel_plan(self) -> dict[str, Any]:
-        """What parse worker processes need to map the common record of each stream (parse_worker.py):
+        """What parse worker processes need to map the common record of each stream (reading/worker_process.py):
         no settings beyond the fields' sources, kinds and constants, and no secrets."""
         streams = []
         for index, sink in enumerate(self._sinks_by_index):
             if not isinstance(sink.route.plan, MappingPlan):
-                continue  # objects are mapped here (object_mapping.py): they come in small numbers
+                continue  # objects are mapped here (mapping/objects.py): they come in small numbers
             fast = fast_plan(sink.route.plan)
             if fast is not None:
                 endpoint, fields, constants = fast
                 key = sink.route.key
-                streams.append((index, key[0], key[1], endpoint.value, [(f, k, kind.value) for f, k, kind in fields], constants))
+                streams.append(
+                    (index, key[0], key[1], endpoint.value, [(f, k, kind.value) for f, k, kind in fields], constants)
+                )
         return {"streams": streams, "max_part_bytes": self._max_body_bytes}
 
     def take_encoded(self, index: int, encoded: bytes, ends: Sequence[int]) -> None:
@@ -221,7 +246,7 @@ class PlanhatWriter:
     def state(self, message: dict[str, Any]) -> None:
         """One STATE message, as parsed from its JSON line. Held until every record before it is
         acknowledged, then emitted exactly as it came in, with the counts of the records it covers
-        (state.py, state_counts.py). Raises InvalidState, changing nothing, for a malformed one.
+        (sync/state_barrier.py, sync/state_stats.py). Raises InvalidState, changing nothing, for a malformed one.
 
         It does not cut the partial batches: they go when full or overdue (`flush_overdue`), and the
         state follows as soon as they are acknowledged."""
@@ -295,9 +320,13 @@ class PlanhatWriter:
             return
         self._ignored_types.add(key)
         if known:
-            logger.warning(f"ignoring input messages of type {kind!r}: the connector does not use them (counted in the summary)")
+            logger.warning(
+                f"ignoring input messages of type {kind!r}: the connector does not use them (counted in the summary)"
+            )
         else:
-            logger.warning(f"ignoring input messages of type {kind!r}, which is not an Airbyte message type (counted in the summary)")
+            logger.warning(
+                f"ignoring input messages of type {kind!r}, which is not an Airbyte message type (counted in the summary)"
+            )
 
     # ----- batches and states -----------------------------------------------------------------
 
@@ -367,7 +396,9 @@ class PlanhatWriter:
         self.ledger.skip(label, "the stream is not in the configured catalog")
         self._counts.reject(label, stats.read - 1)
         if self._rejected is not None:
-            self._rejected.add_by_connector(key, None, stats.read, "the stream is not in the configured catalog", record=data)
+            self._rejected.add_by_connector(
+                key, None, stats.read, "the stream is not in the configured catalog", record=data
+            )
         if count == 1:
             logger.warning(f"records of stream '{label}' are skipped: the stream is not in the configured catalog")
 
@@ -401,7 +432,8 @@ class PlanhatWriter:
         if failing:
             when = "" if final else f" (checked during the sync, after at least {EARLY_CHECK_MIN_ITEMS} items)"
             error = config_error(
-                f"More than max_error_percent ({limit:g}%) of the items were rejected{when}: " + "; ".join(failing)
+                f"More than max_error_percent ({limit:g}%) of the items were rejected{when}: "
+                + "; ".join(failing)
                 + ". Fix the stream's field_mappings or the source data, or raise max_error_percent.",
             )
             if not final:

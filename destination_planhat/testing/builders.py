@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any, Optional
 
-from airbyte_cdk.models import AirbyteMessage, AirbyteMessageSerializer, ConfiguredAirbyteCatalogSerializer
+from airbyte_cdk.models import ConfiguredAirbyteCatalogSerializer
 
 from destination_planhat.config import PlanhatConfig, parse_config
-from destination_planhat.mapping.analytics import MappingPlan, Mapper, build_mapper
+from destination_planhat.mapping.analytics import Mapper, MappingPlan, build_mapper
 from destination_planhat.mapping.objects import ObjectMapper, ObjectPlan, build_object_mapper
 from destination_planhat.mapping.routing import StreamRoute, route_streams
 
@@ -40,7 +41,11 @@ def config(**overrides: Any) -> PlanhatConfig:
 def configured_stream(
     name: str, schema: Mapping[str, Any], namespace: Optional[str] = None, mode: str = "append"
 ) -> dict[str, Any]:
-    stream: dict[str, Any] = {"name": name, "json_schema": dict(schema), "supported_sync_modes": ["full_refresh", "incremental"]}
+    stream: dict[str, Any] = {
+        "name": name,
+        "json_schema": dict(schema),
+        "supported_sync_modes": ["full_refresh", "incremental"],
+    }
     if namespace:
         stream["namespace"] = namespace
     return {"stream": stream, "sync_mode": "incremental", "destination_sync_mode": mode}
@@ -54,8 +59,12 @@ def catalog(*streams: dict[str, Any]):
 # records that are one item and records that are several.
 PIVOT_SCHEMA: dict[str, Any] = {"type": "object", "properties": {"company": {"type": "string"}, "mrr": {}, "seats": {}}}
 MIXED_STREAMS: list[dict[str, Any]] = [
-    {"name": "p", "endpoint": "metrics", "unpivot_columns": ["mrr", "seats"],
-     "field_mappings": [{"planhat_field": "externalId", "source_field": "company"}]},
+    {
+        "name": "p",
+        "endpoint": "metrics",
+        "unpivot_columns": ["mrr", "seats"],
+        "field_mappings": [{"planhat_field": "externalId", "source_field": "company"}],
+    },
 ]
 MIXED_CATALOG = catalog(
     configured_stream("m", METRIC_SCHEMA), configured_stream("u", ACTIVITY_SCHEMA), configured_stream("p", PIVOT_SCHEMA)
@@ -84,11 +93,17 @@ def stream_state(name: str, cursor: Any, namespace: Optional[str] = None) -> dic
     descriptor: dict[str, Any] = {"name": name}
     if namespace:
         descriptor["namespace"] = namespace
-    return {"type": "STATE", "state": {"type": "STREAM", "stream": {"stream_descriptor": descriptor, "stream_state": {"cursor": cursor}}}}
+    return {
+        "type": "STATE",
+        "state": {"type": "STREAM", "stream": {"stream_descriptor": descriptor, "stream_state": {"cursor": cursor}}},
+    }
 
 
 def global_state(cursor: Any) -> dict[str, Any]:
-    return {"type": "STATE", "state": {"type": "GLOBAL", "global": {"shared_state": {"cursor": cursor}, "stream_states": []}}}
+    return {
+        "type": "STATE",
+        "state": {"type": "GLOBAL", "global": {"shared_state": {"cursor": cursor}, "stream_states": []}},
+    }
 
 
 def legacy_state(cursor: Any) -> dict[str, Any]:

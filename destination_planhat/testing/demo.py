@@ -11,8 +11,9 @@ import json
 import random
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from destination_planhat.testing.harness import (
     ACTIVITY_SCHEMA,
@@ -41,14 +42,39 @@ def sample_messages(days: int = 5) -> Iterator[dict[str, Any]]:
         date = f"2026-11-{day:02d}"
         for company in COMPANIES:
             for dimension in ("active_users", "api_calls"):
-                yield record("product_usage", {"dimensionId": dimension, "value": rng.randint(1, 500), "externalId": company,
-                                               "model": "Company", "date": date, "_ab_cdc_updated_at": None})
-            yield record("nps_scores", {"dimensionId": "nps", "value": rng.randint(0, 10), "externalId": f"{company}-admin",
-                                        "model": "EndUser", "date": date})
+                yield record(
+                    "product_usage",
+                    {
+                        "dimensionId": dimension,
+                        "value": rng.randint(1, 500),
+                        "externalId": company,
+                        "model": "Company",
+                        "date": date,
+                        "_ab_cdc_updated_at": None,
+                    },
+                )
+            yield record(
+                "nps_scores",
+                {
+                    "dimensionId": "nps",
+                    "value": rng.randint(0, 10),
+                    "externalId": f"{company}-admin",
+                    "model": "EndUser",
+                    "date": date,
+                },
+            )
         for n in range(40):
             company = rng.choice(COMPANIES)
-            yield record("feature_events", {"email": f"user{n}@{company}.example", "action": rng.choice(ACTIONS),
-                                            "count": 1, "companyExternalId": company, "date": f"{date}T09:{n:02d}:00Z"})
+            yield record(
+                "feature_events",
+                {
+                    "email": f"user{n}@{company}.example",
+                    "action": rng.choice(ACTIONS),
+                    "count": 1,
+                    "companyExternalId": company,
+                    "date": f"{date}T09:{n:02d}:00Z",
+                },
+            )
         for stream in ("product_usage", "nps_scores", "feature_events"):
             yield stream_state(stream, date)
     # Planhat answers 200 to these too, and lists them as errors: the connector logs and counts them.
@@ -60,7 +86,10 @@ def sample_messages(days: int = 5) -> Iterator[dict[str, Any]]:
 
 def demo_catalog() -> dict[str, Any]:
     # nps_scores has no dimensionId column in its schema: it is routed by the `streams` setting.
-    nps_schema = {"type": "object", "properties": {k: v for k, v in METRIC_SCHEMA["properties"].items() if k != "dimensionId"}}
+    nps_schema = {
+        "type": "object",
+        "properties": {k: v for k, v in METRIC_SCHEMA["properties"].items() if k != "dimensionId"},
+    }
     return catalog(
         configured_stream("product_usage", METRIC_SCHEMA),
         configured_stream("feature_events", ACTIVITY_SCHEMA),
@@ -117,35 +146,77 @@ def main() -> int:
             config,
             api_base_url=sandbox.url,
             streams=[
-                {"name": "accounts", "endpoint": "companies", "unmapped_columns": "custom",
-                 "field_mappings": [{"planhat_field": "externalId", "source_field": "id"}]},
+                {
+                    "name": "accounts",
+                    "endpoint": "companies",
+                    "unmapped_columns": "custom",
+                    "field_mappings": [{"planhat_field": "externalId", "source_field": "id"}],
+                },
                 {"name": "contacts", "endpoint": "endusers"},
             ],
         )
         account_schema = {"type": "object", "properties": {"id": {}, "name": {}, "plan": {}, "seats": {}}}
-        contact_schema = {"type": "object", "properties": {"externalId": {}, "email": {}, "firstName": {}, "companyExternalId": {}}}
-        object_catalog = {"streams": [
-            {"stream": {"name": name, "json_schema": schema, "supported_sync_modes": ["full_refresh"]},
-             "sync_mode": "full_refresh", "destination_sync_mode": "append_dedup", "primary_key": [[key]]}
-            for name, schema, key in (("accounts", account_schema, "id"), ("contacts", contact_schema, "externalId"))
-        ]}
+        contact_schema = {
+            "type": "object",
+            "properties": {"externalId": {}, "email": {}, "firstName": {}, "companyExternalId": {}},
+        }
+        object_catalog = {
+            "streams": [
+                {
+                    "stream": {"name": name, "json_schema": schema, "supported_sync_modes": ["full_refresh"]},
+                    "sync_mode": "full_refresh",
+                    "destination_sync_mode": "append_dedup",
+                    "primary_key": [[key]],
+                }
+                for name, schema, key in (
+                    ("accounts", account_schema, "id"),
+                    ("contacts", contact_schema, "externalId"),
+                )
+            ]
+        }
         object_messages = []
         for i, (name, plan) in enumerate((("Acme", "enterprise"), ("Globex", "pro"), ("Initech", "free"))):
-            object_messages.append({"type": "RECORD", "record": {"stream": "accounts", "emitted_at": 0,
-                                    "data": {"id": f"acct-{i}", "name": name, "plan": plan, "seats": 10 * (i + 1)}}})
-            object_messages.append({"type": "RECORD", "record": {"stream": "contacts", "emitted_at": 0,
-                                    "data": {"externalId": f"c-{i}", "email": f"ada{i}@{name.lower()}.example",
-                                             "firstName": "Ada", "companyExternalId": f"acct-{i}"}}})
-        objects_run = run_cli("write", tmp_path, config=objects_config, catalog=object_catalog, stdin=encode_lines(object_messages))
+            object_messages.append(
+                {
+                    "type": "RECORD",
+                    "record": {
+                        "stream": "accounts",
+                        "emitted_at": 0,
+                        "data": {"id": f"acct-{i}", "name": name, "plan": plan, "seats": 10 * (i + 1)},
+                    },
+                }
+            )
+            object_messages.append(
+                {
+                    "type": "RECORD",
+                    "record": {
+                        "stream": "contacts",
+                        "emitted_at": 0,
+                        "data": {
+                            "externalId": f"c-{i}",
+                            "email": f"ada{i}@{name.lower()}.example",
+                            "firstName": "Ada",
+                            "companyExternalId": f"acct-{i}",
+                        },
+                    },
+                }
+            )
+        objects_run = run_cli(
+            "write", tmp_path, config=objects_config, catalog=object_catalog, stdin=encode_lines(object_messages)
+        )
         show_logs(objects_run, prefixes=("summary",))
         for error in objects_run.errors:
             print(f"  ERROR {error['message']}")
         heading("what the sandbox holds (main API)")
         names = {c["_id"]: c["name"] for c in sandbox.objects("companies")}
         for company in sandbox.objects("companies"):
-            print(f"  company {company['name']} externalId={company.get('externalId')} custom={json.dumps(company.get('custom'))}")
+            print(
+                f"  company {company['name']} externalId={company.get('externalId')} custom={json.dumps(company.get('custom'))}"
+            )
         for user in sandbox.objects("endusers"):
-            print(f"  end user {user['email']} externalId={user.get('externalId')} company={names.get(user.get('companyId'))}")
+            print(
+                f"  end user {user['email']} externalId={user.get('externalId')} company={names.get(user.get('companyId'))}"
+            )
         activation_ok = data_activation(sandbox, tmp_path, config)
         ok = activation_ok and objects_run.returncode == 0 and len(sandbox.objects("endusers")) == 3
         status = check.connection_status
@@ -171,7 +242,11 @@ def data_activation(sandbox: PlanhatSandbox, tmp_path: Path, config: dict[str, A
     [message] = discovered.of_type("DESTINATION_CATALOG")
     operations = {op["object_name"]: op for op in message["destination_catalog"]["operations"]}
     for name, op in operations.items():
-        keys = " matching keys " + ", ".join("/".join(key) for key in op["matching_keys"]) if op.get("matching_keys") else ""
+        keys = (
+            " matching keys " + ", ".join("/".join(key) for key in op["matching_keys"])
+            if op.get("matching_keys")
+            else ""
+        )
         print(f"  {name:16} {op['sync_mode']:7} {len(op['json_schema']['properties']):3} fields{keys}")
     custom = [field for field in operations["companies"]["json_schema"]["properties"] if field.startswith("custom.")]
     print("  companies' custom fields offered: " + ", ".join(custom) + " (the formula field 'Health' is left out)")
@@ -179,23 +254,35 @@ def data_activation(sandbox: PlanhatSandbox, tmp_path: Path, config: dict[str, A
     rejected_dir = tmp_path / "rejected"
     settings["object_storage_config"] = {"storage_type": "Local", "local_path": str(rejected_dir)}
     schema = {"type": "object", "properties": {"externalId": {}, "name": {}, "custom.Plan tier": {}}}
-    mapped = {"streams": [{
-        "stream": {"name": "crm_accounts", "json_schema": schema, "supported_sync_modes": ["full_refresh"]},
-        "sync_mode": "full_refresh", "destination_sync_mode": "update", "destination_object_name": "companies",
-        "primary_key": [["externalId"]],
-    }]}
-    rows = [{"externalId": "acct-0", "name": "Acme Corp", "custom.Plan tier": "enterprise"},
-            {"externalId": "acct-9", "name": "Soylent", "custom.Plan tier": "pro"},
-            {"name": "no key: rejected, so that a resend can never create a duplicate"}]
+    mapped = {
+        "streams": [
+            {
+                "stream": {"name": "crm_accounts", "json_schema": schema, "supported_sync_modes": ["full_refresh"]},
+                "sync_mode": "full_refresh",
+                "destination_sync_mode": "update",
+                "destination_object_name": "companies",
+                "primary_key": [["externalId"]],
+            }
+        ]
+    }
+    rows = [
+        {"externalId": "acct-0", "name": "Acme Corp", "custom.Plan tier": "enterprise"},
+        {"externalId": "acct-9", "name": "Soylent", "custom.Plan tier": "pro"},
+        {"name": "no key: rejected, so that a resend can never create a duplicate"},
+    ]
     messages = [{"type": "RECORD", "record": {"stream": "crm_accounts", "emitted_at": 0, "data": row}} for row in rows]
     messages.append(stream_state("crm_accounts", "end"))
     run = run_cli("write", tmp_path, config=settings, catalog=mapped, stdin=encode_lines(messages))
     show_logs(run, prefixes=("summary",))
     for state in run.states:
         stats = state["destinationStats"]
-        print(f"  STATE crm_accounts recordCount={stats['recordCount']:.0f} rejectedRecordCount={stats.get('rejectedRecordCount', 0):.0f}")
+        print(
+            f"  STATE crm_accounts recordCount={stats['recordCount']:.0f} rejectedRecordCount={stats.get('rejectedRecordCount', 0):.0f}"
+        )
     for company in sandbox.objects("companies"):
-        print(f"  company {company['name']} externalId={company.get('externalId')} custom={json.dumps(company.get('custom'))}")
+        print(
+            f"  company {company['name']} externalId={company.get('externalId')} custom={json.dumps(company.get('custom'))}"
+        )
     stored = sorted(rejected_dir.rglob("*.jsonl"))
     for path in stored:
         print(f"  rejected record stored in {path.relative_to(rejected_dir)}:")

@@ -11,9 +11,10 @@ import queue
 import subprocess
 import sys
 import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Iterable, Iterator, Mapping, Optional, Sequence
+from typing import IO, Any, Optional
 
 import orjson
 
@@ -88,11 +89,20 @@ def stream_state(stream: str, cursor: Any, namespace: Optional[str] = None) -> d
 
 
 def global_state(cursor: Any) -> dict[str, Any]:
-    return {"type": "STATE", "state": {"type": "GLOBAL", "global": {"shared_state": {"cursor": cursor}, "stream_states": []}}}
+    return {
+        "type": "STATE",
+        "state": {"type": "GLOBAL", "global": {"shared_state": {"cursor": cursor}, "stream_states": []}},
+    }
 
 
 def metric(i: int, dimension: str = "logins") -> dict[str, Any]:
-    return {"dimensionId": dimension, "value": i % 97, "externalId": f"company-{i % 500}", "model": "Company", "date": "2026-11-01"}
+    return {
+        "dimensionId": dimension,
+        "value": i % 97,
+        "externalId": f"company-{i % 500}",
+        "model": "Company",
+        "date": "2026-11-01",
+    }
 
 
 def activity(i: int, action: str = "logged_in") -> dict[str, Any]:
@@ -100,7 +110,8 @@ def activity(i: int, action: str = "logged_in") -> dict[str, Any]:
 
 
 def mixed_messages(metrics: int, activities: int, state_every: int) -> Iterator[dict[str, Any]]:
-    """Records of both endpoints interleaved; a STREAM state of each stream every `state_every` records and at the end."""
+    """Records of both endpoints interleaved; a STREAM state of each stream every `state_every`
+    records and at the end."""
     total = metrics + activities
     m = a = 0
     for n in range(1, total + 1):
@@ -116,7 +127,9 @@ def mixed_messages(metrics: int, activities: int, state_every: int) -> Iterator[
 
 
 def mixed_catalog() -> dict[str, Any]:
-    return catalog(configured_stream("metrics_stream", METRIC_SCHEMA), configured_stream("activities_stream", ACTIVITY_SCHEMA))
+    return catalog(
+        configured_stream("metrics_stream", METRIC_SCHEMA), configured_stream("activities_stream", ACTIVITY_SCHEMA)
+    )
 
 
 def encode_lines(messages: Iterable[Any]) -> bytes:
@@ -219,7 +232,6 @@ class OutputLines:
             if message.get("type") == "STATE":
                 return message["state"]
 
-
     def until_end(self) -> list[dict[str, Any]]:
         """Every message up to the end of the output (after the process ended), kept in `seen` too."""
         while True:
@@ -229,15 +241,25 @@ class OutputLines:
             self.seen.append(json.loads(line))
 
 
-def start_write(tmp_path: Path, config: Mapping[str, Any], configured: Optional[Mapping[str, Any]] = None) -> "subprocess.Popen[bytes]":
+def start_write(
+    tmp_path: Path, config: Mapping[str, Any], configured: Optional[Mapping[str, Any]] = None
+) -> subprocess.Popen[bytes]:
     """`main.py write` running with its stdin a pipe the test writes to (and may leave open)."""
     (tmp_path / "config.json").write_text(json.dumps(config))
     (tmp_path / "catalog.json").write_text(json.dumps(configured if configured is not None else mixed_catalog()))
-    args = [sys.executable, str(MAIN), "write", "--config", str(tmp_path / "config.json"),
-            "--catalog", str(tmp_path / "catalog.json")]
+    args = [
+        sys.executable,
+        str(MAIN),
+        "write",
+        "--config",
+        str(tmp_path / "config.json"),
+        "--catalog",
+        str(tmp_path / "catalog.json"),
+    ]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            cwd=REPO_ROOT, env=env)
+    return subprocess.Popen(
+        args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO_ROOT, env=env
+    )
 
 
 def state_positions(run: CliRun) -> list[int]:

@@ -13,7 +13,8 @@ The platform throws at the first problem; this returns every problem, each namin
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 
 def platform_problems(configured_catalog: Mapping[str, Any], destination_catalog: Mapping[str, Any]) -> list[str]:
@@ -28,7 +29,9 @@ def platform_problems(configured_catalog: Mapping[str, Any], destination_catalog
             problems.append(f"{name}: no destination_object_name")
             continue
         mode = configured["destination_sync_mode"]
-        operation = next((op for op in operations if op["object_name"] == object_name and op["sync_mode"] == mode), None)
+        operation = next(
+            (op for op in operations if op["object_name"] == object_name and op["sync_mode"] == mode), None
+        )
         if operation is None:  # DestinationCatalogInvalidOperationProblem
             problems.append(f"{name}: no operation '{object_name}' with sync mode '{mode}'")
             continue

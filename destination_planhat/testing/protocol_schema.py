@@ -128,7 +128,9 @@ def message_errors(line: str) -> list[str]:
         message = json.loads(line)
     except ValueError as error:
         return [f"not JSON ({error})"]
-    errors = sorted(message_validator().iter_errors(message), key=lambda e: (list(map(str, e.absolute_path)), e.message))
+    errors = sorted(
+        message_validator().iter_errors(message), key=lambda e: (list(map(str, e.absolute_path)), e.message)
+    )
     problems = [_describe(error) for error in errors]
     if not problems and isinstance(message, dict):
         payload = PAYLOAD_FIELDS.get(message["type"])

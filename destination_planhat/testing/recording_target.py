@@ -1,12 +1,13 @@
-"""A stand-in for PlanhatWriter behind the input pipeline (reading.MessageTarget) that records, in
+"""A stand-in for PlanhatWriter behind the input pipeline (pipeline.MessageTarget) that records, in
 order, everything the pipeline hands it: a test then compares the whole list, so a call it did not
 expect fails it too."""
 
 from __future__ import annotations
 
-from typing import Any, NoReturn, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, NoReturn, Optional
 
-# A plan that maps no stream in the decode step: every line goes the general way (reading.parse_lines).
+# A plan that maps no stream in the decode step: every line goes the general way (pipeline.parse_lines).
 NO_STREAMS_PLAN: dict[str, Any] = {"streams": [], "max_part_bytes": 1 << 20}
 
 

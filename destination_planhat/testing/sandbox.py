@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import contextlib
 import copy
 import enum
 import hmac
@@ -47,6 +48,7 @@ import sys
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -55,7 +57,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from ipaddress import ip_address
 from random import Random
 from types import TracebackType
-from typing import IO, Any, Callable, Collection, Final, Mapping, Sequence
+from typing import IO, Any, Final
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import orjson
@@ -491,10 +493,8 @@ class _Server(ThreadingHTTPServer):
         with self._connections_lock:
             connections = list(self._connections)
         for sock in connections:
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Clients going away is part of the job (timeouts, fault tests); only report real bugs."""
@@ -685,21 +685,21 @@ class _Handler(BaseHTTPRequestHandler):
             headers.extend(fault.headers)
             self._send(fault.status, body_out, content_type, headers)
             return
-        if fault.kind == "delay" and not fault.process:
-            if self._wait_unless_client_leaves(fault.seconds):  # the client gave up: nothing is processed
-                log(None, fault, body_bytes=length)
-                self.close_connection = True
-                return
+        # the client gave up: nothing is processed
+        if fault.kind == "delay" and not fault.process and self._wait_unless_client_leaves(fault.seconds):
+            log(None, fault, body_bytes=length)
+            self.close_connection = True
+            return
 
         if fault.kind in ("bad_body", "bad_json") and not fault.process:
             outcome = _Outcome(HTTPStatus.OK, {})  # a broken proxy answered; Planhat never saw it
         else:
             outcome = process(body, authorization, number)
-        if fault.kind == "delay" and fault.process:
-            if self._wait_unless_client_leaves(fault.seconds):  # processed, but the client gave up waiting
-                log(None, fault, outcome, length)
-                self.close_connection = True
-                return
+        # processed, but the client gave up waiting
+        if fault.kind == "delay" and fault.process and self._wait_unless_client_leaves(fault.seconds):
+            log(None, fault, outcome, length)
+            self.close_connection = True
+            return
         sandbox._sleep(sandbox._latency_s(api))
 
         if fault.kind == "reset_after":
@@ -1141,7 +1141,12 @@ class PlanhatSandbox:
             faults = Counter(r.fault for r in self._main_requests if r.fault is not None)
             counts = self._store.counts()
             objects = {
-                name: {"records": counts[name], "created": stats.created, "updated": stats.updated, "errors": stats.errors}
+                name: {
+                    "records": counts[name],
+                    "created": stats.created,
+                    "updated": stats.updated,
+                    "errors": stats.errors,
+                }
                 for name, stats in self._store.stats.items()
                 if counts[name] or stats.created or stats.updated or stats.errors
             }
@@ -1170,8 +1175,10 @@ class PlanhatSandbox:
         A new rate limit or window starts a new window. Raises ValueError before changing anything.
         """
         with self._main_lock:
-            permitted = self._permitted if permitted_objects is _KEEP else (
-                None if permitted_objects is None else frozenset(permitted_objects)
+            permitted = (
+                self._permitted
+                if permitted_objects is _KEEP
+                else (None if permitted_objects is None else frozenset(permitted_objects))
             )
             limit = self._rate_limit if rate_limit_per_minute is _KEEP else rate_limit_per_minute
             window = self._rate_window_s if rate_limit_window_s is _KEEP else rate_limit_window_s
@@ -1338,7 +1345,9 @@ class PlanhatSandbox:
                 headers: tuple[tuple[str, str], ...] = (("Retry-After", str(retry_after)),)
                 if self._rate_headers:
                     headers += (("X-Rate-Limit-Limit", str(limit)), ("X-Rate-Limit-Remaining", "0"))
-                return _Outcome(HTTPStatus.TOO_MANY_REQUESTS, {"message": "Too Many Requests"}, headers=headers), headers
+                return _Outcome(
+                    HTTPStatus.TOO_MANY_REQUESTS, {"message": "Too Many Requests"}, headers=headers
+                ), headers
             self._rate_calls += 1
             if not self._rate_headers:
                 return None, ()
@@ -1369,9 +1378,13 @@ class PlanhatSandbox:
         try:
             items = orjson.loads(body)
         except orjson.JSONDecodeError as error:
-            return _Outcome(HTTPStatus.BAD_REQUEST, {"message": f"request body is not valid JSON: {error}"}, headers=headers)
+            return _Outcome(
+                HTTPStatus.BAD_REQUEST, {"message": f"request body is not valid JSON: {error}"}, headers=headers
+            )
         if not isinstance(items, list):
-            return _Outcome(HTTPStatus.BAD_REQUEST, {"message": "a bulk upsert body must be a JSON array"}, headers=headers)
+            return _Outcome(
+                HTTPStatus.BAD_REQUEST, {"message": "a bulk upsert body must be a JSON array"}, headers=headers
+            )
         if len(items) > MAX_BULK_ITEMS:
             message = f"bulk upsert takes at most {MAX_BULK_ITEMS} items per request, got {len(items)}"
             return _Outcome(HTTPStatus.BAD_REQUEST, {"message": message}, len(items), headers=headers)
@@ -1379,7 +1392,9 @@ class PlanhatSandbox:
             result = self._store.bulk_upsert(name, items, may_create=name not in self._update_only)
         return _Outcome(result.status, result.body, result.items, result.processed, result.errors, headers)
 
-    def _list_records(self, name: str, query: Mapping[str, list[str]], headers: tuple[tuple[str, str], ...]) -> _Outcome:
+    def _list_records(
+        self, name: str, query: Mapping[str, list[str]], headers: tuple[tuple[str, str], ...]
+    ) -> _Outcome:
         try:
             limit = int(query.get("limit", [str(DEFAULT_LIST_LIMIT)])[0])
             offset = int(query.get("offset", ["0"])[0])
@@ -1488,17 +1503,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--latency", type=float, default=0.0, help="seconds to wait before each data answer")
     parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES, help="413 above this body size")
     parser.add_argument(
-        "--no-validate", dest="validate", action="store_false",
+        "--no-validate",
+        dest="validate",
+        action="store_false",
         help="accept every item without checking it (still parsed and counted): for benchmarks",
     )
     parser.add_argument(
-        "--permitted-objects", default=None,
+        "--permitted-objects",
+        default=None,
         help="comma-separated main API objects the token may use (default: all); others answer 403",
     )
     parser.add_argument(
-        "--rate-limit-per-minute", type=int, default=None, help="main API calls per minute before 429 (default: no limit)"
+        "--rate-limit-per-minute",
+        type=int,
+        default=None,
+        help="main API calls per minute before 429 (default: no limit)",
     )
-    parser.add_argument("--main-api-latency", type=float, default=0.0, help="seconds to wait before each main API answer")
+    parser.add_argument(
+        "--main-api-latency", type=float, default=0.0, help="seconds to wait before each main API answer"
+    )
     args = parser.parse_args(argv)
     permitted = None if args.permitted_objects is None else [n for n in args.permitted_objects.split(",") if n]
 

@@ -14,8 +14,9 @@ written up in the team notes planhat-objects.md, one section per object; the tab
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import orjson
 
@@ -37,8 +38,22 @@ NO_PERMISSION = "no_permission"
 
 # Custom field types Planhat lists on its Custom Field page.
 CUSTOM_FIELD_TYPES = (
-    "number", "text", "rich text", "checkbox", "day", "date", "list", "multipicklist", "team member",
-    "team members", "rating", "phone", "email", "enduser", "endusers", "url",
+    "number",
+    "text",
+    "rich text",
+    "checkbox",
+    "day",
+    "date",
+    "list",
+    "multipicklist",
+    "team member",
+    "team members",
+    "rating",
+    "phone",
+    "email",
+    "enduser",
+    "endusers",
+    "url",
 )
 _CUSTOM_FIELD_FLAGS = ("isFeatured", "isHidden", "isShared", "isLocked", "isMandatory", "isFormula")
 
@@ -85,17 +100,36 @@ OBJECTS: dict[str, ObjectSpec] = {
         ObjectSpec("sales", "Sale", _STANDARD_KEYS, ("_currency", "salesDate", "value")),
         ObjectSpec("opportunities", "Opportunity", _STANDARD_KEYS),
         ObjectSpec("conversations", "Conversation", _STANDARD_KEYS),
-        ObjectSpec("issues", "Issue", ("_id", "sourceId"), ("title",), company_field="companyIds",
-                   company_required=False, company_is_list=True),
+        ObjectSpec(
+            "issues",
+            "Issue",
+            ("_id", "sourceId"),
+            ("title",),
+            company_field="companyIds",
+            company_required=False,
+            company_is_list=True,
+        ),
         ObjectSpec("invoices", "Invoice", ("_id", "sourceId", "extId"), ("currency",), company_field="cId"),
         ObjectSpec("campaigns", "Campaign", _STANDARD_KEYS, ("name",)),
         ObjectSpec("tasks", "Task", _STANDARD_KEYS, ("mainType",)),
         ObjectSpec("churn", "Churn", _STANDARD_KEYS),
         ObjectSpec("nps", "Nps", ("_id", "sourceId"), ("email", "score"), company_field="cId", company_required=False),
-        ObjectSpec("tickets", "Ticket", ("_id", "sourceId"), ("sourceId",),
-                   company_external_id_field="companyExternalId", drop_without="email"),
-        ObjectSpec("users", "User", ("_id", "externalId"), ("email", "nickName", "firstName", "lastName"),
-                   company_field=None, company_required=False),
+        ObjectSpec(
+            "tickets",
+            "Ticket",
+            ("_id", "sourceId"),
+            ("sourceId",),
+            company_external_id_field="companyExternalId",
+            drop_without="email",
+        ),
+        ObjectSpec(
+            "users",
+            "User",
+            ("_id", "externalId"),
+            ("email", "nickName", "firstName", "lastName"),
+            company_field=None,
+            company_required=False,
+        ),
         ObjectSpec("deals", "Deal", _STANDARD_KEYS),
     )
 }
@@ -217,7 +251,12 @@ class ObjectStore:
     def _first(self, name: str, key: str, text: str, company: str | None = None) -> str | None:
         ids = self._index.get((name, key), {}).get(text, [])
         field_name = OBJECTS[name].company_field
-        if company is not None and field_name is not None and OBJECTS[name].scoped_by_company and key in _COMPANY_SCOPED_KEYS:
+        if (
+            company is not None
+            and field_name is not None
+            and OBJECTS[name].scoped_by_company
+            and key in _COMPANY_SCOPED_KEYS
+        ):
             ids = [rid for rid in ids if self._records[name][rid].get(field_name) == company]
         return ids[0] if ids else None
 
@@ -253,8 +292,9 @@ class ObjectStore:
         if duplicated:
             for plan, key, value in duplicated:
                 target = answer["updatedErrors"] if plan.record_id is not None else answer["createdErrors"]
-                target.append(_error(plan.item, DUPLICATED, f"{key} {value!r} is duplicated in the request",
-                                     key=key, value=value))
+                target.append(
+                    _error(plan.item, DUPLICATED, f"{key} {value!r} is duplicated in the request", key=key, value=value)
+                )
             self.stats[name].errors += len(duplicated)
             return UpsertResult(400, answer, len(items))
 
@@ -375,8 +415,9 @@ class ObjectStore:
             if plan.company is None:
                 missing.append(spec.company_field or "company")
         if missing:
-            return _error(item, MISSING_REQUIRED, f"required to create {spec.path}: {', '.join(missing)}",
-                          missing=missing)
+            return _error(
+                item, MISSING_REQUIRED, f"required to create {spec.path}: {', '.join(missing)}", missing=missing
+            )
         return None
 
     def _duplicates(self, spec: ObjectSpec, plans: list[_Plan]) -> list[tuple[_Plan, str, str]]:
@@ -480,8 +521,9 @@ def normalize_custom_fields(fields: Iterable[Mapping[str, Any]]) -> list[dict[st
             if not isinstance(definition.get(required), str) or not definition[required]:
                 raise ValueError(f"custom field #{number} needs a '{required}' string: {dict(definition)!r}")
         if definition["type"] not in CUSTOM_FIELD_TYPES:
-            raise ValueError(f"custom field type must be one of {', '.join(CUSTOM_FIELD_TYPES)}, "
-                             f"got {definition['type']!r}")
+            raise ValueError(
+                f"custom field type must be one of {', '.join(CUSTOM_FIELD_TYPES)}, got {definition['type']!r}"
+            )
         entry: dict[str, Any] = {"_id": f"5c{number:022x}"}
         entry.update({flag: False for flag in _CUSTOM_FIELD_FLAGS})
         entry["listValues"] = []

@@ -17,11 +17,12 @@ checks one write against the sandbox:
 - the API token only ever travels in the Authorization header of Metrics requests.
 
 `run_connector` also validates every stdout line against the official Airbyte protocol schema
-(`protocol_schema.py`).
+(`testing/protocol_schema.py`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -29,9 +30,10 @@ import subprocess
 import sys
 import threading
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Optional
 from urllib.parse import quote
 
 import orjson
@@ -50,8 +52,8 @@ from destination_planhat.testing.harness import (
     configured_stream,
     run_cli,
 )
-from destination_planhat.testing.sandbox import METRICS, USER_ACTIVITIES, PlanhatSandbox
 from destination_planhat.testing.protocol_schema import assert_protocol_output
+from destination_planhat.testing.sandbox import METRICS, USER_ACTIVITIES, PlanhatSandbox
 
 # Shaped like the real thing (Planhat's tenant token is a UUID), and unlike anything else in the
 # output, so that finding one in the output can only mean a leak.
@@ -107,11 +109,11 @@ class Workload:
     entries: list[Entry] = field(default_factory=list)
     _counters: Counter = field(default_factory=Counter)
 
-    def stream(self, name: str, endpoint: str) -> "Workload":
+    def stream(self, name: str, endpoint: str) -> Workload:
         self.streams[name] = endpoint
         return self
 
-    def records(self, stream: str, count: int, state_every: int = 0) -> "Workload":
+    def records(self, stream: str, count: int, state_every: int = 0) -> Workload:
         """`count` valid unique records of `stream`; a state of that stream every `state_every`."""
         make = ITEM_MAKERS[self.streams[stream]]
         for _ in range(count):
@@ -122,23 +124,26 @@ class Workload:
                 self.state(stream)
         return self
 
-    def record(self, stream: str, data: Any, fate: str = SEND, namespace: Optional[str] = None) -> "Workload":
+    def record(self, stream: str, data: Any, fate: str = SEND, namespace: Optional[str] = None) -> Workload:
         body: dict[str, Any] = {"stream": stream, "data": data, "emitted_at": 1_795_600_000_000}
         if namespace:
             body["namespace"] = namespace
         item = data if fate in (SEND, INVALID) else None
         return self.raw(orjson.dumps({"type": "RECORD", "record": body}) + b"\n", stream, fate, item)
 
-    def raw(self, line: bytes, stream: Optional[str] = None, fate: Optional[str] = None, item: Any = None) -> "Workload":
+    def raw(self, line: bytes, stream: Optional[str] = None, fate: Optional[str] = None, item: Any = None) -> Workload:
         """A line as is (it may be broken on purpose); `stream`/`fate` when it stands for a record."""
         self.entries.append(Entry(line, stream, fate, item))
         return self
 
-    def state(self, stream: str) -> "Workload":
+    def state(self, stream: str) -> Workload:
         cursor = f"{stream}@{len(self.entries)}"
         message = {
             "type": "STATE",
-            "state": {"type": "STREAM", "stream": {"stream_descriptor": {"name": stream}, "stream_state": {"cursor": cursor}}},
+            "state": {
+                "type": "STREAM",
+                "stream": {"stream_descriptor": {"name": stream}, "stream_state": {"cursor": cursor}},
+            },
         }
         self.entries.append(Entry(orjson.dumps(message) + b"\n", stream=stream, cursor=cursor))
         return self
@@ -216,7 +221,9 @@ def run_connector(
     `sandbox.requests_logged()` at the moment it appeared (see `WatchedRun`).
     """
     if sandbox is None:
-        run = run_cli(command, tmp_path, config=config, catalog=catalog, stdin=stdin, timeout=timeout, extra_env=extra_env)
+        run = run_cli(
+            command, tmp_path, config=config, catalog=catalog, stdin=stdin, timeout=timeout, extra_env=extra_env
+        )
     else:
         run = _run_watching(command, tmp_path, sandbox, config, catalog, stdin, timeout, extra_env)
     assert_no_secrets(run, config or {}, verb=command)
@@ -248,7 +255,9 @@ def _run_watching(
     if to_connector is None or from_connector is None or connector_log is None:
         process.kill()
         process.wait()
-        raise RuntimeError(f"{command}: the connector's process has no pipe for stdin, stdout or stderr (Popen needs PIPE for all three)")
+        raise RuntimeError(
+            f"{command}: the connector's process has no pipe for stdin, stdout or stderr (Popen needs PIPE for all three)"
+        )
     stderr_chunks: list[bytes] = []
 
     def feed() -> None:
@@ -257,10 +266,8 @@ def _run_watching(
         except BrokenPipeError:  # the connector stopped reading (it failed): fine
             pass
         finally:
-            try:
+            with contextlib.suppress(BrokenPipeError):
                 to_connector.close()
-            except BrokenPipeError:
-                pass
 
     threads = [
         threading.Thread(target=feed, daemon=True),
@@ -341,7 +348,10 @@ def assert_books_balance(summary: Mapping[str, Any]) -> None:
     for name, s in summary["streams"].items():
         # `merged`: object records merged into an earlier item with the same key (one item sent for them).
         assert s["read"] == s["sent"] + s["rejected_locally"] + s["skipped"] + s["not_sent"] + s["merged"], (name, s)
-        assert s["sent"] == s["processed"] + s["rejected_by_planhat"] + s["unconfirmed"] + s["not_acknowledged"], (name, s)
+        assert s["sent"] == s["processed"] + s["rejected_by_planhat"] + s["unconfirmed"] + s["not_acknowledged"], (
+            name,
+            s,
+        )
         assert s["acknowledged"] == s["sent"] - s["not_acknowledged"] or summary["status"] == "failed", (name, s)
         assert s["books_balance"] is True, (name, s)
         if summary["status"] == "succeeded":
@@ -392,7 +402,10 @@ def check_sync(
     if failure_type is None:
         assert {name for name, n in read.items() if n} <= set(summary["streams"]), summary["streams"].keys()
 
-    duplicates = {endpoint: _check_endpoint(endpoint, workload, sandbox, summary, failure_type is None) for endpoint in (METRICS, USER_ACTIVITIES)}
+    duplicates = {
+        endpoint: _check_endpoint(endpoint, workload, sandbox, summary, failure_type is None)
+        for endpoint in (METRICS, USER_ACTIVITIES)
+    }
     _check_states(run, workload, sandbox, complete=failure_type is None)
     _check_credentials(sandbox)
     return SyncCheck(run, summary, duplicates)
