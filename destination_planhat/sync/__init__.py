@@ -1,10 +1,15 @@
 """The sync itself: records into batches, batches to Planhat, states out once their records are acknowledged.
 
-- `writer`: PlanhatWriter, the coordinator the input is handed to (one sink per stream).
-- `sink`, `object_sink`: a stream's sink (map, check, buffer, count); the base and the analytics one,
-  and the objects one.
+- `writer`: PlanhatWriter, the coordinator the input is handed to: it wires the parts below for one sync.
+- `sink_registry`: the sinks of a sync, one per stream, built once and found by stream (key, name,
+  parse workers' index, parent objects).
+- `sink`: what every stream's sink shares (map, check, buffer, count; what becomes of a record not sent).
+- `analytics_sink`, `object_sink`: an analytics stream's sink (the hot path), an object stream's.
 - `batching`, `object_batching`: a stream's open request and how batches are cut.
 - `sender`: batches sent on threads, answers counted, rejected items paired with their records.
+- `skipped_input`: records of streams not in the catalog, unreadable lines, ignored message types.
+- `outcome`: how the sync ends: the first failure raised, max_error_percent judged, the summary once.
+- `progress_ticker`: the thread that logs the progress line while the input is silent.
 - `parents`: a batch waits for the parent records (companies) read before it.
 - `state_barrier`: a STATE waits until every record before it is acknowledged.
 - `state_stats`: the counts carried on each emitted STATE (`destinationStats`).

@@ -142,8 +142,8 @@ class BatchBuffer:
     between syncs.
 
     `open_batch` hands out the id of a new batch (the writer's StateBarrier) when its first item arrives.
-    The sinks (sync/sink.py) tell the buffer which record comes next through `record_of_items` and
-    `skip_record`, which a buffer that keeps each item's records itself may ignore.
+    The sinks (sync/sink.py, sync/analytics_sink.py) tell the buffer which record comes next through
+    `record_of_items` and `skip_record`, which a buffer that keeps each item's records itself may ignore.
     """
 
     count: int  # items in the open batch

@@ -36,6 +36,7 @@ class DryRunSender:
         self._barrier = barrier
         self._samples: dict[str, list[bytes]] = {}
         self._batches: dict[str, int] = {}
+        self._states_withheld = 0
         self.failure: Optional[BaseException] = None
 
     def start(self) -> None:
@@ -56,6 +57,13 @@ class DryRunSender:
             samples.extend(orjson.dumps(item) for item in batch.items()[: SAMPLE_PAYLOADS - len(samples)])
         self._barrier.acknowledge(batch.batch_id)  # keeps the barrier small; its states are withheld anyway
 
+    def pending_parents(self, endpoint: Endpoint) -> frozenset[int]:
+        return frozenset()  # every batch is acknowledged the moment it is cut
+
+    def withhold_state(self) -> None:
+        """A STATE message, not emitted: counted for the summary."""
+        self._states_withheld += 1
+
     def wait_idle(self) -> None:
         return None
 
@@ -66,7 +74,7 @@ class DryRunSender:
     def close(self) -> None:
         return None
 
-    def summary_lines(self, states_withheld: int) -> list[str]:
+    def summary_lines(self) -> list[str]:
         """What a dry run reports instead of the summary table: per stream what would have been sent."""
         lines = []
         for stats in self._ledger.all():
@@ -88,7 +96,7 @@ class DryRunSender:
                     f"dry run: stream '{stats.stream}' sample payload {number}: {sample.decode()[:SAMPLE_CHARS]}"
                 )
         lines.append(
-            f"dry run: {states_withheld} state message(s) received and not emitted, so the next real sync "
+            f"dry run: {self._states_withheld} state message(s) received and not emitted, so the next real sync "
             "sends these records"
         )
         return lines

@@ -1,7 +1,7 @@
-"""One stream's sink: its records mapped, checked and added to its open batch, and counted.
+"""What every stream's sink shares: its records mapped, checked and added to its open batch, and counted.
 
-`Sink` is what every kind of sink shares (the parts it is wired with, what becomes of a record that
-is not sent); `StreamSink` is an analytics stream's, object_sink.ObjectSink an object stream's.
+`Sink` is the base (the parts it is wired with, what becomes of a record that is not sent);
+analytics_sink.AnalyticsSink is an analytics stream's, object_sink.ObjectSink an object stream's.
 A sink belongs to the reading thread alone (no lock per record). It hands each batch that is ready
 to `submit` (the writer's, which passes it to the sender). What becomes of a record that cannot be
 sent (rejected locally, with its reason and an example in the log) is decided here too, and
@@ -16,11 +16,11 @@ from typing import Any, Generic, Optional, TypeVar
 
 import orjson
 
-from destination_planhat.mapping.analytics import Invalid, Mapper, MapResult, RecordRejected
+from destination_planhat.mapping.analytics import Invalid
 from destination_planhat.mapping.routing import StreamRoute
 from destination_planhat.mapping.unclean_json import why_not_encodable
 from destination_planhat.rejected.records import MISSING, RejectedRecords
-from destination_planhat.sync.batching import Batch, BatchBuffer, ItemTooLarge, StreamBuffer, body_fits
+from destination_planhat.sync.batching import Batch, BatchBuffer, ItemTooLarge
 from destination_planhat.sync.ledger import Ledger, StreamStats
 from destination_planhat.sync.state_stats import StateCounts
 
@@ -41,7 +41,7 @@ class Sink(Generic[MapperT, BufferT]):
     """What every stream's sink shares, whatever its records become: the parts the writer wires in,
     and what becomes of a record that is not sent (`reject`, `skip_unreadable`, an item that fails
     the local checks, one that cannot be encoded or is too large). Each kind of sink adds `record`:
-    StreamSink below (analytics: items appended to the encoded body), object_sink.ObjectSink
+    analytics_sink.AnalyticsSink (items appended to the encoded body), object_sink.ObjectSink
     (objects: items merged by key)."""
 
     def __init__(
@@ -131,91 +131,6 @@ class Sink(Generic[MapperT, BufferT]):
 
     def _unencodable(self, item: dict[str, Any], exc: orjson.JSONEncodeError) -> None:
         self.reject(why_not_encodable(item, exc), repr(item)[:SAMPLE_CHARS], item=item)
-
-
-class StreamSink(Sink[Mapper, StreamBuffer]):
-    """An analytics stream's sink: each item encoded once and appended to the open batch's body."""
-
-    def record(self, data: Any) -> None:
-        """One record. The hot path: every line here runs once per record (see bench/)."""
-        stats = self.stats
-        # `read` is the only counter per record: the counts on states are derived from it.
-        stats.read += 1
-        if type(data) is not dict:
-            self.reject("the record's data is not a JSON object", repr(data)[:SAMPLE_CHARS], record=data)
-            return
-        try:
-            items = self.mapper(data)
-        except RecordRejected as rejected:
-            self.reject(rejected.reason, repr(data)[:SAMPLE_CHARS], record=data)
-            return
-        if len(items) != 1:  # unpivot: a record makes one item per non-null column, maybe none
-            self._add_items(items)
-            return
-        item = items[0]
-        if isinstance(item, Invalid):
-            self._invalid(item)
-            return
-        try:
-            part = orjson.dumps(item)
-        except orjson.JSONEncodeError as exc:
-            self._unencodable(item, exc)
-            return
-        # StreamBuffer.add's common case (an open batch with room), inlined: it runs once per item.
-        buffer = self.buffer
-        body = buffer.body
-        count = buffer.count
-        if count and body_fits(len(body), len(part), buffer.max_body_bytes):
-            body += part
-            body += b","
-            buffer.count = count = count + 1
-            if count >= buffer.batch_size:
-                self._submit(buffer.take())
-        else:
-            self._add_part(item, part)
-
-    def add_encoded(self, encoded: bytes, ends: Any) -> None:
-        """Items a parse worker mapped, checked and encoded (see StreamBuffer.add_run)."""
-        self.buffer.add_run(encoded, ends, self._submit)
-
-    def _add_items(self, items: MapResult) -> None:
-        """A record that made no item or several (unpivot): each item through the general path."""
-        stats = self.stats
-        if not items:
-            stats.empty_records += 1
-            self.buffer.skip_record()
-            return
-        stats.extra_items += len(items) - 1
-        self.buffer.begin_record(stats.read - 1)
-        for item in items:
-            if isinstance(item, Invalid):
-                self._invalid(item)
-            else:
-                self._add_item(item)
-        self.buffer.end_record()
-
-    def _invalid(self, invalid: Invalid) -> None:
-        item = self._invalid_to_send(invalid)
-        if item is not None:
-            self._add_item(item)
-
-    def _add_item(self, item: dict[str, Any]) -> None:
-        """One item into the buffer (`record` does the same inline for the common case)."""
-        try:
-            part = orjson.dumps(item)
-        except orjson.JSONEncodeError as exc:
-            self._unencodable(item, exc)
-            return
-        self._add_part(item, part)
-
-    def _add_part(self, item: dict[str, Any], part: bytes) -> None:
-        try:
-            ready = self.buffer.add(part)
-        except ItemTooLarge as exc:
-            self._too_large(item, exc)
-            return
-        if ready is not None:
-            self._submit(ready)
 
 
 def _largest_field(item: Mapping[str, Any]) -> str:
