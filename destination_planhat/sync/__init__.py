@@ -6,7 +6,9 @@
 - `sink`: what every stream's sink shares (map, check, buffer, count; what becomes of a record not sent).
 - `analytics_sink`, `object_sink`: an analytics stream's sink (the hot path), an object stream's.
 - `batching`, `object_batching`: a stream's open request and how batches are cut.
-- `sender`: batches sent on threads, answers counted, rejected items paired with their records.
+- `sender`: batches sent on threads (back-pressure, lanes per object, splits on 413), the first failure.
+- `answer_accounting`: what Planhat's answer means for the ledger, the counts on states and the
+  rejected records (paired with their records), and the batch's log line.
 - `skipped_input`: records of streams not in the catalog, unreadable lines, ignored message types.
 - `outcome`: how the sync ends: the first failure raised, max_error_percent judged, the summary once.
 - `progress_ticker`: the thread that logs the progress line while the input is silent.
