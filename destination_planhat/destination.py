@@ -9,6 +9,7 @@ import logging
 import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import resources
 from typing import Any, BinaryIO, Optional, cast
@@ -30,8 +31,8 @@ from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 from destination_planhat.config import PlanhatConfig, S3ObjectStorage, parse_config
 from destination_planhat.discover import discover
-from destination_planhat.mapping.routing import route_streams, settings_problems
-from destination_planhat.planhat.api import WHERE_API_TOKEN, Endpoint
+from destination_planhat.mapping.routing import route_streams, settings_problems, streams_error
+from destination_planhat.planhat.api import WHERE_API_TOKEN, WHERE_TENANT_TOKEN, Endpoint
 from destination_planhat.planhat.client import PlanhatClient
 from destination_planhat.planhat.errors import PlanhatError
 from destination_planhat.planhat.retries import RetryPolicy
@@ -125,36 +126,31 @@ class DestinationPlanhat(Destination):
         return ConnectorSpecificationSerializer.load(json.loads(text))
 
     def check(self, logger: logging.Logger, config: Mapping[str, Any]) -> AirbyteConnectionStatus:
-        """Post an empty array to each endpoint the config can write to; writes no data."""
+        """Fail exactly where `write` would for lack of a credential (the rule of routing.credential_problems,
+        applied to every `streams` entry) or of a reachable host, then reach what the credentials given
+        can reach (plan_check). Writes no data: analytics get an empty array, the main API one read."""
         try:
             parsed = parse_config(config)
         except AirbyteTracedException as exc:
             return AirbyteConnectionStatus(status=Status.FAILED, message=exc.message)
         problems = settings_problems(parsed)
         if problems:
-            return AirbyteConnectionStatus(
-                status=Status.FAILED, message="The stream settings are not valid: " + "; ".join(problems) + "."
-            )
-        objects = any(settings.endpoint.is_object for settings in parsed.streams)
-        if not parsed.tenant and not objects:
-            return AirbyteConnectionStatus(
-                status=Status.FAILED,
-                message="`tenant_uuid` is required for Metrics and User Activities (it may stay empty only when every "
-                "stream goes to a Planhat object, set under `streams`).",
-            )
+            return AirbyteConnectionStatus(status=Status.FAILED, message=streams_error(problems))
+        if not parsed.tenant and not parsed.token:
+            return AirbyteConnectionStatus(status=Status.FAILED, message=NO_CREDENTIALS)
         storage = parsed.rejected_records_storage
         if storage is not None:  # where rejected records go must take a file (the CDK's DlqChecker does the same)
             problem = check_storage(storage)
             if problem:
                 return AirbyteConnectionStatus(status=Status.FAILED, message=problem)
+        plan = plan_check(parsed)
         client = build_client(parsed, attempts=CHECK_ATTEMPTS)
-        endpoints = ([Endpoint.USER_ACTIVITIES] + ([Endpoint.METRICS] if parsed.token else [])) if parsed.tenant else []
         try:
-            if objects:  # see check_main_api
-                problem = check_main_api(client, parsed)
+            if plan.main_api:
+                problem = check_main_api(client)
                 if problem:
                     return AirbyteConnectionStatus(status=Status.FAILED, message=problem)
-            for endpoint in endpoints:
+            for endpoint in plan.analytics:
                 try:
                     client.post(endpoint, b"[]", context="check: ")
                 except PlanhatError as exc:  # the same message a sync would end with
@@ -163,8 +159,9 @@ class DestinationPlanhat(Destination):
                     )
         finally:
             client.close()
-        if not parsed.token:
-            logger.info("check: no api_token set, so only User Activities were checked (Metrics needs the token)")
+        logger.info(f"check: reached {plan.describe()}")
+        for line in plan.not_checked:
+            logger.info(f"check: {line}")
         return AirbyteConnectionStatus(status=Status.SUCCEEDED)
 
     def write(
@@ -267,11 +264,61 @@ def build_rejected_records(config: PlanhatConfig, catalog: ConfiguredAirbyteCata
     return store
 
 
-def check_main_api(client: PlanhatClient, config: PlanhatConfig) -> Optional[str]:
+NO_CREDENTIALS = (
+    "Fill in `tenant_uuid` (for Metrics and User Activities: "
+    + WHERE_TENANT_TOKEN
+    + ") or `api_token` (for Planhat's objects, and with the tenant token for Metrics: "
+    + WHERE_API_TOKEN
+    + "): with neither, nothing can be written to Planhat."
+)
+
+
+@dataclass(frozen=True)
+class CheckPlan:
+    """What `check` reaches: the analytics targets it posts an empty array to, and whether it reads the
+    main API; `not_checked` says, for the log, what it leaves out and why."""
+
+    analytics: tuple[Endpoint, ...]
+    main_api: bool
+    not_checked: tuple[str, ...]
+
+    def describe(self) -> str:
+        reached = [f"Planhat {endpoint.label}" for endpoint in self.analytics]
+        if self.main_api:
+            reached.append("Planhat's main API (objects)")
+        return ", ".join(reached)
+
+
+def plan_check(config: PlanhatConfig) -> CheckPlan:
+    """What the credentials given can reach: User Activities with the tenant token, Metrics with both
+    tokens, the main API with the API token. The main API is read when objects may be written: a
+    `streams` entry goes to an object, or the config has no tenant token (objects only), or it names
+    the main API's host (`region`, `api_base_url`). A Metrics-only token needs no permission on
+    companies, so it is not read otherwise."""
+    analytics: list[Endpoint] = []
+    not_checked: list[str] = []
+    if config.tenant:
+        analytics.append(Endpoint.USER_ACTIVITIES)
+        if config.token:
+            analytics.append(Endpoint.METRICS)
+        else:
+            not_checked.append("no `api_token` set: Metrics and Planhat's objects need it, so they were not checked")
+    objects = any(settings.endpoint.is_object for settings in config.streams)
+    names_main_host = bool(config.region or config.api_base_url)
+    main_api = bool(config.token) and (objects or not config.tenant or names_main_host)
+    if config.token and not main_api:
+        not_checked.append(
+            "Planhat's main API (objects) was not checked: no `streams` entry goes to an object and no `region` "
+            "is set; it is used only for objects"
+        )
+    if not config.tenant:
+        not_checked.append("no `tenant_uuid` set: Metrics and User Activities need it, so they were not checked")
+    return CheckPlan(tuple(analytics), main_api, tuple(not_checked))
+
+
+def check_main_api(client: PlanhatClient) -> Optional[str]:
     """The main API's part of `check`: the token reads one company (nothing is written). The failure's
     message, or None."""
-    if not config.token:
-        return f"Streams go to Planhat objects, which need an API token: fill in `api_token` ({WHERE_API_TOKEN})."
     try:
         client.verify_main_api()
     except PlanhatError as exc:
