@@ -32,7 +32,7 @@ from airbyte_cdk.models import (
 from airbyte_cdk.utils.airbyte_secrets_utils import filter_secrets, get_secrets, update_secrets
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
-from destination_planhat.config import PlanhatConfig, S3ObjectStorage, parse_config
+from destination_planhat.config import PlanhatConfig, S3ObjectStorage, parse_config, upgrade_config
 from destination_planhat.discover import discover
 from destination_planhat.mapping.routing import route_streams, settings_problems, streams_error
 from destination_planhat.planhat.api import WHERE_API_TOKEN, WHERE_TENANT_TOKEN, Endpoint
@@ -121,8 +121,10 @@ class DestinationPlanhat(Destination):
     @staticmethod
     def read_config(config_path: str) -> MutableMapping[str, Any]:
         """The configuration file as a JSON object, or a config error that names the file and the fix
-        (the CDK's own says "Something went wrong" and prints a traceback)."""
-        return read_json_object(config_path, "--config", "the connector's JSON configuration (see the README)")
+        (the CDK's own says "Something went wrong" and prints a traceback), in the form spec.json
+        describes (upgrade_config: the short forms of earlier versions keep working)."""
+        config = read_json_object(config_path, "--config", "the connector's JSON configuration (see the README)")
+        return upgrade_config(config)
 
     def run_cmd(self, parsed_args: argparse.Namespace) -> Iterable[AirbyteMessage]:
         """Validate the config with our own model before the CDK's spec check: ours names every bad
