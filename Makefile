@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test unit integration bench bench-objects clean e2e-pyairbyte
+.PHONY: setup demo test unit integration bench bench-objects clean e2e-pyairbyte sandbox
 
 $(INSTALLED): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,11 @@ setup: $(INSTALLED)
 
 demo: setup
 	$(BIN)/python -m destination_planhat.testing.demo
+
+# A local Planhat (analytics host and main API) on 127.0.0.1:8080 until Ctrl-C, which prints what it
+# received: point check, discover and write at it with integration_tests/sandbox_config.json (README).
+sandbox: setup
+	$(BIN)/python -m destination_planhat.testing.sandbox --port 8080
 
 # Docker-based tests of the CDK's standard suite (marker image_tests) need a Docker engine and the
 # internet; neither exists where this runs, so they are deselected here.

@@ -29,7 +29,10 @@ TEST_REQUIREMENTS = [
 setup(
     name="destination-planhat",
     version="0.2.1",
-    description="Airbyte destination that writes metrics and user activities to Planhat Analytics.",
+    description=(
+        "Airbyte destination for Planhat: Metrics, User Activities and Planhat's objects (companies, end users, "
+        "...), with Airbyte data activation."
+    ),
     author="destination-planhat developers",
     license="MIT",
     python_requires=">=3.10,<3.14",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from enum import Enum
 from typing import Annotated, Any, Literal, Optional, Union
 from urllib.parse import urlsplit
@@ -50,12 +50,17 @@ class UnmappedColumns(str, Enum):
 
 
 class UnpivotColumn(BaseModel):
-    """An `unpivot_columns` entry with a dimensionId of its own, for a column named e.g. `active users`."""
+    """An `unpivot_columns` entry: a column, and the dimensionId its values are sent as when that is not
+    the column's name (a column named e.g. `active users`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     column: str = Field(min_length=1)
-    dimension_id: str = Field(min_length=1)
+    dimension_id: Optional[str] = None  # None or empty: the column's name
+
+    @property
+    def dimension(self) -> str:
+        return self.dimension_id or self.column
 
 
 class FieldMapping(BaseModel):
@@ -81,6 +86,7 @@ class StreamSettings(BaseModel):
     namespace: Optional[str] = None
     endpoint: Endpoint
     field_mappings: tuple[FieldMapping, ...] = ()
+    # A plain string is the short form of {"column": ...} that 0.2 documented (see upgrade_config).
     unpivot_columns: tuple[Union[str, UnpivotColumn], ...] = ()
     match_on: Optional[MatchOn] = None  # objects only; None: externalId
     unmapped_columns: Optional[UnmappedColumns] = None  # objects only; None: ignore
@@ -93,7 +99,7 @@ class StreamSettings(BaseModel):
     def unpivot_pairs(self) -> tuple[tuple[str, str], ...]:
         """Each unpivot column with its dimensionId: (column, dimensionId)."""
         return tuple(
-            (entry, entry) if isinstance(entry, str) else (entry.column, entry.dimension_id)
+            (entry, entry) if isinstance(entry, str) else (entry.column, entry.dimension)
             for entry in self.unpivot_columns
         )
 
@@ -385,6 +391,19 @@ def https_unless_loopback(value: str, what: str, carried: str) -> str:
             "127.0.0.1, ::1 and localhost, e.g. a local test server)"
         )
     return value.strip().rstrip("/")
+
+
+def upgrade_config(raw: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """The config in the form spec.json describes, from the forms earlier versions accepted: a plain
+    string in a stream's `unpivot_columns` becomes {"column": ...} (the Airbyte UI draws arrays of
+    objects only). Changes `raw` in place and returns it; anything it does not recognise is left for
+    validation to name."""
+    streams = raw.get("streams")
+    for entry in streams if isinstance(streams, list) else ():
+        columns = entry.get("unpivot_columns") if isinstance(entry, dict) else None
+        if isinstance(columns, list):
+            entry["unpivot_columns"] = [{"column": c} if isinstance(c, str) else c for c in columns]
+    return raw
 
 
 def parse_config(raw: Mapping[str, Any]) -> PlanhatConfig:

@@ -8,13 +8,16 @@ import json
 import logging
 import sys
 import threading
-from collections.abc import Callable, Iterable, Mapping
+import traceback
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import resources
 from typing import Any, BinaryIO, Optional, cast
 
 import orjson
 from airbyte_cdk.destinations import Destination
+from airbyte_cdk.logger import is_platform_debug_log_enabled
 from airbyte_cdk.models import (
     AirbyteConnectionStatus,
     AirbyteMessage,
@@ -23,17 +26,18 @@ from airbyte_cdk.models import (
     ConfiguredAirbyteCatalogSerializer,
     ConnectorSpecification,
     ConnectorSpecificationSerializer,
+    FailureType,
     Status,
 )
-from airbyte_cdk.utils.airbyte_secrets_utils import get_secrets, update_secrets
+from airbyte_cdk.utils.airbyte_secrets_utils import filter_secrets, get_secrets, update_secrets
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
-from destination_planhat.config import PlanhatConfig, S3ObjectStorage, parse_config
+from destination_planhat.config import PlanhatConfig, S3ObjectStorage, parse_config, upgrade_config
 from destination_planhat.discover import discover
-from destination_planhat.mapping.routing import route_streams, settings_problems
-from destination_planhat.planhat.api import WHERE_API_TOKEN, Endpoint
+from destination_planhat.mapping.routing import route_streams, settings_problems, streams_error
+from destination_planhat.planhat.api import WHERE_API_TOKEN, WHERE_TENANT_TOKEN, Endpoint
 from destination_planhat.planhat.client import PlanhatClient
-from destination_planhat.planhat.errors import PlanhatError
+from destination_planhat.planhat.errors import PlanhatError, config_error
 from destination_planhat.planhat.retries import RetryPolicy
 from destination_planhat.reading.pipeline import message_lines, read_input, run_pipeline, start_parse_workers
 from destination_planhat.reading.worker_pool import ParseWorkers
@@ -75,26 +79,62 @@ def build_client(
 
 
 class DestinationPlanhat(Destination):
+    def run(self, args: list[str]) -> None:
+        """The CDK's run, with the connector's own errors (an AirbyteTracedException: a config error, Planhat
+        unreachable, ...) reported as the user reads them: one log line and one TRACE whose message names
+        the field or file and the fix. Their traceback goes to DEBUG (LOG_LEVEL=debug shows it), and only
+        a failure that is not a config error keeps it in the TRACE's stack_trace. Any other exception is
+        a bug: the CDK reports it with its traceback."""
+        if is_platform_debug_log_enabled():
+            logger.setLevel(logging.DEBUG)
+        try:
+            super().run(args)
+        except AirbyteTracedException as exc:
+            report_failure(exc)
+            sys.exit(1)
+
     def parse_args(self, args: list[str]) -> argparse.Namespace:
-        """The CDK's commands (spec, check, write), and `discover --config`, which the CDK's
-        destinations lack: Airbyte runs it for data activation (see discover.py)."""
-        if args and args[0] == "discover":
-            parser = argparse.ArgumentParser(prog="discover", description="prints the DESTINATION_CATALOG")
-            parser.add_argument("--config", type=str, required=True, help="path to the JSON configuration file")
-            parsed = parser.parse_args(args[1:])
-            parsed.command = "discover"
-            return parsed
-        return super().parse_args(args)
+        """The CDK's commands (spec, check, write) and `discover --config`, which the CDK's destinations
+        lack: Airbyte runs it for data activation (see discover.py). One parser, so `--help` lists all four."""
+        parser = argparse.ArgumentParser(
+            prog="destination-planhat",
+            description="Airbyte destination for Planhat: Metrics, User Activities and Planhat's objects.",
+        )
+        commands = parser.add_subparsers(title="commands", dest="command", metavar="{spec,check,discover,write}")
+        commands.add_parser("spec", help="print the connector's specification (the form of its configuration)")
+        for name, help_text in (
+            ("check", "check the configuration: reach Planhat with its credentials (writes no data)"),
+            ("discover", "print the DESTINATION_CATALOG: the Planhat targets and fields a stream can be mapped onto"),
+            ("write", "write the Airbyte messages read from stdin to Planhat"),
+        ):
+            command = commands.add_parser(name, help=help_text)
+            command.add_argument("--config", type=str, required=True, help="path to the JSON configuration file")
+            if name == "write":
+                command.add_argument(
+                    "--catalog", type=str, required=True, help="path to the configured catalog JSON file"
+                )
+        parsed = parser.parse_args(args)
+        if not parsed.command:
+            parser.error("choose a command: spec, check, discover or write")
+        return parsed
+
+    @staticmethod
+    def read_config(config_path: str) -> MutableMapping[str, Any]:
+        """The configuration file as a JSON object, or a config error that names the file and the fix
+        (the CDK's own says "Something went wrong" and prints a traceback), in the form spec.json
+        describes (upgrade_config: the short forms of earlier versions keep working)."""
+        config = read_json_object(config_path, "--config", "the connector's JSON configuration (see the README)")
+        return upgrade_config(config)
 
     def run_cmd(self, parsed_args: argparse.Namespace) -> Iterable[AirbyteMessage]:
         """Validate the config with our own model before the CDK's spec check: ours names every bad
         field and the fix in one message, the CDK's quotes only the first problem and not its field
         (e.g. "0 is less than the minimum of 1"). The CDK's check still runs afterwards as a backstop."""
         if parsed_args.command in ("check", "write", "discover"):
-            config = self.read_config(config_path=parsed_args.config)
-            # Registered before anything can print: the CDK masks these values in logs and traces.
-            update_secrets(get_secrets(self.spec(logger).connectionSpecification, config))
             try:
+                config = self.read_config(config_path=parsed_args.config)
+                # Registered before anything can print: the CDK masks these values in logs and traces.
+                update_secrets(get_secrets(self.spec(logger).connectionSpecification, config))
                 parse_config(config)
             except AirbyteTracedException as exc:
                 status = exc.as_connection_status_message()
@@ -125,36 +165,31 @@ class DestinationPlanhat(Destination):
         return ConnectorSpecificationSerializer.load(json.loads(text))
 
     def check(self, logger: logging.Logger, config: Mapping[str, Any]) -> AirbyteConnectionStatus:
-        """Post an empty array to each endpoint the config can write to; writes no data."""
+        """Fail exactly where `write` would for lack of a credential (the rule of routing.credential_problems,
+        applied to every `streams` entry) or of a reachable host, then reach what the credentials given
+        can reach (plan_check). Writes no data: analytics get an empty array, the main API one read."""
         try:
             parsed = parse_config(config)
         except AirbyteTracedException as exc:
             return AirbyteConnectionStatus(status=Status.FAILED, message=exc.message)
         problems = settings_problems(parsed)
         if problems:
-            return AirbyteConnectionStatus(
-                status=Status.FAILED, message="The stream settings are not valid: " + "; ".join(problems) + "."
-            )
-        objects = any(settings.endpoint.is_object for settings in parsed.streams)
-        if not parsed.tenant and not objects:
-            return AirbyteConnectionStatus(
-                status=Status.FAILED,
-                message="`tenant_uuid` is required for Metrics and User Activities (it may stay empty only when every "
-                "stream goes to a Planhat object, set under `streams`).",
-            )
+            return AirbyteConnectionStatus(status=Status.FAILED, message=streams_error(problems))
+        if not parsed.tenant and not parsed.token:
+            return AirbyteConnectionStatus(status=Status.FAILED, message=NO_CREDENTIALS)
         storage = parsed.rejected_records_storage
         if storage is not None:  # where rejected records go must take a file (the CDK's DlqChecker does the same)
             problem = check_storage(storage)
             if problem:
                 return AirbyteConnectionStatus(status=Status.FAILED, message=problem)
+        plan = plan_check(parsed)
         client = build_client(parsed, attempts=CHECK_ATTEMPTS)
-        endpoints = ([Endpoint.USER_ACTIVITIES] + ([Endpoint.METRICS] if parsed.token else [])) if parsed.tenant else []
         try:
-            if objects:  # see check_main_api
-                problem = check_main_api(client, parsed)
+            if plan.main_api:
+                problem = check_main_api(client)
                 if problem:
                     return AirbyteConnectionStatus(status=Status.FAILED, message=problem)
-            for endpoint in endpoints:
+            for endpoint in plan.analytics:
                 try:
                     client.post(endpoint, b"[]", context="check: ")
                 except PlanhatError as exc:  # the same message a sync would end with
@@ -163,8 +198,9 @@ class DestinationPlanhat(Destination):
                     )
         finally:
             client.close()
-        if not parsed.token:
-            logger.info("check: no api_token set, so only User Activities were checked (Metrics needs the token)")
+        logger.info(f"check: reached {plan.describe()}")
+        for line in plan.not_checked:
+            logger.info(f"check: {line}")
         return AirbyteConnectionStatus(status=Status.SUCCEEDED)
 
     def write(
@@ -211,8 +247,9 @@ class DestinationPlanhat(Destination):
     ) -> Iterable[AirbyteMessage]:
         """The CLI path: parse stdin's bytes ourselves (faster than the CDK, and bad lines are skipped
         and counted instead of crashing the sync) and print each state the moment it is released."""
-        with open(configured_catalog_path, "rb") as file:
-            catalog = ConfiguredAirbyteCatalogSerializer.load(orjson.loads(file.read()))
+        catalog = ConfiguredAirbyteCatalogSerializer.load(
+            read_json_object(configured_catalog_path, "--catalog", "a configured catalog (see the README)")
+        )
         writer = self._start_writer(config, catalog, print_message)
         workers: Optional[ParseWorkers] = None
         try:
@@ -267,16 +304,101 @@ def build_rejected_records(config: PlanhatConfig, catalog: ConfiguredAirbyteCata
     return store
 
 
-def check_main_api(client: PlanhatClient, config: PlanhatConfig) -> Optional[str]:
+NO_CREDENTIALS = (
+    "Fill in `tenant_uuid` (for Metrics and User Activities: "
+    + WHERE_TENANT_TOKEN
+    + ") or `api_token` (for Planhat's objects, and with the tenant token for Metrics: "
+    + WHERE_API_TOKEN
+    + "): with neither, nothing can be written to Planhat."
+)
+
+
+@dataclass(frozen=True)
+class CheckPlan:
+    """What `check` reaches: the analytics targets it posts an empty array to, and whether it reads the
+    main API; `not_checked` says, for the log, what it leaves out and why."""
+
+    analytics: tuple[Endpoint, ...]
+    main_api: bool
+    not_checked: tuple[str, ...]
+
+    def describe(self) -> str:
+        reached = [f"Planhat {endpoint.label}" for endpoint in self.analytics]
+        if self.main_api:
+            reached.append("Planhat's main API (objects)")
+        return ", ".join(reached)
+
+
+def plan_check(config: PlanhatConfig) -> CheckPlan:
+    """What the credentials given can reach: User Activities with the tenant token, Metrics with both
+    tokens, the main API with the API token. The main API is read when objects may be written: a
+    `streams` entry goes to an object, or the config has no tenant token (objects only), or it names
+    the main API's host (`region`, `api_base_url`). A Metrics-only token needs no permission on
+    companies, so it is not read otherwise."""
+    analytics: list[Endpoint] = []
+    not_checked: list[str] = []
+    if config.tenant:
+        analytics.append(Endpoint.USER_ACTIVITIES)
+        if config.token:
+            analytics.append(Endpoint.METRICS)
+        else:
+            not_checked.append("no `api_token` set: Metrics and Planhat's objects need it, so they were not checked")
+    objects = any(settings.endpoint.is_object for settings in config.streams)
+    names_main_host = bool(config.region or config.api_base_url)
+    main_api = bool(config.token) and (objects or not config.tenant or names_main_host)
+    if config.token and not main_api:
+        not_checked.append(
+            "Planhat's main API (objects) was not checked: no `streams` entry goes to an object and no `region` "
+            "is set; it is used only for objects"
+        )
+    if not config.tenant:
+        not_checked.append("no `tenant_uuid` set: Metrics and User Activities need it, so they were not checked")
+    return CheckPlan(tuple(analytics), main_api, tuple(not_checked))
+
+
+def check_main_api(client: PlanhatClient) -> Optional[str]:
     """The main API's part of `check`: the token reads one company (nothing is written). The failure's
     message, or None."""
-    if not config.token:
-        return f"Streams go to Planhat objects, which need an API token: fill in `api_token` ({WHERE_API_TOKEN})."
     try:
         client.verify_main_api()
     except PlanhatError as exc:
         return exc.user_message(client.where(exc.endpoint)) + " (the check reads one company: GET /companies?limit=1)"
     return None
+
+
+def read_json_object(path: str, option: str, what: str) -> dict[str, Any]:
+    """A JSON object read from the file named by a command line option, or one config error naming the
+    file, what is wrong with it and what the option expects."""
+    try:
+        with open(path, "rb") as file:
+            content = orjson.loads(file.read())
+    except FileNotFoundError:
+        problem = "there is no such file"
+    except IsADirectoryError:
+        problem = "it is a directory"
+    except PermissionError:
+        problem = "it may not be read (permission denied)"
+    except OSError as exc:
+        problem = f"it cannot be read ({exc.strerror or type(exc).__name__})"
+    except orjson.JSONDecodeError as exc:
+        problem = f"it is not valid JSON ({exc})"
+    else:
+        if isinstance(content, dict):
+            return content
+        problem = f"it holds a JSON {type(content).__name__}, not an object"
+    raise config_error(f"Could not read {path} ({option}): {problem}. {option} takes the path of {what}.")
+
+
+def report_failure(exc: AirbyteTracedException) -> None:
+    """One log line and one TRACE for a failure the connector raised on purpose; its traceback at DEBUG."""
+    logger.error(exc.message or str(exc))
+    logger.debug("traceback of the failure above:\n" + "".join(traceback.format_exception(exc)))
+    for handler in logging.getLogger().handlers:  # the log line before the TRACE
+        handler.flush()
+    message = exc.as_sanitized_airbyte_message()
+    if message.trace is not None and message.trace.error is not None and exc.failure_type == FailureType.config_error:
+        message.trace.error.stack_trace = None
+    print(filter_secrets(orjson.dumps(AirbyteMessageSerializer.dump(message)).decode()), flush=True)
 
 
 def print_message(message: dict[str, Any]) -> None:

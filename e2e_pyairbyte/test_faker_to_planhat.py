@@ -21,6 +21,7 @@ os.environ["AIRBYTE_OFFLINE_MODE"] = "1"
 os.environ["DO_NOT_TRACK"] = "1"
 
 import airbyte as ab  # noqa: E402  (after the environment above, which it reads on import)
+from faker_to_planhat import FAKER_CONFIG, PLANHAT, faker_to_planhat  # noqa: E402  (the README's example)
 
 from destination_planhat.testing.sandbox import PlanhatSandbox  # noqa: E402
 
@@ -29,31 +30,6 @@ DESTINATION_EXECUTABLE = REPO_ROOT / ".venv" / "bin" / "destination-planhat"
 FAKER_EXECUTABLE = REPO_ROOT / ".venv-source-faker" / "bin" / "source-faker"
 TENANT = "faker-tenant-0001"
 API_TOKEN = "faker-api-token"
-FAKER_CONFIG = {"count": 2_000, "seed": 2026, "parallelism": 1}
-
-# The mapping from the README's "Mapping your data" section.
-STREAMS = [
-    {
-        "name": "users",
-        "endpoint": "user_activities",
-        "field_mappings": [
-            {"planhat_field": "email", "source_field": "email"},
-            {"planhat_field": "action", "constant": "signed_up"},
-            {"planhat_field": "date", "source_field": "created_at"},
-        ],
-    },
-    {
-        "name": "purchases",
-        "endpoint": "metrics",
-        "field_mappings": [
-            {"planhat_field": "dimensionId", "constant": "purchases"},
-            {"planhat_field": "value", "constant": "1"},
-            {"planhat_field": "externalId", "source_field": "user_id"},
-            {"planhat_field": "model", "constant": "EndUser"},
-            {"planhat_field": "date", "source_field": "purchased_at"},
-        ],
-    },
-]
 
 
 @pytest.fixture
@@ -109,26 +85,14 @@ def test_faker_users_and_purchases_reach_planhat_mapped(sandbox, tmp_path, monke
     assert DESTINATION_EXECUTABLE.exists(), "run `make setup` first: the connector's console script is missing"
     assert FAKER_EXECUTABLE.exists(), "run `make e2e-pyairbyte`: source-faker's virtual environment is missing"
     monkeypatch.chdir(tmp_path)  # PyAirbyte keeps its local state cache under the working directory
-
+    # What faker makes with this seed, read on its own first (faker repeats it for the same seed).
     source = ab.get_source("source-faker", config=FAKER_CONFIG, local_executable=FAKER_EXECUTABLE)
-    source.select_streams(["users", "purchases"])
-    destination = ab.get_destination(
-        "destination-planhat",
-        config={
-            "tenant_uuid": TENANT,
-            "api_token": API_TOKEN,
-            "analytics_base_url": sandbox.url,
-            "streams": STREAMS,
-        },
-        local_executable=DESTINATION_EXECUTABLE,
-    )
-    destination.check()
-    # What faker makes with this seed, read on its own first (a read after the write would resume
-    # from the state the write saved and return nothing).
     users = read_all(source, "users")
     purchases = read_all(source, "purchases")
+    planhat = {**PLANHAT, "tenant_uuid": TENANT, "api_token": API_TOKEN, "analytics_base_url": sandbox.url}
 
-    result = destination.write(source, cache=False, write_strategy="append")  # raises when the write fails
+    # The README's example as it is, pointed at this test's sandbox; raises when the check or the write fails.
+    result = faker_to_planhat(planhat, destination=DESTINATION_EXECUTABLE, faker=FAKER_EXECUTABLE)
 
     assert len(users) == FAKER_CONFIG["count"]
     assert purchases, "faker made no purchases: the test would prove nothing"

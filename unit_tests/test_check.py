@@ -90,7 +90,7 @@ def test_nothing_listening_fails_naming_the_url():
     "overrides, named",
     [
         ({"tenant_uuid": "   "}, "tenant_uuid"),
-        ({"tenant_uuid": None}, "tenant_uuid"),
+        ({"tenant_uuid": None, "api_token": None}, "tenant_uuid"),
         ({"batch_size": 0}, "batch_size"),
         ({"analytics_base_url": "ftp://127.0.0.1"}, "analytics_base_url"),
         ({"analytics_base_url": "http://analytics.planhat.com"}, "analytics_base_url"),
@@ -101,3 +101,38 @@ def test_an_invalid_config_fails_without_any_request(sandbox, overrides, named):
     assert status.status == Status.FAILED
     assert named in status.message
     assert sandbox.requests == []
+
+
+def test_without_tenant_token_reads_the_main_api_only(sandbox):
+    """An objects-only setup (data activation): the API token alone is checked, on the main API."""
+    status = check(sandbox.url, tenant_uuid=None, api_base_url=sandbox.url)
+    assert status.status == Status.SUCCEEDED, status.message
+    assert sandbox.requests == []
+    assert [(r.method, r.endpoint) for r in sandbox.main_api_requests] == [("GET", "companies")]
+
+
+@pytest.mark.parametrize(
+    "entry, overrides, named",
+    [
+        ({"name": "usage", "endpoint": "metrics"}, {"api_token": None}, "`api_token`"),
+        ({"name": "usage", "endpoint": "metrics"}, {"tenant_uuid": None}, "`tenant_uuid`"),
+        ({"name": "events", "endpoint": "user_activities"}, {"tenant_uuid": None}, "`tenant_uuid`"),
+        ({"name": "accounts", "endpoint": "companies"}, {"api_token": None}, "`api_token`"),
+    ],
+)
+def test_a_streams_entry_needs_the_credentials_of_its_endpoint(sandbox, entry, overrides, named):
+    """The rule write applies to every routed stream (routing.credential_problems), before any request."""
+    status = check(sandbox.url, streams=[entry], api_base_url=sandbox.url, **overrides)
+    assert status.status == Status.FAILED
+    assert named in status.message and f"stream '{entry['name']}'" in status.message
+    assert sandbox.requests == [] and sandbox.main_api_requests == []
+
+
+def test_with_both_tokens_and_no_object_entry_the_main_api_is_not_read(sandbox):
+    """A Metrics token needs no permission on companies: the main API is read only when objects may be written."""
+    status = check(sandbox.url)  # the main API would be https://api.planhat.com: not asked
+    assert status.status == Status.SUCCEEDED, status.message
+    assert sandbox.main_api_requests == []
+    status = check(sandbox.url, api_base_url=sandbox.url, streams=[{"name": "accounts", "endpoint": "companies"}])
+    assert status.status == Status.SUCCEEDED, status.message
+    assert [(r.method, r.endpoint) for r in sandbox.main_api_requests] == [("GET", "companies")]

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 from airbyte_cdk.models import FailureType
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
+from jsonschema import Draft7Validator
 
-from destination_planhat.config import parse_config
+from destination_planhat.config import parse_config, upgrade_config
 from destination_planhat.planhat.api import DEFAULT_ANALYTICS_BASE_URL, Endpoint
 
 SECRET_TENANT = "tenant-0000-SECRET"
@@ -183,3 +186,38 @@ def test_spec_bounds_are_the_config_bounds(name):
     for outside in (prop["minimum"] - step, prop["maximum"] + step):
         with pytest.raises(AirbyteTracedException, match=name):
             parse_config(raw(**{name: outside}))
+
+
+# ----- unpivot_columns: objects in the form, the short form of 0.2 still read ---------------------
+
+
+def test_unpivot_entries_are_objects_in_the_spec_and_short_strings_are_upgraded():
+    spec = json.loads((Path(__file__).resolve().parent.parent / "destination_planhat" / "spec.json").read_text())
+    validator = Draft7Validator(spec["connectionSpecification"])
+    old = {
+        "streams": [
+            {
+                "name": "daily",
+                "endpoint": "metrics",
+                "unpivot_columns": ["mrr", {"column": "active users", "dimension_id": "active_users"}],
+            }
+        ]
+    }
+    assert list(validator.iter_errors(old))  # the form draws objects only
+
+    upgraded = upgrade_config(json.loads(json.dumps(old)))
+
+    assert upgraded["streams"][0]["unpivot_columns"] == [
+        {"column": "mrr"},
+        {"column": "active users", "dimension_id": "active_users"},
+    ]
+    assert not list(validator.iter_errors(upgraded))
+    settings = parse_config(upgraded).streams[0]
+    assert settings.unpivot_pairs == (("mrr", "mrr"), ("active users", "active_users"))
+    assert parse_config(old).streams[0].unpivot_pairs == settings.unpivot_pairs  # the model reads both forms
+
+
+def test_upgrade_config_leaves_what_it_does_not_recognise_to_validation():
+    odd = {"streams": "not a list", "other": [1]}
+    assert upgrade_config(dict(odd)) == odd
+    assert upgrade_config({"streams": [5, {"unpivot_columns": [7]}]}) == {"streams": [5, {"unpivot_columns": [7]}]}

@@ -90,6 +90,12 @@ def plain(text: str) -> str:
     return text.replace("`", "")
 
 
+def is_option_selector(schema: Mapping[str, Any]) -> bool:
+    """The key that tells a oneOf's options apart (storage_type): one value, its own default, so that the
+    Airbyte UI reads it as the option's const. The docs describe the choice, not each option's value."""
+    return schema.get("enum") == [schema.get("default")]
+
+
 def documented_default(value: Any) -> str:
     return f"`{value if isinstance(value, str) else json.dumps(value)}`"
 
@@ -108,7 +114,9 @@ def test_every_spec_property_is_documented_as_the_spec_says(prop: SpecProperty):
     )
     if "title" in prop.schema:
         assert row.title == prop.schema["title"], f"`{prop.path}`: the docs title differs from spec.json's"
-    if "default" in prop.schema:
+    if is_option_selector(prop.schema):
+        pass  # one row describes the choice between the options
+    elif "default" in prop.schema:
         assert row.default == documented_default(prop.schema["default"]), f"`{prop.path}`: default differs"
     elif prop.required:
         assert row.default == "required", f"`{prop.path}` is required in spec.json"
@@ -147,9 +155,38 @@ def test_the_page_has_the_sections_of_an_airbyte_destination_page():
         "Configuration reference",
         "How streams are routed",
         "Supported sync modes",
-        "Limits",
+        "Supported objects and streams",
+        "Limitations",
         "What the logs mean",
         "Troubleshooting",
         "Changelog",
     ):
         assert heading in headings
+
+
+def test_the_changelog_has_airbytes_columns():
+    text = DOCS.read_text(encoding="utf-8")
+    changelog = text[text.index("## Changelog") :]
+    header = next(line for line in changelog.splitlines() if line.startswith("| Version"))
+    assert cells(header) == ["Version", "Date", "Pull Request", "Subject"]
+
+
+def test_the_connection_fields_are_listed_in_the_forms_order():
+    """The first table lists the fields the form shows at the top level, in the order it shows them:
+    by card (the spec's `groups`), the always shown ones first, then the folded ones, each by `order`."""
+    schema = spec()["connectionSpecification"]
+    groups = [group["id"] for group in schema["groups"]]
+    visible = {name: p for name, p in schema["properties"].items() if not p.get("airbyte_hidden") and "group" in p}
+    form_order = sorted(
+        visible,
+        key=lambda name: (
+            groups.index(visible[name]["group"]),
+            not visible[name].get("always_show"),
+            visible[name]["order"],
+        ),
+    )
+    text = DOCS.read_text(encoding="utf-8")
+    table = text[text.index("### Connection fields") : text.index("### Per-stream settings")]
+    documented = [cells(line)[0].strip("`") for line in table.splitlines() if line.startswith("| `")]
+    cards = [name for name in form_order if visible[name]["group"] != "rejected"]  # the storage has its own table
+    assert documented == cards

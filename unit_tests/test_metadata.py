@@ -26,6 +26,7 @@ from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import jsonschema
 import pydantic
@@ -187,7 +188,7 @@ def test_identity_fields(data: dict[str, Any]) -> None:
     assert data["connectorType"] == "destination"
     assert data["connectorSubtype"] == "api"
     assert data["dockerRepository"] == "airbyte/destination-planhat"
-    assert data["name"] == "Planhat Analytics"
+    assert data["name"] == "Planhat"  # Metrics, User Activities and objects: more than Planhat's analytics
     assert data["documentationUrl"] == "https://docs.airbyte.com/integrations/destinations/planhat"
     assert data["githubIssueLabel"] == "destination-planhat"
     assert data["license"] == "MIT"
@@ -316,3 +317,13 @@ def test_data_activation_is_declared_and_refreshes_are_not() -> None:
     assert data["supportsDataActivation"] is True
     assert data["supportsRefreshes"] is False
     assert ConnectorMetadataDefinitionV0.model_validate(load_metadata()).data.supports_data_activation is True
+
+
+def test_the_icon_is_an_svg_file_of_the_connector() -> None:
+    """Airbyte shows a connector's icon (metadata.yaml `icon`, the file beside it) in the catalog and the UI."""
+    icon = load_metadata()["data"]["icon"]
+    path = CONNECTOR_ROOT / icon
+    assert path.suffix == ".svg" and path.is_file(), path
+    root = ElementTree.parse(path).getroot()
+    assert root.tag == "{http://www.w3.org/2000/svg}svg"
+    assert root.get("viewBox"), "a viewBox lets the UI scale the icon"

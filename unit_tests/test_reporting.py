@@ -54,14 +54,22 @@ def test_durations(seconds, expected):
     "interval, started_at, now, due",
     [
         (30, 100.0, 100.0, False),
-        (30, 100.0, 129.9, False),
-        (30, 100.0, 130.0, True),
+        (30, 100.0, 104.9, False),
+        (30, 100.0, 105.0, True),
         (30, 100.0, 500.0, True),
+        (1, 0.0, 0.9, False),
         (1, 0.0, 1.0, True),
     ],
 )
-def test_a_progress_line_is_due_once_the_interval_has_passed(interval, started_at, now, due):
+def test_the_first_progress_line_is_due_after_five_seconds_or_the_interval_if_shorter(interval, started_at, now, due):
     assert ProgressReporter(Ledger(), interval, started_at).due(now) is due
+
+
+def test_after_the_first_line_a_progress_line_is_due_once_the_interval_has_passed():
+    reporter = ProgressReporter(Ledger(), 30, started_at=100.0)
+    reporter.line(105.0, {}, 4)
+    assert not reporter.due(134.9)
+    assert reporter.due(135.0)
 
 
 def test_progress_counts_every_stream_and_rates_cover_the_time_since_the_previous_line():

@@ -32,6 +32,7 @@ from destination_planhat.planhat.errors import config_error
 
 StreamKey = tuple[Optional[str], str]  # (namespace, name), as Airbyte identifies a stream
 StreamPlan = Union[MappingPlan, ObjectPlan]  # a stream's compiled mapping, by its kind of target
+SET_IN_STREAMS = "set in the connector's `streams` setting"  # why a stream with an entry goes where it goes
 
 
 @dataclass(frozen=True)
@@ -87,16 +88,7 @@ def route_streams(config: PlanhatConfig, catalog: ConfiguredAirbyteCatalog) -> d
         elif choice:
             plan, plan_problems = compile_stream(stream_label(key), choice.endpoint, choice.settings, json_schema)
             route = StreamRoute(key, choice.endpoint, choice.why, choice.settings, json_schema, plan)
-            if ENDPOINT_NEEDS_API_TOKEN[route.endpoint] and not config.token:
-                problems.append(
-                    f"stream '{route.name}' goes to {route.endpoint.label} ({route.why}), which needs an "
-                    f"API token: fill in `api_token` with {WHERE_API_TOKEN}"
-                )
-            if not route.endpoint.is_object and not config.tenant:
-                problems.append(
-                    f"stream '{route.name}' goes to {route.endpoint.label} ({route.why}), which needs the tenant "
-                    f"token: fill in `tenant_uuid` with {WHERE_TENANT_TOKEN}"
-                )
+            problems.extend(credential_problems(config, route.name, route.endpoint, route.why))
             problems.extend(plan_problems)
             if route.endpoint.is_object and configured.destination_sync_mode == DestinationSyncMode.append_dedup:
                 problem = _primary_key_problem(route, configured)
@@ -104,10 +96,31 @@ def route_streams(config: PlanhatConfig, catalog: ConfiguredAirbyteCatalog) -> d
                     problems.append(problem)
             routes[route.key] = route
     if problems:
-        raise config_error(
-            "Some streams cannot be written to Planhat: " + "; ".join(problems) + ".",
-        )
+        raise config_error(streams_error(problems))
     return routes
+
+
+def streams_error(problems: list[str]) -> str:
+    """The one message for streams that cannot be written: `write` raises it, `check` reports it."""
+    return "Some streams cannot be written to Planhat: " + "; ".join(problems) + "."
+
+
+def credential_problems(config: PlanhatConfig, label: str, endpoint: Endpoint, why: str) -> list[str]:
+    """What a stream going to `endpoint` lacks of the config's credentials: the one rule that `write`
+    applies to every routed stream and `check` to every `streams` entry, so that check fails exactly
+    when write would. Metrics need both tokens, User Activities the tenant token, objects the API token."""
+    problems = []
+    if ENDPOINT_NEEDS_API_TOKEN[endpoint] and not config.token:
+        problems.append(
+            f"stream '{label}' goes to {endpoint.label} ({why}), which needs an "
+            f"API token: fill in `api_token` with {WHERE_API_TOKEN}"
+        )
+    if not endpoint.is_object and not config.tenant:
+        problems.append(
+            f"stream '{label}' goes to {endpoint.label} ({why}), which needs the tenant "
+            f"token: fill in `tenant_uuid` with {WHERE_TENANT_TOKEN}"
+        )
+    return problems
 
 
 class _Choice(NamedTuple):
@@ -133,7 +146,7 @@ def _route(
         return _Choice(endpoint, why, activation), []
     if settings is not None and settings.endpoint.is_object:
         if mode in (DestinationSyncMode.append, DestinationSyncMode.append_dedup):
-            why = "set in the connector's `streams` setting"
+            why = SET_IN_STREAMS
             return _Choice(settings.endpoint, why, settings), []
         mode_name = getattr(mode, "value", mode)
         return None, [
@@ -155,7 +168,7 @@ def _route(
             )
         ]
     if settings is not None:
-        why = "set in the connector's `streams` setting"
+        why = SET_IN_STREAMS
         return _Choice(settings.endpoint, why, settings), []
     endpoint = endpoint_from_schema(json_schema)
     if endpoint is Endpoint.METRICS:
@@ -214,9 +227,11 @@ def _primary_key_problem(route: StreamRoute, configured: ConfiguredAirbyteStream
 
 
 def settings_problems(config: PlanhatConfig) -> list[str]:
-    """What is wrong in the `streams` settings without looking at a catalog (for the `check` command)."""
+    """What is wrong in the `streams` settings without looking at a catalog (for the `check` command):
+    the mapping settings of each entry, and the credentials its endpoint needs (the rule `write` applies)."""
     problems: list[str] = []
     for settings in config.streams:
         label = f"{settings.namespace}.{settings.name}" if settings.namespace else settings.name
+        problems.extend(credential_problems(config, label, settings.endpoint, SET_IN_STREAMS))
         problems.extend(compile_stream(label, settings.endpoint, settings, None)[1])
     return problems

@@ -169,6 +169,19 @@ class Host(str, Enum):
     MAIN = "main"  # api.planhat.com or a regional host: the objects
 
 
+# What to check when a host's name does not exist in DNS: where the connector takes that host from.
+HOST_FIXES: Mapping[Host, str] = {
+    Host.ANALYTICS: (
+        "Check `analytics_base_url` (leave it empty for Planhat's https://analytics.planhat.com) and that this "
+        "machine can resolve DNS names"
+    ),
+    Host.MAIN: (
+        "Check `region`: it must be the prefix of your Planhat app's address (us2 for app-us2.planhat.com, eu for "
+        "app-eu.planhat.com), or empty for app.planhat.com; or `api_base_url`, when it is set"
+    ),
+}
+
+
 class MatchOn(str, Enum):
     """What an object's bulk upsert matches existing records on: a `streams` entry's `match_on`."""
 

@@ -10,6 +10,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from typing import Optional
+from urllib.parse import urlsplit
 
 import requests
 
@@ -22,12 +23,13 @@ from destination_planhat.planhat.api import (
     Host,
     endpoint_path,
 )
-from destination_planhat.planhat.errors import PlanhatTLSError, PlanhatUnavailable, RequestAborted
+from destination_planhat.planhat.errors import PlanhatHostNotFound, PlanhatTLSError, PlanhatUnavailable, RequestAborted
 from destination_planhat.planhat.pacing import CallPacer
 from destination_planhat.planhat.retries import (
     DEFAULT_RETRY_POLICY,
     RetryPolicy,
     Verdict,
+    host_not_found,
     judge_exception,
     judge_status,
     parse_retry_after,
@@ -135,6 +137,8 @@ class PlanhatClient:
         except requests.exceptions.SSLError as exc:
             raise PlanhatTLSError(f"the TLS connection failed ({tls_reason(exc)})", endpoint=endpoint) from None
         except requests.RequestException as exc:
+            if host_not_found(exc):
+                raise PlanhatHostNotFound(_not_found_text(url), endpoint=endpoint) from None
             raise PlanhatUnavailable(f"{type(exc).__name__} on GET {path.split('?')[0]}", endpoint=endpoint) from None
         status = response.status_code
         if 200 <= status < 300:
@@ -156,6 +160,7 @@ class PlanhatClient:
         waited = 0.0
         ambiguous = 0
         attempt = 0
+        unresolved = False  # the last attempt failed because the host name does not exist (DNS)
         while True:
             attempt += 1
             self._check_aborted(endpoint, attempt)
@@ -180,7 +185,11 @@ class PlanhatClient:
                     ) from None
                 clean = decision.verdict is Verdict.RETRY
                 failure = f"{type(exc).__name__} ({'not connected' if clean else 'the server may have received it'})"
+                unresolved = host_not_found(exc)
+                if unresolved:
+                    failure = _not_found_text(url)
             else:
+                unresolved = False
                 status = response.status_code
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
                 if paced:
@@ -224,7 +233,7 @@ class PlanhatClient:
                 failure = f"HTTP {status}" + (f" (Retry-After {retry_after:g}s)" if retry_after is not None else "")
             delay = self._policy.delay(attempt, retry_after, waited)
             if delay is None:
-                raise PlanhatUnavailable(
+                raise (PlanhatHostNotFound if unresolved else PlanhatUnavailable)(
                     f"{failure} after {attempt} attempt(s) and {waited:.0f}s of waiting",
                     endpoint=endpoint,
                     ambiguous_failures=ambiguous,
@@ -243,6 +252,10 @@ def _reasons(result: PostResult) -> str:
     """The distinct reasons of an answer's refused items, for an error message."""
     reasons = list(dict.fromkeys(error.reason for error in result.errors))
     return "; ".join(reasons[:3]) + (f" (and {len(reasons) - 3} more)" if len(reasons) > 3 else "")
+
+
+def _not_found_text(url: str) -> str:
+    return f"the host {urlsplit(url).hostname} was not found (DNS: no such name)"
 
 
 def _failure_text(status: int, text: str, base_url_field: str) -> str:

@@ -11,7 +11,7 @@ from typing import ClassVar, Optional
 from airbyte_cdk.models import FailureType
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
-from destination_planhat.planhat.api import TARGETS, Endpoint
+from destination_planhat.planhat.api import HOST_FIXES, TARGETS, Endpoint
 
 
 def config_error(message: str, internal_message: Optional[str] = None) -> AirbyteTracedException:
@@ -98,6 +98,16 @@ class PlanhatUnavailable(PlanhatError):
             f"Could not reach {where}: {self}. Planhat may be down or limiting requests; the next attempt of the "
             "sync sends again every record after the last emitted state."
         )
+
+
+class PlanhatHostNotFound(PlanhatUnavailable):
+    """Every attempt failed because DNS says the host name does not exist: most often a wrong `region`
+    (or base URL), which no retry of the sync can fix."""
+
+    failure_type = FailureType.config_error
+
+    def user_message(self, where: str) -> str:
+        return f"{where}: {self}. {HOST_FIXES[TARGETS[self.endpoint].host]}."
 
 
 class PlanhatTLSError(PlanhatError):

@@ -10,7 +10,9 @@ Retry-After parser is reused below.
 from __future__ import annotations
 
 import random
+import socket
 import ssl
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Optional
@@ -139,3 +141,28 @@ def is_connect_failure(exc: requests.RequestException) -> bool:
             return True
         pending.extend((getattr(current, "reason", None), current.__cause__, current.__context__, *current.args))
     return False
+
+
+# getaddrinfo's answers that mean "this name does not exist" (not "DNS did not answer", EAI_AGAIN).
+NAME_NOT_FOUND_ERRNOS = frozenset(
+    code for code in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", None)) if code is not None
+)
+
+
+def host_not_found(exc: BaseException) -> bool:
+    """True when the request failed because DNS says its host name does not exist: a typo in the
+    host (most often in `region`) rather than Planhat or the network being down."""
+    return any(isinstance(cause, socket.gaierror) and cause.errno in NAME_NOT_FOUND_ERRNOS for cause in _causes(exc))
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """The exception and every exception behind it (causes, contexts, arguments, urllib3's `reason`)."""
+    seen: set[int] = set()
+    pending: list[Any] = [exc]
+    while pending:
+        current = pending.pop()
+        if not isinstance(current, BaseException) or id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        pending.extend((getattr(current, "reason", None), current.__cause__, current.__context__, *current.args))

@@ -75,7 +75,8 @@ class AnswerAccounting:
             for error in result.errors[:SAMPLE_ERRORS]:
                 sample = orjson.dumps(error.item).decode()[:SAMPLE_CHARS]
                 line += f"; e.g. {sample} -> {error.reason}"
-            logger.info(line)
+            # A clean batch (all processed at the first attempt) is DEBUG: the progress line counts it.
+            logger.log(logging.INFO if result.errors or result.attempts > 1 else logging.DEBUG, line)
             if result.processed + len(result.errors) != len(batch):
                 logger.warning(
                     f"{label}: Planhat counted {result.processed} processed and {len(result.errors)} errors "
@@ -172,7 +173,7 @@ class AnswerAccounting:
                 line += f"; e.g. {sample} -> {error.reason}"
             if reasons and not result.errors:
                 line += f"; {reasons[0]}"
-            logger.info(line)
+            logger.log(logging.INFO if reasons or result.attempts > 1 else logging.DEBUG, line)
         if resent:
             logger.warning(
                 f"{label}: re-sent {len(batch)} items after {result.ambiguous_failures} failure(s) where Planhat may "

@@ -44,6 +44,9 @@ class Totals:
         return cls(**sums)
 
 
+FIRST_PROGRESS_SECONDS = 5.0
+
+
 class ProgressReporter:
     """Decides when a progress line is due and writes it, with rates since the previous line.
 
@@ -57,9 +60,13 @@ class ProgressReporter:
         self._started_at = started_at
         self._last_at = started_at
         self._last = Totals()
+        self._lines = 0
 
     def due(self, now: float) -> bool:
-        return now - self._last_at >= self._interval
+        """The first line comes after FIRST_PROGRESS_SECONDS (so a long sync shows it is moving within
+        seconds), the others every `interval_seconds`."""
+        wait = self._interval if self._lines else min(self._interval, FIRST_PROGRESS_SECONDS)
+        return now - self._last_at >= wait
 
     def line(self, now: float, in_flight: Mapping[Endpoint, int], max_in_flight: int) -> str:
         """One progress line; the rates cover the time since the previous line."""
@@ -68,6 +75,7 @@ class ProgressReporter:
         read_rate = (totals.read - self._last.read) / window
         ack_rate = (totals.acknowledged - self._last.acknowledged) / window
         self._last_at, self._last = now, totals
+        self._lines += 1
         rejected = totals.rejected_locally + totals.rejected_by_planhat
         flying = ", ".join(f"{endpoint.label} {count}" for endpoint, count in in_flight.items()) or "none"
         return (
