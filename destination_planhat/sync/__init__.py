@@ -5,7 +5,8 @@
   and the objects one.
 - `batching`, `object_batching`: a stream's open request and how batches are cut.
 - `sender`: batches sent on threads, answers counted, rejected items paired with their records.
-- `parents`: a batch waits for the parent records (companies) read before it.
+- `parents`: a batch waits for the parent records (companies, deals, products) read before it.
+- `parent_ids`: references Planhat takes only by its own id (a line item's deal), looked up by key.
 - `state_barrier`: a STATE waits until every record before it is acknowledged.
 - `state_stats`: the counts carried on each emitted STATE (`destinationStats`).
 - `ledger`: what happened to every record, per stream.

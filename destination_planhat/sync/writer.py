@@ -124,7 +124,7 @@ class PlanhatWriter:
         self._sinks_by_name = {key[1]: sink for key, sink in self._sinks.items() if key[0] is None}
         # The streams parse workers may map (see parallel_plan), by their index in the plan.
         self._sinks_by_index = list(self._sinks.values())
-        # Parents first (sync/parents.py): per parent object (any Reference's, today companies), the streams
+        # Parents first (sync/parents.py): per parent object (companies, deals, products), the streams
         # that write it, whose open batch goes before a batch that may reference them.
         self._parent_sinks: dict[Endpoint, list[Union[StreamSink, ObjectSink]]] = {}
         for sink in self._sinks.values():
@@ -142,7 +142,9 @@ class PlanhatWriter:
         self._unknown_streams: dict[StreamKey, int] = {}
         self._ignored_types: set[str] = set()  # message types already warned about
         self._states_withheld = 0  # a dry run's
-        self._handing_over: Optional[Batch] = None  # a batch between its cut and the sender, should the sync fail then
+        # Batches between their cut and the sender, should the sync fail then: one, or a child batch and
+        # the parent batches handed over before it (sync/parents.py).
+        self._handing_over: list[Batch] = []
         self._stopping = threading.Event()
         self._ticker = threading.Thread(target=self._tick_loop, name="planhat-ticker", daemon=True)
         self._started = False
@@ -337,6 +339,8 @@ class PlanhatWriter:
         """
         if batch is None or not batch.count:
             return
+        # Until it is handed over, the batch counts as buffered (not sent) should the sync fail meanwhile.
+        self._handing_over.append(batch)
         if isinstance(batch, ObjectBatch) and self._parent_sinks:
             parents = {ref.parent for ref in batch.endpoint.target.references} - {batch.endpoint}
             waits_for: dict[Endpoint, frozenset[int]] = {}
@@ -348,13 +352,11 @@ class PlanhatWriter:
                 if isinstance(self._sender, ThreadedSender):
                     waits_for[parent] = self._sender.pending_parents(parent)
             batch.waits_for = waits_for
-        # Until it is handed over, the batch counts as buffered (not sent) should the sync fail meanwhile.
-        self._handing_over = batch
         self._raise_if_failed()
         self._check_error_share(final=False, only=self.ledger.stats(batch.route.name))
         self._sender.acquire()
         self._raise_if_failed()
-        self._handing_over = None
+        self._handing_over.remove(batch)
         self._sender.send(batch)
 
     def _release_state(self, pending: PendingState) -> None:
@@ -463,8 +465,7 @@ class PlanhatWriter:
     def _log_summary(self) -> None:
         # Items still buffered (or being handed over) were never sent: after a failure they count as not sent.
         buffered = {sink.stats.stream: sink.buffer.count for sink in self._sinks.values() if sink.buffer.count}
-        handing_over = self._handing_over
-        if handing_over is not None:
+        for handing_over in self._handing_over:
             stream = handing_over.route.name
             buffered[stream] = buffered.get(stream, 0) + len(handing_over)
         if isinstance(self._sender, DryRunSender):

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from destination_planhat.planhat.api import TARGETS
 from destination_planhat.testing.harness import (
     ACTIVITY_SCHEMA,
     API_TOKEN,
@@ -288,7 +289,7 @@ def data_activation(sandbox: PlanhatSandbox, tmp_path: Path, config: dict[str, A
         print(f"  rejected record stored in {path.relative_to(rejected_dir)}:")
         for line in path.read_text(encoding="utf-8").splitlines():
             print(f"    {line}")
-    return run.returncode == 0 and len(stored) == 1 and len(operations) == 15
+    return run.returncode == 0 and len(stored) == 1 and len(operations) == len(TARGETS)
 
 
 if __name__ == "__main__":
