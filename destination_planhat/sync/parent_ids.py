@@ -129,8 +129,8 @@ class ParentIds:
         self.reads += 1
         self.calls += calls
         logger.info(
-            f"{label}: read the keys of {len(seen):,} {target.label.lower()} from Planhat ({calls} call(s)) "
-            f"to send their Planhat ids"
+            f"{label}: read the keys of the {target.label.lower()} in Planhat ({len(seen):,} record(s), "
+            f"{calls} call(s)) to send their Planhat ids"
         )
         return {key: tuple(ids) for key, ids in found.items()}
 
