@@ -230,6 +230,34 @@ def test_a_line_item_whose_deal_is_nowhere_is_refused_by_planhat_and_counted(
     assert [s["destinationStats"]["rejectedRecordCount"] for s in run.states] == [0, 1]
 
 
+NEW_OBJECTS = ["deals", "products", "lineitems", "notes", "tickets", "churn", "objectives", "timeentries"]
+
+
+def test_discover_offers_every_new_object_with_its_fields_keys_and_custom_fields(
+    tmp_path: Path, planhat: PlanhatSandbox
+) -> None:
+    planhat.configure_main_api(
+        custom_fields=[
+            {"name": "Region", "type": "text", "parent": "Deal"},
+            {"name": "Topic", "type": "text", "parent": "Conversation"},
+        ]
+    )
+    config = connector_config(planhat, tenant_uuid=None, api_base_url=planhat.url)
+    run = run_connector("discover", tmp_path, config=config)
+    [message] = run.of_type("DESTINATION_CATALOG")
+    operations = {op["object_name"]: op for op in message["destination_catalog"]["operations"]}
+    assert set(NEW_OBJECTS) <= set(operations)
+    for name in NEW_OBJECTS:
+        op = operations[name]
+        assert op["sync_mode"] == "update" and op["matching_keys"], name
+        assert all(key in op["json_schema"]["properties"] for [key] in op["matching_keys"]), name
+    lines = operations["lineitems"]["json_schema"]["properties"]
+    assert {"dealExternalId", "productExternalId", "fromDate", "mrr"} <= set(lines)
+    assert "custom.Region" in operations["deals"]["json_schema"]["properties"]
+    assert "custom.Topic" in operations["notes"]["json_schema"]["properties"]
+    assert "custom.Topic" in operations["tickets"]["json_schema"]["properties"]
+
+
 # ----- notes, tickets, churn, objectives, time entries -----------------------------------------------
 
 ACME = {"name": "Acme", "externalId": "acme"}

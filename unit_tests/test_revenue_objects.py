@@ -3,7 +3,8 @@ deal and product, named by their keys, become Planhat ids before the line item i
 
 from __future__ import annotations
 
-from typing import Any
+import threading
+from typing import Any, Optional
 
 import orjson
 import pytest
@@ -12,15 +13,23 @@ import requests_mock
 from destination_planhat.config import StreamSettings
 from destination_planhat.mapping.analytics import Invalid, RecordRejected
 from destination_planhat.mapping.objects import ObjectPlan, build_object_mapper, compile_object
-from destination_planhat.mapping.routing import StreamRoute
+from destination_planhat.mapping.routing import StreamRoute, route_streams
+from destination_planhat.planhat.answers import PostResult
 from destination_planhat.planhat.api import PLANHAT_ID_LENGTH, Endpoint, id_growth, list_query
 from destination_planhat.planhat.client import PlanhatClient
-from destination_planhat.planhat.errors import PlanhatAuthError, PlanhatError, PlanhatRejectedRequest
+from destination_planhat.planhat.errors import (
+    PlanhatAuthError,
+    PlanhatError,
+    PlanhatRejectedRequest,
+    PlanhatUnavailable,
+)
 from destination_planhat.planhat.pacing import CallPacer
 from destination_planhat.planhat.retries import RetryPolicy
 from destination_planhat.sync.object_batching import ObjectBatch, ObjectBuffer
 from destination_planhat.sync.parent_ids import ParentIds
-from destination_planhat.testing.fake_client import FakeClient
+from destination_planhat.sync.writer import PlanhatWriter
+from destination_planhat.testing.builders import catalog, config, configured_stream
+from destination_planhat.testing.fake_client import FakeClient, wait_until
 
 
 def compiled(endpoint: Endpoint, **settings: object) -> ObjectPlan:
@@ -377,3 +386,72 @@ def test_a_refused_list_read_names_the_object(status: int, error: type) -> None:
         with pytest.raises(error) as raised:
             client.read(Endpoint.PRODUCTS, "limit=1")
     assert raised.value.endpoint is Endpoint.PRODUCTS and raised.value.status == status
+
+
+# ----- the writer: parents first through two levels, and a failure on the way ------------------------
+
+REVENUE_STREAMS = [
+    {"name": "accounts", "endpoint": "companies"},
+    {"name": "pipeline", "endpoint": "deals"},
+    {"name": "lines", "endpoint": "lineitems"},
+]
+ANY_SCHEMA: dict[str, Any] = {"type": "object", "properties": {}}
+
+
+def revenue_writer(client: FakeClient, **overrides: Any) -> PlanhatWriter:
+    parsed = config(tenant_uuid=None, api_base_url="http://127.0.0.1:9", streams=REVENUE_STREAMS, **overrides)
+    configured = catalog(*(configured_stream(s["name"], ANY_SCHEMA) for s in REVENUE_STREAMS))
+    return PlanhatWriter(parsed, route_streams(parsed, configured), client, lambda message: None)
+
+
+def test_a_line_items_batch_hands_over_its_deals_which_hand_over_their_companies_first() -> None:
+    client = FakeClient()
+    client.lists[Endpoint.DEALS] = [{"_id": "5a" + "0" * 22, "externalId": "d0"}]
+    writer = revenue_writer(client, batch_size=2).start()
+    try:
+        writer.record("accounts", None, {"externalId": "a0", "name": "A"})
+        writer.record("pipeline", None, {"externalId": "d0", "companyExternalId": "a0"})
+        writer.record("lines", None, {"externalId": "l0", "dealExternalId": "d0", "fromDate": "2026-01-01"})
+        writer.record("lines", None, {"externalId": "l1", "dealExternalId": "d0", "fromDate": "2026-01-01"})
+        writer.finish()
+    finally:
+        writer.close()
+    assert [endpoint for endpoint, _ in client.calls] == [Endpoint.COMPANIES, Endpoint.DEALS, Endpoint.LINE_ITEMS]
+    assert [item["dealId"] for item in client.calls[2][1]] == ["5a" + "0" * 22] * 2
+
+
+def test_a_failure_while_parents_are_handed_over_counts_the_waiting_child_batch_as_not_sent() -> None:
+    """The companies' request fails while the deals batch waits for a slot, and the line items batch
+    that cut them waits behind it: both count as not sent, and every stream's books balance."""
+    release = threading.Event()
+
+    def behaviour(index: int, endpoint: Endpoint, items: list[Any]) -> Optional[PostResult]:
+        release.wait(10)
+        raise PlanhatUnavailable("HTTP 503 after 8 attempt(s)", endpoint=endpoint)
+
+    client = FakeClient(behaviour)
+    writer = revenue_writer(client, batch_size=2, max_in_flight_requests=1).start()
+    failures: list[BaseException] = []
+
+    def feed() -> None:
+        try:
+            writer.record("accounts", None, {"externalId": "a0", "name": "A"})
+            writer.record("pipeline", None, {"externalId": "d0", "companyExternalId": "a0"})
+            writer.record("lines", None, {"externalId": "l0", "dealExternalId": "d0", "fromDate": "2026-01-01"})
+            writer.record("lines", None, {"externalId": "l1", "dealExternalId": "d0", "fromDate": "2026-01-01"})
+        except BaseException as exc:  # the failure reaches the reading thread
+            failures.append(exc)
+
+    reader = threading.Thread(target=feed)
+    try:
+        reader.start()
+        wait_until(lambda: len(client.calls) == 1, "the companies' request")
+        release.set()
+        reader.join(10)
+    finally:
+        writer.close()
+    assert not reader.is_alive() and len(failures) == 1
+    stats = {s.stream: s for s in writer.ledger.all()}
+    assert (stats["pipeline"].not_sent, stats["lines"].not_sent) == (1, 2)
+    assert stats["accounts"].not_acknowledged == 1
+    assert all(s.books_balance() for s in stats.values()), {name: s.as_dict() for name, s in stats.items()}
