@@ -244,10 +244,9 @@ def parent_reference(field: str, parent: Endpoint, stem: str, *, by_planhat_id: 
 
 
 # Reading a list, `GET /{object}?select=<fields>&limit=<n>&offset=<k>`: how the connector finds the
-# Planhat ids of parents by their keys (sync/parent_ids.py). Planhat's list reads take `limit` and
-# `offset`; the largest `limit` is documented as 5,000 for companies and 2,000 for most other objects
-# (not stated for deals and products): a read goes on until a page comes back empty, so that a smaller
-# maximum on Planhat's side skips nothing.
+# Planhat ids of parents by their keys (sync/parent_ids.py). The largest `limit` Planhat takes is not
+# stated on the deal and product pages (2,000 is the usual maximum of its list reads): a read goes on
+# until a page comes back empty, so that a smaller maximum on Planhat's side skips nothing.
 LIST_PAGE_LIMIT = 2_000
 
 
