@@ -27,10 +27,12 @@ from typing import Any, Optional
 from destination_planhat.planhat.api import (
     DATE_FORMAT_NOTE,
     DIMENSION_ID_PATTERN,
+    EXTID_PREFIX,
     METRIC_MODELS,
     TARGETS,
     FieldKind,
     MatchOn,
+    Reference,
     Target,
 )
 from destination_planhat.planhat.custom_fields import NONE_READ, CustomFields, JsonSchema, read_custom_fields
@@ -60,15 +62,26 @@ def _aliases(target: Target) -> dict[str, tuple[str, str]]:
     return {alias: (reference.field, prefix) for reference in target.references for alias, prefix in reference.aliases}
 
 
+def _alias_description(reference: Reference, prefix: str) -> str:
+    field = reference.field
+    if reference.by_planhat_id:
+        key = "externalId" if prefix == EXTID_PREFIX else "sourceId"
+        return (
+            f"The {reference.parent.target.label[:-1].lower()}'s {key}: the connector looks up its Planhat id "
+            f"(once the {reference.parent.value} of the same sync are written) and sends it as {field} "
+            f"(instead of mapping {field})"
+        )
+    also = f", and as {reference.bare_field} as it is" if reference.bare_field and prefix == EXTID_PREFIX else ""
+    return f'The parent\'s own id, sent as {field}: "{prefix}<value>"{also} (instead of mapping {field})'
+
+
 def operation(target: Target, custom: Mapping[str, JsonSchema]) -> dict[str, Any]:
     """The DestinationOperation of one target."""
     properties: dict[str, JsonSchema] = {name: kind_schema(kind) for name, kind in target.fields.items()}
     aliases = _aliases(target)
-    for alias, (field, prefix) in aliases.items():
-        properties[alias] = {
-            "type": "string",
-            "description": f'The parent\'s own id, sent as {field}: "{prefix}<value>" (instead of mapping {field})',
-        }
+    for reference in target.references:
+        for alias, prefix in reference.aliases:
+            properties[alias] = {"type": "string", "description": _alias_description(reference, prefix)}
     if "custom" in properties:
         properties["custom"] = {
             "type": "object",
@@ -76,20 +89,27 @@ def operation(target: Target, custom: Mapping[str, JsonSchema]) -> dict[str, Any
         }
     for keyable, field in target.keyables.items():
         properties[field] = {**properties[field], "description": KEY_DESCRIPTIONS[MatchOn(keyable)]}
+    for name, default in target.defaults.items():
+        properties[name] = {**properties[name], "description": f"{default!r} when not mapped"}
     properties.update(custom)
     replaced = {field for field, _ in aliases.values()}
-    required = [name for name in target.required if name not in replaced]
+    required = [name for name in target.required if name not in replaced and name not in target.defaults]
     notes = [f"Planhat {target.label}."]
     if target.one_of:
         notes.append(
             f"Each record needs at least one of {' or '.join(target.one_of)}: map one or both (JSON schema cannot "
             "mark 'one of' as required, so neither is listed in required)."
         )
-    if replaced & set(target.required):
-        names = ", ".join(sorted(replaced & set(target.required)))
+    for reference in target.references:
+        if reference.field in target.required:
+            notes.append(
+                f"{reference.field} is required to create a record, but not listed in required, because "
+                f"{' or '.join(alias for alias, _ in reference.aliases)} can stand in for it: map one of them."
+            )
+    if target.always_required:
         notes.append(
-            f"{names} is required to create a record, but not listed in required, because "
-            f"{' or '.join(aliases)} can stand in for it: map one of them."
+            f"{', '.join(target.always_required)}: every record needs it, an update too (Planhat drops an item "
+            "without it without saying so; the connector refuses it instead)."
         )
     if target.endpoint.is_object:
         notes.append(

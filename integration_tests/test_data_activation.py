@@ -255,9 +255,9 @@ def test_streams_that_do_not_fit_their_object_fail_before_anything_is_sent(
         **mapped_stream("metrics_upserted", ops["metrics"], ["dimensionId", "value", "externalId"]),
         "destination_sync_mode": "update",
     }
-    unknown = {
-        **mapped_stream("tickets", ops["companies"], ["name"], ["externalId"]),
-        "destination_object_name": "tickets",
+    unknown = {  # team members: not a target of this connector
+        **mapped_stream("team", ops["companies"], ["name"], ["externalId"]),
+        "destination_object_name": "users",
     }
     wrong_key = mapped_stream("accounts_by_name", ops["companies"], ["name", "externalId"], ["name"])
     no_key = mapped_stream("accounts_no_key", ops["endusers"], ["email"])
@@ -275,7 +275,7 @@ def test_streams_that_do_not_fit_their_object_fail_before_anything_is_sent(
     assert (
         "stream 'metrics_upserted' (destination_object_name 'metrics'" in message and "'update' does not fit" in message
     )
-    assert "stream 'tickets' (destination_object_name 'tickets'" in message and "is not a Planhat target" in message
+    assert "stream 'team' (destination_object_name 'users'" in message and "is not a Planhat target" in message
     assert "stream 'accounts_by_name'" in message and "[['name']] is not a matching key of Companies" in message
     assert "stream 'accounts_no_key'" in message and "update needs a primary key" in message
     assert "stream 'contacts'" in message and "sends it to companies" in message

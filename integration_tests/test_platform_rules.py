@@ -74,7 +74,7 @@ def test_a_catalog_built_from_discover_passes_the_platform_and_the_connector() -
 
 
 def _unknown_object(stream: dict[str, Any]) -> None:
-    stream["destination_object_name"] = "churn"
+    stream["destination_object_name"] = "users"  # team members: not a target
 
 
 def _wrong_mode(stream: dict[str, Any]) -> None:
@@ -100,7 +100,7 @@ def _unknown_field(stream: dict[str, Any]) -> None:
 @pytest.mark.parametrize(
     "break_it, platform_says, connector_says",
     [
-        (_unknown_object, "no operation 'churn' with sync mode 'update'", "'churn' is not a Planhat target"),
+        (_unknown_object, "no operation 'users' with sync mode 'update'", "'users' is not a Planhat target"),
         (
             _wrong_mode,
             "no operation 'companies' with sync mode 'append'",

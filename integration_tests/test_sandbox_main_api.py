@@ -77,8 +77,10 @@ ANSWER_FIELDS = [
     "permissionErrors",
 ]
 
-# The least each object needs to be created; COMPANY stands for a reference to Acme.
+# The least each object needs to be created; COMPANY stands for a reference to Acme, DEAL for
+# Acme's deal (the `deal` fixture).
 COMPANY = "<company>"
+DEAL = "<deal>"
 MINIMAL_ITEMS: dict[str, dict[str, Any]] = {
     "companies": {"name": "Globex"},
     "endusers": {"email": "ada@example.com", "companyId": COMPANY},
@@ -92,21 +94,38 @@ MINIMAL_ITEMS: dict[str, dict[str, Any]] = {
     "invoices": {"currency": "USD", "cId": COMPANY},
     "campaigns": {"name": "Adoption push", "companyId": COMPANY},
     "tasks": {"mainType": "task", "companyId": COMPANY},
-    "churn": {"companyId": COMPANY},
+    "churn": {"companyId": COMPANY, "isChurn": True},
     "nps": {"email": "ada@example.com", "score": 9},
     "tickets": {"sourceId": "zd-1", "email": "ada@example.com", "companyId": COMPANY},
     "users": {"email": "cs@example.com", "nickName": "cs", "firstName": "Cee", "lastName": "Ess"},
     "deals": {"companyId": COMPANY},
+    "products": {"name": "Advanced Data"},
+    "lineitems": {"dealId": DEAL, "fromDate": "2026-01-01", "mrr": 100},
+    "notes": {"companyId": COMPANY, "type": "note"},
+    "objectives": {"name": "Adoption", "companyId": COMPANY},
+    "timeentries": {"date": "2026-01-05", "hours": 1.5},
 }
 # What a create without one of these answers "missing" (the company reference included).
 REQUIRED: dict[str, list[str]] = {
     name: [field for field, value in item.items() if field != "type"] for name, item in MINIMAL_ITEMS.items()
 }
 REQUIRED["endusers"] = ["email"]  # the company can come from the email domain instead: see below
+REQUIRED["notes"] = ["companyId", "type"]  # a note's type is required ("for this model should be note")
+REQUIRED["lineitems"] = ["dealId", "fromDate", "mrr"]  # mrr: a subscription's recurring revenue (see below)
 
 
-def minimal(name: str, company: str) -> dict[str, Any]:
-    return {field: company if value == COMPANY else value for field, value in MINIMAL_ITEMS[name].items()}
+def minimal(name: str, company: str, deal: str = "") -> dict[str, Any]:
+    placeholders = {COMPANY: company, DEAL: deal}
+    return {
+        field: placeholders.get(value, value) if isinstance(value, str) else value
+        for field, value in MINIMAL_ITEMS[name].items()
+    }
+
+
+@pytest.fixture
+def deal(sandbox: PlanhatSandbox, acme: str) -> str:
+    """The Planhat id of a deal of Acme."""
+    return sandbox.seed("deals", [{"name": "Renewal", "externalId": "d1", "companyId": acme}])["upsertedIds"][0]
 
 
 def test_the_tables_cover_every_object() -> None:
@@ -117,8 +136,8 @@ def test_the_tables_cover_every_object() -> None:
 
 
 @pytest.mark.parametrize("name", sorted(OBJECTS))
-def test_create_with_the_required_fields_only(sandbox: PlanhatSandbox, acme: str, name: str) -> None:
-    response = put(sandbox, name, [minimal(name, acme)])
+def test_create_with_the_required_fields_only(sandbox: PlanhatSandbox, acme: str, deal: str, name: str) -> None:
+    response = put(sandbox, name, [minimal(name, acme, deal)])
     assert response.status_code == 200, response.text
     answer = response.json()
     assert list(answer) == ANSWER_FIELDS
@@ -126,7 +145,7 @@ def test_create_with_the_required_fields_only(sandbox: PlanhatSandbox, acme: str
     [new_id] = answer["upsertedIds"]
     assert answer["insertsKeys"][0]["_id"] == new_id and len(new_id) == 24
     created = [r for r in sandbox.objects(name) if r["_id"] == new_id]
-    assert only(created).items() >= {k: v for k, v in minimal(name, acme).items()}.items()
+    assert only(created).items() >= {k: v for k, v in minimal(name, acme, deal).items()}.items()
 
 
 def test_create_answers_the_keys_it_was_given(sandbox: PlanhatSandbox) -> None:
@@ -143,10 +162,10 @@ MISSING_CASES = [(name, field) for name in sorted(OBJECTS) for field in REQUIRED
 
 @pytest.mark.parametrize(("name", "field"), MISSING_CASES)
 def test_a_create_without_a_required_field_is_an_item_error(
-    sandbox: PlanhatSandbox, acme: str, name: str, field: str
+    sandbox: PlanhatSandbox, acme: str, deal: str, name: str, field: str
 ) -> None:
-    good = minimal(name, acme)
-    bad = {k: v for k, v in minimal(name, acme).items() if k != field}
+    good = minimal(name, acme, deal)
+    bad = {k: v for k, v in minimal(name, acme, deal).items() if k != field}
     if name == "tickets":
         good["sourceId"], bad["sourceId"] = "zd-good", bad.get("sourceId")
         bad = {k: v for k, v in bad.items() if v is not None}
@@ -161,7 +180,7 @@ def test_a_create_without_a_required_field_is_an_item_error(
     assert answer["created"] == 1
     [error] = answer["createdErrors"]
     assert (error["item"], error["reason"]) == (bad, "missing_required")
-    assert field in error["missing"] and field in error["message"]
+    assert any(field in missing for missing in error["missing"]) and field in error["message"]
     assert len(sandbox.objects(name)) == before + 1
 
 
@@ -320,6 +339,94 @@ def test_tickets_find_their_company_by_company_external_id(sandbox: PlanhatSandb
     ).json()
     assert (answer["created"], [e["reason"] for e in answer["createdErrors"]]) == (1, ["company_not_found"])
     assert only(sandbox.objects("tickets"))["companyId"] == acme
+
+
+def test_notes_find_their_company_by_company_external_id(sandbox: PlanhatSandbox, acme: str) -> None:
+    answer = put(sandbox, "notes", [{"type": "note", "companyExternalId": "acme", "subject": "QBR"}]).json()
+    assert answer["created"] == 1
+    assert only(sandbox.objects("notes"))["companyId"] == acme
+
+
+# ---- the revenue model: a line item's deal and product -----------------------------------------
+
+
+@pytest.fixture
+def product(sandbox: PlanhatSandbox) -> str:
+    """A product with defaults: a fixed-period subscription of 12 months at 100 a month."""
+    item = {"name": "Advanced Data", "externalId": "adv", "type": "subscription", "fixedPeriod": True, "length": 12}
+    return sandbox.seed("products", [{**item, "mrr": 100, "currency": "EUR"}])["upsertedIds"][0]
+
+
+@pytest.mark.parametrize("reference", ["extid-d1", "srcid-sf-d1", "5a" + "f" * 22, "d1"])
+def test_a_line_items_deal_is_taken_by_planhat_id_only(sandbox: PlanhatSandbox, deal: str, reference: str) -> None:
+    """Planhat documents extid-/srcid- for company references only: the sandbox takes nothing but
+    the deal's Planhat id, so that the connector must look it up."""
+    bad = {"dealId": reference, "fromDate": "2026-01-01", "mrr": 1}
+    response = put(sandbox, "lineitems", [{**bad, "dealId": deal}, bad])
+    assert response.status_code == 206
+    [error] = response.json()["createdErrors"]
+    assert (error["reason"], error["field"]) == ("parent_not_found", "dealId")
+    assert reference in error["message"] and "takes a Planhat id" in error["message"]
+
+
+def test_a_product_fills_what_the_line_item_leaves_out(sandbox: PlanhatSandbox, deal: str, product: str) -> None:
+    answer = put(
+        sandbox,
+        "lineitems",
+        [
+            {"externalId": "l1", "dealId": deal, "productId": product, "fromDate": "2026-01-01"},
+            {"externalId": "l2", "dealId": deal, "productId": product, "fromDate": "2026-01-01", "mrr": 80},
+        ],
+    ).json()
+    assert answer["created"] == 2
+    first, second = sandbox.objects("lineitems")
+    assert (first["mrr"], first["length"], first["fixedPeriod"], first["currency"]) == (100, 12, True, "EUR")
+    assert second["mrr"] == 80  # the item's own value wins
+    response = put(sandbox, "lineitems", [{"dealId": deal, "productId": "extid-adv", "fromDate": "2026-01-01"}])
+    assert response.json()["createdErrors"][0]["reason"] == "parent_not_found"
+
+
+@pytest.mark.parametrize(
+    "item, reason, fragment",
+    [
+        ({"type": "fee"}, "missing_required", "value"),
+        ({"type": "subscription"}, "missing_required", "mrr/arr"),
+        ({"fixedPeriod": True, "value": 1200}, "missing_required", "toDate/length"),
+        ({"type": "one-off", "value": 1}, "invalid_value", "type must be subscription or fee"),
+    ],
+)
+def test_line_item_revenue_rules(
+    sandbox: PlanhatSandbox, deal: str, item: dict[str, Any], reason: str, fragment: str
+) -> None:
+    good = {"dealId": deal, "fromDate": "2026-01-01", "type": "fee", "value": 5}
+    response = put(sandbox, "lineitems", [good, {"dealId": deal, "fromDate": "2026-01-01", **item}])
+    assert response.status_code == 206
+    [error] = response.json()["createdErrors"]
+    assert error["reason"] == reason and fragment in error["message"]
+
+
+def test_a_line_items_external_id_is_unique_per_company_through_its_deal(
+    sandbox: PlanhatSandbox, acme: str, deal: str
+) -> None:
+    globex = sandbox.seed("companies", [{"name": "Globex"}])["upsertedIds"][0]
+    other_deal, globex_deal = sandbox.seed(
+        "deals", [{"name": "Upsell", "companyId": acme}, {"name": "New", "companyId": globex}]
+    )["upsertedIds"]
+    line = {"externalId": "l1", "fromDate": "2026-01-01", "mrr": 1}
+    assert put(sandbox, "lineitems", [{**line, "dealId": deal}, {**line, "dealId": globex_deal}]).json()["created"] == 2
+    response = put(sandbox, "lineitems", [{**line, "dealId": deal}, {**line, "dealId": other_deal}])
+    assert response.status_code == 400  # one company, one externalId: the same record twice
+    assert [e["reason"] for e in response.json()["updatedErrors"]] == ["duplicated", "duplicated"]
+
+
+@pytest.mark.parametrize("hours", [0, 0.05, 24.5, "2", True])
+def test_a_time_entry_logs_between_0_1_and_24_hours(sandbox: PlanhatSandbox, hours: Any) -> None:
+    response = put(
+        sandbox, "timeentries", [{"date": "2026-01-05", "hours": 24}, {"date": "2026-01-05", "hours": hours}]
+    )
+    assert response.status_code == 206
+    [error] = response.json()["createdErrors"]
+    assert error["reason"] == "invalid_value" and "between 0.1 and 24" in error["message"]
 
 
 # ---- duplicated keys and request size ----------------------------------------------------------
@@ -576,6 +683,12 @@ def test_get_list_pages_through_records_without_writing(sandbox: PlanhatSandbox)
     for params in ({"limit": 0}, {"limit": "x"}, {"offset": -1}, {"limit": 5001}):
         assert get(sandbox, "companies", params=params).status_code == 400
     assert len(sandbox.objects("companies")) == 5
+
+
+def test_get_list_selects_the_fields_asked_for(sandbox: PlanhatSandbox, acme: str) -> None:
+    sandbox.seed("deals", [{"name": "D", "externalId": "d1", "sourceId": "sf-d1", "companyId": acme, "mrr": 5}])
+    [deal] = get(sandbox, "deals", params={"select": "externalId,sourceId", "limit": 10}).json()
+    assert set(deal) == {"_id", "externalId", "sourceId"}
 
 
 def test_unknown_main_api_paths_are_404(sandbox: PlanhatSandbox) -> None:

@@ -98,9 +98,9 @@ def test_records_carry_planhat_names_so_they_map_to_themselves() -> None:
     "stream, streams, expected",
     [
         (
-            mapped("s", "churn", ["x"], "update", [["x"]]),
+            mapped("s", "users", ["x"], "update", [["x"]]),
             [],
-            "'churn' is not a Planhat target of this connector; choose one of metrics, user_activities, companies",
+            "'users' is not a Planhat target of this connector; choose one of metrics, user_activities, companies",
         ),
         (
             mapped("s", "metrics", ["value"], "update"),

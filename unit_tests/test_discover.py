@@ -52,8 +52,9 @@ def test_each_target_is_one_operation_built_from_its_description(endpoint: Endpo
     assert set(target.fields) <= set(schema["properties"])
     aliases = {alias for reference in target.references for alias, _ in reference.aliases}
     assert aliases <= set(schema["properties"])
-    standing_in = {reference.field for reference in target.references}
-    assert schema.get("required", []) == [name for name in target.required if name not in standing_in]
+    standing_in = {reference.field for reference in target.references}  # an alias may stand in
+    filled = set(target.defaults)  # the connector sends a default
+    assert schema.get("required", []) == [name for name in target.required if name not in standing_in | filled]
     assert schema["additionalProperties"] is False
     if endpoint.is_object:
         assert op["matching_keys"] == [[field] for field in target.keyables.values()]
@@ -72,6 +73,14 @@ def test_each_target_is_one_operation_built_from_its_description(endpoint: Endpo
         (Endpoint.INVOICES, ["currency"], [["extId"], ["sourceId"], ["_id"]]),  # cId: an alias may stand in
         (Endpoint.NPS, ["email", "score"], [["sourceId"], ["_id"]]),
         (Endpoint.ISSUES, ["title"], [["sourceId"], ["_id"]]),
+        (Endpoint.DEALS, None, [["externalId"], ["sourceId"], ["_id"]]),  # companyId: an alias may stand in
+        (Endpoint.PRODUCTS, ["name"], [["externalId"], ["sourceId"], ["_id"]]),
+        (Endpoint.LINE_ITEMS, ["fromDate"], [["externalId"], ["_id"]]),  # dealId: dealExternalId may stand in
+        (Endpoint.NOTES, None, [["externalId"], ["sourceId"], ["_id"]]),  # type: "note" unless mapped
+        (Endpoint.TICKETS, ["sourceId", "email"], [["sourceId"], ["_id"]]),
+        (Endpoint.CHURN, ["isChurn"], [["externalId"], ["_id"]]),
+        (Endpoint.OBJECTIVES, ["name"], [["externalId"], ["sourceId"], ["_id"]]),
+        (Endpoint.TIME_ENTRIES, ["date", "hours"], [["externalId"], ["sourceId"], ["_id"]]),
     ],
 )
 def test_required_fields_and_matching_keys(
@@ -89,6 +98,26 @@ def test_descriptions_say_what_json_schema_cannot() -> None:
     assert "companyId is required to create a record" in assets["description"]
     assert "companyExternalId or companySourceId" in assets["description"]
     assert "extid-" in assets["properties"]["companyExternalId"]["description"]
+
+
+def test_references_to_deals_and_products_are_looked_up_and_notes_say_their_default() -> None:
+    items = operation(TARGETS[Endpoint.LINE_ITEMS], {})["json_schema"]
+    assert {"dealExternalId", "dealSourceId", "productExternalId", "productSourceId"} <= set(items["properties"])
+    assert "looks up its Planhat id" in items["properties"]["dealExternalId"]["description"]
+    assert "dealExternalId or dealSourceId can stand in" in items["description"]
+    assert "productExternalId" not in items["description"]  # productId is not required
+    notes = operation(TARGETS[Endpoint.NOTES], {})["json_schema"]
+    assert notes["properties"]["type"]["description"] == "'note' when not mapped"
+    assert "as companyExternalId as it is" in notes["properties"]["companyExternalId"]["description"]
+    tickets = operation(TARGETS[Endpoint.TICKETS], {})["json_schema"]
+    assert "email: every record needs it, an update too" in tickets["description"]
+
+
+def test_notes_and_tickets_are_offered_the_custom_fields_of_conversations() -> None:
+    custom = group_custom_fields([{"name": "Topic", "type": "text", "parent": "Conversation"}])
+    assert {Endpoint.CONVERSATIONS, Endpoint.NOTES, Endpoint.TICKETS} <= set(custom.by_endpoint)
+    for endpoint in (Endpoint.CONVERSATIONS, Endpoint.NOTES, Endpoint.TICKETS):
+        assert "custom.Topic" in custom.by_endpoint[endpoint]
 
 
 def test_the_catalog_message_is_a_valid_protocol_message() -> None:

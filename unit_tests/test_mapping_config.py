@@ -9,7 +9,7 @@ import pytest
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 from destination_planhat.config import FieldMapping, InvalidRecords, PlanhatConfig, StreamSettings, parse_config
-from destination_planhat.planhat.api import ALL_FIELDS, ENDPOINT_FIELDS, Endpoint
+from destination_planhat.planhat.api import ALL_FIELDS, ENDPOINT_FIELDS, OBJECT_ENDPOINTS, Endpoint
 from destination_planhat.sync.ledger import StreamStats
 from destination_planhat.sync.reporting import summary_notes
 
@@ -26,6 +26,13 @@ def test_the_planhat_field_description_names_every_analytics_field_and_the_endpo
     assert all(field in description for field in ALL_FIELDS)
     assert set(ALL_FIELDS) == set(ENDPOINT_FIELDS[Endpoint.METRICS]) | set(ENDPOINT_FIELDS[Endpoint.USER_ACTIVITIES])
     assert STREAM_ITEM["properties"]["endpoint"]["enum"] == [endpoint.value for endpoint in Endpoint]
+
+
+def test_the_endpoint_description_lists_every_object_in_planhat_pys_order():
+    """spec.json is static: its list of objects is checked against the target descriptions."""
+    description = STREAM_ITEM["properties"]["endpoint"]["description"]
+    listed = description.split("upserted by its bulk upsert: ", 1)[1].rstrip(".").split(", ")
+    assert listed == [endpoint.value for endpoint in OBJECT_ENDPOINTS]
 
 
 def test_stream_and_mapping_items_have_the_same_fields_in_spec_and_config():

@@ -8,9 +8,16 @@ What a record becomes:
   the record's column of the same name, converted to the field's kind (FieldKind);
 - `custom.<Field name>` mappings into `custom`; with `unmapped_columns: custom`, every other
   column too, under its own name; a record's `custom` column (an object) is merged in;
-- a parent's externalId or sourceId (`companyExternalId` / `companySourceId`, as a column or a
-  mapping) as the reference field in Planhat's form, `extid-<id>` / `srcid-<id>`;
+- a parent's externalId or sourceId (`companyExternalId` / `companySourceId`, `dealExternalId`, ...,
+  as a column or a mapping) as the reference field in Planhat's form, `extid-<id>` / `srcid-<id>`
+  (for a deal or a product, the sender replaces that form by the parent's Planhat id: sync/parent_ids.py);
+  where the object's page documents a field for the company's bare externalId too (notes' and
+  tickets' `companyExternalId`), it is sent there as well;
+- a field the record leaves out that has a default (a note's `type`) is sent with it;
 - null values are left out: a bulk upsert changes only the fields it is sent.
+
+A field every item must carry whatever `match_on` (`always_required`: a ticket's email, without which
+Planhat drops the ticket silently) is checked for every item, and an item without it is refused here.
 
 With a key (`match_on` other than none) an item without it is refused here: sent without its key
 it would create a record, and a resend would create it again. Planhat's required fields can only be
@@ -40,7 +47,7 @@ from destination_planhat.mapping.analytics import (
     split_path,
 )
 from destination_planhat.mapping.value_checks import BAD, convert_constant, to_date, to_number, to_object, to_string
-from destination_planhat.planhat.api import CUSTOM_PREFIX, FieldKind, MatchOn, Target
+from destination_planhat.planhat.api import CUSTOM_PREFIX, EXTID_PREFIX, FieldKind, MatchOn, Target
 
 Item = dict[str, Any]
 CUSTOM = "custom"
@@ -170,7 +177,9 @@ def compile_object(
     fields: list[ObjectField] = []
     constants: Item = {}
 
-    def add(name: str, kind: FieldKind, prefix: str = "", many: bool = False, reference: str = "") -> None:
+    def add(
+        name: str, kind: FieldKind, prefix: str = "", many: bool = False, reference: str = "", bare: str = ""
+    ) -> None:
         mapping = mapped.get(name)
         to = reference or name
         if mapping is not None and mapping.constant is not None:
@@ -185,16 +194,21 @@ def compile_object(
                 constants.setdefault(CUSTOM, {})[to[len(CUSTOM_PREFIX) :]] = value
             else:
                 constants[to] = value
+            if bare:
+                constants[bare] = mapping.constant
             return
         source = split_path(mapping.source_field, properties) if mapping is not None else (name,)
         convert = to_string if prefix else (OBJECT_CONVERTERS[kind] if not name.startswith(CUSTOM_PREFIX) else _as_is)
         reason = f"{name} is not {KIND_WORDS[FieldKind.STRING if prefix else kind]}"
         fields.append(ObjectField(source, to, convert, reason, prefix, many))
+        if bare:  # the same value once more, as it is (companyExternalId beside companyId: "extid-...")
+            fields.append(ObjectField(source, bare, to_string, reason))
 
     for name, kind in target.fields.items():
         add(name, kind)
     for alias, (reference, prefix) in aliases.items():
-        add(alias, FieldKind.STRING, prefix, reference.many, reference.field)
+        bare = reference.bare_field if prefix == EXTID_PREFIX else ""
+        add(alias, FieldKind.STRING, prefix, reference.many, reference.field, bare)
     for name in mapped:
         if name.startswith(CUSTOM_PREFIX):
             add(name, FieldKind.STRING)
@@ -217,6 +231,8 @@ def build_object_mapper(plan: ObjectPlan) -> ObjectMapper:
     constants = plan.constants
     key_field = plan.key_field
     required = plan.target.required if plan.match_on is MatchOn.NONE else ()
+    always_required = plan.target.always_required
+    defaults = tuple(plan.target.defaults.items())
     standard = plan.target.fields
     used = plan.used_columns
     custom_columns = plan.custom_columns
@@ -259,6 +275,16 @@ def build_object_mapper(plan: ObjectPlan) -> ObjectMapper:
                 custom = item.setdefault(CUSTOM, {})
                 if type(custom) is dict:
                     custom.setdefault(column, value)
+        for name, default in defaults:
+            if item.get(name) is None:
+                item[name] = default
+        for name in always_required:
+            value = item.get(name)
+            if value is None or value == "":
+                raise RecordRejected(
+                    f"{name} is missing: Planhat drops {plan.target.label.lower()} without it without saying so, "
+                    "so it is refused here, where it is counted"
+                )
         key: MergeKey = None
         if key_field is not None:
             value = item.get(key_field)

@@ -8,10 +8,10 @@ place a stream can be written to is a `Target`, described in `TARGETS`: adding o
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Literal, Optional, get_args
+from typing import Any, Literal, Optional, get_args
 
 from destination_planhat.planhat.answers import PostResult, read_analytics_answer, read_upsert_answer
 
@@ -69,6 +69,14 @@ class Endpoint(str, Enum):
     CAMPAIGNS = "campaigns"
     TASKS = "tasks"
     NPS = "nps"
+    DEALS = "deals"
+    PRODUCTS = "products"
+    LINE_ITEMS = "lineitems"
+    NOTES = "notes"
+    TICKETS = "tickets"
+    CHURN = "churn"
+    OBJECTIVES = "objectives"
+    TIME_ENTRIES = "timeentries"
 
     @property
     def label(self) -> str:
@@ -191,19 +199,73 @@ class MatchOn(str, Enum):
     NONE = "none"  # no key: every item creates a record (a resend creates it again)
 
 
+# How a reference field names a parent by the parent's own keys instead of its Planhat id.
+EXTID_PREFIX = "extid-"
+SRCID_PREFIX = "srcid-"
+# Planhat's ids are MongoDB ObjectIds: 24 hexadecimal digits.
+PLANHAT_ID_LENGTH = 24
+
+
 @dataclass(frozen=True)
 class Reference:
-    """A field of an object that points at a parent object (a company).
+    """A field of an object that points at a parent object (a company, a deal, a product).
 
-    Planhat takes the parent's Planhat id, or `extid-<externalId>` / `srcid-<sourceId>`; a record may
-    instead carry the parent's externalId or sourceId in a column named by `aliases`, which the
-    connector sends in the prefixed form.
+    The field takes the parent's Planhat id. A record may instead give the parent's externalId or
+    sourceId in a column named by `aliases` (companyExternalId, dealSourceId, ...), which the
+    connector sends as `extid-<externalId>` / `srcid-<sourceId>`: the form Planhat documents for a
+    company reference. For the references where Planhat documents only its own id
+    (`by_planhat_id`: a line item's dealId and productId), that prefixed form is looked up by the
+    sender once the parent is acknowledged, and replaced by the parent's Planhat id (sync/parent_ids.py).
+    `bare_field`: the parent's externalId is also sent as it is in this field (notes' and tickets'
+    companyExternalId, which their pages document beside companyId).
     """
 
     field: str
     parent: Endpoint
     many: bool = False  # the field is an array of references (issues' companyIds)
-    aliases: tuple[tuple[str, str], ...] = (("companyExternalId", "extid-"), ("companySourceId", "srcid-"))
+    aliases: tuple[tuple[str, str], ...] = (("companyExternalId", EXTID_PREFIX), ("companySourceId", SRCID_PREFIX))
+    by_planhat_id: bool = False
+    bare_field: str = ""
+
+
+def reference_keys(reference: Reference, value: Any) -> Iterator[str]:
+    """The parents' keys (`extid-...`, `srcid-...`) in a reference field's value."""
+    for one in value if reference.many and type(value) is list else (value,):
+        if type(one) is str and one.startswith((EXTID_PREFIX, SRCID_PREFIX)):
+            yield one
+
+
+def by_id_references(target: Target) -> tuple[Reference, ...]:
+    """The target's references that Planhat takes only as the parent's Planhat id."""
+    return tuple(reference for reference in target.references if reference.by_planhat_id)
+
+
+def id_growth(target: Target, item: Mapping[str, Any]) -> int:
+    """The most bytes an item's JSON can grow by when the keys in its by-id references become Planhat
+    ids (0 for an object without such references): each key may become a PLANHAT_ID_LENGTH id."""
+    growth = 0
+    for reference in by_id_references(target):
+        for key in reference_keys(reference, item.get(reference.field)):
+            growth += max(0, PLANHAT_ID_LENGTH - len(key))
+    return growth
+
+
+def parent_reference(field: str, parent: Endpoint, stem: str, *, by_planhat_id: bool = False) -> Reference:
+    """A reference whose aliases are `<stem>ExternalId` and `<stem>SourceId` (dealExternalId ...)."""
+    aliases = ((f"{stem}ExternalId", EXTID_PREFIX), (f"{stem}SourceId", SRCID_PREFIX))
+    return Reference(field, parent, aliases=aliases, by_planhat_id=by_planhat_id)
+
+
+# Reading a list, `GET /{object}?select=<fields>&limit=<n>&offset=<k>`: how the connector finds the
+# Planhat ids of parents by their keys (sync/parent_ids.py). The largest `limit` Planhat takes is not
+# stated on the deal and product pages (2,000 is the usual maximum of its list reads): a read goes on
+# until a page comes back empty, so that a smaller maximum on Planhat's side skips nothing.
+LIST_PAGE_LIMIT = 2_000
+
+
+def list_query(fields: tuple[str, ...], offset: int) -> str:
+    """The query of one page of a list read: the fields to return, the page size, where it starts."""
+    return f"select={','.join(fields)}&limit={LIST_PAGE_LIMIT}&offset={offset}"
 
 
 @dataclass(frozen=True)
@@ -233,6 +295,11 @@ class Target:
     # Non-2xx answers that are a partial answer when Planhat processed some of the items (a 403 whose
     # permissionErrors name only some); when it processed none, the status means what it always does.
     partial_statuses: frozenset[int] = frozenset()
+    # Objects only: values sent for fields a record leaves out (a note's type is "note").
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    # Objects only: fields every item must carry, whatever `match_on` (tickets' email: Planhat drops a
+    # ticket without one and says nothing, so it is refused here, where it is counted).
+    always_required: tuple[str, ...] = ()
 
     @property
     def sync_mode(self) -> str:
@@ -302,6 +369,9 @@ _ALL_KEYS = {"externalId": "externalId", "sourceId": "sourceId", "_id": "_id"}
 _COMPANY = (Reference("companyId", Endpoint.COMPANIES),)
 
 
+_NOTE_COMPANY = (Reference("companyId", Endpoint.COMPANIES, bare_field="companyExternalId"),)
+
+
 @dataclass(frozen=True)
 class _Object:
     label: str
@@ -310,6 +380,8 @@ class _Object:
     required: tuple[str, ...]
     keyables: Mapping[str, str] = field(default_factory=lambda: dict(_ALL_KEYS))
     references: tuple[Reference, ...] = _COMPANY
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    always_required: tuple[str, ...] = ()
 
 
 OBJECTS: Mapping[Endpoint, _Object] = {
@@ -535,6 +607,165 @@ OBJECTS: Mapping[Endpoint, _Object] = {
         keyables={"sourceId": "sourceId", "_id": "_id"},
         references=(Reference("cId", Endpoint.COMPANIES),),
     ),
+    # ----- Planhat's revenue model (2026): a deal belongs to a company, a line item to a deal, and a
+    # line item may name a product, whose values fill the fields the line item leaves out.
+    Endpoint.DEALS: _Object(
+        "Deals",
+        "Deal",
+        {
+            **_KEYS,
+            "name": S,
+            "companyId": S,
+            "stage": S,
+            "ownerId": S,
+            "followers": A,
+            "mrr": N,
+            "total": N,
+            "fees": N,
+            "currency": S,
+            "closeDate": D,
+            "custom": O,
+        },
+        ("companyId",),
+    ),
+    Endpoint.PRODUCTS: _Object(
+        "Products",
+        "Product",
+        {
+            **_KEYS,
+            "name": S,
+            "type": S,
+            "mrr": N,
+            "value": N,
+            "currency": S,
+            "fixedPeriod": B,
+            "autoRenews": B,
+            "length": N,
+            "renewalMrr": N,
+            "renewalPeriod": N,
+            "noticePeriod": N,
+            "noticeUnit": S,
+            "packages": A,
+            "color": S,
+            "custom": O,
+        },
+        ("name",),
+        references=(),
+    ),
+    Endpoint.LINE_ITEMS: _Object(
+        "Line Items",
+        "LineItem",
+        {
+            "_id": S,
+            "externalId": S,
+            "dealId": S,
+            "productId": S,
+            "name": S,
+            "type": S,
+            "status": S,
+            "fromDate": D,
+            "toDate": D,
+            "fixedPeriod": B,
+            "length": N,
+            "mrr": N,
+            "arr": N,
+            "value": N,
+            "currency": S,
+            "autoRenews": B,
+            "renewalMrr": N,
+            "renewalPeriod": N,
+            "noticePeriod": N,
+            "noticeUnit": S,
+            "custom": O,
+        },
+        # fromDate: every subscription and fee needs a start date, which a product cannot give.
+        ("dealId", "fromDate"),
+        keyables={"externalId": "externalId", "_id": "_id"},
+        # The deal first: with an externalId key, the deal's reference is part of the merge key.
+        references=(
+            parent_reference("dealId", Endpoint.DEALS, "deal", by_planhat_id=True),
+            parent_reference("productId", Endpoint.PRODUCTS, "product", by_planhat_id=True),
+        ),
+    ),
+    # ----- Notes and tickets are Conversations in Planhat, written through their own endpoints.
+    Endpoint.NOTES: _Object(
+        "Notes",
+        "Conversation",
+        {
+            **_KEYS,
+            "companyId": S,
+            "type": S,
+            "subject": S,
+            "description": S,
+            "date": D,
+            "activityTags": A,
+            "users": A,
+            "endusers": A,
+            "custom": O,
+        },
+        ("companyId", "type"),
+        references=_NOTE_COMPANY,
+        defaults={"type": "note"},
+    ),
+    Endpoint.TICKETS: _Object(
+        "Tickets",
+        "Conversation",
+        {
+            "_id": S,
+            "sourceId": S,
+            "companyId": S,
+            "email": S,
+            "source": S,
+            "domains": A,
+            "title": S,
+            "description": S,
+            "url": S,
+            "tags": A,
+            "type": S,
+            "severity": S,
+            "product": S,
+            "timeSpent": N,
+            "status": S,
+            "history": A,
+            "custom": O,
+        },
+        ("sourceId", "email", "companyId"),
+        keyables={"sourceId": "sourceId", "_id": "_id"},
+        references=_NOTE_COMPANY,
+        always_required=("email",),
+    ),
+    Endpoint.CHURN: _Object(
+        "Churn",
+        "Churn",
+        {"_id": S, "externalId": S, "companyId": S, "isChurn": B, "churnReason": S, "custom": O},
+        ("companyId", "isChurn"),
+        keyables={"externalId": "externalId", "_id": "_id"},
+    ),
+    Endpoint.OBJECTIVES: _Object(
+        "Objectives",
+        "Objective",
+        {**_KEYS, "name": S, "health": N, "companyId": S, "custom": O},
+        ("name", "companyId"),
+    ),
+    Endpoint.TIME_ENTRIES: _Object(
+        "Time Entries",
+        "TimeEntry",
+        {
+            **_KEYS,
+            "companyId": S,
+            "date": D,
+            "hours": N,
+            "isTimeOff": B,
+            "description": S,
+            "isBillable": B,
+            "billingCode": S,
+            "currency": S,
+            "billableRate": N,
+            "costRate": N,
+            "custom": O,
+        },
+        ("date", "hours"),  # companyId is not required: a time entry may be about no company
+    ),
 }
 
 
@@ -565,6 +796,8 @@ def _object_target(endpoint: Endpoint, spec: _Object) -> Target:
         answer_statuses=frozenset({400}),
         model=spec.model,
         partial_statuses=frozenset({403}),
+        defaults=spec.defaults,
+        always_required=spec.always_required,
     )
 
 

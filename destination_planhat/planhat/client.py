@@ -127,6 +127,56 @@ class PlanhatClient:
         Raises a PlanhatError (named after Companies, whose credential fix applies) when it fails."""
         return self._get_main(CUSTOM_FIELDS_PATH, Endpoint.COMPANIES)
 
+    def read(self, endpoint: Endpoint, query: str) -> bytes:
+        """`GET /{object}?{query}` on the main API (a list read: planhat.list_query), paced with the
+        bulk upserts and retried like them (a read changes nothing, so every retry is safe). Returns
+        the body of the answer; raises a PlanhatError naming the object when it cannot be read."""
+        target = TARGETS[endpoint]
+        url = f"{self._base_urls[Host.MAIN]}{target.path}?{query}"
+        headers = self._headers(endpoint)
+        waited = 0.0
+        attempt = 0
+        while True:
+            attempt += 1
+            self._check_aborted(endpoint, attempt)
+            if not self.pacer.wait():
+                self._check_aborted(endpoint, attempt)
+            sent_at = self.pacer.now()
+            retry_after: Optional[float] = None
+            try:
+                response = self._session.get(url, headers=headers, timeout=self._timeout, allow_redirects=False)
+            except requests.RequestException as exc:
+                if judge_exception(exc).verdict is Verdict.FAIL:
+                    raise PlanhatTLSError(f"the TLS connection failed ({tls_reason(exc)})", endpoint=endpoint) from None
+                failure = type(exc).__name__
+            else:
+                status = response.status_code
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                self.pacer.observe(status, response.headers, retry_after, sent_at)
+                decision = judge_status(status, frozenset())
+                if decision.verdict is Verdict.DONE:
+                    return response.content
+                if decision.error is not None:
+                    raise decision.error(
+                        _failure_text(status, quote(response.content), target.base_url_field),
+                        endpoint=endpoint,
+                        status=status,
+                        body=quote(response.content),
+                    )
+                failure = f"HTTP {status}"
+            delay = self._policy.delay(attempt, retry_after, waited)
+            if delay is None:
+                raise PlanhatUnavailable(
+                    f"GET {target.path}: {failure} after {attempt} attempt(s) and {waited:.0f}s of waiting",
+                    endpoint=endpoint,
+                )
+            logger.warning(
+                f"reading {endpoint.label}: attempt {attempt}/{self._policy.max_attempts} failed with {failure}; "
+                f"retrying in {delay:.1f}s"
+            )
+            self._sleep(delay)
+            waited += delay
+
     def _get_main(self, path: str, endpoint: Endpoint) -> bytes:
         url = self._base_urls[Host.MAIN] + path
         self.pacer.wait()

@@ -93,7 +93,10 @@ def custom_field_schema(definition: Mapping[str, Any]) -> tuple[Optional[JsonSch
 
 def group_custom_fields(definitions: Sequence[Any]) -> CustomFields:
     """Definitions as GET /customfields lists them -> properties per object (by `parent`)."""
-    by_model = {endpoint.target.model.lower(): endpoint for endpoint in OBJECT_ENDPOINTS}
+    # Several targets may write one model (notes and tickets are Conversations): each is offered its fields.
+    by_model: dict[str, list[Endpoint]] = {}
+    for endpoint in OBJECT_ENDPOINTS:
+        by_model.setdefault(endpoint.target.model.lower(), []).append(endpoint)
     by_endpoint: dict[Endpoint, dict[str, JsonSchema]] = {}
     left_out: list[str] = []
     for definition in definitions:
@@ -101,14 +104,15 @@ def group_custom_fields(definitions: Sequence[Any]) -> CustomFields:
             left_out.append(f"a definition without a name ({str(definition)[:80]})")
             continue
         parent = str(definition.get("parent") or "")
-        endpoint = by_model.get(parent.lower())
-        if endpoint is None:
-            continue  # a model the connector does not write (users, churn, ...): nothing to offer
+        endpoints = by_model.get(parent.lower())
+        if not endpoints:
+            continue  # a model the connector does not write (users, ...): nothing to offer
         schema, why = custom_field_schema(definition)
         if schema is None:
             left_out.append(f"{parent} '{definition['name']}' ({why})")
             continue
-        by_endpoint.setdefault(endpoint, {})[CUSTOM_PREFIX + definition["name"]] = schema
+        for endpoint in endpoints:
+            by_endpoint.setdefault(endpoint, {})[CUSTOM_PREFIX + definition["name"]] = dict(schema)
     return CustomFields(by_endpoint, tuple(left_out))
 
 

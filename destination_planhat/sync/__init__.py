@@ -12,7 +12,8 @@
 - `skipped_input`: records of streams not in the catalog, unreadable lines, ignored message types.
 - `outcome`: how the sync ends: the first failure raised, max_error_percent judged, the summary once.
 - `progress_ticker`: the thread that logs the progress line while the input is silent.
-- `parents`: a batch waits for the parent records (companies) read before it.
+- `parents`: a batch waits for the parent records (companies, deals, products) read before it.
+- `parent_ids`: references Planhat takes only by its own id (a line item's deal), looked up by key.
 - `state_barrier`: a STATE waits until every record before it is acknowledged.
 - `state_stats`: the counts carried on each emitted STATE (`destinationStats`).
 - `ledger`: what happened to every record, per stream.

@@ -17,7 +17,7 @@ import orjson
 
 from destination_planhat.mapping.objects import MergeKey, merge_items
 from destination_planhat.mapping.routing import StreamRoute
-from destination_planhat.planhat.api import Endpoint
+from destination_planhat.planhat.api import Endpoint, id_growth
 from destination_planhat.sync.batching import Batch, BatchBuffer, ItemTooLarge
 
 _ARRAY_OVERHEAD = 2
@@ -90,6 +90,11 @@ class ObjectBuffer(BatchBuffer):
     def body_bytes(self) -> int:
         return self._body if self._items else 0
 
+    def _measure(self, item: dict[str, Any]) -> int:
+        """The item's bytes in the body (with its ","), plus room for the parent keys in it to become
+        Planhat ids before it is sent (sync/parent_ids.py): a batch never outgrows its size limit."""
+        return len(orjson.dumps(item)) + 1 + id_growth(self.route.endpoint.target, item)
+
     def add(self, item: dict[str, Any], key: MergeKey, ordinal: int) -> tuple[Optional[ObjectBatch], bool]:
         """Add the item of the record `ordinal`. Returns (a batch to send, if one is complete; whether the
         item was merged into an earlier one of the same key). Raises ItemTooLarge for an item that fits
@@ -98,7 +103,7 @@ class ObjectBuffer(BatchBuffer):
             position = self._index.get(key)
             if position is not None:
                 merged = merge_items(self._items[position], item)
-                size = len(orjson.dumps(merged)) + 1
+                size = self._measure(merged)
                 if self._body - self._sizes[position] + size <= self.max_body_bytes:
                     self._body += size - self._sizes[position]
                     self._items[position], self._sizes[position] = merged, size
@@ -108,7 +113,7 @@ class ObjectBuffer(BatchBuffer):
                 cut = self.take()
                 self._append(item, key, ordinal)
                 return cut, False
-        size = len(orjson.dumps(item)) + 1
+        size = self._measure(item)
         if size - 1 + _ARRAY_OVERHEAD > self.max_body_bytes:
             raise ItemTooLarge(size - 1 + _ARRAY_OVERHEAD, self.max_body_bytes)
         cut = None
@@ -127,7 +132,7 @@ class ObjectBuffer(BatchBuffer):
         self._items.append(item)
         self.count += 1
         self._records.append([ordinal])
-        size = size if size is not None else len(orjson.dumps(item)) + 1
+        size = size if size is not None else self._measure(item)
         self._sizes.append(size)
         self._body += size
 

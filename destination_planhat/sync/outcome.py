@@ -41,8 +41,9 @@ class SyncOutcome:
         self._sinks = sinks
         self._ledger = ledger
         self._max_error_percent = max_error_percent
-        # A batch between its cut and the sender (PlanhatWriter._submit), should the sync fail then.
-        self.handing_over: Optional[Batch] = None
+        # Batches between their cut and the sender: one, or a child batch and the parent batches handed
+        # over before it (sync/parents.py).
+        self.handing_over: list[Batch] = []
 
     def raise_if_failed(self) -> None:
         """Raise the sync's first failure, if there is one, after logging the summary."""
@@ -98,8 +99,7 @@ class SyncOutcome:
         """The summary, once per sync (a dry run's says what would have been sent)."""
         # Items still buffered (or being handed over) were never sent: after a failure they count as not sent.
         buffered = self._sinks.buffered()
-        handing_over = self.handing_over
-        if handing_over is not None:
+        for handing_over in self.handing_over:
             stream = handing_over.route.name
             buffered[stream] = buffered.get(stream, 0) + len(handing_over)
         if isinstance(self._sender, DryRunSender):

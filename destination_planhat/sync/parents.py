@@ -1,19 +1,21 @@
-"""Parents first: a batch of end users (licenses, ...) referencing companies waits for the companies
-read before it.
+"""Parents first: a batch of end users (deals, line items, ...) waits for the parents read before it.
 
-Planhat refuses a reference to a company it does not know, so an end user synced in the same run as
-its new company must reach Planhat after the company. When the writer cuts a batch of an object
-with references (planhat.Reference: today every one points at companies; any parent object works
-the same way), it first hands over the open batch of each stream writing a parent object, then
-notes which of that parent's batches are not yet acknowledged (`pending`); the batch's sender waits
-for exactly those (`wait`). Later parent batches never hold it back. A failure of the sync ends
-every wait.
+Planhat refuses a reference to a record it does not know, so an end user synced in the same run as
+its new company must reach Planhat after the company, and a line item after its deal, which comes
+after its company. When the writer cuts a batch of an object with references (planhat.Reference:
+companies, deals, products), it first hands over the open batch of each stream writing a parent
+object, that batch in turn handing over its own parents' open batches first (through as many levels
+as the references go: company -> deal -> line item, product -> line item), then notes which of the
+parent's batches are not yet acknowledged (`pending`); the batch's sender waits for exactly those
+(`wait`). A parent batch waits for its own parents the same way, so a line item waits for its
+company through its deal. Later parent batches never hold it back. A failure of the sync ends every wait.
 
 Why the waiting batch may hold a back-pressure slot (sync/sender.py) without a deadlock: a parent batch
 takes its slot before it is handed over, so every batch in `pending` is already in its object's lane
-with its slot, and its lane never waits for the object that waits for it (references go from child
-to parent only, never back). integration_tests/test_objects_pacing_and_parents.py queues end users
-batches into every slot (1, 2 and 8 in flight) before their companies are answered.
+with its slot, and its lane never waits for an object that waits for it (references go from child
+to parent only, never back, at any depth). integration_tests/test_objects_pacing_and_parents.py
+queues end users and line items batches into every slot (1, 2 and 8 in flight) before their parents
+are answered.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from destination_planhat.sync.answer_accounting import AnswerAccounting
 from destination_planhat.sync.batching import Batch
 from destination_planhat.sync.ledger import Ledger
 from destination_planhat.sync.object_batching import ObjectBatch
+from destination_planhat.sync.parent_ids import ParentIds
 from destination_planhat.sync.parents import ParentBarrier
 from destination_planhat.sync.state_barrier import StateBarrier
 from destination_planhat.sync.state_stats import StateCounts
@@ -35,6 +36,7 @@ class Client(Protocol):
     """What a sender needs of PlanhatClient (tests pass fakes)."""
 
     def post(self, endpoint: Endpoint, body: bytes, *, context: str = "") -> PostResult: ...
+    def read(self, endpoint: Endpoint, query: str) -> bytes: ...
     def abort(self) -> None: ...
     def where(self, endpoint: Endpoint) -> str: ...
 
@@ -70,6 +72,7 @@ class ThreadedSender:
         ]
         self._started = False
         self._parents = parents or ParentBarrier()
+        self._parent_ids = ParentIds(client.read)  # deals and products named by their keys (sync/parent_ids.py)
         self._lanes: dict[Endpoint, queue.SimpleQueue[Optional[Batch]]] = {}
         self._lane_lock = threading.Lock()
 
@@ -158,6 +161,7 @@ class ThreadedSender:
                         for parent, batch_ids in batch.waits_for.items():
                             if not self._parents.wait(parent, batch_ids):
                                 raise RequestAborted("not sent: the sync was stopped", endpoint=batch.endpoint)
+                        batch = self._parent_ids.resolve(batch, label)
                         self._deliver_objects(batch, label)
                         self._parents.acknowledged(batch.endpoint, batch.batch_id)
                     else:

@@ -255,6 +255,8 @@ class PlanhatWriter:
         """
         if batch is None or not batch.count:
             return
+        # Until it is handed over, the batch counts as buffered (not sent) should the sync fail meanwhile.
+        self._outcome.handing_over.append(batch)
         if isinstance(batch, ObjectBatch):
             waits_for: dict[Endpoint, frozenset[int]] = {}
             for parent, sinks in self._sinks.parents_of(batch).items():
@@ -264,13 +266,11 @@ class PlanhatWriter:
                     self._submit(sink.take())
                 waits_for[parent] = self._sender.pending_parents(parent)
             batch.waits_for = waits_for
-        # Until it is handed over, the batch counts as buffered (not sent) should the sync fail meanwhile.
-        self._outcome.handing_over = batch
         self._outcome.raise_if_failed()
         self._outcome.check_error_share(final=False, only=self.ledger.stats(batch.route.name))
         self._sender.acquire()
         self._outcome.raise_if_failed()
-        self._outcome.handing_over = None
+        self._outcome.handing_over.remove(batch)
         self._sender.send(batch)
 
     def _release_state(self, pending: PendingState) -> None:

@@ -6,6 +6,7 @@
 - `sync_checks`: what every CLI sync is checked for (state order, counts, secrets).
 - `protocol_schema`, `platform_rules`: the Airbyte protocol's schema and the platform's rules.
 - `builders`, `fake_client`, `recording_target`: small parts for unit tests.
+- `object_tables`: the objects table README.md and docs/planhat.md hold, written from planhat.TARGETS.
 - `demo`: `make demo`.
 
 May import: anything. Nothing else of the package imports it: the connector never runs it.

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from destination_planhat.planhat.api import TARGETS
 from destination_planhat.testing.harness import (
     ACTIVITY_SCHEMA,
     API_TOKEN,
@@ -217,12 +218,73 @@ def main() -> int:
             print(
                 f"  end user {user['email']} externalId={user.get('externalId')} company={names.get(user.get('companyId'))}"
             )
+        revenue_ok = revenue_model(sandbox, tmp_path, objects_config)
         activation_ok = data_activation(sandbox, tmp_path, config)
-        ok = activation_ok and objects_run.returncode == 0 and len(sandbox.objects("endusers")) == 3
+        ok = revenue_ok and activation_ok and objects_run.returncode == 0 and len(sandbox.objects("endusers")) == 3
         status = check.connection_status
         ok = ok and run.returncode == 0 and status is not None and status["status"] == "SUCCEEDED"
         print("\ndemo " + ("succeeded" if ok else "FAILED"))
         return 0 if ok else 1
+
+
+def revenue_model(sandbox: PlanhatSandbox, tmp_path: Path, config: dict[str, Any]) -> bool:
+    """Planhat's revenue model in one run: a company, a product, a deal of the company and its line
+    items, which name their deal and product by their own ids (looked up as Planhat ids)."""
+    heading("write the revenue model: a company, a product, a deal and its line items, in one run")
+    streams = {"crm_accounts": "companies", "crm_products": "products", "crm_deals": "deals", "crm_lines": "lineitems"}
+    settings = dict(config, streams=[{"name": name, "endpoint": endpoint} for name, endpoint in streams.items()])
+    rows: list[tuple[str, dict[str, Any]]] = [
+        ("crm_accounts", {"externalId": "acct-9", "name": "Soylent"}),
+        (
+            "crm_products",
+            {
+                "externalId": "adv",
+                "name": "Advanced Data",
+                "type": "subscription",
+                "fixedPeriod": True,
+                "length": 12,
+                "mrr": 400,
+            },
+        ),
+        (
+            "crm_deals",
+            {"externalId": "opp-1", "name": "Soylent renewal", "companyExternalId": "acct-9", "stage": "Closed Won"},
+        ),
+        (
+            "crm_lines",
+            {"externalId": "li-1", "dealExternalId": "opp-1", "productExternalId": "adv", "fromDate": "2027-01-01"},
+        ),
+        (
+            "crm_lines",
+            {"externalId": "li-2", "dealExternalId": "opp-1", "type": "fee", "value": 2500, "fromDate": "2027-01-01"},
+        ),
+    ]
+    messages = [record(stream, data) for stream, data in rows] + [stream_state(name, "end") for name in streams]
+    schema = {"type": "object", "properties": {}}
+    run = run_cli(
+        "write",
+        tmp_path,
+        config=settings,
+        catalog=catalog(*(configured_stream(name, schema) for name in streams)),
+        stdin=encode_lines(messages),
+    )
+    show_logs(run, prefixes=("summary",))
+    for text in run.log_lines("read the keys of"):
+        print(f"  log: {text}")
+    for error in run.errors:
+        print(f"  ERROR {error['message']}")
+    names = {c["_id"]: c["name"] for c in sandbox.objects("companies")}
+    products = {p["_id"]: p["name"] for p in sandbox.objects("products")}
+    deals = {d["_id"]: d["name"] for d in sandbox.objects("deals")}
+    for deal in sandbox.objects("deals"):
+        print(f"  deal {deal['name']!r} externalId={deal['externalId']} company={names.get(deal['companyId'])}")
+    for item in sandbox.objects("lineitems"):
+        product = products.get(item.get("productId"), "no product")
+        print(
+            f"  line item {item['externalId']} deal={deals.get(item['dealId'])!r} product={product!r} "
+            f"type={item.get('type')} mrr={item.get('mrr')} value={item.get('value')} length={item.get('length')}"
+        )
+    return run.returncode == 0 and len(sandbox.objects("lineitems")) == 2
 
 
 DEMO_CUSTOM_FIELDS: list[dict[str, Any]] = [
@@ -288,7 +350,7 @@ def data_activation(sandbox: PlanhatSandbox, tmp_path: Path, config: dict[str, A
         print(f"  rejected record stored in {path.relative_to(rejected_dir)}:")
         for line in path.read_text(encoding="utf-8").splitlines():
             print(f"    {line}")
-    return run.returncode == 0 and len(stored) == 1 and len(operations) == 15
+    return run.returncode == 0 and len(stored) == 1 and len(operations) == len(TARGETS)
 
 
 if __name__ == "__main__":

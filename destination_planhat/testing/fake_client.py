@@ -25,6 +25,8 @@ class FakeClient:
         self.threads: set[str] = set()
         self.closed = False
         self.aborted = False
+        self.lists: dict[Endpoint, list[dict[str, Any]]] = {}  # what list reads answer, per object
+        self.reads: list[tuple[Endpoint, str]] = []
 
     def post(self, endpoint: Endpoint, body: bytes, *, context: str = "") -> PostResult:
         items = orjson.loads(body)
@@ -36,6 +38,16 @@ class FakeClient:
         with self._lock:
             self.acknowledged.extend(items)
         return result or PostResult(processed=len(items))
+
+    def read(self, endpoint: Endpoint, query: str) -> bytes:
+        """A list read (`GET /{object}?{query}`): a page of the records in `lists[endpoint]`, as the
+        query's offset and limit say; every read is recorded in `reads`."""
+        params = dict(part.split("=", 1) for part in query.split("&"))
+        offset, limit = int(params["offset"]), int(params["limit"])
+        with self._lock:
+            self.reads.append((endpoint, query))
+            records = list(self.lists.get(endpoint, ()))
+        return orjson.dumps(records[offset : offset + limit])
 
     def acknowledged_snapshot(self) -> list[Any]:
         with self._lock:

@@ -1048,6 +1048,12 @@ class PlanhatSandbox:
         with self._lock:
             return [(n, e, item) for (e, item, _), n in zip(self._received, self._received_in)]
 
+    def object_counts(self) -> dict[str, int]:
+        """How many records each main API object holds now: a cheap checkpoint (e.g. when the
+        connector prints a state) to compare later with what the records before it needed."""
+        with self._main_lock:
+            return self._store.counts()
+
     def requests_logged(self) -> int:
         """How many data requests are in the log now: a cheap checkpoint, e.g. when a client reports
         progress, to compare later with what had been answered by then (`requests[:n]`)."""
@@ -1403,8 +1409,9 @@ class PlanhatSandbox:
         if not 0 < limit <= MAX_LIST_LIMIT or offset < 0:
             message = f"limit must be within 1..{MAX_LIST_LIMIT} and offset >= 0"
             return _Outcome(HTTPStatus.BAD_REQUEST, {"message": message}, headers=headers)
+        select = [field for value in query.get("select", []) for field in value.split(",") if field]
         with self._main_lock:
-            return _Outcome(HTTPStatus.OK, self._store.page(name, limit, offset), headers=headers)
+            return _Outcome(HTTPStatus.OK, self._store.page(name, limit, offset, select), headers=headers)
 
     def _ingest(self, endpoint: str, tenant: str, authorization: str | None, body: bytes, number: int = 0) -> _Outcome:
         """Planhat's side of a data request: tenant and token, then parse, validate and record."""

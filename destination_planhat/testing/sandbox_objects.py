@@ -14,7 +14,7 @@ written up in the team notes planhat-objects.md, one section per object; the tab
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +35,8 @@ NOT_AN_OBJECT = "not_an_object"
 INVALID_CUSTOM = "invalid_custom"
 DUPLICATED = "duplicated"
 NO_PERMISSION = "no_permission"
+PARENT_NOT_FOUND = "parent_not_found"
+INVALID_VALUE = "invalid_value"
 
 # Custom field types Planhat lists on its Custom Field page.
 CUSTOM_FIELD_TYPES = (
@@ -62,13 +64,34 @@ _COMPANY_SCOPED_KEYS = frozenset({"externalId", "extId"})
 
 
 @dataclass(frozen=True, slots=True)
+class Link:
+    """A reference to a parent record other than a company (a line item's deal and product).
+
+    Planhat documents only its own id for these, so the sandbox takes nothing else (no ``extid-`` or
+    ``srcid-`` form): a value that is not the Planhat id of a record of `parent` is an item error.
+    `required`: a create needs it. `company`: the parent's company is the record's (a line item's
+    externalId is unique per company, reached through its deal). `fills`: on create, the parent's
+    values fill the fields the item leaves out (Planhat: "any fields defined on the product level not
+    defined in the creation payload will be autofilled on the new line item").
+    """
+
+    field: str
+    parent: str
+    required: bool = False
+    company: bool = False
+    fills: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class ObjectSpec:
     """One Planhat object as the sandbox knows it.
 
     `company_field`: where the item names its company (a Planhat id, ``extid-<externalId>`` or
     ``srcid-<sourceId>``); `company_is_list` for issues' ``companyIds``. `company_required`: a create
     without a company that resolves is an error. `drop_without`: items lacking this field are dropped
-    without an error (tickets without email, as Planhat documents).
+    without an error (tickets without email, as Planhat documents). `links`: references to parents
+    that are not companies. `create_rule`: what a create must also satisfy, given the record it would
+    make (its missing fields, or why a value is wrong).
     """
 
     path: str
@@ -81,10 +104,57 @@ class ObjectSpec:
     company_external_id_field: str | None = None  # e.g. tickets' companyExternalId (a bare externalId)
     company_by_email_domain: bool = False  # end users: a company whose `domains` has the email's domain
     drop_without: str | None = None
+    links: tuple[Link, ...] = ()
+    create_rule: Callable[[Mapping[str, Any]], tuple[list[str], str | None]] | None = None
 
     @property
     def scoped_by_company(self) -> bool:
-        return self.company_field is not None and not self.company_is_list
+        company_link = any(link.company for link in self.links)
+        return (self.company_field is not None and not self.company_is_list) or company_link
+
+
+# Line items (planhat.com/developers/api/line-item): every subscription and fee starts somewhere
+# (fromDate, which the product cannot give: it is in `required`); a fee is a one-off "with a start date
+# and value"; a subscription with fixedPeriod needs "fromDate, toDate, length and mrr/arr/value", an
+# evergreen one (fixedPeriod false) "only fromDate and mrr/arr". A product fills what it has first.
+# The sandbox's reading: type defaults to subscription; toDate can stand for length and the other way
+# round, and value for mrr/arr with a fixed period (Planhat computes one from the others).
+def _line_item_rule(record: Mapping[str, Any]) -> tuple[list[str], str | None]:
+    kind = record.get("type") or "subscription"
+    if kind not in ("subscription", "fee"):
+        return [], f"type must be subscription or fee, got {kind!r}"
+    if kind == "fee":
+        return ([] if _present(record.get("value")) else ["value"]), None
+    revenue = ("mrr", "arr", "value") if record.get("fixedPeriod") is True else ("mrr", "arr")
+    missing = [] if any(_present(record.get(name)) for name in revenue) else ["/".join(revenue)]
+    if record.get("fixedPeriod") is True and not (_present(record.get("toDate")) or _present(record.get("length"))):
+        missing.append("toDate/length")
+    return missing, None
+
+
+# Time entries (planhat.com/developers/api/time-entry): "The total hours logged, must be positive,
+# can be a decimal number, and between 0.1 and 24."
+def _time_entry_rule(record: Mapping[str, Any]) -> tuple[list[str], str | None]:
+    hours = record.get("hours")
+    if isinstance(hours, bool) or not isinstance(hours, (int, float)) or not 0.1 <= hours <= 24:
+        return [], f"hours must be a number between 0.1 and 24, got {hours!r}"
+    return [], None
+
+
+# What a product gives a line item created with its productId (the product's defaults).
+_PRODUCT_FILLS = (
+    "type",
+    "mrr",
+    "value",
+    "currency",
+    "fixedPeriod",
+    "autoRenews",
+    "length",
+    "renewalMrr",
+    "renewalPeriod",
+    "noticePeriod",
+    "noticeUnit",
+)
 
 
 _STANDARD_KEYS = ("_id", "sourceId", "externalId")
@@ -112,7 +182,8 @@ OBJECTS: dict[str, ObjectSpec] = {
         ObjectSpec("invoices", "Invoice", ("_id", "sourceId", "extId"), ("currency",), company_field="cId"),
         ObjectSpec("campaigns", "Campaign", _STANDARD_KEYS, ("name",)),
         ObjectSpec("tasks", "Task", _STANDARD_KEYS, ("mainType",)),
-        ObjectSpec("churn", "Churn", _STANDARD_KEYS),
+        # Churn's page is a placeholder (it says so); its table: companyId and isChurn required, externalId.
+        ObjectSpec("churn", "Churn", ("_id", "externalId"), ("isChurn",)),
         ObjectSpec("nps", "Nps", ("_id", "sourceId"), ("email", "score"), company_field="cId", company_required=False),
         ObjectSpec(
             "tickets",
@@ -131,6 +202,31 @@ OBJECTS: dict[str, ObjectSpec] = {
             company_required=False,
         ),
         ObjectSpec("deals", "Deal", _STANDARD_KEYS),
+        ObjectSpec("products", "Product", _STANDARD_KEYS, ("name",), company_field=None, company_required=False),
+        ObjectSpec(
+            "lineitems",
+            "LineItem",
+            ("_id", "externalId"),
+            ("fromDate",),
+            company_field=None,
+            company_required=False,
+            links=(
+                Link("dealId", "deals", required=True, company=True),
+                Link("productId", "products", fills=_PRODUCT_FILLS),
+            ),
+            create_rule=_line_item_rule,
+        ),
+        # Notes are Conversations of type note; the page documents companyExternalId beside companyId.
+        ObjectSpec("notes", "Conversation", _STANDARD_KEYS, ("type",), company_external_id_field="companyExternalId"),
+        ObjectSpec("objectives", "Objective", _STANDARD_KEYS, ("name",)),
+        ObjectSpec(
+            "timeentries",
+            "TimeEntry",
+            _STANDARD_KEYS,
+            ("date", "hours"),
+            company_required=False,
+            create_rule=_time_entry_rule,
+        ),
     )
 }
 
@@ -200,6 +296,7 @@ class _Plan:
     record_id: str | None = None  # the matched record: an update
     company: str | None = None  # resolved company id (single company field)
     companies: list[str] | None = None  # resolved ids (list company field)
+    fills: dict[str, Any] | None = None  # values a linked parent gives a create (a line item's product)
     error: dict[str, Any] | None = None
     dropped: bool = False
 
@@ -230,8 +327,13 @@ class ObjectStore:
     def counts(self) -> dict[str, int]:
         return {name: len(records) for name, records in self._records.items()}
 
-    def page(self, name: str, limit: int, offset: int) -> list[dict[str, Any]]:
-        return copy.deepcopy(list(self._spec_records(name).values())[offset : offset + limit])
+    def page(self, name: str, limit: int, offset: int, select: Sequence[str] = ()) -> list[dict[str, Any]]:
+        """One page of a list read; with `select`, only those fields of each record (and its _id)."""
+        records = list(self._spec_records(name).values())[offset : offset + limit]
+        if select:
+            fields = {"_id", *select}
+            records = [{k: v for k, v in record.items() if k in fields} for record in records]
+        return copy.deepcopy(records)
 
     def _spec_records(self, name: str) -> dict[str, dict[str, Any]]:
         if name not in OBJECTS:
@@ -250,15 +352,21 @@ class ObjectStore:
 
     def _first(self, name: str, key: str, text: str, company: str | None = None) -> str | None:
         ids = self._index.get((name, key), {}).get(text, [])
-        field_name = OBJECTS[name].company_field
-        if (
-            company is not None
-            and field_name is not None
-            and OBJECTS[name].scoped_by_company
-            and key in _COMPANY_SCOPED_KEYS
-        ):
-            ids = [rid for rid in ids if self._records[name][rid].get(field_name) == company]
+        spec = OBJECTS[name]
+        if company is not None and spec.scoped_by_company and key in _COMPANY_SCOPED_KEYS:
+            ids = [rid for rid in ids if self._company_of(spec, self._records[name][rid]) == company]
         return ids[0] if ids else None
+
+    def _company_of(self, spec: ObjectSpec, record: Mapping[str, Any]) -> str | None:
+        """The Planhat id of a stored record's company: its own field, or its linked parent's."""
+        if spec.company_field is not None and not spec.company_is_list:
+            company = record.get(spec.company_field)
+            return company if isinstance(company, str) else None
+        for link in spec.links:
+            parent = self._records[link.parent].get(str(record.get(link.field)))
+            if link.company and parent is not None:
+                return self._company_of(OBJECTS[link.parent], parent)
+        return None
 
     def _company_by_domain(self, email: object) -> str | None:
         if not isinstance(email, str) or "@" not in email:
@@ -344,6 +452,8 @@ class ObjectStore:
             plan.dropped = True
             return plan
         company_given, company_error = self._resolve_item_company(spec, item, plan)
+        link_error = self._resolve_links(spec, item, plan)
+        company_error = company_error or link_error
         try:
             plan.record_id = self._match(spec, item, plan.company)
         except LookupError as missing:
@@ -389,6 +499,27 @@ class ObjectStore:
             return True, None
         return False, None
 
+    def _resolve_links(self, spec: ObjectSpec, item: dict[str, Any], plan: _Plan) -> dict[str, Any] | None:
+        """Check the item's parents that are not companies (only Planhat ids are taken); note the
+        company they carry and the values they fill. Returns the item's error, if any."""
+        for link in spec.links:
+            reference = item.get(link.field)
+            if not _present(reference):
+                continue
+            parent = self._records[link.parent].get(reference) if isinstance(reference, str) else None
+            if parent is None:
+                return _error(
+                    item,
+                    PARENT_NOT_FOUND,
+                    f"no {link.parent} record has _id {reference!r} ({link.field} takes a Planhat id)",
+                    field=link.field,
+                )
+            if link.company:
+                plan.company = self._company_of(OBJECTS[link.parent], parent)
+            if link.fills:
+                plan.fills = {name: _copy(parent[name]) for name in link.fills if name in parent}
+        return None
+
     def _match(self, spec: ObjectSpec, item: dict[str, Any], company: str | None) -> str | None:
         """The record the item updates, by the first keyable that matches; LookupError for an `_id`
         that matches nothing (Planhat ids are made by Planhat, so that cannot be a create)."""
@@ -408,7 +539,13 @@ class ObjectStore:
         return None
 
     def _create_error(self, spec: ObjectSpec, item: dict[str, Any], plan: _Plan, company_given: bool) -> dict | None:
-        missing = [name for name in spec.required if not _present(item.get(name))]
+        record = {**(plan.fills or {}), **item}  # what the create would store
+        missing = [name for name in spec.required if not _present(record.get(name))]
+        missing += [link.field for link in spec.links if link.required and not _present(item.get(link.field))]
+        invalid = None
+        if spec.create_rule is not None and not missing:
+            more, invalid = spec.create_rule(record)
+            missing += more
         if spec.company_required and plan.company is None and not company_given:
             if spec.company_by_email_domain:
                 plan.company = self._company_by_domain(item.get("email"))
@@ -418,6 +555,8 @@ class ObjectStore:
             return _error(
                 item, MISSING_REQUIRED, f"required to create {spec.path}: {', '.join(missing)}", missing=missing
             )
+        if invalid is not None:
+            return _error(item, INVALID_VALUE, invalid)
         return None
 
     def _duplicates(self, spec: ObjectSpec, plans: list[_Plan]) -> list[tuple[_Plan, str, str]]:
@@ -445,7 +584,7 @@ class ObjectStore:
         return f"5a{self._next_id:022x}"
 
     def _create(self, spec: ObjectSpec, plan: _Plan) -> str:
-        record = _copy(plan.item)
+        record = {**(plan.fills or {}), **_copy(plan.item)}
         record_id = self._new_id()
         record["_id"] = record_id
         self._apply_company(spec, record, plan)
@@ -533,6 +672,7 @@ def normalize_custom_fields(fields: Iterable[Mapping[str, Any]]) -> list[dict[st
 
 
 __all__ = [
+    "Link",
     "MAX_BULK_ITEMS",
     "OBJECTS",
     "ObjectSpec",

@@ -30,7 +30,7 @@ import subprocess
 import sys
 import threading
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -200,7 +200,7 @@ class WatchedRun(CliRun):
     """A CLI run whose STATE messages were stamped, as they were printed, with how many requests
     the sandbox had logged by then: `check_sync` proves each state came after its records' answers."""
 
-    state_checkpoints: list[int] = field(default_factory=list)
+    state_checkpoints: list[Any] = field(default_factory=list)
 
 
 def run_connector(
@@ -213,19 +213,22 @@ def run_connector(
     timeout: float = 180,
     extra_env: Optional[Mapping[str, str]] = None,
     sandbox: Optional[PlanhatSandbox] = None,
+    checkpoint: Optional[Callable[[], Any]] = None,
 ) -> CliRun:
     """Run the CLI; fail if stdout or stderr carries `tenant_uuid` or `api_token` in any form, or
     if a stdout line is not a valid Airbyte protocol message.
 
     With `sandbox`, stdout is read while the connector runs and each STATE is stamped with
-    `sandbox.requests_logged()` at the moment it appeared (see `WatchedRun`).
+    `checkpoint()` at the moment it appeared (see `WatchedRun`): by default
+    `sandbox.requests_logged()`; for objects, e.g. `sandbox.object_counts()`.
     """
     if sandbox is None:
         run = run_cli(
             command, tmp_path, config=config, catalog=catalog, stdin=stdin, timeout=timeout, extra_env=extra_env
         )
     else:
-        run = _run_watching(command, tmp_path, sandbox, config, catalog, stdin, timeout, extra_env)
+        stamp = checkpoint or sandbox.requests_logged
+        run = _run_watching(command, tmp_path, stamp, config, catalog, stdin, timeout, extra_env)
     assert_no_secrets(run, config or {}, verb=command)
     assert_protocol_output(run.stdout, source=command)
     return run
@@ -234,7 +237,7 @@ def run_connector(
 def _run_watching(
     command: str,
     tmp_path: Path,
-    sandbox: PlanhatSandbox,
+    checkpoint: Callable[[], Any],
     config: Optional[Mapping[str, Any]],
     catalog: Optional[Mapping[str, Any]],
     stdin: bytes,
@@ -278,11 +281,11 @@ def _run_watching(
     watchdog = threading.Timer(timeout, process.kill)
     watchdog.start()
     lines: list[bytes] = []
-    checkpoints: list[int] = []
+    checkpoints: list[Any] = []
     try:
         for line in from_connector:
             if line.startswith(b'{"type":"STATE"'):
-                checkpoints.append(sandbox.requests_logged())
+                checkpoints.append(checkpoint())
             lines.append(line)
         returncode = process.wait()
     finally:
