@@ -42,7 +42,9 @@ def pytest_configure(config: pytest.Config) -> None:
         "parse worker processes, the console script); left out of `make fast`",
     )
     config.addinivalue_line(
-        "markers", "slow: takes tens of seconds (a fresh virtualenv install, a benchmark); left out of `make fast`"
+        "markers",
+        "slow: takes tens of seconds (a fresh virtualenv install, a benchmark, the soak), or seconds spent waiting "
+        "on purpose (a pause, a latency); left out of `make fast`",
     )
 
 

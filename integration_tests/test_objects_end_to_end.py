@@ -326,6 +326,7 @@ def test_pacing_keeps_under_the_sandbox_rate_limit(tmp_path: Path, main_api: Pla
     assert statuses == [200] * 5
 
 
+@pytest.mark.slow  # its subject is a 5 s pause
 def test_pacing_slows_down_when_planhat_says_no_calls_are_left(tmp_path: Path, main_api: PlanhatSandbox) -> None:
     """The sandbox allows one call per 4-second window, below the connector's budget of 200 a minute:
     its first answer says `X-Rate-Limit-Remaining: 0`, so the connector holds its next call (5 s)

@@ -75,7 +75,10 @@ def test_a_quota_below_the_budget_slows_the_connector_down_instead_of_a_429_a_wi
     assert lowered and len(lowered) <= len(too_many)  # the rate was lowered, at most once per 429
 
 
-@pytest.mark.parametrize("max_in_flight", [1, 2, 8])
+# Each takes seconds of the sandbox's latency: one slot (the tightest) in `make fast`, the others in `make test`.
+@pytest.mark.parametrize(
+    "max_in_flight", [1, pytest.param(2, marks=pytest.mark.slow), pytest.param(8, marks=pytest.mark.slow)]
+)
 def test_end_users_waiting_for_their_companies_never_hold_back_the_companies(
     tmp_path: Path, main_api: PlanhatSandbox, max_in_flight: int
 ) -> None:
