@@ -1,11 +1,12 @@
-# Two commands matter: `make demo` and `make test`. Both create the virtual environment first.
+# The commands that matter: `make fast` after each change, `make test` before a submission, `make demo`.
+# Each creates the virtual environment first.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test unit integration bench bench-objects clean e2e-pyairbyte sandbox
+.PHONY: setup demo lint fast test unit integration bench bench-objects clean e2e-pyairbyte sandbox
 
 $(INSTALLED): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -23,9 +24,23 @@ demo: setup
 sandbox: setup
 	$(BIN)/python -m destination_planhat.testing.sandbox --port 8080
 
-# Docker-based tests of the CDK's standard suite (marker image_tests) need a Docker engine and the
-# internet; neither exists where this runs, so they are deselected here.
-test: setup
+# ruff (ruff.toml): the linter, and the formatter's check (`.venv/bin/ruff format .` formats).
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# The tiers (markers in conftest.py). `make fast`: lint, the unit tests and the integration tests that
+# run the connector in process; 70 to 90 s here. It leaves out the tests marked `process`
+# (the connector as a process: exit codes, pipes, stderr, parse worker processes, the console script,
+# packaging) and `slow` (tens of seconds each, or seconds spent waiting on purpose).
+FAST_TESTS := not process and not slow and not image_tests
+fast: lint
+	$(BIN)/python -m pytest -m "$(FAST_TESTS)" $(PYTEST_ARGS) unit_tests integration_tests
+
+# `make test`: lint and every test (.ci/run runs it). Docker-based tests of the CDK's standard suite
+# (marker image_tests) need a Docker engine and the internet; neither exists where this runs, so they
+# are deselected here.
+test: lint
 	$(BIN)/python -m pytest -m "not image_tests" $(PYTEST_ARGS) unit_tests integration_tests
 
 unit: setup

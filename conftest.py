@@ -1,4 +1,8 @@
-"""Repository-wide pytest setup: the CDK's standard-test plugin and when its tests cannot run.
+"""Repository-wide pytest setup: the markers of the tiers, the CDK's standard-test plugin and when
+its tests cannot run.
+
+Tiers (Makefile): `make fast` runs every test not marked `process`, `slow` or `image_tests`; `make
+test` runs all but `image_tests` (which need Docker and the internet).
 
 pytest accepts `pytest_plugins` only in the rootdir's conftest (this file, next to setup.py), so
 the plugin of the CDK's standard connector tests (integration_tests/test_standard_suite.py) is
@@ -13,6 +17,8 @@ from functools import lru_cache
 from pathlib import Path
 
 import pytest
+
+from destination_planhat.testing import cli
 
 pytest_plugins = ["airbyte_cdk.test.standard_tests.pytest_hooks"]
 
@@ -30,11 +36,22 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "requires_creds: standard tests of secrets/config.json (real Planhat credentials)",
     )
+    config.addinivalue_line(
+        "markers",
+        "process: runs the connector as a process, for what only a process shows (exit codes, pipes, stderr, "
+        "parse worker processes, the console script); left out of `make fast`",
+    )
+    config.addinivalue_line(
+        "markers",
+        "slow: takes tens of seconds (a fresh virtualenv install, a benchmark, the soak), or seconds spent waiting "
+        "on purpose (a pause, a latency); left out of `make fast`",
+    )
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    """Skip, with the reason, tests whose prerequisites are missing instead of failing them."""
+    """Skip, with the reason, tests whose prerequisites are missing instead of failing them; tell
+    testing/cli.py whether this test may start the connector as a process."""
     if item.get_closest_marker("requires_creds") and not SECRETS_CONFIG.is_file():
         pytest.skip(
             f"needs real Planhat credentials in {SECRETS_CONFIG.relative_to(CONNECTOR_ROOT)} "
@@ -42,6 +59,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         )
     if item.get_closest_marker("image_tests") and not docker_engine_running():
         pytest.skip("no Docker engine answers here (`docker info` failed); the image tests need one")
+    cli.process_runs_allowed = item.get_closest_marker("process") is not None
 
 
 @lru_cache(maxsize=1)

@@ -28,10 +28,3 @@ def planhat() -> Iterator[PlanhatSandbox]:
         yield server
     finally:
         server.stop()
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    # `make test` selects with -m "not image_tests" only, so slow tests still run there.
-    config.addinivalue_line(
-        "markers", "slow: takes tens of seconds (e.g. a fresh virtualenv install); run by `make test`"
-    )

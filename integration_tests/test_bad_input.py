@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from destination_planhat.testing.cli import run_cli
 from destination_planhat.testing.sandbox import METRICS, USER_ACTIVITIES, PlanhatSandbox
 from destination_planhat.testing.sync_checks import (
     INVALID,
@@ -26,7 +27,6 @@ from destination_planhat.testing.sync_checks import (
     Workload,
     check_sync,
     connector_config,
-    run_connector,
 )
 
 BODY_CAP = 4_096  # `max_request_body_bytes` of the shared sync: one record below is bigger
@@ -255,10 +255,10 @@ def shared_sync(request, tmp_path_factory) -> tuple[SyncCheck, Workload]:
     with PlanhatSandbox(tenant=SECRET_TENANT, api_token=SECRET_API_TOKEN) as sandbox:
         workload = shared_workload()
         config = connector_config(sandbox, batch_size=7, max_request_body_bytes=BODY_CAP, parse_workers=request.param)
-        run = run_connector(
+        run = run_cli(
             "write",
             tmp_path_factory.mktemp("bad_input"),
-            sandbox=sandbox,
+            watch=sandbox,
             config=config,
             catalog=workload.catalog(),
             stdin=workload.encode(),
@@ -291,8 +291,8 @@ def test_bad_input_is_named_counted_and_costs_nothing_else(case: Case, shared_sy
 def test_an_empty_input_is_a_sync_with_nothing_to_do(planhat, tmp_path):
     workload = Workload().stream("usage", METRICS).stream("events", USER_ACTIVITIES)
 
-    run = run_connector(
-        "write", tmp_path, sandbox=planhat, config=connector_config(planhat), catalog=workload.catalog(), stdin=b""
+    run = run_cli(
+        "write", tmp_path, watch=planhat, config=connector_config(planhat), catalog=workload.catalog(), stdin=b""
     )
 
     sync = check_sync(run, workload, planhat)
@@ -303,10 +303,10 @@ def test_an_empty_input_is_a_sync_with_nothing_to_do(planhat, tmp_path):
 def test_a_last_line_without_newline_is_read(planhat, tmp_path):
     workload = Workload().stream("usage", METRICS).records("usage", 10).state("usage")
 
-    run = run_connector(
+    run = run_cli(
         "write",
         tmp_path,
-        sandbox=planhat,
+        watch=planhat,
         config=connector_config(planhat),
         catalog=workload.catalog(),
         stdin=workload.encode().rstrip(b"\n"),
@@ -322,10 +322,10 @@ def test_a_catalog_without_streams_skips_every_record(planhat, tmp_path):
         workload.record("usage", {"dimensionId": "usage", "value": i, "externalId": "a"}, fate=SKIP)
     workload.state("usage")
 
-    run = run_connector(
+    run = run_cli(
         "write",
         tmp_path,
-        sandbox=planhat,
+        watch=planhat,
         config=connector_config(planhat),
         catalog={"streams": []},
         stdin=workload.encode(),
@@ -354,7 +354,7 @@ BAD_CONFIGS = {
 
 @pytest.mark.parametrize("overrides, names", BAD_CONFIGS.values(), ids=BAD_CONFIGS.keys())
 def test_check_refuses_a_bad_config_naming_the_field(overrides, names, planhat, tmp_path):
-    run = run_connector("check", tmp_path, config=connector_config(planhat, **overrides))
+    run = run_cli("check", tmp_path, config=connector_config(planhat, **overrides))
 
     assert run.connection_status["status"] == "FAILED"
     message = run.connection_status["message"]
@@ -372,10 +372,10 @@ def test_check_refuses_a_bad_config_naming_the_field(overrides, names, planhat, 
 def test_write_refuses_a_bad_config_naming_the_field(overrides, names, planhat, tmp_path):
     workload = Workload().stream("usage", METRICS).records("usage", 3).state("usage")
 
-    run = run_connector(
+    run = run_cli(
         "write",
         tmp_path,
-        sandbox=planhat,
+        watch=planhat,
         config=connector_config(planhat, **overrides),
         catalog=workload.catalog(),
         stdin=workload.encode(),

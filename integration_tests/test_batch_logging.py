@@ -4,6 +4,7 @@ Planhat refused stays at INFO, with its examples."""
 
 from __future__ import annotations
 
+from destination_planhat.testing.cli import run_cli
 from destination_planhat.testing.harness import (
     METRIC_SCHEMA,
     catalog,
@@ -11,7 +12,6 @@ from destination_planhat.testing.harness import (
     encode_lines,
     metric,
     record,
-    run_cli,
     sandbox_config,
     stream_state,
 )

@@ -12,55 +12,45 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import orjson
 import pytest
 
+from destination_planhat.testing.cli import GIVE_UP_SECONDS, run_cli, start_cli
 from destination_planhat.testing.harness import (
-    GIVE_UP_SECONDS,
-    OutputLines,
     encode_lines,
     metric,
+    mixed_catalog,
     record,
     sandbox_config,
-    start_write,
     stream_state,
 )
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("parse_workers", [0, 2], ids=["parsing in process", "two parse workers"])
 def test_a_state_comes_out_while_the_source_is_quiet_and_its_pipe_still_open(parse_workers, sandbox, tmp_path):
     config = sandbox_config(sandbox.url, batch_size=1_000, flush_interval_seconds=1, parse_workers=parse_workers)
-    process = start_write(tmp_path, config)
-    try:
-        assert process.stdin is not None and process.stdout is not None
-        output = OutputLines(process.stdout)
+    with start_cli("write", tmp_path, config=config, catalog=mixed_catalog()) as connector:
         first = [record("metrics_stream", metric(i)) for i in range(5)]
-        process.stdin.write(encode_lines([*first, stream_state("metrics_stream", "after-5")]))
-        process.stdin.flush()  # and nothing more for now: the pipe stays open
+        connector.send(encode_lines([*first, stream_state("metrics_stream", "after-5")]))  # the pipe stays open
 
-        state = output.next_state()
+        state = connector.next_state()
         assert state["stream"]["stream_state"] == {"cursor": "after-5"}
         assert state["destinationStats"]["recordCount"] == 5
         assert sandbox.received("metrics") == [r["record"]["data"] for r in first], (
             "the five records were acknowledged before their state came out"
         )
-        assert process.poll() is None, "the connector is still running: input has not ended"
+        assert connector.running(), "the connector is still running: input has not ended"
 
         # The source resumes, then ends: the rest goes through as usual.
         later = [record("metrics_stream", metric(i)) for i in range(5, 8)]
-        process.stdin.write(encode_lines([*later, stream_state("metrics_stream", "after-8")]))
-        process.stdin.close()
-        state = output.next_state()
+        connector.send(encode_lines([*later, stream_state("metrics_stream", "after-8")]))
+        connector.end_input()
+        state = connector.next_state()
         assert (state["stream"]["stream_state"], state["destinationStats"]["recordCount"]) == ({"cursor": "after-8"}, 3)
-        assert process.wait(timeout=GIVE_UP_SECONDS) == 0, (
-            process.stderr.read().decode()[-3000:] if process.stderr else ""
-        )
-        assert sandbox.received("metrics") == [r["record"]["data"] for r in first + later]
-        assert [r.items for r in sandbox.requests] == [5, 3], "each pause sent one partial batch, not one per record"
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        run = connector.finish()
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert sandbox.received("metrics") == [r["record"]["data"] for r in first + later]
+    assert [r.items for r in sandbox.requests] == [5, 3], "each pause sent one partial batch, not one per record"
 
 
 def test_a_state_alone_does_not_push_out_a_partial_batch(sandbox, tmp_path):
@@ -72,16 +62,10 @@ def test_a_state_alone_does_not_push_out_a_partial_batch(sandbox, tmp_path):
         stream_state("metrics_stream", "after-2"),
         record("metrics_stream", metric(2)),
     ]
-    process = start_write(tmp_path, sandbox_config(sandbox.url, batch_size=1_000))
-    try:
-        out, err = process.communicate(encode_lines(lines), timeout=GIVE_UP_SECONDS)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    assert process.returncode == 0, err.decode()[-3000:]
-    states = [m["state"] for m in map(orjson.loads, out.splitlines()) if m.get("type") == "STATE"]
-    assert [s["destinationStats"]["recordCount"] for s in states] == [2]
+    config = sandbox_config(sandbox.url, batch_size=1_000)
+    run = run_cli("write", tmp_path, config=config, catalog=mixed_catalog(), stdin=encode_lines(lines))
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert [s["destinationStats"]["recordCount"] for s in run.states] == [2]
     assert [r.items for r in sandbox.requests] == [3], "one request at the end, holding the records after the state too"
 
 
@@ -107,29 +91,20 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+@pytest.mark.process
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the worker processes through /proc")
 def test_parse_workers_end_when_the_connector_is_killed(sandbox, tmp_path):
-    """Airbyte may kill a sync's container process outright: its parse workers must not outlive it."""
-    process = start_write(
-        tmp_path, sandbox_config(sandbox.url, batch_size=1_000, flush_interval_seconds=1, parse_workers=2)
-    )
-    try:
-        assert process.stdin is not None and process.stdout is not None
-        output = OutputLines(process.stdout)
-        process.stdin.write(
-            encode_lines([record("metrics_stream", metric(1)), stream_state("metrics_stream", "after-1")])
-        )
-        process.stdin.flush()
-        output.next_state()  # the sync is running, its workers started
-        workers = _children(process.pid)
+    """Airbyte may kill a sync's container process outright: its parse workers must not outlive it
+    (each ends on the end of its input pipe, which the kill closes)."""
+    config = sandbox_config(sandbox.url, batch_size=1_000, flush_interval_seconds=1, parse_workers=2)
+    with start_cli("write", tmp_path, config=config, catalog=mixed_catalog()) as connector:
+        connector.send(encode_lines([record("metrics_stream", metric(1)), stream_state("metrics_stream", "after-1")]))
+        connector.next_state()  # the sync is running, its workers started
+        workers = _children(connector.pid)
         assert len(workers) == 2
-        process.kill()
-        process.wait()
-        deadline = time.monotonic() + 30
-        while any(map(_alive, workers)) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not any(map(_alive, workers)), "a parse worker outlived the connector"
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        connector.kill()
+    # Polled, not timed: the bound is one a worker that never ends would hit.
+    deadline = time.monotonic() + GIVE_UP_SECONDS
+    while any(map(_alive, workers)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(map(_alive, workers)), "a parse worker outlived the connector"

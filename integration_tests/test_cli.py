@@ -1,4 +1,5 @@
-"""The real CLI (`python main.py ...` and the `destination-planhat` console script) against the sandbox."""
+"""The CLI's commands against the sandbox: in process (`testing/cli.py`), and, marked `process`, the
+`destination-planhat` console script and the secrets in a refused sync's process output."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 from jsonschema import Draft7Validator
 
 from destination_planhat.planhat.api import Endpoint
+from destination_planhat.testing.cli import run_cli
 from destination_planhat.testing.harness import (
     ACTIVITY_SCHEMA,
     API_TOKEN,
@@ -25,7 +27,6 @@ from destination_planhat.testing.harness import (
     global_state,
     metric,
     record,
-    run_cli,
     sandbox_config,
     stream_state,
 )
@@ -252,12 +253,18 @@ def test_sample_messages_reach_both_endpoints_and_secrets_stay_out_of_the_output
     no_secrets(run)
 
 
+@pytest.mark.process
 def test_secrets_stay_out_of_the_output_when_planhat_refuses_them(sandbox, tmp_path):
     configured = catalog(configured_stream("usage", METRIC_SCHEMA))
     sandbox.set_faults(script=[{"kind": "status", "status": 401}])
     messages = [record("usage", metric(1)), stream_state("usage", 1)]
     run = run_cli(
-        "write", tmp_path, config=sandbox_config(sandbox.url), catalog=configured, stdin=encode_lines(messages)
+        "write",
+        tmp_path,
+        config=sandbox_config(sandbox.url),
+        catalog=configured,
+        stdin=encode_lines(messages),
+        process=True,
     )
     assert run.returncode != 0
     assert [e["failure_type"] for e in run.errors] == ["config_error"]
@@ -275,6 +282,7 @@ def console_script() -> Path:
     return script
 
 
+@pytest.mark.process
 def test_console_script_spec_and_write(sandbox, tmp_path):
     spec = subprocess.run([str(console_script()), "spec"], capture_output=True, timeout=120, cwd=tmp_path)
     assert spec.returncode == 0, spec.stderr[-2000:]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from destination_planhat.testing.cli import run_cli
 from destination_planhat.testing.harness import (
     API_TOKEN,
     METRIC_SCHEMA,
@@ -14,7 +15,6 @@ from destination_planhat.testing.harness import (
     encode_lines,
     metric,
     record,
-    run_cli,
     sandbox_config,
     stream_state,
 )

@@ -1,8 +1,8 @@
 """Data activation through the CLI against the sandbox: `discover` (custom fields, no token, Planhat
 failing) and a `write` routed only by `destination_object_name`, as the platform hands it over.
 
-Every run goes through run_connector (run_cli: each stdout line validated against the protocol
-schema, and no secret in the output). A configured catalog is built from discover's own output the
+Every run goes through testing/cli.run_cli (each stdout line validated against the protocol schema,
+and no secret in the output). A configured catalog is built from discover's own output the
 way the Airbyte UI builds one (destination_planhat/testing/platform_rules.py checks it as the platform does).
 """
 
@@ -15,10 +15,11 @@ from typing import Any, Optional
 import pytest
 
 from destination_planhat.planhat.api import TARGETS
+from destination_planhat.testing.cli import run_cli
 from destination_planhat.testing.harness import catalog, encode_lines, record, stream_state
 from destination_planhat.testing.platform_rules import platform_problems
 from destination_planhat.testing.sandbox import MAIN_API, PlanhatSandbox
-from destination_planhat.testing.sync_checks import assert_books_balance, connector_config, run_connector, sync_summary
+from destination_planhat.testing.sync_checks import assert_books_balance, connector_config, sync_summary
 
 CUSTOM_FIELDS: list[dict[str, Any]] = [
     {"name": "Plan tier", "type": "list", "parent": "Company", "listValues": ["free", "pro"]},
@@ -32,7 +33,7 @@ CUSTOM_FIELDS: list[dict[str, Any]] = [
 
 def discover(tmp_path: Path, sandbox: PlanhatSandbox, **overrides: Any) -> Any:
     config = connector_config(sandbox, tenant_uuid=None, api_base_url=sandbox.url, **overrides)
-    return run_connector("discover", tmp_path, config=config)
+    return run_cli("discover", tmp_path, config=config)
 
 
 def operations(run: Any) -> dict[str, dict[str, Any]]:
@@ -87,20 +88,23 @@ def test_discover_without_a_token_offers_the_standard_fields_and_says_why(
 
 
 @pytest.mark.parametrize(
-    "fault, expected",
+    "fault, expected, settings",
     [
-        ({"kind": "status", "status": 500}, "failed (HTTP 500"),
-        ({"kind": "status", "status": 403}, "refused GET /customfields"),
-        ({"kind": "delay", "seconds": 4}, "failed (ReadTimeout"),
+        ({"kind": "status", "status": 500}, "failed (HTTP 500", {}),
+        ({"kind": "status", "status": 403}, "refused GET /customfields", {}),
+        # A delay far longer than a 1 s read timeout (discover's only request is this one): the sandbox
+        # stops waiting when the connector hangs up, so the delay costs nothing. Only here is the read
+        # timeout short: an answer that is due, on a busy machine, must not be taken for a timeout.
+        ({"kind": "delay", "seconds": 120}, "failed (ReadTimeout", {"request_timeout_seconds": 1}),
     ],
     ids=["500", "403", "timeout"],
 )
 def test_discover_when_custom_fields_cannot_be_read_still_answers(
-    tmp_path: Path, planhat: PlanhatSandbox, fault: Mapping[str, Any], expected: str
+    tmp_path: Path, planhat: PlanhatSandbox, fault: Mapping[str, Any], expected: str, settings: dict[str, Any]
 ) -> None:
     planhat.configure_main_api(custom_fields=CUSTOM_FIELDS)
     planhat.set_faults(api=MAIN_API, script=[fault])
-    run = discover(tmp_path, planhat, request_timeout_seconds=1)
+    run = discover(tmp_path, planhat, **settings)
     assert run.returncode == 0, run.stderr[-2000:]
     ops = operations(run)
     assert "custom.Plan tier" not in ops["companies"]["json_schema"]["properties"]
@@ -185,9 +189,7 @@ def test_a_write_routed_only_by_destination_object_name(tmp_path: Path, planhat:
         stream_state("web_events", 1),
     ]
     config = connector_config(planhat, api_base_url=planhat.url)  # no `streams` setting at all
-    run = run_connector(
-        "write", tmp_path, config=config, catalog=configured, stdin=encode_lines(messages), sandbox=planhat
-    )
+    run = run_cli("write", tmp_path, config=config, catalog=configured, stdin=encode_lines(messages), watch=planhat)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.log_lines("stream 'crm_accounts' -> Planhat Companies (destination_object_name 'companies'")
     companies = {c["externalId"]: c for c in planhat.objects("companies")}
@@ -213,9 +215,7 @@ def test_a_write_routed_only_by_destination_object_name(tmp_path: Path, planhat:
     }
     assert_books_balance(sync_summary(run))
     # A second run of the same records updates, matched on the primary key (externalId): nothing new.
-    run = run_connector(
-        "write", tmp_path, config=config, catalog=configured, stdin=encode_lines(messages), sandbox=planhat
-    )
+    run = run_cli("write", tmp_path, config=config, catalog=configured, stdin=encode_lines(messages), watch=planhat)
     assert run.returncode == 0
     assert len(planhat.objects("companies")) == 2 and len(planhat.objects("endusers")) == 1
 
@@ -229,13 +229,13 @@ def test_update_matches_on_the_primary_key_it_is_given(tmp_path: Path, planhat: 
         record("accounts", {"name": "no key"}),
         stream_state("accounts", 2),
     ]
-    run = run_connector(
+    run = run_cli(
         "write",
         tmp_path,
         config=connector_config(planhat, api_base_url=planhat.url),
         catalog=configured,
         stdin=encode_lines(messages),
-        sandbox=planhat,
+        watch=planhat,
     )
     assert run.returncode == 0, run.stderr[-2000:]
     assert [(c["sourceId"], c["name"]) for c in planhat.objects("companies")] == [("sf-1", "Acme Inc")]
@@ -267,7 +267,7 @@ def test_streams_that_do_not_fit_their_object_fail_before_anything_is_sent(
         planhat, api_base_url=planhat.url, streams=[{"name": "contacts", "endpoint": "companies"}]
     )
     messages = [record("contacts", {"email": "a@b.example", "externalId": "x"}), stream_state("contacts", 1)]
-    run = run_connector("write", tmp_path, config=config, catalog=configured, stdin=encode_lines(messages))
+    run = run_cli("write", tmp_path, config=config, catalog=configured, stdin=encode_lines(messages))
     assert run.returncode != 0
     [error] = run.errors
     assert error["failure_type"] == "config_error"

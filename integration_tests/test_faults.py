@@ -23,6 +23,7 @@ from destination_planhat.planhat.api import Endpoint
 from destination_planhat.planhat.client import PlanhatClient
 from destination_planhat.planhat.errors import RequestAborted
 from destination_planhat.planhat.retries import RetryPolicy
+from destination_planhat.testing.cli import run_cli
 from destination_planhat.testing.harness import REPO_ROOT
 from destination_planhat.testing.sandbox import METRICS, USER_ACTIVITIES
 from destination_planhat.testing.sync_checks import (
@@ -33,7 +34,6 @@ from destination_planhat.testing.sync_checks import (
     connector_config,
     mixed_workload,
     retry_waits,
-    run_connector,
 )
 
 # Two normal answers first, so that every fault hits a sync in the middle of its work.
@@ -41,6 +41,12 @@ OK = {"kind": "ok"}
 MID_SYNC = [OK, OK]
 # One request at a time, so a scripted fault hits a known batch.
 SEQUENTIAL = {"batch_size": 50, "max_in_flight_requests": 1}
+# For the faults that outlast the connector's read timeout: a timeout every normal answer beats by far,
+# even on a busy machine (they take milliseconds), and a delay far longer than it (the sandbox stops
+# waiting as soon as the connector hangs up, so the delay costs nothing). A timed-out attempt costs
+# READ_TIMEOUT seconds.
+READ_TIMEOUT = {"request_timeout_seconds": 3}
+SLOWER_THAN_THE_READ_TIMEOUT = 120
 
 
 def status(code: int, **extra: Any) -> dict[str, Any]:
@@ -86,17 +92,17 @@ RECOVERS = {
         [{"kind": "reset_after"}], "may be counted twice in Planhat", ambiguous=True, duplicates=50
     ),
     "an answer slower than the read timeout (not processed)": Recovers(
-        [{"kind": "delay", "seconds": 3, "process": False}],
+        [{"kind": "delay", "seconds": SLOWER_THAN_THE_READ_TIMEOUT, "process": False}],
         "failed with ReadTimeout",
         ambiguous=True,
-        config={"request_timeout_seconds": 1},
+        config=READ_TIMEOUT,
     ),
     "an answer slower than the read timeout (processed)": Recovers(
-        [{"kind": "delay", "seconds": 3, "process": True}],
+        [{"kind": "delay", "seconds": SLOWER_THAN_THE_READ_TIMEOUT, "process": True}],
         "may be counted twice in Planhat",
         ambiguous=True,
         duplicates=50,
-        config={"request_timeout_seconds": 1},
+        config=READ_TIMEOUT,
     ),
     "a 200 whose body is not JSON": Recovers(
         [{"kind": "bad_body"}], "without counts (the answer was not JSON", ambiguous=False, unconfirmed=50
@@ -124,9 +130,7 @@ def test_the_sync_recovers(case: Recovers, planhat, tmp_path):
     workload = mixed_workload()
     config = connector_config(planhat, **SEQUENTIAL, **case.config)
 
-    run = run_connector(
-        "write", tmp_path, sandbox=planhat, config=config, catalog=workload.catalog(), stdin=workload.encode()
-    )
+    run = run_cli("write", tmp_path, watch=planhat, config=config, catalog=workload.catalog(), stdin=workload.encode())
 
     sync = check_sync(run, workload, planhat)
     assert run.log_lines(case.log), f"no log line contains {case.log!r}"
@@ -146,10 +150,10 @@ def test_retry_after_is_never_cut_short(planhat, tmp_path):
     planhat.set_faults(script=MID_SYNC + [status(429, retry_after="1"), status(503, retry_after="1")])
     workload = mixed_workload(100, 100)
 
-    run = run_connector(
+    run = run_cli(
         "write",
         tmp_path,
-        sandbox=planhat,
+        watch=planhat,
         config=connector_config(planhat, **SEQUENTIAL),
         catalog=workload.catalog(),
         stdin=workload.encode(),
@@ -203,10 +207,10 @@ FAILS = {
         config=BUDGET,
     ),
     "answers slower than the read timeout, on every attempt": Fails(
-        [{"kind": "delay", "seconds": 3, "process": False}] * 2,
+        [{"kind": "delay", "seconds": SLOWER_THAN_THE_READ_TIMEOUT, "process": False}] * 2,
         "transient_error",
         "ReadTimeout (the server may have received it) after 2",
-        config={"max_attempts": 2, "request_timeout_seconds": 1},
+        config={"max_attempts": 2, **READ_TIMEOUT},
     ),
     "401 on Metrics in the middle of the sync": Fails([status(401)], "config_error", "check `api_token`"),
     "403 on User Activities in the middle of the sync": Fails(
@@ -222,9 +226,7 @@ def test_the_sync_fails_cleanly(case: Fails, planhat, tmp_path):
     workload = Workload().stream("only", case.endpoint).records("only", 500, state_every=50)
     config = connector_config(planhat, **SEQUENTIAL, **case.config)
 
-    run = run_connector(
-        "write", tmp_path, sandbox=planhat, config=config, catalog=workload.catalog(), stdin=workload.encode()
-    )
+    run = run_cli("write", tmp_path, watch=planhat, config=config, catalog=workload.catalog(), stdin=workload.encode())
 
     sync = check_sync(run, workload, planhat, failure_type=case.failure_type)
     [error] = run.errors
@@ -246,9 +248,7 @@ def test_connection_refused_fails_the_sync_as_transient(planhat, tmp_path):
     workload = mixed_workload(100, 100)
     config = connector_config(planhat, analytics_base_url=f"http://127.0.0.1:{free_port()}", max_attempts=3)
 
-    run = run_connector(
-        "write", tmp_path, sandbox=planhat, config=config, catalog=workload.catalog(), stdin=workload.encode()
-    )
+    run = run_cli("write", tmp_path, watch=planhat, config=config, catalog=workload.catalog(), stdin=workload.encode())
 
     sync = check_sync(run, workload, planhat, failure_type="transient_error")
     assert "ConnectionError (not connected) after 3 attempt(s)" in run.errors[0]["message"]
@@ -260,7 +260,7 @@ def test_connection_refused_fails_the_sync_as_transient(planhat, tmp_path):
 def test_connection_refused_fails_check(tmp_path, planhat):
     config = connector_config(planhat, analytics_base_url=f"http://127.0.0.1:{free_port()}")
 
-    run = run_connector("check", tmp_path, config=config)
+    run = run_cli("check", tmp_path, config=config)
 
     assert run.connection_status["status"] == "FAILED"
     assert "Could not reach Planhat User Activities (http://127.0.0.1:" in run.connection_status["message"]
@@ -270,10 +270,10 @@ def test_413_splits_the_batch_until_it_fits(planhat, tmp_path):
     planhat.set_faults(max_body_bytes=1_200)  # about 20 items of the workload
     workload = mixed_workload(200, 200)
 
-    run = run_connector(
+    run = run_cli(
         "write",
         tmp_path,
-        sandbox=planhat,
+        watch=planhat,
         config=connector_config(planhat, batch_size=100),
         catalog=workload.catalog(),
         stdin=workload.encode(),
@@ -292,10 +292,10 @@ def test_413_for_a_single_item_rejects_only_that_item(planhat, tmp_path):
     huge = {"dimensionId": "usage", "value": 1, "externalId": "x" * 2_000}
     workload.record("usage", huge, fate="invalid").records("usage", 30, state_every=10)
 
-    run = run_connector(
+    run = run_cli(
         "write",
         tmp_path,
-        sandbox=planhat,
+        watch=planhat,
         config=connector_config(planhat, batch_size=8),
         catalog=workload.catalog(),
         stdin=workload.encode(),
@@ -315,10 +315,10 @@ def test_a_failed_sync_stops_at_once_even_with_retries_waiting(planhat, tmp_path
     config = connector_config(planhat, batch_size=50, max_in_flight_requests=2, max_retry_seconds=3600)
 
     # Without a prompt stop this run would take 300 s (the capped Retry-After) and time out.
-    run = run_connector(
+    run = run_cli(
         "write",
         tmp_path,
-        sandbox=planhat,
+        watch=planhat,
         config=config,
         catalog=workload.catalog(),
         stdin=workload.encode(),

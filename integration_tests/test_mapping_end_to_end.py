@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
+from destination_planhat.testing.cli import run_cli
 from destination_planhat.testing.harness import (
     catalog,
     configured_stream,
     encode_lines,
     record,
-    run_cli,
     sandbox_config,
     stream_state,
 )

@@ -1,8 +1,9 @@
 """Objects through the CLI when Planhat's quota is lower than the budget, and parents first under
 back-pressure: the sync completes, every record is accounted for, nothing hangs.
 
-No timed assertion: counts of 429s and of records only. A hang fails the test through the
-harness's timeout (`write(..., timeout=...)`), it does not block the suite.
+No timed assertion, and no count that depends on timing: a busy machine changes when requests arrive
+(so how many land in one of the sandbox's windows), never what must hold. A hang fails the test
+through the runner's timeout (`write(..., timeout=...)`), it does not block the suite.
 """
 
 from __future__ import annotations
@@ -13,9 +14,7 @@ from typing import Any
 import pytest
 
 from destination_planhat.testing.harness import catalog, configured_stream, record, stream_state
-from destination_planhat.testing.sandbox import MAIN_API, PlanhatSandbox
-from destination_planhat.testing.sync_checks import assert_books_balance, sync_summary
-from integration_tests.test_objects_end_to_end import (
+from destination_planhat.testing.object_syncs import (
     COMPANY_SCHEMA,
     COMPANY_SETTINGS,
     ENDUSER_SCHEMA,
@@ -24,6 +23,8 @@ from integration_tests.test_objects_end_to_end import (
     state_counts,
     write,
 )
+from destination_planhat.testing.sandbox import MAIN_API, PlanhatSandbox
+from destination_planhat.testing.sync_checks import assert_books_balance, sync_summary
 
 # A bound for a hung connector, not an expectation: these syncs take seconds.
 HANG_SECONDS = 120
@@ -34,24 +35,18 @@ def main_api(planhat: PlanhatSandbox) -> PlanhatSandbox:
     return planhat
 
 
-def fixed_windows(starts: list[float], window_s: float) -> int:
-    """How many of the sandbox's fixed windows these request times fall in (a window starts at the
-    first request after the previous one ended, as the sandbox counts them)."""
-    windows, ends = 0, float("-inf")
-    for at in sorted(starts):
-        if at >= ends:
-            windows, ends = windows + 1, at + window_s
-    return windows
-
-
+@pytest.mark.slow
 def test_a_quota_below_the_budget_slows_the_connector_down_instead_of_a_429_a_window(
     tmp_path: Path, main_api: PlanhatSandbox
 ) -> None:
     """Planhat allows 4 calls a second (240 a minute, answered 429 with Retry-After above it, and no
     X-Rate-Limit headers); the connector is given 2,400 a minute. Without adaptation, every window
     but the last would end in a 429 (the connector sends far faster than 4 a second, pauses for the
-    Retry-After, then bursts again: unit_tests/test_pacing.py plays it, 14 429s for these 60 calls).
-    With it, the first 429s lower the rate, and the rest of the sync goes through without."""
+    Retry-After, then bursts again). With it, the first 429s lower the rate and the sync completes.
+    How many 429s that takes depends on when the requests arrive, so on the machine's load: the count
+    (at most 3 here, against 14 without adaptation) is asserted on a clock of the test's own in
+    unit_tests/test_pacing.py; this test asserts what holds however the requests are timed. Slow
+    (about 15 s: 60 calls at 4 a second)."""
     main_api.configure_main_api(rate_limit_per_minute=4, rate_limit_window_s=1, rate_limit_headers=False)
     config = objects_config(main_api, [COMPANY_SETTINGS], batch_size=1, api_calls_per_minute=2400, max_attempts=20)
     configured = catalog(configured_stream("accounts", COMPANY_SCHEMA))
@@ -71,14 +66,19 @@ def test_a_quota_below_the_budget_slows_the_connector_down_instead_of_a_429_a_wi
     assert state_counts(run) == [(10.0, 0.0)] * 6
     requests = main_api.main_api_requests
     too_many = [r for r in requests if r.status == 429]
-    windows = fixed_windows([r.at for r in requests], 1.0)
+    # The connector sends far faster than 4 a second until told otherwise: only a machine stalled for
+    # a second at every call could keep it under the quota.
     assert too_many, "the quota was never reached: this run says nothing about adaptation"
     assert stream["retries"] == len(too_many)  # each 429 was retried, and counted
-    assert len(too_many) <= 4 < windows // 2, (len(too_many), windows)
-    assert run.log_lines("Planhat answered 429 (too many requests): calls to the main API now go at most")
+    assert len(requests) == 60 + len(too_many)  # and nothing else was sent twice
+    lowered = run.log_lines("Planhat answered 429 (too many requests): calls to the main API now go at most")
+    assert lowered and len(lowered) <= len(too_many)  # the rate was lowered, at most once per 429
 
 
-@pytest.mark.parametrize("max_in_flight", [1, 2, 8])
+# Each takes seconds of the sandbox's latency: one slot (the tightest) in `make fast`, the others in `make test`.
+@pytest.mark.parametrize(
+    "max_in_flight", [1, pytest.param(2, marks=pytest.mark.slow), pytest.param(8, marks=pytest.mark.slow)]
+)
 def test_end_users_waiting_for_their_companies_never_hold_back_the_companies(
     tmp_path: Path, main_api: PlanhatSandbox, max_in_flight: int
 ) -> None:

@@ -36,6 +36,7 @@ def dockerfile_steps() -> tuple[list[str], list[str]]:
 
 
 @pytest.mark.slow
+@pytest.mark.process
 def test_dockerfile_install_steps_in_a_fresh_virtualenv(sandbox, tmp_path):
     sources, installs = dockerfile_steps()
     assert installs == ["--no-cache-dir ."], (

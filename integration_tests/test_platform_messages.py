@@ -19,19 +19,16 @@ from typing import Any
 
 import pytest
 
+from destination_planhat.testing.cli import run_cli, start_cli
 from destination_planhat.testing.harness import (
     ACTIVITY_SCHEMA,
-    GIVE_UP_SECONDS,
     METRIC_SCHEMA,
-    OutputLines,
     activity,
     catalog,
     configured_stream,
     metric,
     record,
-    run_cli,
     sandbox_config,
-    start_write,
 )
 from destination_planhat.testing.sync_checks import sync_summary
 
@@ -224,16 +221,15 @@ def test_a_global_state_counts_every_stream_since_the_previous_global_state(sand
     same_json(echo_of(second, 1, 1), printed[1])
 
 
+@pytest.mark.process
 @WORKERS
 def test_stream_complete_sends_the_partial_batch_while_the_source_is_silent(sandbox, tmp_path, parse_workers):
     """With the longest flush interval (600 s) the partial batch would wait ten minutes; after the
-    platform's COMPLETE for its stream it goes at once, and its state follows. Not a timing test: it
-    waits (up to a bound a hung connector would hit) and prints how long it took."""
+    platform's COMPLETE for its stream it goes at once, and its state follows, while the source's pipe
+    is still open. Not a timing test: it waits (up to a bound a hung connector would hit) and prints
+    how long it took."""
     config = sandbox_config(sandbox.url, batch_size=1_000, flush_interval_seconds=600, parse_workers=parse_workers)
-    process = start_write(tmp_path, config, CATALOG)
-    try:
-        assert process.stdin is not None and process.stdout is not None
-        output = OutputLines(process.stdout)
+    with start_cli("write", tmp_path, config=config, catalog=CATALOG) as connector:
         state = {
             "type": "STATE",
             "state": {"type": "STREAM", "id": 7, "stream": {"stream_descriptor": {"name": "usage"}}},
@@ -246,26 +242,19 @@ def test_stream_complete_sends_the_partial_batch_while_the_source_is_silent(sand
                 "stream_status": {"stream_descriptor": {"name": "usage"}, "status": "COMPLETE"},
             },
         }
-        process.stdin.write(stdin_of(*[record("usage", metric(i)) for i in range(3)], state, complete))
-        process.stdin.flush()  # and nothing more: the pipe stays open
+        connector.send(stdin_of(*[record("usage", metric(i)) for i in range(3)], state, complete))  # pipe kept open
         started = time.monotonic()
-        printed = output.next_state()
+        printed = connector.next_state()
         print(f"state printed {time.monotonic() - started:.2f} s after COMPLETE (flush interval 600 s)")
         assert printed["id"] == 7 and printed["destinationStats"]["recordCount"] == 3.0
         assert [r.items for r in sandbox.requests] == [3]
-        assert process.poll() is None, "input has not ended"
-        process.stdin.close()
-        assert process.wait(timeout=GIVE_UP_SECONDS) == 0
-        stderr = process.stderr.read().decode() if process.stderr else ""
-        logs = [m["log"]["message"] for m in output.seen if m.get("type") == "LOG"]
-        assert not [line for line in logs if "TRACE" in line and "ignoring" in line], (
-            "STREAM_STATUS is used, not ignored"
-        )
-        assert "Traceback" not in stderr
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        assert connector.running(), "input has not ended"
+        run = connector.finish()
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert not [line for line in run.logs if "TRACE" in line and "ignoring" in line], (
+        "STREAM_STATUS is used, not ignored"
+    )
+    assert "Traceback" not in run.stderr
 
 
 def test_messages_the_connector_does_not_use_warn_once_per_type(sandbox, tmp_path):

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import re
 
+from destination_planhat.testing.cli import run_cli
 from destination_planhat.testing.harness import (
     encode_lines,
     mixed_catalog,
     mixed_messages,
     record,
-    run_cli,
     sandbox_config,
 )
 

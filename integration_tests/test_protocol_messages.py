@@ -1,11 +1,14 @@
-"""Every line the real CLI prints is an AirbyteMessage of the official protocol schema.
+"""Every line the real CLI prints is an AirbyteMessage of the official protocol schema, and its exit
+code says whether the command succeeded.
 
-`python main.py spec | check | write` run as subprocesses (`run_cli`), against the sandbox where
-Planhat is needed; each stdout line is validated against the protocol v0.18.0 schema
-(`testing/protocol_schema.py`, from the package airbyte-protocol-models-pdv2), and each run must have
-printed the message types it is about, so that no test passes on an empty or cut-short output.
-The state tests look at state types only: what else the connector echoes in a state may change,
-as long as the schema accepts it.
+`python main.py spec | check | write` run as processes (`run_cli(..., process=True)`: the module is
+marked `process`), against the sandbox where Planhat is needed: what a platform reads from the
+connector's pipe, line framing and exit code included. Each stdout line is validated against the
+protocol v0.18.0 schema (`testing/protocol_schema.py`, from the package airbyte-protocol-models-pdv2),
+and each run must have printed the message types it is about, so that no test passes on an empty or
+cut-short output. The state tests look at state types only: what else the connector echoes in a
+state may change, as long as the schema accepts it. (Every other CLI test validates its output the
+same way, in process.)
 """
 
 from __future__ import annotations
@@ -16,10 +19,10 @@ from typing import Any
 
 import pytest
 
+from destination_planhat.testing.cli import CliRun, run_cli
 from destination_planhat.testing.harness import (
     ACTIVITY_SCHEMA,
     METRIC_SCHEMA,
-    CliRun,
     activity,
     catalog,
     configured_stream,
@@ -27,11 +30,12 @@ from destination_planhat.testing.harness import (
     global_state,
     metric,
     record,
-    run_cli,
     sandbox_config,
     stream_state,
 )
 from destination_planhat.testing.protocol_schema import assert_protocol_output
+
+pytestmark = pytest.mark.process
 
 UNROUTABLE_SCHEMA = {"type": "object", "properties": {"id": {"type": "integer"}}}
 
@@ -70,7 +74,7 @@ def two_streams() -> dict[str, Any]:
 
 
 def test_spec(tmp_path):
-    run = run_cli("spec", tmp_path)
+    run = run_cli("spec", tmp_path, process=True)
     assert run.returncode == 0, run.stderr[-2000:]
     counts = validated(run, "spec", SPEC=1)
     assert counts["SPEC"] == 1
@@ -80,7 +84,7 @@ def test_spec(tmp_path):
 
 
 def test_check_success(sandbox, tmp_path):
-    run = run_cli("check", tmp_path, config=sandbox_config(sandbox.url))
+    run = run_cli("check", tmp_path, config=sandbox_config(sandbox.url), process=True)
     validated(run, "check", CONNECTION_STATUS=1)
     assert run.connection_status["status"] == "SUCCEEDED"
 
@@ -96,7 +100,7 @@ def test_check_failure(sandbox, tmp_path, how):
         "nothing listens at the URL": sandbox_config(f"http://127.0.0.1:{free_port()}"),
         "invalid config": {"tenant_uuid": "has spaces", "batch_size": 0},
     }[how]
-    run = run_cli("check", tmp_path, config=config)
+    run = run_cli("check", tmp_path, config=config, process=True)
     validated(run, f"check ({how})", CONNECTION_STATUS=1)
     assert run.connection_status["status"] == "FAILED", run.connection_status
 
@@ -126,7 +130,12 @@ def test_write_success_with_stream_global_and_legacy_states(sandbox, tmp_path):
         global_state(2),
     ]
     run = run_cli(
-        "write", tmp_path, config=sandbox_config(sandbox.url), catalog=two_streams(), stdin=encode_lines(messages)
+        "write",
+        tmp_path,
+        config=sandbox_config(sandbox.url),
+        catalog=two_streams(),
+        stdin=encode_lines(messages),
+        process=True,
     )
     assert run.returncode == 0, run.stderr[-2000:]
     validated(run, "write", LOG=1, STATE=1)
@@ -137,7 +146,7 @@ def test_write_success_with_stream_global_and_legacy_states(sandbox, tmp_path):
 
 
 def test_write_success_with_an_empty_input(sandbox, tmp_path):
-    run = run_cli("write", tmp_path, config=sandbox_config(sandbox.url), catalog=two_streams(), stdin=b"")
+    run = run_cli("write", tmp_path, config=sandbox_config(sandbox.url), catalog=two_streams(), stdin=b"", process=True)
     assert run.returncode == 0, run.stderr[-2000:]
     validated(run, "write (no input)", LOG=1)
 
@@ -145,7 +154,7 @@ def test_write_success_with_an_empty_input(sandbox, tmp_path):
 def test_write_failure_when_planhat_refuses_the_credentials(sandbox, tmp_path):
     messages = [record("usage", metric(0)), stream_state("usage", 1)]
     config = sandbox_config(sandbox.url, api_token="wrong-token")
-    run = run_cli("write", tmp_path, config=config, catalog=two_streams(), stdin=encode_lines(messages))
+    run = run_cli("write", tmp_path, config=config, catalog=two_streams(), stdin=encode_lines(messages), process=True)
     assert run.returncode != 0
     validated(run, "write (credentials refused)", LOG=1, TRACE=1)
     assert [e["failure_type"] for e in run.errors] == ["config_error"]
@@ -162,7 +171,7 @@ def test_write_failure_after_states_were_emitted(sandbox, tmp_path):
         stream_state("usage", 2),
     ]
     config = sandbox_config(sandbox.url, batch_size=1, max_in_flight_requests=1)
-    run = run_cli("write", tmp_path, config=config, catalog=two_streams(), stdin=encode_lines(messages))
+    run = run_cli("write", tmp_path, config=config, catalog=two_streams(), stdin=encode_lines(messages), process=True)
     assert run.returncode != 0
     validated(run, "write (fails after a state)", LOG=1, STATE=1, TRACE=1)
     assert [e["failure_type"] for e in run.errors] == ["config_error"]
@@ -172,7 +181,12 @@ def test_write_failure_on_a_config_error(sandbox, tmp_path):
     configured = catalog(configured_stream("usage", METRIC_SCHEMA), configured_stream("plain_table", UNROUTABLE_SCHEMA))
     messages = [record("usage", metric(0)), stream_state("usage", 1)]
     run = run_cli(
-        "write", tmp_path, config=sandbox_config(sandbox.url), catalog=configured, stdin=encode_lines(messages)
+        "write",
+        tmp_path,
+        config=sandbox_config(sandbox.url),
+        catalog=configured,
+        stdin=encode_lines(messages),
+        process=True,
     )
     assert run.returncode != 0
     validated(run, "write (config error)", TRACE=1)
@@ -183,7 +197,12 @@ def test_write_failure_on_a_config_error(sandbox, tmp_path):
 def test_write_failure_on_an_invalid_config(sandbox, tmp_path):
     messages = [record("usage", metric(0))]
     run = run_cli(
-        "write", tmp_path, config={"tenant_uuid": "has spaces"}, catalog=two_streams(), stdin=encode_lines(messages)
+        "write",
+        tmp_path,
+        config={"tenant_uuid": "has spaces"},
+        catalog=two_streams(),
+        stdin=encode_lines(messages),
+        process=True,
     )
     assert run.returncode != 0
     validated(run, "write (invalid config)", TRACE=1)

@@ -16,20 +16,17 @@ import pytest
 import requests
 from moto.server import ThreadedMotoServer
 
+from destination_planhat.testing.cli import run_cli, start_cli
 from destination_planhat.testing.harness import (
     ACTIVITY_SCHEMA,
     METRIC_SCHEMA,
-    OutputLines,
     catalog,
     configured_stream,
     encode_lines,
     record,
-    run_cli,
     sandbox_config,
-    start_write,
     stream_state,
 )
-from destination_planhat.testing.protocol_schema import assert_protocol_output
 from destination_planhat.testing.sandbox import PlanhatSandbox
 
 BUCKET = "rejected-records"
@@ -59,27 +56,33 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.fixture(scope="module")
+def s3_server() -> Iterator[str]:
+    """moto's S3 (and STS) on a free loopback port, for the module (stopping it takes half a second);
+    always stopped."""
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
 @pytest.fixture
-def s3_endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """moto's S3 (and STS) on a free loopback port, with one empty bucket; always stopped."""
+def s3_endpoint(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The S3 server with one empty bucket, and an environment without the machine's AWS settings."""
     for name in UNSET_AWS_ENV:
         monkeypatch.delenv(name, raising=False)
     for name, value in CLEAN_AWS_ENV.items():
         monkeypatch.setenv(name, value)
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
+    # moto keeps its buckets in the process, across servers and tests: every test starts from none.
+    requests.post(f"{s3_server}/moto-api/reset", timeout=30).raise_for_status()
+    _s3(s3_server).create_bucket(Bucket=BUCKET)
     try:
-        # moto keeps its buckets in the process, across servers: every test starts from none.
-        requests.post(f"{endpoint}/moto-api/reset", timeout=30).raise_for_status()
-        _s3(endpoint).create_bucket(Bucket=BUCKET)
-        yield endpoint
+        yield s3_server
     finally:
-        try:
-            requests.post(f"{endpoint}/moto-api/reset", timeout=30)
-        finally:
-            server.stop()
+        requests.post(f"{s3_server}/moto-api/reset", timeout=30)
 
 
 def _s3(endpoint: str) -> Any:
@@ -257,6 +260,7 @@ def test_local_directory_gets_the_same_files(sandbox: PlanhatSandbox, tmp_path: 
     ]
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("parse_workers", [0, 2])
 def test_each_state_comes_after_its_rejected_records(
     sandbox: PlanhatSandbox, tmp_path: Path, parse_workers: int
@@ -272,32 +276,23 @@ def test_each_state_comes_after_its_rejected_records(
         invalid_records="send",
         object_storage_config={"storage_type": "Local", "local_path": str(root)},
     )
-    process = start_write(tmp_path, config, catalog(with_sync_id(configured_stream("usage", METRIC_SCHEMA))))
-    try:
-        assert process.stdin is not None and process.stdout is not None
-        output = OutputLines(process.stdout)
+    configured = catalog(with_sync_id(configured_stream("usage", METRIC_SCHEMA)))
+    with start_cli("write", tmp_path, config=config, catalog=configured) as connector:
         counted = 0.0
         for window in range(4):
             messages: list[Any] = [record("usage", good_metric(window * 10 + i)) for i in range(2)]
             messages += [record("usage", "not an object")] * window  # the connector rejects these
             messages += [record("usage", {"dimensionId": "bad id", "value": 1, "externalId": "c"})]  # Planhat does
             messages.append(stream_state("usage", window))
-            process.stdin.write(encode_lines(messages))
-            process.stdin.flush()
-            state = output.next_state()
+            connector.send(encode_lines(messages))
+            state = connector.next_state()
             counted += state["destinationStats"]["rejectedRecordCount"]
             assert counted == sum(w + 1 for w in range(window + 1))
             lines = all_lines(stored_local(root))
             assert len(lines) == counted
             assert sum(line["rejected_by"] == "planhat" for line in lines) == window + 1
-        process.stdin.close()
-        assert process.wait(timeout=120) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    output.until_end()
-    assert_protocol_output("\n".join(orjson.dumps(m).decode() for m in output.seen), source="write")
+        run = connector.finish()  # every line of its output valid, no secret in it
+    assert run.returncode == 0, run.stderr[-3000:]
 
 
 def test_a_merged_object_item_refused_by_planhat_is_stored_for_each_of_its_records(
@@ -376,6 +371,7 @@ def test_unpivot_stores_each_rejected_item_and_the_state_counts_each_record_once
     ]
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("parse_workers", [0, 2])
 def test_a_store_that_fails_fails_the_sync_before_the_state(
     sandbox: PlanhatSandbox, s3_endpoint: str, tmp_path: Path, parse_workers: int
@@ -387,40 +383,27 @@ def test_a_store_that_fails_fails_the_sync_before_the_state(
         flush_interval_seconds=1,
         object_storage_config=s3_storage(s3_endpoint, s3_bucket_name="no-such-bucket"),
     )
-    process = start_write(tmp_path, config, catalog(with_sync_id(configured_stream("usage", METRIC_SCHEMA))))
-    try:
-        assert process.stdin is not None and process.stdout is not None and process.stderr is not None
-        output = OutputLines(process.stdout)
+    configured = catalog(with_sync_id(configured_stream("usage", METRIC_SCHEMA)))
+    with start_cli("write", tmp_path, config=config, catalog=configured) as connector:
         # Nothing rejected before this state: it goes out.
-        process.stdin.write(encode_lines([record("usage", good_metric(1)), stream_state("usage", 1)]))
-        process.stdin.flush()
-        first = output.next_state()
+        connector.send(encode_lines([record("usage", good_metric(1)), stream_state("usage", 1)]))
+        first = connector.next_state()
         rest = [
             record("usage", {"dimensionId": "x", "externalId": "c"}),
             stream_state("usage", 2),
         ]  # no value: rejected
         rest += [record("usage", good_metric(2)), stream_state("usage", 3)]
-        process.stdin.write(encode_lines(rest))
-        process.stdin.close()
-        assert process.wait(timeout=120) != 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    output.until_end()
-    stdout = "\n".join(orjson.dumps(m).decode() for m in output.seen)
-    assert_protocol_output(stdout, source="write")
-    states = [m["state"] for m in output.seen if m.get("type") == "STATE"]
+        connector.send(encode_lines(rest))
+        run = connector.finish()  # every line of its output valid, no secret in it
+    assert run.returncode != 0
     assert first["stream"]["stream_state"] == {"cursor": 1}
-    assert [state["stream"]["stream_state"]["cursor"] for state in states] == [1]
-    errors = [
-        m["trace"]["error"] for m in output.seen if m.get("type") == "TRACE" and m["trace"].get("type") == "ERROR"
-    ]
+    assert [state["stream"]["stream_state"]["cursor"] for state in run.states] == [1]
+    errors = run.errors
     assert errors and errors[-1]["failure_type"] == "config_error"
     message = errors[-1]["message"]
     assert "s3://no-such-bucket/planhat/rejected/" in message and "NoSuchBucket" in message
     assert "s3_bucket_name" in message
-    assert SECRET_KEY not in stdout
+    assert SECRET_KEY not in run.stdout
 
 
 def test_a_local_directory_that_cannot_be_written_fails_the_sync(sandbox: PlanhatSandbox, tmp_path: Path) -> None:

@@ -15,15 +15,10 @@ from typing import Any
 
 import pytest
 
+from destination_planhat.testing.cli import CliRun, run_cli
 from destination_planhat.testing.harness import catalog, configured_stream, encode_lines, record, stream_state
 from destination_planhat.testing.sandbox import MAIN_API, PlanhatSandbox
-from destination_planhat.testing.sync_checks import (
-    WatchedRun,
-    assert_books_balance,
-    connector_config,
-    run_connector,
-    sync_summary,
-)
+from destination_planhat.testing.sync_checks import assert_books_balance, connector_config, sync_summary
 
 HANG_SECONDS = 600  # a bound for a hung connector, not an expectation
 ANY = {"type": "object", "properties": {}}
@@ -35,21 +30,18 @@ def objects_config(sandbox: PlanhatSandbox, streams: list[dict[str, Any]], **ove
     return connector_config(sandbox, tenant_uuid=None, api_base_url=sandbox.url, streams=streams, **overrides)
 
 
-def write(tmp_path: Path, sandbox: PlanhatSandbox, config: dict[str, Any], messages: list[Any]) -> WatchedRun:
+def write(tmp_path: Path, sandbox: PlanhatSandbox, config: dict[str, Any], messages: list[Any]) -> CliRun:
     """The CLI's write, each STATE stamped with the records the sandbox held when it was printed."""
     streams = [s["name"] for s in config["streams"]]
-    run = run_connector(
+    return run_cli(
         "write",
         tmp_path,
         config=config,
         catalog=catalog(*(configured_stream(name, ANY) for name in streams)),
         stdin=encode_lines(messages),
-        sandbox=sandbox,
         checkpoint=sandbox.object_counts,
         timeout=HANG_SECONDS,
     )
-    assert isinstance(run, WatchedRun)
-    return run
 
 
 def company(c: int) -> dict[str, Any]:
@@ -96,7 +88,7 @@ def revenue_messages(companies: int, products: int, deals: int, lines_per_deal: 
     return messages
 
 
-def assert_states_followed_their_records(run: WatchedRun, messages: list[Any]) -> None:
+def assert_states_followed_their_records(run: CliRun, messages: list[Any]) -> None:
     """Each state was printed when the sandbox already held every record of its stream read before
     it (records are unique, so the count of its object is the proof), with a count of them and no
     rejection; states keep their input order."""
@@ -110,7 +102,7 @@ def assert_states_followed_their_records(run: WatchedRun, messages: list[Any]) -
             expected.append((stream, read[stream]))
     emitted = [s["stream"]["stream_descriptor"]["name"] for s in run.states]
     assert emitted == [stream for stream, _ in expected]
-    assert len(run.state_checkpoints) == len(expected)
+    assert run.state_checkpoints is not None and len(run.state_checkpoints) == len(expected)
     since: Counter[str] = Counter()
     for state, (stream, before), held in zip(run.states, expected, run.state_checkpoints):
         assert held[ENDPOINT_OF[stream]] >= before, f"a {stream} state was printed before its records were written"
@@ -243,7 +235,7 @@ def test_discover_offers_every_new_object_with_its_fields_keys_and_custom_fields
         ]
     )
     config = connector_config(planhat, tenant_uuid=None, api_base_url=planhat.url)
-    run = run_connector("discover", tmp_path, config=config)
+    run = run_cli("discover", tmp_path, config=config)
     [message] = run.of_type("DESTINATION_CATALOG")
     operations = {op["object_name"]: op for op in message["destination_catalog"]["operations"]}
     assert set(NEW_OBJECTS) <= set(operations)
@@ -325,7 +317,7 @@ OTHER_OBJECTS: dict[str, dict[str, Any]] = {
 }
 
 
-def sync_one(tmp_path: Path, sandbox: PlanhatSandbox, endpoint: str, records: list[dict[str, Any]]) -> WatchedRun:
+def sync_one(tmp_path: Path, sandbox: PlanhatSandbox, endpoint: str, records: list[dict[str, Any]]) -> CliRun:
     sandbox.seed("companies", [ACME])
     settings = {"name": "rows", "endpoint": endpoint, **OTHER_OBJECTS[endpoint]["settings"]}
     messages = [record("rows", data) for data in records] + [stream_state("rows", "end")]

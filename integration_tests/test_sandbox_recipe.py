@@ -14,11 +14,15 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from destination_planhat.testing.harness import REPO_ROOT, CliRun
+from destination_planhat.testing.cli import CliRun
+from destination_planhat.testing.harness import REPO_ROOT
 from destination_planhat.testing.protocol_schema import assert_protocol_output
 from destination_planhat.testing.sandbox import PlanhatSandbox
 
 SAMPLE_CONFIG = "integration_tests/sandbox_config.json"
+
+# The README's commands run as written: processes.
+pytestmark = pytest.mark.process
 
 
 def recipe() -> list[str]:

@@ -1,7 +1,9 @@
 """Security: what may go into a URL, where tokens travel, and that no output ever shows a secret.
 
-Every CLI run here goes through `run_connector`, which fails on any form of `tenant_uuid` or
-`api_token` in stdout or stderr (our own check, then the CDK's `assert_no_secrets_in_output`).
+Every CLI run here goes through testing/cli.run_cli, which fails on any form of `tenant_uuid` or
+`api_token` in stdout or stderr (our own check, then the CDK's `assert_no_secrets_in_output`). The
+tests about secrets in the output run the connector as a process (marked `process`): all of what it
+prints, the interpreter's and the parse workers' stderr included.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from cryptography.x509.oid import NameOID
 from destination_planhat.config import TENANT_PATTERN, parse_config
 from destination_planhat.planhat.api import TENANT_TOKEN_PATTERN
 from destination_planhat.planhat.client import PlanhatClient
+from destination_planhat.testing.cli import run_cli
 from destination_planhat.testing.harness import REPO_ROOT
 from destination_planhat.testing.sandbox import METRICS, USER_ACTIVITIES, PlanhatSandbox
 from destination_planhat.testing.sync_checks import (
@@ -35,7 +38,6 @@ from destination_planhat.testing.sync_checks import (
     check_sync,
     connector_config,
     mixed_workload,
-    run_connector,
 )
 
 SPEC = json.loads((REPO_ROOT / "destination_planhat" / "spec.json").read_text())["connectionSpecification"]
@@ -48,8 +50,9 @@ def test_the_spec_marks_both_credentials_secret_and_constrains_the_tenant():
     assert properties["tenant_uuid"]["pattern"] == TENANT_TOKEN_PATTERN == TENANT_PATTERN
 
 
+@pytest.mark.process
 def test_spec_prints_no_secret(tmp_path):
-    run = run_connector("spec", tmp_path)
+    run = run_cli("spec", tmp_path, process=True)
     assert run.returncode == 0 and run.of_type("SPEC")
 
 
@@ -76,7 +79,7 @@ def test_the_config_refuses_a_tenant_that_is_not_a_token(tenant):
 
 @pytest.mark.parametrize("name", ["a path traversal", "a query string", "a line break"])
 def test_check_refuses_a_tenant_that_is_not_a_token(name, planhat, tmp_path):
-    run = run_connector("check", tmp_path, config=connector_config(planhat, tenant_uuid=HOSTILE_TENANTS[name]))
+    run = run_cli("check", tmp_path, config=connector_config(planhat, tenant_uuid=HOSTILE_TENANTS[name]))
 
     assert run.connection_status["status"] == "FAILED"
     assert "`tenant_uuid`" in run.connection_status["message"]
@@ -87,9 +90,7 @@ def test_write_refuses_a_tenant_that_is_not_a_token(planhat, tmp_path):
     workload = mixed_workload(10, 10)
     config = connector_config(planhat, tenant_uuid=HOSTILE_TENANTS["a path traversal"])
 
-    run = run_connector(
-        "write", tmp_path, sandbox=planhat, config=config, catalog=workload.catalog(), stdin=workload.encode()
-    )
+    run = run_cli("write", tmp_path, watch=planhat, config=config, catalog=workload.catalog(), stdin=workload.encode())
 
     assert [e["failure_type"] for e in run.errors] == ["config_error"]
     assert "`tenant_uuid`" in run.errors[0]["message"]
@@ -106,7 +107,7 @@ def test_the_client_builds_no_url_from_unchecked_text(tenant):
 def test_an_api_token_that_could_inject_headers_is_refused(planhat, tmp_path):
     config = connector_config(planhat, api_token=f"{SECRET_API_TOKEN}\r\nX-Injected: 1")
 
-    run = run_connector("check", tmp_path, config=config)
+    run = run_cli("check", tmp_path, config=config)
 
     assert run.connection_status["status"] == "FAILED"
     assert "`api_token`" in run.connection_status["message"]
@@ -142,7 +143,7 @@ def test_plain_http_only_to_loopback(url, refused):
 
 
 def test_check_refuses_plain_http_to_a_public_host(planhat, tmp_path):
-    run = run_connector(
+    run = run_cli(
         "check", tmp_path, config=connector_config(planhat, analytics_base_url="http://analytics.planhat.com")
     )
 
@@ -151,7 +152,7 @@ def test_check_refuses_plain_http_to_a_public_host(planhat, tmp_path):
 
 
 def test_check_sends_the_bearer_token_to_metrics_only(planhat, tmp_path):
-    run = run_connector("check", tmp_path, config=connector_config(planhat))
+    run = run_cli("check", tmp_path, config=connector_config(planhat))
 
     assert run.connection_status == {"status": "SUCCEEDED"}
     by_endpoint = {r.endpoint: r for r in planhat.requests}
@@ -167,10 +168,10 @@ def test_a_redirect_is_not_followed(planhat, tmp_path):
     planhat.set_faults(script=[{"kind": "status", "status": 307, "headers": {"Location": elsewhere}}])
     workload = Workload().stream("usage", METRICS).records("usage", 20, state_every=10)
 
-    run = run_connector(
+    run = run_cli(
         "write",
         tmp_path,
-        sandbox=planhat,
+        watch=planhat,
         config=connector_config(planhat),
         catalog=workload.catalog(),
         stdin=workload.encode(),
@@ -243,10 +244,10 @@ def _without_ca_overrides() -> dict[str, Any]:
 def test_an_untrusted_certificate_stops_the_sync_before_anything_is_sent(tls_planhat, tmp_path):
     workload = mixed_workload(20, 20)
 
-    run = run_connector(
+    run = run_cli(
         "write",
         tmp_path,
-        sandbox=tls_planhat,
+        watch=tls_planhat,
         config=connector_config(tls_planhat),
         catalog=workload.catalog(),
         stdin=workload.encode(),
@@ -261,7 +262,7 @@ def test_an_untrusted_certificate_stops_the_sync_before_anything_is_sent(tls_pla
 
 
 def test_check_reports_an_untrusted_certificate(tls_planhat, tmp_path):
-    run = run_connector("check", tmp_path, config=connector_config(tls_planhat), extra_env=_without_ca_overrides())
+    run = run_cli("check", tmp_path, config=connector_config(tls_planhat), extra_env=_without_ca_overrides())
 
     assert run.connection_status["status"] == "FAILED"
     assert "certificate verify failed" in run.connection_status["message"]
@@ -272,10 +273,10 @@ def test_a_trusted_certificate_works(tls_planhat, certificates, tmp_path):
     """The same server, once its CA is trusted: verification is on, and it is the only obstacle."""
     workload = mixed_workload(200, 100)
 
-    run = run_connector(
+    run = run_cli(
         "write",
         tmp_path,
-        sandbox=tls_planhat,
+        watch=tls_planhat,
         config=connector_config(tls_planhat, batch_size=50),
         catalog=workload.catalog(),
         stdin=workload.encode(),
@@ -289,36 +290,40 @@ def test_a_trusted_certificate_works(tls_planhat, certificates, tmp_path):
 # ----- secrets: failures that carry the config or a request --------------------------------------
 
 
+@pytest.mark.process
 def test_no_secret_in_any_output_when_credentials_are_refused(planhat, tmp_path):
     planhat.set_faults(
         script=[{"kind": "status", "status": 401, "body": f'{{"message": "bad token {SECRET_API_TOKEN[:6]}"}}'}]
     )
-    run = run_connector("check", tmp_path, config=connector_config(planhat, max_attempts=1))
+    run = run_cli("check", tmp_path, config=connector_config(planhat, max_attempts=1), process=True)
     assert run.connection_status["status"] == "FAILED"
 
 
+@pytest.mark.process
 def test_no_secret_in_output_when_the_config_has_the_wrong_types(planhat, tmp_path):
     """pydantic and jsonschema both quote the input in their errors; neither may reach the output."""
     config = connector_config(planhat, tenant_uuid=71_234_567_890, api_token=["pat", SECRET_API_TOKEN])
 
-    run = run_connector("check", tmp_path, config=config)
+    run = run_cli("check", tmp_path, config=config, process=True)
 
     assert run.connection_status["status"] == "FAILED"
     assert "`tenant_uuid`" in run.connection_status["message"] and "`api_token`" in run.connection_status["message"]
     assert SECRET_API_TOKEN not in run.stdout + run.stderr
 
 
+@pytest.mark.process
 def test_no_secret_in_output_when_write_crashes(planhat, tmp_path):
     """An unexpected exception (a catalog that is not a catalog): its TRACE carries a stack trace."""
     workload = mixed_workload(5, 5)
 
-    run = run_connector(
+    run = run_cli(
         "write",
         tmp_path,
-        sandbox=planhat,
+        watch=planhat,
         config=connector_config(planhat),
         catalog={"streams": [{"stream": 5}]},
         stdin=workload.encode(),
+        process=True,
     )
 
     assert run.returncode != 0 and len(run.errors) == 1 and run.errors[0]["stack_trace"]

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from destination_planhat.testing.harness import MAIN, REPO_ROOT, CliRun, catalog, run_cli, sandbox_config
+from destination_planhat.testing.cli import MAIN, CliRun, run_cli
+from destination_planhat.testing.harness import REPO_ROOT, catalog, sandbox_config
 
 NO_SUCH_FILE = "/nonexistent/planhat-config.json"
 
@@ -41,6 +42,7 @@ def assert_one_line_config_error(run: CliRun, *named: str) -> None:
     assert "Traceback" not in run.stdout + run.stderr
 
 
+@pytest.mark.process  # main.py as a process: the files are named on its command line
 @pytest.mark.parametrize(
     "content, problem",
     [
@@ -65,6 +67,7 @@ def test_an_unreadable_config_file_is_named_in_one_line(tmp_path, content, probl
     assert path in status["message"] and problem in status["message"]
 
 
+@pytest.mark.process  # main.py as a process: the files are named on its command line
 def test_a_missing_catalog_file_is_named_in_one_line(sandbox, tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(sandbox_config(sandbox.url)))
 
@@ -86,6 +89,7 @@ def test_a_config_error_has_its_traceback_only_at_debug(sandbox, tmp_path):
     assert [e["message"] for e in debug.errors] == [e["message"] for e in run.errors]
 
 
+@pytest.mark.process  # main.py as a process: the files are named on its command line
 def test_help_lists_every_command(tmp_path):
     run = cli(tmp_path, "--help")
     assert run.returncode == 0

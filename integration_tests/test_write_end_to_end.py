@@ -6,13 +6,13 @@ from collections import Counter
 
 import pytest
 
+from destination_planhat.testing.cli import run_cli
 from destination_planhat.testing.harness import (
     API_TOKEN,
     cursors,
     encode_lines,
     mixed_catalog,
     mixed_messages,
-    run_cli,
     sandbox_config,
 )
 

@@ -103,10 +103,12 @@ def test_no_class_reads_its_own_fields_by_name():
     assert not found, "set the field in __init__ and read it as a field:\n" + "\n".join(found)
 
 
-def test_the_package_passes_the_type_checker(tmp_path):
-    """mypy over destination_planhat with the repo's mypy.ini: the types the code declares hold."""
+def test_the_package_passes_the_type_checker():
+    """mypy over destination_planhat with the repo's mypy.ini: the types the code declares hold. With
+    mypy's own incremental cache (.mypy_cache, as `python -m mypy` uses it): a run after a small change
+    checks only what it touched, in a second or two instead of a cold run's ten."""
     result = subprocess.run(
-        [sys.executable, "-m", "mypy", "--cache-dir", str(tmp_path / "mypy-cache")],
+        [sys.executable, "-m", "mypy"],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -1,7 +1,7 @@
 """The protocol-schema check itself: it accepts what the protocol allows and rejects what it does not.
 
-If the validator accepted anything, every CLI test that runs it (integration_tests/
-test_protocol_messages.py, and `run_connector` in testing/sync_checks.py) would pass vacuously; these
+If the validator accepted anything, every CLI test (each run of `run_cli` in testing/cli.py validates
+its output with it) would pass vacuously; these
 messages, each broken in one way, prove that it rejects, and that it says where.
 """
 

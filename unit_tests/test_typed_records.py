@@ -21,7 +21,10 @@ from destination_planhat.mapping.unclean_json import parse_leniently
 from destination_planhat.planhat.api import Endpoint
 from destination_planhat.reading.decoder import FAST, Decoder
 from destination_planhat.reading.typed_records import typed_item_encoder
-from unit_tests.test_fast_mapper import ACTIVITIES, METRICS, activity_records, fresh, metric_records
+from destination_planhat.testing.odd_records import activity_records, fresh, metric_records
+
+METRICS = Endpoint.METRICS
+ACTIVITIES = Endpoint.USER_ACTIVITIES
 
 SETTINGS = [
     pytest.param(METRICS, [], metric_records, id="metrics, fields from same-named columns"),

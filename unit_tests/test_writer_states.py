@@ -129,7 +129,7 @@ def test_states_wait_for_out_of_order_acknowledgements_and_keep_input_order():
     returned: list[int] = []
 
     def behaviour(index: int, endpoint: Endpoint, items: list[Any]) -> Optional[PostResult]:
-        gates[index].wait(20)
+        gates[index].wait()  # no timeout: a gate that opened by itself on a slow machine would reorder answers
         returned.append(index)
         return None
 
@@ -159,7 +159,7 @@ def test_a_state_waits_for_the_earlier_batch_of_another_stream():
     gates = {"m": threading.Event(), "u": threading.Event()}
 
     def behaviour(index: int, endpoint: Endpoint, items: list[Any]) -> Optional[PostResult]:
-        gates["m" if endpoint is Endpoint.METRICS else "u"].wait(20)
+        gates["m" if endpoint is Endpoint.METRICS else "u"].wait()  # opened by the test, or by its `finally`
         return None
 
     run = Run(FakeClient(behaviour)).start()

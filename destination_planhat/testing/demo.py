@@ -16,17 +16,16 @@ from pathlib import Path
 from typing import Any
 
 from destination_planhat.planhat.api import TARGETS
+from destination_planhat.testing.cli import CliRun, run_cli
 from destination_planhat.testing.harness import (
     ACTIVITY_SCHEMA,
     API_TOKEN,
     METRIC_SCHEMA,
     TENANT,
-    CliRun,
     catalog,
     configured_stream,
     encode_lines,
     record,
-    run_cli,
     sandbox_config,
     stream_state,
 )
@@ -115,20 +114,22 @@ def main() -> int:
         print(f"Planhat sandbox listening on {sandbox.url} (tenant {TENANT})")
 
         heading("spec")
-        spec = run_cli("spec", tmp_path).of_type("SPEC")[0]["spec"]
+        spec = run_cli("spec", tmp_path, process=True).of_type("SPEC")[0]["spec"]
         fields = spec["connectionSpecification"]["properties"]
         print("  fields:", ", ".join(name for name in fields if not fields[name].get("airbyte_hidden")))
         print("  hidden:", ", ".join(name for name in fields if fields[name].get("airbyte_hidden")))
 
         heading("check")
-        check = run_cli("check", tmp_path, config=config)
+        check = run_cli("check", tmp_path, config=config, process=True)
         print(f"  {json.dumps(check.connection_status)}")
 
         heading("write")
         messages = list(sample_messages())
         records = sum(1 for m in messages if m["type"] == "RECORD")
         print(f"  sending {records} records and {len(messages) - records} states on stdin")
-        run = run_cli("write", tmp_path, config=config, catalog=demo_catalog(), stdin=encode_lines(messages))
+        run = run_cli(
+            "write", tmp_path, config=config, catalog=demo_catalog(), stdin=encode_lines(messages), process=True
+        )
         show_logs(run, prefixes=("stream", "summary"))
         for state in run.states:
             stream = state["stream"]["stream_descriptor"]["name"]
@@ -203,7 +204,12 @@ def main() -> int:
                 }
             )
         objects_run = run_cli(
-            "write", tmp_path, config=objects_config, catalog=object_catalog, stdin=encode_lines(object_messages)
+            "write",
+            tmp_path,
+            config=objects_config,
+            catalog=object_catalog,
+            stdin=encode_lines(object_messages),
+            process=True,
         )
         show_logs(objects_run, prefixes=("summary",))
         for error in objects_run.errors:
@@ -300,7 +306,7 @@ def data_activation(sandbox: PlanhatSandbox, tmp_path: Path, config: dict[str, A
     settings = dict(config, api_base_url=sandbox.url)
     settings.pop("streams", None)
     heading("discover (what the Airbyte UI can map onto)")
-    discovered = run_cli("discover", tmp_path, config=settings)
+    discovered = run_cli("discover", tmp_path, config=settings, process=True)
     [message] = discovered.of_type("DESTINATION_CATALOG")
     operations = {op["object_name"]: op for op in message["destination_catalog"]["operations"]}
     for name, op in operations.items():
@@ -334,7 +340,7 @@ def data_activation(sandbox: PlanhatSandbox, tmp_path: Path, config: dict[str, A
     ]
     messages = [{"type": "RECORD", "record": {"stream": "crm_accounts", "emitted_at": 0, "data": row}} for row in rows]
     messages.append(stream_state("crm_accounts", "end"))
-    run = run_cli("write", tmp_path, config=settings, catalog=mapped, stdin=encode_lines(messages))
+    run = run_cli("write", tmp_path, config=settings, catalog=mapped, stdin=encode_lines(messages), process=True)
     show_logs(run, prefixes=("summary",))
     for state in run.states:
         stats = state["destinationStats"]

@@ -67,8 +67,9 @@ class FakeClient:
         self.aborted = True
 
 
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    """Poll for a condition another thread will make true; fails the test (not by timing) if it never does."""
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 120.0) -> None:
+    """Poll for a condition another thread will make true; fails the test (not by timing) if it never does:
+    the bound is one only a hung thread reaches, never an expectation."""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:

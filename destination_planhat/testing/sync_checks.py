@@ -2,8 +2,9 @@
 
 `Workload` builds the input (unique records, so each one can be found at the sandbox; states with
 unique cursors; raw lines for bad input) and remembers what should become of each record.
-`run_connector` runs a command and refuses any output that carries a secret. `check_sync` then
-checks one write against the sandbox:
+`testing/cli.run_cli` runs the command (it refuses any output that carries a secret, and validates
+every stdout line against the official Airbyte protocol schema); with `watch=sandbox`, `check_sync`
+then checks one write against the sandbox:
 
 - the connector's machine-readable summary balances, per stream:
   read = sent + rejected locally + skipped + not sent, and
@@ -15,44 +16,21 @@ checks one write against the sandbox:
 - each emitted STATE comes after every record before it was acknowledged (2xx) by the sandbox,
   states keep their input order, and none is printed after an error;
 - the API token only ever travels in the Authorization header of Metrics requests.
-
-`run_connector` also validates every stdout line against the official Airbyte protocol schema
-(`testing/protocol_schema.py`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
-import os
-import subprocess
-import sys
-import threading
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Optional
-from urllib.parse import quote
 
 import orjson
-from airbyte_cdk.test.entrypoint_wrapper import EntrypointOutput
-from airbyte_cdk.test.standard_tests._spec_lint import assert_no_secrets_in_output
 
-from destination_planhat import DestinationPlanhat
 from destination_planhat.sync.reporting import SUMMARY_JSON_PREFIX
-from destination_planhat.testing.harness import (
-    ACTIVITY_SCHEMA,
-    MAIN,
-    METRIC_SCHEMA,
-    REPO_ROOT,
-    CliRun,
-    catalog,
-    configured_stream,
-    run_cli,
-)
-from destination_planhat.testing.protocol_schema import assert_protocol_output
+from destination_planhat.testing.cli import GIVE_UP_SECONDS, CliRun
+from destination_planhat.testing.harness import ACTIVITY_SCHEMA, METRIC_SCHEMA, catalog, configured_stream
 from destination_planhat.testing.sandbox import METRICS, USER_ACTIVITIES, PlanhatSandbox
 
 # Shaped like the real thing (Planhat's tenant token is a UUID), and unlike anything else in the
@@ -192,151 +170,6 @@ def connector_config(sandbox: PlanhatSandbox, **overrides: Any) -> dict[str, Any
     return {key: value for key, value in config.items() if value is not None}
 
 
-# ----- running, with the secrets check on every run -------------------------------------------
-
-
-@dataclass
-class WatchedRun(CliRun):
-    """A CLI run whose STATE messages were stamped, as they were printed, with how many requests
-    the sandbox had logged by then: `check_sync` proves each state came after its records' answers."""
-
-    state_checkpoints: list[Any] = field(default_factory=list)
-
-
-def run_connector(
-    command: str,
-    tmp_path: Path,
-    *,
-    config: Optional[Mapping[str, Any]] = None,
-    catalog: Optional[Mapping[str, Any]] = None,
-    stdin: bytes = b"",
-    timeout: float = 180,
-    extra_env: Optional[Mapping[str, str]] = None,
-    sandbox: Optional[PlanhatSandbox] = None,
-    checkpoint: Optional[Callable[[], Any]] = None,
-) -> CliRun:
-    """Run the CLI; fail if stdout or stderr carries `tenant_uuid` or `api_token` in any form, or
-    if a stdout line is not a valid Airbyte protocol message.
-
-    With `sandbox`, stdout is read while the connector runs and each STATE is stamped with
-    `checkpoint()` at the moment it appeared (see `WatchedRun`): by default
-    `sandbox.requests_logged()`; for objects, e.g. `sandbox.object_counts()`.
-    """
-    if sandbox is None:
-        run = run_cli(
-            command, tmp_path, config=config, catalog=catalog, stdin=stdin, timeout=timeout, extra_env=extra_env
-        )
-    else:
-        stamp = checkpoint or sandbox.requests_logged
-        run = _run_watching(command, tmp_path, stamp, config, catalog, stdin, timeout, extra_env)
-    assert_no_secrets(run, config or {}, verb=command)
-    assert_protocol_output(run.stdout, source=command)
-    return run
-
-
-def _run_watching(
-    command: str,
-    tmp_path: Path,
-    checkpoint: Callable[[], Any],
-    config: Optional[Mapping[str, Any]],
-    catalog: Optional[Mapping[str, Any]],
-    stdin: bytes,
-    timeout: float,
-    extra_env: Optional[Mapping[str, str]],
-) -> WatchedRun:
-    args = [sys.executable, str(MAIN), command]
-    for flag, content in (("--config", config), ("--catalog", catalog)):
-        if content is not None:
-            path = tmp_path / f"{flag[2:]}.json"
-            path.write_text(json.dumps(content))
-            args += [flag, str(path)]
-    env = dict(os.environ, PYTHONUNBUFFERED="1", **(extra_env or {}))
-    process = subprocess.Popen(
-        args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO_ROOT, env=env
-    )
-    to_connector, from_connector, connector_log = process.stdin, process.stdout, process.stderr
-    if to_connector is None or from_connector is None or connector_log is None:
-        process.kill()
-        process.wait()
-        raise RuntimeError(
-            f"{command}: the connector's process has no pipe for stdin, stdout or stderr (Popen needs PIPE for all three)"
-        )
-    stderr_chunks: list[bytes] = []
-
-    def feed() -> None:
-        try:
-            to_connector.write(stdin)
-        except BrokenPipeError:  # the connector stopped reading (it failed): fine
-            pass
-        finally:
-            with contextlib.suppress(BrokenPipeError):
-                to_connector.close()
-
-    threads = [
-        threading.Thread(target=feed, daemon=True),
-        threading.Thread(target=lambda: stderr_chunks.append(connector_log.read()), daemon=True),
-    ]
-    for thread in threads:
-        thread.start()
-    watchdog = threading.Timer(timeout, process.kill)
-    watchdog.start()
-    lines: list[bytes] = []
-    checkpoints: list[Any] = []
-    try:
-        for line in from_connector:
-            if line.startswith(b'{"type":"STATE"'):
-                checkpoints.append(checkpoint())
-            lines.append(line)
-        returncode = process.wait()
-    finally:
-        watchdog.cancel()
-    for thread in threads:
-        thread.join(timeout=10)
-    assert returncode != -9, f"the connector did not finish within {timeout} s"
-    stdout = b"".join(lines).decode("utf-8", "replace")
-    messages = []
-    for text in stdout.splitlines():
-        try:
-            messages.append(json.loads(text))
-        except ValueError:
-            messages.append({"type": "_NOT_JSON", "line": text})
-    stderr = b"".join(stderr_chunks).decode("utf-8", "replace")
-    return WatchedRun(returncode, stdout, stderr, messages, state_checkpoints=checkpoints)
-
-
-def secret_forms(value: str) -> set[str]:
-    """A secret as it may show up: as is, trimmed, each of its lines, JSON- and repr-escaped, URL-encoded."""
-    texts = {value, value.strip(), *(line.strip() for line in value.splitlines() if len(line.strip()) >= 6)}
-    forms = set()
-    for text in texts:
-        if text:
-            forms |= {text, json.dumps(text)[1:-1], repr(text)[1:-1], quote(text, safe="")}
-    return forms
-
-
-def assert_no_secrets(run: CliRun, config: Mapping[str, Any], *, verb: str) -> None:
-    """Our own check (every secret, any length, raw stdout and stderr), then the CDK's."""
-    for name in ("tenant_uuid", "api_token"):
-        value = config.get(name)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            value = str(value)
-        if not isinstance(value, str) or not value.strip():
-            continue
-        for form in secret_forms(value):
-            for where, text in (("stdout", run.stdout), ("stderr", run.stderr)):
-                # The message names the place, never the text: it must not print the secret itself.
-                assert form not in text, f"`{verb}` printed `{name}` on {where} (line {_line_of(text, form)})"
-    lines = [line for line in run.stdout.splitlines() if line.strip()]
-    if lines and config:
-        output = EntrypointOutput(messages=lines, stderr=run.stderr)
-        spec = DestinationPlanhat().spec(logging.getLogger("airbyte"))
-        assert_no_secrets_in_output(output, spec=spec, config=config, verb=verb, connector_name="destination-planhat")
-
-
-def _line_of(text: str, form: str) -> int:
-    return text[: text.index(form)].count("\n") + 1
-
-
 # ----- what the connector says about the sync --------------------------------------------------
 
 
@@ -384,8 +217,8 @@ def check_sync(
     failure_type: Optional[str] = None,
 ) -> SyncCheck:
     """Every guarantee of a sync that either completed or failed with `failure_type`."""
-    assert isinstance(run, WatchedRun), "run the sync with run_connector(..., sandbox=...) so states can be checked"
-    assert sandbox.wait_idle(), "the sandbox is still handling a request"
+    assert run.state_checkpoints is not None, "run the sync with run_cli(..., watch=sandbox) so states can be checked"
+    assert sandbox.wait_idle(timeout=GIVE_UP_SECONDS), "the sandbox is still handling a request"
     if failure_type is None:
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
         assert run.errors == [], run.errors
@@ -476,7 +309,7 @@ def _check_states(run: CliRun, workload: Workload, sandbox: PlanhatSandbox, *, c
             needed = max(needed, answered_at.get(item_key(entry.item), float("inf")))
         elif entry.cursor is not None:
             needed_before[entry.cursor] = needed
-    if isinstance(run, WatchedRun):
+    if run.state_checkpoints is not None:
         assert len(run.state_checkpoints) == len(emitted)
         checkpoints = run.state_checkpoints
     else:  # not watched: only the end is known
