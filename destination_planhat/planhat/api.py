@@ -2,7 +2,8 @@
 
 A change on Planhat's side (a path, a field name, a limit) should be a one-line change here. Each
 place a stream can be written to is a `Target`, described in `TARGETS`: adding one is a description
-(plus, where its answers differ, a reader in planhat/answers.py).
+(plus, where its answers differ, a reader in planhat/answers.py). What each HTTP status means, per
+host, is in planhat/statuses.py.
 """
 
 from __future__ import annotations
@@ -208,18 +209,13 @@ class Target:
     one_of: tuple[str, ...]  # at least one of these must be present (empty: no such rule)
     max_items: Optional[int]  # per request, or None (then only `batch_size` and the body size cut)
     max_body_bytes: int  # the largest body the connector sends (the config may lower it)
-    split_statuses: frozenset[int]  # answers after which the batch is split in halves and resent
     read_answer: Callable[[bytes], PostResult]  # a 2xx body -> items processed and rejected
     base_url_field: str  # the config field with the host's base URL
     credential_fix: str  # what to check when the target refuses the credentials
     # Objects only: match_on value -> the item field it matches on (the keyables the object has).
     keyables: Mapping[str, str] = field(default_factory=dict)
     references: tuple[Reference, ...] = ()  # parent references (companyId ...)
-    answer_statuses: frozenset[int] = frozenset()  # non-2xx answers whose body is an answer to read (400)
     model: str = ""  # objects: Planhat's model name, as a custom field's `parent` names it (GET /customfields)
-    # Non-2xx answers that are a partial answer when Planhat processed some of the items (a 403 whose
-    # permissionErrors name only some); when it processed none, the status means what it always does.
-    partial_statuses: frozenset[int] = frozenset()
 
     @property
     def sync_mode(self) -> str:
@@ -246,7 +242,6 @@ _ANALYTICS_TARGETS: dict[Endpoint, Target] = {
         one_of=(),
         max_items=None,
         max_body_bytes=SAFE_BODY_BYTES,
-        split_statuses=frozenset({413}),
         read_answer=read_analytics_answer,
         base_url_field="analytics_base_url",
         credential_fix=f"check `api_token`: it must be {WHERE_API_TOKEN}, allowed to write metrics",
@@ -263,7 +258,6 @@ _ANALYTICS_TARGETS: dict[Endpoint, Target] = {
         one_of=USER_ACTIVITY_IDENTITY_FIELDS,
         max_items=None,
         max_body_bytes=SAFE_BODY_BYTES,
-        split_statuses=frozenset({413}),
         read_answer=read_analytics_answer,
         base_url_field="analytics_base_url",
         credential_fix=f"check `tenant_uuid`: it must be {WHERE_TENANT_TOKEN}",
@@ -538,9 +532,6 @@ def _object_target(endpoint: Endpoint, spec: _Object) -> Target:
         one_of=(),
         max_items=MAX_UPSERT_ITEMS,
         max_body_bytes=SAFE_BODY_BYTES,
-        # A 400 is "a problem with the request payload": halves are sent until the refused items are
-        # alone (a 413 likewise).
-        split_statuses=frozenset({400, 413}),
         read_answer=read_upsert_answer,
         base_url_field="api_base_url",
         credential_fix=(
@@ -549,9 +540,7 @@ def _object_target(endpoint: Endpoint, spec: _Object) -> Target:
         ),
         keyables=spec.keyables,
         references=spec.references,
-        answer_statuses=frozenset({400}),
         model=spec.model,
-        partial_statuses=frozenset({403}),
     )
 
 

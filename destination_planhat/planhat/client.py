@@ -33,6 +33,7 @@ from destination_planhat.planhat.retries import (
     parse_retry_after,
     tls_reason,
 )
+from destination_planhat.planhat.statuses import Meaning, meaning
 
 logger = logging.getLogger("airbyte")
 
@@ -137,12 +138,12 @@ class PlanhatClient:
         except requests.RequestException as exc:
             raise PlanhatUnavailable(f"{type(exc).__name__} on GET {path.split('?')[0]}", endpoint=endpoint) from None
         status = response.status_code
-        if 200 <= status < 300:
+        decision = judge_status(Host.MAIN, status, can_split=False)
+        if decision.verdict is Verdict.DONE:
             return response.content
-        decision = judge_status(status, frozenset())
         error = decision.error or PlanhatUnavailable
         raise error(
-            _failure_text(status, quote(response.content), TARGETS[endpoint].base_url_field),
+            _failure_text(Host.MAIN, status, quote(response.content), TARGETS[endpoint].base_url_field),
             endpoint=endpoint,
             status=status,
             body=quote(response.content),
@@ -191,15 +192,16 @@ class PlanhatClient:
                             f"now go at most {lowered:.0f} a minute (api_calls_per_minute is "
                             f"{self.pacer.calls_per_minute}), back up slowly while Planhat accepts them"
                         )
-                decision = judge_status(status, target.split_statuses)
-                if status in target.answer_statuses:
+                decision = judge_status(target.host, status)
+                what = meaning(target.host, status)
+                if what is Meaning.PAYLOAD_REFUSED:
                     # A 400 of the main API lists the refused items like a 206 does: the sender
                     # decides whether the batch is split further or its items are counted as refused.
                     result = target.read_answer(response.content)
                     if result.errors:
                         result.attempts, result.ambiguous_failures, result.status = attempt, ambiguous, status
                         return result
-                if status in target.partial_statuses:
+                if what is Meaning.PERMISSION:
                     # Planhat did some of the items and refused the others (e.g. a 403 for the items
                     # the Service Account may not create): those are refused, with Planhat's reason.
                     # A 403 that did nothing is the whole request refused: the sync fails below.
@@ -214,7 +216,7 @@ class PlanhatClient:
                     return result
                 if decision.error is not None:
                     raise decision.error(
-                        _failure_text(status, quote(response.content), target.base_url_field),
+                        _failure_text(target.host, status, quote(response.content), target.base_url_field),
                         endpoint=endpoint,
                         status=status,
                         body=refused or quote(response.content),
@@ -245,8 +247,8 @@ def _reasons(result: PostResult) -> str:
     return "; ".join(reasons[:3]) + (f" (and {len(reasons) - 3} more)" if len(reasons) > 3 else "")
 
 
-def _failure_text(status: int, text: str, base_url_field: str) -> str:
-    if 300 <= status < 400:
+def _failure_text(host: Host, status: int, text: str, base_url_field: str) -> str:
+    if meaning(host, status) is Meaning.REDIRECT:
         return (
             f"HTTP {status}: a redirect, which is not followed (requests carry credentials); "
             f"set `{base_url_field}` to the final address"

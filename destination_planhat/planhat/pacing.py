@@ -40,6 +40,9 @@ from typing import Optional
 
 from pyrate_limiter import AbstractClock, InMemoryBucket, Limiter, Rate, RateItem
 
+from destination_planhat.planhat.api import Host
+from destination_planhat.planhat.statuses import Meaning, meaning, no_calls_left
+
 WINDOW_SECONDS = 60.0
 WINDOW_MARGIN_SECONDS = 1.0
 # When an answer says no calls are left but gives no time, wait this long before the next call.
@@ -155,22 +158,21 @@ class CallPacer:
         left, holds every later call; a 429 also lowers the rate (see the module's docstring).
         Returns the new rate (calls per minute) when this answer lowered it, else None."""
         pause = 0.0
-        if status == 429:
+        too_many = status is not None and meaning(Host.MAIN, status) is Meaning.RATE_LIMITED
+        if too_many:
             pause = retry_after if retry_after is not None else TOO_MANY_REQUESTS_PAUSE_SECONDS
-        else:
-            remaining = headers.get("X-Rate-Limit-Remaining")
-            if remaining is not None and remaining.strip() == "0":
-                pause = retry_after if retry_after is not None else NO_CALLS_LEFT_PAUSE_SECONDS
+        elif no_calls_left(headers):
+            pause = retry_after if retry_after is not None else NO_CALLS_LEFT_PAUSE_SECONDS
         with self._lock:
             now = self._clock()
-            if status != 429:
+            if not too_many:
                 self._accepted.append(sent_at if sent_at is not None else now)
             while self._accepted and self._accepted[0] < now - WINDOW_SECONDS:
                 self._accepted.popleft()
             if pause > 0:
                 self.pauses += 1
                 self._paused_until = max(self._paused_until, now + min(pause, MAX_PAUSE_SECONDS))
-            lowers = status == 429 and self._adaptive and retry_after != 0
+            lowers = too_many and self._adaptive and retry_after != 0
             if lowers and (sent_at if sent_at is not None else now) >= self._lowered_at:
                 floor = max(1.0, self.calls_per_minute * MIN_SHARE)
                 span = min(WINDOW_SECONDS, max(1.0, now - (self._first_call if self._first_call is not None else now)))

@@ -20,6 +20,7 @@ import orjson
 from destination_planhat.planhat.answers import PostResult
 from destination_planhat.planhat.api import Endpoint
 from destination_planhat.planhat.errors import PlanhatError, PlanhatPayloadTooLarge, RequestAborted
+from destination_planhat.planhat.statuses import Meaning, meaning
 from destination_planhat.rejected.records import MISSING, REJECTED_BY_PLANHAT, RejectedRecords
 from destination_planhat.sync.batching import Batch
 from destination_planhat.sync.ledger import Ledger
@@ -286,7 +287,7 @@ class ThreadedSender:
             if len(batch) == 1:
                 reason = (
                     PAYLOAD_TOO_LARGE_REASON
-                    if exc.status == 413
+                    if exc.meaning is Meaning.TOO_LARGE
                     else f"refused by Planhat (HTTP {exc.status}): {exc.body}"
                 )
                 self._account_objects(batch, label, PostResult(processed=0, errors=[], created=0, updated=0), [reason])
@@ -298,7 +299,8 @@ class ThreadedSender:
             if exc.ambiguous_failures:
                 self._ledger.count(batch.route.name, resent_after_ambiguous_failure=len(batch) * exc.ambiguous_failures)
             raise
-        if result.status == 400 and len(batch) > 1 and len(result.errors) < len(batch):
+        refused = meaning(batch.endpoint.target.host, result.status) is Meaning.PAYLOAD_REFUSED
+        if refused and len(batch) > 1 and len(result.errors) < len(batch):
             # Some items are refused (e.g. a duplicated key) and Planhat wrote nothing: isolate them.
             logger.warning(
                 f"{label}: Planhat answered 400 with {len(result.errors)} error(s) for {len(batch)} items; "
