@@ -66,9 +66,21 @@ RECOVERS = {
     "429 with Retry-After as an HTTP date": Recovers(
         [status(429, retry_after="<date in 1s>")], "HTTP 429 (Retry-After ", ambiguous=False
     ),
-    "429 without Retry-After": Recovers([status(429)], "failed with HTTP 429; retrying", ambiguous=False),
+    "429 without Retry-After": Recovers(
+        [status(429)], "Planhat is limiting requests (HTTP 429); waiting", ambiguous=False
+    ),
     "a burst of 5 consecutive 429s": Recovers(
-        [status(429, retry_after="0")] * 5, "attempt 5/6 failed with HTTP 429", ambiguous=False
+        [status(429, retry_after="0")] * 5, "Planhat is limiting requests (HTTP 429 (Retry-After 0s))", ambiguous=False
+    ),
+    "more 429s in a row than attempts (a rate limit is a wait, not a failed attempt)": Recovers(
+        [status(429, retry_after="1")] * 8,
+        "(a rate limit uses up no attempt; 8s of max_retry_seconds used)",
+        ambiguous=False,
+    ),
+    "503s saying no calls are left, more than attempts": Recovers(
+        [status(503, retry_after="0", headers={"X-Rate-Limit-Remaining": "0"})] * 8,
+        "Planhat is limiting requests (HTTP 503 (Retry-After 0s))",
+        ambiguous=False,
     ),
     "500": Recovers([status(500)], "failed with HTTP 500", ambiguous=True),
     "502": Recovers([status(502)], "failed with HTTP 502", ambiguous=True),
@@ -184,16 +196,16 @@ FAILS = {
     "504 longer than the retry budget": Fails(
         [status(504)] * 3, "transient_error", "HTTP 504 after 3 attempt(s)", config=BUDGET
     ),
-    "429s longer than the retry budget": Fails(
-        [status(429, retry_after="0")] * 3,
+    "429s longer than the time budget": Fails(
+        [status(429, retry_after="1")] * 10,
         "transient_error",
-        "HTTP 429 (Retry-After 0s) after 3 attempt(s)",
-        config=BUDGET,
+        "HTTP 429 (Retry-After 1s): Planhat was still limiting requests after 3 request(s) and 2s of waiting",
+        config={"max_retry_seconds": 2},
     ),
     "a Retry-After longer than the time budget": Fails(
         [status(429, retry_after="30")],
         "transient_error",
-        "HTTP 429 (Retry-After 30s) after 1 attempt(s)",
+        "HTTP 429 (Retry-After 30s): Planhat was still limiting requests after 1 request(s) and 0s of waiting",
         config={"max_retry_seconds": 5},
     ),
     "resets after processing, on every attempt": Fails(

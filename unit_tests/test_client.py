@@ -195,6 +195,53 @@ def test_total_wait_is_bounded(http):
     assert sum(sleeps) <= 20
 
 
+def test_a_rate_limit_is_a_wait_not_a_failed_attempt(http):
+    """Twelve 429s with Retry-After: 2 and 3 attempts per batch: each is waited out as asked, none
+    uses up an attempt (issue 19)."""
+    http.post(URLS[Endpoint.METRICS], [{"status_code": 429, "headers": {"Retry-After": "2"}}] * 12 + [OK])
+    planhat, sleeps = client(CeilingJitter(max_attempts=3))
+    result = planhat.post(Endpoint.METRICS, b"[]")
+    assert sleeps == [2] * 12
+    assert (result.attempts, result.ambiguous_failures) == (13, 0)
+
+
+def test_no_calls_left_makes_a_refusal_a_rate_limit_too(http):
+    limited = {"status_code": 503, "headers": {"X-Rate-Limit-Remaining": "0", "Retry-After": "1"}}
+    http.post(URLS[Endpoint.METRICS], [limited] * 5 + [OK])
+    planhat, sleeps = client(CeilingJitter(max_attempts=2))
+    assert planhat.post(Endpoint.METRICS, b"[]").attempts == 6
+    assert sleeps == [1] * 5
+
+
+def test_failures_still_count_attempts_between_rate_limits(http):
+    too_many = {"status_code": 429, "headers": {"Retry-After": "1"}}
+    http.post(URLS[Endpoint.METRICS], [too_many, {"status_code": 500}, too_many, {"status_code": 500}, too_many, OK])
+    planhat, sleeps = client(CeilingJitter(max_attempts=2, base_delay=0.5))
+    with pytest.raises(PlanhatUnavailable) as raised:
+        planhat.post(Endpoint.METRICS, b"[]")
+    assert "HTTP 500 after 2 attempt(s)" in str(raised.value)
+    assert sleeps == [1, 0.5, 1] and http.call_count == 4
+
+
+def test_a_rate_limit_without_a_time_backs_off(http):
+    """Retry-After: 0 (or none), in a storm, would otherwise be a busy loop: the backoff instead."""
+    http.post(URLS[Endpoint.METRICS], [{"status_code": 429, "headers": {"Retry-After": "0"}}] * 4 + [OK])
+    planhat, sleeps = client(CeilingJitter(max_attempts=2, base_delay=0.5))
+    planhat.post(Endpoint.METRICS, b"[]")
+    assert sleeps == [0.5, 1, 2, 4]
+
+
+def test_rate_limit_waits_are_bounded_by_the_time_budget(http):
+    http.post(URLS[Endpoint.METRICS], status_code=429, headers={"Retry-After": "2"})
+    planhat, sleeps = client(CeilingJitter(max_attempts=2, max_total_wait=10))
+    with pytest.raises(PlanhatUnavailable) as raised:
+        planhat.post(Endpoint.METRICS, b"[]")
+    assert sleeps == [2] * 5 and http.call_count == 6
+    assert "still limiting requests after 6 request(s) and 10s of waiting (max_retry_seconds is 10)" in str(
+        raised.value
+    )
+
+
 def test_retry_after_beyond_the_total_budget_gives_up_without_waiting(http):
     http.post(URLS[Endpoint.METRICS], status_code=429, headers={"Retry-After": "250"})
     planhat, sleeps = client(CeilingJitter(max_total_wait=100))
@@ -329,7 +376,10 @@ def test_sync_failure_type_by_answer(http, endpoint, answer, failure_type, named
     assert named in error.message
     if failure_type == FailureType.system_error:
         assert len(error.message) < 1500, "the body is quoted truncated"
-    if failure_type == FailureType.transient_error:
+    if failure_type == FailureType.transient_error and answer.get("status_code") == 429:
+        # A rate limit uses up no attempt: only the time budget (max_total_wait) ends it.
+        assert http.call_count > 3 and 0 < sum(sleeps) <= RetryPolicy().max_total_wait
+    elif failure_type == FailureType.transient_error:
         assert http.call_count == 3 and len(sleeps) == 2
     for text in (error.message, error.internal_message or ""):
         assert TOKEN not in text and TENANT not in text

@@ -33,7 +33,7 @@ from destination_planhat.planhat.retries import (
     parse_retry_after,
     tls_reason,
 )
-from destination_planhat.planhat.statuses import Meaning, meaning
+from destination_planhat.planhat.statuses import Meaning, meaning, rate_limited
 
 logger = logging.getLogger("airbyte")
 
@@ -150,20 +150,26 @@ class PlanhatClient:
         )
 
     def post(self, endpoint: Endpoint, body: bytes, *, context: str = "") -> PostResult:
-        """Send `body` to the target with retries. Raises a PlanhatError subclass when it cannot be delivered."""
+        """Send `body` to the target with retries. Raises a PlanhatError subclass when it cannot be delivered.
+
+        A rate limit (planhat/statuses.py: a 429, or no calls left) is a wait, not a failed attempt: it
+        waits as Retry-After asks and uses up no attempt; only `max_total_wait` bounds it."""
         target = TARGETS[endpoint]
         url, headers = self._urls[endpoint], self._headers(endpoint)
         paced = target.host is Host.MAIN
         waited = 0.0
         ambiguous = 0
-        attempt = 0
+        attempt = 1  # the attempt under way, as max_attempts counts them
+        tries = 0  # requests made, rate limited ones included
+        rate_waits = 0
         while True:
-            attempt += 1
-            self._check_aborted(endpoint, attempt)
+            tries += 1
+            self._check_aborted(endpoint, tries)
             retry_after: Optional[float] = None
             refused = ""  # Planhat's reasons, when a partial answer refused every item
+            limited = False
             if paced and not self.pacer.wait():
-                self._check_aborted(endpoint, attempt)
+                self._check_aborted(endpoint, tries)
             sent_at = self.pacer.now()
             try:
                 # Redirects are not followed: a redirected request would carry the token (and the
@@ -190,7 +196,8 @@ class PlanhatClient:
                         logger.warning(
                             f"{context}{endpoint.label}: Planhat answered 429 (too many requests): calls to the main API "
                             f"now go at most {lowered:.0f} a minute (api_calls_per_minute is "
-                            f"{self.pacer.calls_per_minute}), back up slowly while Planhat accepts them"
+                            f"{self.pacer.calls_per_minute}), back to it within {self.pacer.recovery_seconds:.0f}s "
+                            "once Planhat accepts them again"
                         )
                 decision = judge_status(target.host, status)
                 what = meaning(target.host, status)
@@ -199,7 +206,7 @@ class PlanhatClient:
                     # decides whether the batch is split further or its items are counted as refused.
                     result = target.read_answer(response.content)
                     if result.errors:
-                        result.attempts, result.ambiguous_failures, result.status = attempt, ambiguous, status
+                        result.attempts, result.ambiguous_failures, result.status = tries, ambiguous, status
                         return result
                 if what is Meaning.PERMISSION:
                     # Planhat did some of the items and refused the others (e.g. a 403 for the items
@@ -207,12 +214,12 @@ class PlanhatClient:
                     # A 403 that did nothing is the whole request refused: the sync fails below.
                     result = target.read_answer(response.content)
                     if result.processed:
-                        result.attempts, result.ambiguous_failures, result.status = attempt, ambiguous, status
+                        result.attempts, result.ambiguous_failures, result.status = tries, ambiguous, status
                         return result
                     refused = _reasons(result)
                 if decision.verdict is Verdict.DONE:
                     result = target.read_answer(response.content)
-                    result.attempts, result.ambiguous_failures, result.status = attempt, ambiguous, status
+                    result.attempts, result.ambiguous_failures, result.status = tries, ambiguous, status
                     return result
                 if decision.error is not None:
                     raise decision.error(
@@ -223,20 +230,37 @@ class PlanhatClient:
                         ambiguous_failures=ambiguous,
                     )
                 clean = decision.verdict is Verdict.RETRY
+                limited = rate_limited(target.host, status, response.headers)
                 failure = f"HTTP {status}" + (f" (Retry-After {retry_after:g}s)" if retry_after is not None else "")
-            delay = self._policy.delay(attempt, retry_after, waited)
-            if delay is None:
-                raise PlanhatUnavailable(
-                    f"{failure} after {attempt} attempt(s) and {waited:.0f}s of waiting",
-                    endpoint=endpoint,
-                    ambiguous_failures=ambiguous,
+            if limited:
+                rate_waits += 1
+                delay = self._policy.rate_limit_delay(rate_waits, retry_after, waited)
+                if delay is None:
+                    raise PlanhatUnavailable(
+                        f"{failure}: Planhat was still limiting requests after {tries} request(s) and {waited:.0f}s "
+                        f"of waiting (max_retry_seconds is {self._policy.max_total_wait:g})",
+                        endpoint=endpoint,
+                        ambiguous_failures=ambiguous,
+                    )
+                logger.warning(
+                    f"{context}{endpoint.label}: Planhat is limiting requests ({failure}); waiting {delay:.1f}s "
+                    f"(a rate limit uses up no attempt; {waited + delay:.0f}s of max_retry_seconds used)"
                 )
+            else:
+                delay = self._policy.delay(attempt, retry_after, waited)
+                if delay is None:
+                    raise PlanhatUnavailable(
+                        f"{failure} after {attempt} attempt(s) and {waited:.0f}s of waiting",
+                        endpoint=endpoint,
+                        ambiguous_failures=ambiguous,
+                    )
+                logger.warning(
+                    f"{context}{endpoint.label}: attempt {attempt}/{self._policy.max_attempts} failed with {failure}; "
+                    f"retrying in {delay:.1f}s"
+                )
+                attempt += 1
             if not clean:
                 ambiguous += 1
-            logger.warning(
-                f"{context}{endpoint.label}: attempt {attempt}/{self._policy.max_attempts} failed with {failure}; "
-                f"retrying in {delay:.1f}s"
-            )
             self._sleep(delay)
             waited += delay
 

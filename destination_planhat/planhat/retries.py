@@ -97,6 +97,19 @@ class RetryPolicy:
             return None
         return backoff
 
+    def rate_limit_delay(self, waits: int, retry_after: Optional[float], waited: float) -> Optional[float]:
+        """Seconds to wait after the `waits`-th rate limit answer of a request (a 429, or no calls left),
+        or None when `max_total_wait` is spent. A rate limit is a wait, not a failure: it uses up no
+        attempt. It waits what Retry-After asks (capped at `max_retry_after`); without it, or with
+        `Retry-After: 0` (which a storm of would otherwise make a busy loop), the backoff."""
+        if retry_after:
+            wait = min(retry_after, self.max_retry_after)
+        else:
+            wait = self.jitter(min(self.max_delay, self.base_delay * 2 ** (waits - 1)))
+        if waited + wait > self.max_total_wait:
+            return None
+        return wait
+
 
 DEFAULT_RETRY_POLICY = RetryPolicy()
 

@@ -111,3 +111,11 @@ def no_calls_left(headers: Mapping[str, str]) -> bool:
     """The answer says no calls are left in the current window (`X-Rate-Limit-Remaining: 0`)."""
     remaining = headers.get(RATE_LIMIT_REMAINING_HEADER)
     return remaining is not None and remaining.strip() == "0"
+
+
+def rate_limited(host: Host, status: int, headers: Mapping[str, str]) -> bool:
+    """Planhat refused the request because too many were sent: a 429, or a refusal that is sent again
+    anyway (503, 5xx) while saying no calls are left. Such an answer is a wait (Retry-After), not a
+    failed attempt (planhat/client.py)."""
+    what = meaning(host, status)
+    return what is Meaning.RATE_LIMITED or (what.retried and no_calls_left(headers))

@@ -504,8 +504,12 @@ def _check_credentials(sandbox: PlanhatSandbox) -> None:
 
 
 def retry_waits(run: CliRun) -> list[float]:
-    """The waits the connector announced in its retry log lines ("retrying in 1.2s")."""
+    """The waits the connector announced in its retry log lines ("retrying in 1.2s"), rate limits'
+    included ("Planhat is limiting requests (...); waiting 2.0s (...")."""
     waits = []
-    for line in run.log_lines("retrying in "):
-        waits.append(float(line.rsplit("retrying in ", 1)[1].rstrip("s")))
+    for line in run.logs:
+        if "retrying in " in line:
+            waits.append(float(line.rsplit("retrying in ", 1)[1].rstrip("s")))
+        elif "Planhat is limiting requests (" in line:
+            waits.append(float(line.split("; waiting ", 1)[1].split("s ", 1)[0]))
     return waits
