@@ -70,7 +70,7 @@ def test_the_upsert_answer_is_read_defensively(body, processed, created, updated
 
 
 @pytest.mark.parametrize("body", [b"", b"not json", b"[1]", b'{"message": "x"}'])
-def test_an_answer_without_counts_is_unconfirmed(body: bytes) -> None:
+def test_an_answer_without_counts_has_none(body: bytes) -> None:
     assert read_upsert_answer(body).processed is None
 
 

@@ -210,6 +210,9 @@ class Target:
     max_items: Optional[int]  # per request, or None (then only `batch_size` and the body size cut)
     max_body_bytes: int  # the largest body the connector sends (the config may lower it)
     read_answer: Callable[[bytes], PostResult]  # a 2xx body -> items processed and rejected
+    # Whether an acknowledgement must account for every item sent (done or refused): see
+    # PostResult.shortfall and docs/planhat.md (What counts as an acknowledgement).
+    answer_counts_every_item: bool
     base_url_field: str  # the config field with the host's base URL
     credential_fix: str  # what to check when the target refuses the credentials
     # Objects only: match_on value -> the item field it matches on (the keyables the object has).
@@ -243,6 +246,11 @@ _ANALYTICS_TARGETS: dict[Endpoint, Target] = {
         max_items=None,
         max_body_bytes=SAFE_BODY_BYTES,
         read_answer=read_analytics_answer,
+        # Planhat: on the analytics host, "200 means that we have successfully received the data for
+        # processing" (a data sink). Its body must carry `processed` to be Planhat's answer, but a count
+        # short of the items sent is still Planhat's receipt: those items are unconfirmed, not resent
+        # (a metric sent twice may be summed).
+        answer_counts_every_item=False,
         base_url_field="analytics_base_url",
         credential_fix=f"check `api_token`: it must be {WHERE_API_TOKEN}, allowed to write metrics",
     ),
@@ -259,6 +267,11 @@ _ANALYTICS_TARGETS: dict[Endpoint, Target] = {
         max_items=None,
         max_body_bytes=SAFE_BODY_BYTES,
         read_answer=read_analytics_answer,
+        # Planhat: on the analytics host, "200 means that we have successfully received the data for
+        # processing" (a data sink). Its body must carry `processed` to be Planhat's answer, but a count
+        # short of the items sent is still Planhat's receipt: those items are unconfirmed, not resent
+        # (a metric sent twice may be summed).
+        answer_counts_every_item=False,
         base_url_field="analytics_base_url",
         credential_fix=f"check `tenant_uuid`: it must be {WHERE_TENANT_TOKEN}",
     ),
@@ -533,6 +546,7 @@ def _object_target(endpoint: Endpoint, spec: _Object) -> Target:
         max_items=MAX_UPSERT_ITEMS,
         max_body_bytes=SAFE_BODY_BYTES,
         read_answer=read_upsert_answer,
+        answer_counts_every_item=True,  # an upsert's answer counts each item created, updated or refused
         base_url_field="api_base_url",
         credential_fix=(
             f"check `api_token`: it must be {WHERE_API_TOKEN}, and its Service Account needs the permission to "

@@ -22,7 +22,12 @@ from destination_planhat.planhat.api import (
     Host,
     endpoint_path,
 )
-from destination_planhat.planhat.errors import PlanhatTLSError, PlanhatUnavailable, RequestAborted
+from destination_planhat.planhat.errors import (
+    PlanhatTLSError,
+    PlanhatUnacknowledged,
+    PlanhatUnavailable,
+    RequestAborted,
+)
 from destination_planhat.planhat.pacing import CallPacer
 from destination_planhat.planhat.retries import (
     DEFAULT_RETRY_POLICY,
@@ -149,11 +154,15 @@ class PlanhatClient:
             body=quote(response.content),
         )
 
-    def post(self, endpoint: Endpoint, body: bytes, *, context: str = "") -> PostResult:
-        """Send `body` to the target with retries. Raises a PlanhatError subclass when it cannot be delivered.
+    def post(self, endpoint: Endpoint, body: bytes, *, context: str = "", items: Optional[int] = None) -> PostResult:
+        """Send `body` (`items` items, when known) to the target with retries. Returns Planhat's
+        acknowledgement; raises a PlanhatError subclass when none came.
 
-        A rate limit (planhat/statuses.py: a 429, or no calls left) is a wait, not a failed attempt: it
-        waits as Retry-After asks and uses up no attempt; only `max_total_wait` bounds it."""
+        An acknowledgement is an answer that says what was done (`PostResult.shortfall`): a 2xx
+        without Planhat's counts, or counting fewer items than were sent on the main API, is an
+        ambiguous failure, tried again like a connection reset. A rate limit (planhat/statuses.py: a
+        429, or no calls left) is a wait, not a failed attempt: it waits as Retry-After asks and uses
+        up no attempt; only `max_total_wait` bounds it."""
         target = TARGETS[endpoint]
         url, headers = self._urls[endpoint], self._headers(endpoint)
         paced = target.host is Host.MAIN
@@ -168,6 +177,8 @@ class PlanhatClient:
             retry_after: Optional[float] = None
             refused = ""  # Planhat's reasons, when a partial answer refused every item
             limited = False
+            unacknowledged = False  # this try was answered without saying what was done
+            answer: Optional[PostResult] = None
             if paced and not self.pacer.wait():
                 self._check_aborted(endpoint, tries)
             sent_at = self.pacer.now()
@@ -214,14 +225,21 @@ class PlanhatClient:
                     # A 403 that did nothing is the whole request refused: the sync fails below.
                     result = target.read_answer(response.content)
                     if result.processed:
-                        result.attempts, result.ambiguous_failures, result.status = tries, ambiguous, status
-                        return result
-                    refused = _reasons(result)
-                if decision.verdict is Verdict.DONE:
-                    result = target.read_answer(response.content)
-                    result.attempts, result.ambiguous_failures, result.status = tries, ambiguous, status
-                    return result
-                if decision.error is not None:
+                        answer = result
+                    else:
+                        refused = _reasons(result)
+                if answer is None and decision.verdict is Verdict.DONE:
+                    answer = target.read_answer(response.content)
+                if answer is not None:
+                    why = answer.shortfall(items, target.answer_counts_every_item)
+                    if not why:
+                        answer.attempts, answer.ambiguous_failures, answer.status = tries, ambiguous, status
+                        return answer
+                    # Not an acknowledgement: Planhat (or whatever answered) may have done all, some or
+                    # none of the items. Sent again like after a connection reset.
+                    unacknowledged, clean = True, False
+                    failure = f"HTTP {status} that does not say what was done ({why})"
+                elif decision.error is not None:
                     raise decision.error(
                         _failure_text(target.host, status, quote(response.content), target.base_url_field),
                         endpoint=endpoint,
@@ -229,9 +247,10 @@ class PlanhatClient:
                         body=refused or quote(response.content),
                         ambiguous_failures=ambiguous,
                     )
-                clean = decision.verdict is Verdict.RETRY
-                limited = rate_limited(target.host, status, response.headers)
-                failure = f"HTTP {status}" + (f" (Retry-After {retry_after:g}s)" if retry_after is not None else "")
+                else:
+                    clean = decision.verdict is Verdict.RETRY
+                    limited = rate_limited(target.host, status, response.headers)
+                    failure = f"HTTP {status}" + (f" (Retry-After {retry_after:g}s)" if retry_after is not None else "")
             if limited:
                 rate_waits += 1
                 delay = self._policy.rate_limit_delay(rate_waits, retry_after, waited)
@@ -249,7 +268,8 @@ class PlanhatClient:
             else:
                 delay = self._policy.delay(attempt, retry_after, waited)
                 if delay is None:
-                    raise PlanhatUnavailable(
+                    error = PlanhatUnacknowledged if unacknowledged else PlanhatUnavailable
+                    raise error(
                         f"{failure} after {attempt} attempt(s) and {waited:.0f}s of waiting",
                         endpoint=endpoint,
                         ambiguous_failures=ambiguous,

@@ -108,6 +108,22 @@ class PlanhatUnavailable(PlanhatError):
         )
 
 
+class PlanhatUnacknowledged(PlanhatError):
+    """Every attempt was answered without saying what was done (a 2xx without Planhat's counts, or
+    counting fewer items than were sent): the items may or may not be in Planhat."""
+
+    failure_type = FailureType.transient_error
+
+    def user_message(self, where: str) -> str:
+        field = TARGETS[self.endpoint].base_url_field
+        return (
+            f"{where} answered without saying what was done with the records: {self}. They are not counted as "
+            "written and no state after them was emitted, so the next attempt of the sync sends them again. If "
+            f"this persists, check that `{field}` is Planhat's address (or a proxy that passes Planhat's answers "
+            "through unchanged)."
+        )
+
+
 class PlanhatTLSError(PlanhatError):
     """The server's TLS certificate could not be verified: retrying cannot help, and the token stays home."""
 

@@ -39,7 +39,9 @@ PAYLOAD_TOO_LARGE_REASON = "too large for Planhat (HTTP 413)"
 class Client(Protocol):
     """What a sender needs of PlanhatClient (tests pass fakes)."""
 
-    def post(self, endpoint: Endpoint, body: bytes, *, context: str = "") -> PostResult: ...
+    def post(
+        self, endpoint: Endpoint, body: bytes, *, context: str = "", items: Optional[int] = None
+    ) -> PostResult: ...
     def abort(self) -> None: ...
     def where(self, endpoint: Endpoint) -> str: ...
 
@@ -179,7 +181,7 @@ class ThreadedSender:
     def _deliver(self, batch: Batch, label: str) -> None:
         """Send one batch; when the target asks for it (413), split it and send the halves, down to single items."""
         try:
-            result = self._client.post(batch.endpoint, batch.body(), context=f"{label}: ")
+            result = self._client.post(batch.endpoint, batch.body(), context=f"{label}: ", items=len(batch))
         except PlanhatPayloadTooLarge as exc:
             if exc.ambiguous_failures:
                 self._ledger.count(batch.route.name, resent_after_ambiguous_failure=len(batch) * exc.ambiguous_failures)
@@ -280,7 +282,7 @@ class ThreadedSender:
         """Send one object batch. A 400 or 413 splits it in halves until the items Planhat refuses are
         alone; a 400 whose errors cover every item, or one item's, counts those items as refused."""
         try:
-            result = self._client.post(batch.endpoint, batch.body(), context=f"{label}: ")
+            result = self._client.post(batch.endpoint, batch.body(), context=f"{label}: ", items=len(batch))
         except PlanhatPayloadTooLarge as exc:  # a 413, or a 400 without per-item errors
             if exc.ambiguous_failures:
                 self._ledger.count(batch.route.name, resent_after_ambiguous_failure=len(batch) * exc.ambiguous_failures)

@@ -33,7 +33,7 @@ from destination_planhat.sync.dry_run import DryRun, DryRunSender
 from destination_planhat.sync.ledger import Ledger, StreamStats
 from destination_planhat.sync.object_batching import ObjectBatch, ObjectBuffer
 from destination_planhat.sync.object_sink import ObjectSink
-from destination_planhat.sync.reporting import ProgressReporter, SyncReport
+from destination_planhat.sync.reporting import ProgressReporter, SyncReport, unconfirmed_error
 from destination_planhat.sync.sender import Client, ThreadedSender
 from destination_planhat.sync.sink import StreamSink
 from destination_planhat.sync.state_barrier import PendingState, StateBarrier, read_state
@@ -172,6 +172,9 @@ class PlanhatWriter:
         try:
             self._check_error_share(final=True)
             self._store_rejected()  # those after the last state
+            unconfirmed = unconfirmed_error(self.ledger.all())
+            if unconfirmed is not None:
+                raise unconfirmed
         except BaseException as exc:
             self._sender.record_failure(exc)  # so that the summary says the sync failed
             self._log_summary()
