@@ -25,7 +25,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import orjson
 
@@ -46,7 +46,7 @@ from destination_planhat.testing.harness import encode_lines, mixed_catalog, mix
 class InstantClient:
     """Acknowledges every batch at once, with Planhat's counts."""
 
-    def post(self, endpoint: Endpoint, body: bytes, *, context: str = "") -> PostResult:
+    def post(self, endpoint: Endpoint, body: bytes, *, context: str = "", items: Optional[int] = None) -> PostResult:
         return PostResult(processed=len(orjson.loads(body)))
 
     def where(self, endpoint: Endpoint) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import unicodedata
 from collections.abc import Mapping, MutableMapping
 from enum import Enum
 from typing import Annotated, Any, Literal, Optional, Union
@@ -377,9 +378,20 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _invisible(character: str) -> bool:
+    """Whitespace, a control character, or an invisible format character (a zero-width space, a BOM)."""
+    return character.isspace() or unicodedata.category(character) in ("Cc", "Cf")
+
+
 def https_unless_loopback(value: str, what: str, carried: str) -> str:
     """A base URL, stripped of blanks and its trailing "/": http(s), a host, nothing else in it, and
-    https unless the host is this machine (`carried` says what would travel in the clear)."""
+    https unless the host is this machine (`carried` says what would travel in the clear).
+
+    Whitespace or a control character inside it is refused: urllib drops tabs and line breaks from a
+    URL without a word (and other such characters make a host that only fails at the first request),
+    so "https://analy<TAB>tics.planhat.com" would otherwise pass the check as another host."""
+    if any(_invisible(character) for character in value.strip()):
+        raise ValueError("must not contain spaces, tabs, line breaks or other control or invisible characters")
     parts = urlsplit(value.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"must be {what}")

@@ -48,6 +48,9 @@ from destination_planhat.sync.writer import PlanhatWriter
 logger = logging.getLogger("airbyte")
 
 CHECK_ATTEMPTS = 2
+# A rate limit uses up no attempt (planhat/client.py): check waits at most this long in all, so that
+# it answers the UI in a minute or so even while Planhat keeps answering 429.
+CHECK_MAX_WAIT_SECONDS = 60.0
 # discover reads the custom fields once and must answer the UI quickly: it waits at most this long.
 DISCOVER_TIMEOUT_SECONDS = 30.0
 
@@ -56,13 +59,14 @@ def build_client(
     config: PlanhatConfig,
     *,
     attempts: Optional[int] = None,
+    max_wait: Optional[float] = None,
     sleep: Optional[Callable[[float], None]] = None,
     read_timeout: Optional[float] = None,
 ) -> PlanhatClient:
     policy = RetryPolicy(
         max_attempts=attempts or config.max_attempts,
         base_delay=config.retry_initial_delay_seconds,
-        max_total_wait=config.max_retry_seconds,
+        max_total_wait=config.max_retry_seconds if max_wait is None else min(max_wait, config.max_retry_seconds),
     )
     kwargs: dict[str, Any] = {"sleep": sleep} if sleep else {}
     return PlanhatClient(
@@ -183,7 +187,7 @@ class DestinationPlanhat(Destination):
             if problem:
                 return AirbyteConnectionStatus(status=Status.FAILED, message=problem)
         plan = plan_check(parsed)
-        client = build_client(parsed, attempts=CHECK_ATTEMPTS)
+        client = build_client(parsed, attempts=CHECK_ATTEMPTS, max_wait=CHECK_MAX_WAIT_SECONDS)
         try:
             if plan.main_api:
                 problem = check_main_api(client)

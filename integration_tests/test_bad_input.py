@@ -316,6 +316,29 @@ def test_a_last_line_without_newline_is_read(planhat, tmp_path):
     assert sync.stream("usage")["processed"] == 10 and len(run.states) == 1
 
 
+@pytest.mark.parametrize("parse_workers", [0, 2])
+def test_a_byte_order_mark_at_the_start_of_the_input_is_read_as_nothing(planhat, tmp_path, parse_workers):
+    """An editor's UTF-8 BOM before the first line: that line (a valid record) is read, not skipped,
+    and the state after it counts it as written (issue 19)."""
+    workload = Workload().stream("usage", METRICS).records("usage", 1).state("usage").records("usage", 9).state("usage")
+
+    run = run_cli(
+        "write",
+        tmp_path,
+        watch=planhat,
+        config=connector_config(planhat, parse_workers=parse_workers),
+        catalog=workload.catalog(),
+        stdin=b"\xef\xbb\xbf" + workload.encode(),
+    )
+
+    sync = check_sync(run, workload, planhat)
+    assert (sync.stream("usage")["processed"], sync.stream("usage")["skipped"]) == (10, 0)
+    assert [s["destinationStats"] for s in run.states] == [
+        {"recordCount": 1.0, "rejectedRecordCount": 0.0},
+        {"recordCount": 9.0, "rejectedRecordCount": 0.0},
+    ]
+
+
 def test_a_catalog_without_streams_skips_every_record(planhat, tmp_path):
     workload = Workload().stream("usage", METRICS)
     for i in range(3):

@@ -113,3 +113,28 @@ def test_end_users_waiting_for_their_companies_never_hold_back_the_companies(
     # Every end user is stored with its company's Planhat id: the sandbox resolved each reference.
     companies = {c["_id"] for c in main_api.objects("companies")}
     assert all(u["companyId"] in companies for u in main_api.objects("endusers"))
+
+
+def test_a_storm_of_429s_is_waited_out_without_using_up_attempts(tmp_path: Path, main_api: PlanhatSandbox) -> None:
+    """Twelve 429s in a row, each with Retry-After: 1, for a batch allowed 3 attempts (issue 19): each is
+    waited out as asked and none uses up an attempt, so the sync completes; the run of refusals lowers
+    the pace once, not once per 429 (it used to drive 200 calls a minute down to 10)."""
+    too_many = {"kind": "status", "status": 429, "retry_after": "1"}
+    main_api.set_faults(script=[{"kind": "ok"}] * 3 + [too_many] * 12, api=MAIN_API)
+    config = objects_config(main_api, [COMPANY_SETTINGS], batch_size=10, max_attempts=3)
+    configured = catalog(configured_stream("accounts", COMPANY_SCHEMA))
+    messages: list[Any] = []
+    for i in range(100):
+        messages.append(record("accounts", company(i)))
+        if i % 10 == 9:
+            messages.append(stream_state("accounts", i + 1))
+    run = write(tmp_path, main_api, config, configured, messages, timeout=HANG_SECONDS)
+    assert run.returncode == 0, run.stderr[-3000:]
+
+    assert len(main_api.objects("companies")) == 100
+    summary = sync_summary(run)
+    assert_books_balance(summary)
+    assert summary["streams"]["accounts"]["retries"] == 12
+    assert state_counts(run) == [(10.0, 0.0)] * 10
+    assert len(run.log_lines("Planhat is limiting requests (HTTP 429 (Retry-After 1s)); waiting 1.0s")) == 12
+    assert len(run.log_lines("calls to the main API now go at most")) == 1

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from airbyte_cdk.models import Status
 
-from destination_planhat.destination import DestinationPlanhat
+from destination_planhat.destination import CHECK_MAX_WAIT_SECONDS, DestinationPlanhat
 from destination_planhat.testing.sandbox import PlanhatSandbox
 
 TENANT = "check-tenant-0001"
@@ -136,3 +136,21 @@ def test_with_both_tokens_and_no_object_entry_the_main_api_is_not_read(sandbox):
     status = check(sandbox.url, api_base_url=sandbox.url, streams=[{"name": "accounts", "endpoint": "companies"}])
     assert status.status == Status.SUCCEEDED, status.message
     assert [(r.method, r.endpoint) for r in sandbox.main_api_requests] == [("GET", "companies")]
+
+
+def test_a_rate_limit_longer_than_check_waits_fails_at_once(sandbox):
+    """A 429 uses up no attempt (a sync waits up to max_retry_seconds), but check must answer the UI
+    quickly: it waits at most CHECK_MAX_WAIT_SECONDS in all, so a Retry-After beyond that fails it now."""
+    sandbox.set_faults(script=[{"kind": "status", "status": 429, "retry_after": str(int(CHECK_MAX_WAIT_SECONDS) + 1)}])
+    status = check(sandbox.url)
+    assert status.status == Status.FAILED
+    assert "Planhat was still limiting requests after 1 request(s) and 0s of waiting" in status.message
+    assert len(sandbox.requests) == 1
+
+
+def test_a_200_that_is_not_planhats_answer_fails_check(sandbox):
+    """A proxy's page instead of Planhat's answer: check says so rather than succeeding."""
+    sandbox.set_faults(script=[{"kind": "bad_body", "process": False}] * 2)
+    status = check(sandbox.url, retry_initial_delay_seconds=0.01)
+    assert status.status == Status.FAILED
+    assert "answered without saying what was done" in status.message and "`analytics_base_url`" in status.message

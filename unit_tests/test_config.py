@@ -11,7 +11,7 @@ from airbyte_cdk.models import FailureType
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 from jsonschema import Draft7Validator
 
-from destination_planhat.config import parse_config, upgrade_config
+from destination_planhat.config import S3ObjectStorage, parse_config, upgrade_config
 from destination_planhat.planhat.api import DEFAULT_ANALYTICS_BASE_URL, Endpoint
 
 SECRET_TENANT = "tenant-0000-SECRET"
@@ -123,6 +123,47 @@ def test_invalid_values_raise_one_config_error_naming_each_field(overrides, fiel
         assert f"`{field}`" in error.message
     for text in (error.message, error.internal_message or ""):
         assert "SECRET" not in text, "a validation error quoted a secret value"
+
+
+S3 = {"storage_type": "S3", "s3_bucket_name": "my-bucket", "s3_bucket_region": "us-east-1"}
+BASE_URL_FIELDS = {
+    "analytics_base_url": lambda url: {"analytics_base_url": url},
+    "api_base_url": lambda url: {"api_base_url": url},
+    "object_storage_config.s3_endpoint": lambda url: {"object_storage_config": {**S3, "s3_endpoint": url}},
+}
+
+
+@pytest.mark.parametrize("field", BASE_URL_FIELDS)
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://analy\ttics.planhat.com",  # urllib would drop the tab and reach another host
+        "https://analytics.planhat.com\n.evil.example",
+        "https://analytics planhat.com",
+        "https://analytics.planhat.com/\x00",
+        "https://analytics.planhat.com\x7f",
+        "https://analytics\u200b.planhat.com",  # a zero-width space
+        "https://analytics.planhat.com\u00a0/",  # a no-break space
+    ],
+)
+def test_a_base_url_with_whitespace_or_control_characters_is_refused_naming_the_field(field, url):
+    with pytest.raises(AirbyteTracedException) as raised:
+        parse_config(raw(**BASE_URL_FIELDS[field](url)))
+    assert raised.value.failure_type == FailureType.config_error
+    assert f"`{field}` must not contain spaces, tabs, line breaks or other control" in raised.value.message
+
+
+@pytest.mark.parametrize("field", BASE_URL_FIELDS)
+def test_blanks_around_a_base_url_are_trimmed(field):
+    parsed = parse_config(raw(**BASE_URL_FIELDS[field](" https://proxy.example.com/\n")))
+    storage = parsed.rejected_records_storage
+    s3_endpoint = storage.s3_endpoint if isinstance(storage, S3ObjectStorage) else None
+    value = {
+        "analytics_base_url": parsed.analytics_base_url,
+        "api_base_url": parsed.api_base_url,
+        "object_storage_config.s3_endpoint": s3_endpoint,
+    }[field]
+    assert value == "https://proxy.example.com"
 
 
 def test_unknown_key_says_to_remove_it():

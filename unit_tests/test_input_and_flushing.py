@@ -17,7 +17,12 @@ import pytest
 from destination_planhat.mapping.routing import route_streams
 from destination_planhat.planhat.api import Endpoint
 from destination_planhat.planhat.errors import PlanhatUnavailable
-from destination_planhat.reading.pipeline import read_input, start_parse_workers, with_idle_ticks
+from destination_planhat.reading.pipeline import (
+    read_input,
+    start_parse_workers,
+    with_idle_ticks,
+    without_byte_order_mark,
+)
 from destination_planhat.sync.writer import PlanhatWriter
 from destination_planhat.testing.builders import (
     ACTIVITY_SCHEMA,
@@ -281,3 +286,22 @@ def test_a_failed_batch_ends_the_sync_while_the_source_is_quiet(parse_workers):
         if workers is not None:
             workers.close()
         w.close()
+
+
+BOM = b"\xef\xbb\xbf"
+
+
+@pytest.mark.parametrize(
+    "pieces, expected",
+    [
+        ([BOM + b'{"type": "LOG"}\n'], b'{"type": "LOG"}\n'),
+        ([b"\xef", b"\xbb", b"\xbf{}\n"], b"{}\n"),  # cut over the first pieces
+        ([BOM], b""),
+        ([b"{}\n", BOM + b"{}\n"], b"{}\n" + BOM + b"{}\n"),  # only at the start of the input
+        ([b"\xef\xbb{}\n"], b"\xef\xbb{}\n"),  # not a whole mark: left as it is (the line is unreadable)
+        ([b"\xef", b"x"], b"\xefx"),
+        ([], b""),
+    ],
+)
+def test_a_byte_order_mark_at_the_start_of_the_input_is_read_as_nothing(pieces, expected):
+    assert b"".join(without_byte_order_mark(pieces)) == expected

@@ -8,6 +8,8 @@ from __future__ import annotations
 import re
 
 import pytest
+from airbyte_cdk.models import FailureType
+from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 from destination_planhat.planhat.api import Endpoint
 from destination_planhat.sync.ledger import Ledger
@@ -17,6 +19,7 @@ from destination_planhat.sync.reporting import (
     format_duration,
     summary_notes,
     summary_table,
+    unconfirmed_error,
 )
 
 
@@ -178,6 +181,20 @@ def test_notes_below_the_table_name_the_stream_and_the_top_reasons():
     assert summary_notes(ledger.all()) == [
         "stream 'metrics_stream': rejected by Planhat: 'dimensionId must be specified' x2; 'value must be a number' x1",
         "stream 'metrics_stream': rejected locally (not sent): \"the record's data is not a JSON object\" x4",
-        "stream 'metrics_stream': 10 acknowledged by Planhat without a processed count",
+        "stream 'metrics_stream': 10 item(s) NOT CONFIRMED: Planhat received them (HTTP 200) but its answers counted "
+        "them neither as processed nor as rejected, so whether they were stored is unknown",
         "stream 'metrics_stream': 10 re-sent after a failure where Planhat may already have received them (possible duplicates)",
     ]
+
+
+def test_a_sync_with_unconfirmed_items_does_not_end_as_succeeded():
+    """All answered, not all confirmed (the analytics host's count fell short of the items sent): the
+    sync fails at its end, naming the streams, even though their states went out (issue 19)."""
+    ledger = ledger_with(usage={}, events={})
+    ledger.record_answer("usage", 10, 10, [], 0)
+    assert unconfirmed_error(ledger.all()) is None
+    ledger.record_answer("events", 10, 7, ["count must be a number"], 0)
+    error = unconfirmed_error(ledger.all())
+    assert isinstance(error, AirbyteTracedException) and error.failure_type == FailureType.system_error
+    assert "stream 'events': 2 item(s) NOT CONFIRMED" in error.message and "'usage'" not in error.message
+    assert "the next sync does not send them again" in error.message

@@ -11,7 +11,7 @@ from airbyte_cdk.models import FailureType
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 from urllib3.exceptions import NewConnectionError
 
-from destination_planhat.planhat.api import Endpoint
+from destination_planhat.planhat.api import Endpoint, Host
 from destination_planhat.planhat.errors import (
     PlanhatAuthError,
     PlanhatPayloadTooLarge,
@@ -25,33 +25,41 @@ from destination_planhat.planhat.retries import Decision, Verdict, judge_excepti
 
 
 @pytest.mark.parametrize(
-    "status, decision",
+    "host, status, decision",
     [
-        (200, Decision(Verdict.DONE)),
-        (204, Decision(Verdict.DONE)),
-        (206, Decision(Verdict.DONE)),
-        (413, Decision(Verdict.SPLIT, PlanhatPayloadTooLarge)),
-        (401, Decision(Verdict.FAIL, PlanhatAuthError)),
-        (403, Decision(Verdict.FAIL, PlanhatAuthError)),
-        (429, Decision(Verdict.RETRY)),
-        (503, Decision(Verdict.RETRY)),
-        (500, Decision(Verdict.RETRY_AMBIGUOUS)),
-        (502, Decision(Verdict.RETRY_AMBIGUOUS)),
-        (504, Decision(Verdict.RETRY_AMBIGUOUS)),
-        (301, Decision(Verdict.FAIL, PlanhatRejectedRequest)),
-        (307, Decision(Verdict.FAIL, PlanhatRejectedRequest)),
-        (400, Decision(Verdict.FAIL, PlanhatRejectedRequest)),
-        (404, Decision(Verdict.FAIL, PlanhatRejectedRequest)),
-        (422, Decision(Verdict.FAIL, PlanhatRejectedRequest)),
-        (501, Decision(Verdict.FAIL, PlanhatRejectedRequest)),
+        (Host.ANALYTICS, 200, Decision(Verdict.DONE)),
+        (Host.ANALYTICS, 204, Decision(Verdict.DONE)),
+        (Host.ANALYTICS, 206, Decision(Verdict.DONE)),
+        (Host.MAIN, 206, Decision(Verdict.DONE)),
+        (Host.ANALYTICS, 413, Decision(Verdict.SPLIT, PlanhatPayloadTooLarge)),
+        (Host.MAIN, 413, Decision(Verdict.SPLIT, PlanhatPayloadTooLarge)),
+        (Host.MAIN, 400, Decision(Verdict.SPLIT, PlanhatPayloadTooLarge)),  # a payload problem: halves
+        (Host.ANALYTICS, 400, Decision(Verdict.FAIL, PlanhatRejectedRequest)),
+        (Host.ANALYTICS, 401, Decision(Verdict.FAIL, PlanhatAuthError)),
+        (Host.ANALYTICS, 403, Decision(Verdict.FAIL, PlanhatAuthError)),
+        (Host.MAIN, 401, Decision(Verdict.FAIL, PlanhatAuthError)),
+        (Host.MAIN, 403, Decision(Verdict.FAIL, PlanhatAuthError)),  # unless Planhat did some items (client)
+        (Host.ANALYTICS, 429, Decision(Verdict.RETRY)),
+        (Host.MAIN, 429, Decision(Verdict.RETRY)),
+        (Host.ANALYTICS, 503, Decision(Verdict.RETRY)),
+        (Host.ANALYTICS, 500, Decision(Verdict.RETRY_AMBIGUOUS)),
+        (Host.MAIN, 500, Decision(Verdict.RETRY_AMBIGUOUS)),
+        (Host.ANALYTICS, 502, Decision(Verdict.RETRY_AMBIGUOUS)),
+        (Host.ANALYTICS, 504, Decision(Verdict.RETRY_AMBIGUOUS)),
+        (Host.ANALYTICS, 301, Decision(Verdict.FAIL, PlanhatRejectedRequest)),
+        (Host.MAIN, 307, Decision(Verdict.FAIL, PlanhatRejectedRequest)),
+        (Host.ANALYTICS, 404, Decision(Verdict.FAIL, PlanhatRejectedRequest)),
+        (Host.ANALYTICS, 422, Decision(Verdict.FAIL, PlanhatRejectedRequest)),
+        (Host.ANALYTICS, 501, Decision(Verdict.FAIL, PlanhatRejectedRequest)),
     ],
 )
-def test_decision_by_status(status, decision):
-    assert judge_status(status) == decision
+def test_decision_by_status(host, status, decision):
+    assert judge_status(host, status) == decision
 
 
-def test_a_target_may_split_on_other_statuses_too():
-    assert judge_status(400, frozenset({400, 413})) == Decision(Verdict.SPLIT, PlanhatPayloadTooLarge)
+@pytest.mark.parametrize("status", [400, 413])
+def test_a_request_that_cannot_be_split_fails_where_a_batch_would_be_split(status):
+    assert judge_status(Host.MAIN, status, can_split=False) == Decision(Verdict.FAIL, PlanhatRejectedRequest)
 
 
 def _refused() -> requests.ConnectionError:

@@ -1,7 +1,7 @@
 """Planhat's answers to a request, read into what was accepted and what was rejected, per answer format.
 
-A target names its reader (planhat.TARGETS); a reader never raises: an answer it cannot read still
-means "received", with its items counted as unconfirmed.
+A target names its reader (planhat.TARGETS); a reader never raises: an answer it cannot read has no
+counts (`processed` None), and is not an acknowledgement (`PostResult.shortfall`, planhat/client.py).
 """
 
 from __future__ import annotations
@@ -43,11 +43,31 @@ class PostResult:
     unchanged: Optional[int] = None
     status: int = 200  # the HTTP status the answer came with (a 400 can carry per-item errors)
 
+    def shortfall(self, items: Optional[int], every_item: bool) -> str:
+        """Why this answer to a request of `items` items is not an acknowledgement; "" when it is.
+
+        An acknowledgement says what was done: it carries Planhat's counts. With `every_item` (the
+        target's answers account for each item: the main API), the items it counts as done or refused
+        must also be all that were sent. Without the counts, or short of items, Planhat may have done
+        all, some or none of them: the request failed ambiguously, like a connection reset after
+        sending (`items` None: the count is not checked)."""
+        if self.processed is None:
+            return self.note or "the answer had no counts"
+        accounted = self.processed + len(self.errors)
+        if every_item and items is not None and accounted < items:
+            return (
+                f"its counts cover {accounted} of the {items} items sent ({self.processed} done, "
+                f"{len(self.errors)} refused) and name no error for the others"
+            )
+        return ""
+
 
 def read_analytics_answer(body: bytes) -> PostResult:
-    """Planhat's `{"processed": N, "errors": [...]}`; a 200 without it still means "received"."""
+    """Planhat's `{"processed": N, "errors": [...]}`; an answer without it has no counts."""
+    if not body.strip():
+        return PostResult(processed=None, note="the answer was empty")
     try:
-        answer = orjson.loads(body) if body else None
+        answer = orjson.loads(body)
     except orjson.JSONDecodeError:
         return PostResult(processed=None, note=f"the answer was not JSON: {quote(body)}")
     if not isinstance(answer, Mapping) or not isinstance(answer.get(RESPONSE_PROCESSED), int):
@@ -101,9 +121,11 @@ def _error_entry(entry: Any) -> RejectedItem:
 
 def read_upsert_answer(body: bytes) -> PostResult:
     """`{"created": N, "updated": N, "nonupdates": N, "createdErrors": [...], "updatedErrors": [...],
-    "permissionErrors": [...], ...}`; an answer without the counts still means "received"."""
+    "permissionErrors": [...], ...}`; an answer without them has no counts."""
+    if not body.strip():
+        return PostResult(processed=None, note="the answer was empty")
     try:
-        answer = orjson.loads(body) if body else None
+        answer = orjson.loads(body)
     except orjson.JSONDecodeError:
         return PostResult(processed=None, note=f"the answer was not JSON: {quote(body)}")
     if not isinstance(answer, Mapping):

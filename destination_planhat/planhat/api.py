@@ -2,7 +2,8 @@
 
 A change on Planhat's side (a path, a field name, a limit) should be a one-line change here. Each
 place a stream can be written to is a `Target`, described in `TARGETS`: adding one is a description
-(plus, where its answers differ, a reader in planhat/answers.py).
+(plus, where its answers differ, a reader in planhat/answers.py). What each HTTP status means, per
+host, is in planhat/statuses.py.
 """
 
 from __future__ import annotations
@@ -283,18 +284,16 @@ class Target:
     one_of: tuple[str, ...]  # at least one of these must be present (empty: no such rule)
     max_items: Optional[int]  # per request, or None (then only `batch_size` and the body size cut)
     max_body_bytes: int  # the largest body the connector sends (the config may lower it)
-    split_statuses: frozenset[int]  # answers after which the batch is split in halves and resent
     read_answer: Callable[[bytes], PostResult]  # a 2xx body -> items processed and rejected
+    # Whether an acknowledgement must account for every item sent (done or refused): see
+    # PostResult.shortfall and docs/planhat.md (What counts as an acknowledgement).
+    answer_counts_every_item: bool
     base_url_field: str  # the config field with the host's base URL
     credential_fix: str  # what to check when the target refuses the credentials
     # Objects only: match_on value -> the item field it matches on (the keyables the object has).
     keyables: Mapping[str, str] = field(default_factory=dict)
     references: tuple[Reference, ...] = ()  # parent references (companyId ...)
-    answer_statuses: frozenset[int] = frozenset()  # non-2xx answers whose body is an answer to read (400)
     model: str = ""  # objects: Planhat's model name, as a custom field's `parent` names it (GET /customfields)
-    # Non-2xx answers that are a partial answer when Planhat processed some of the items (a 403 whose
-    # permissionErrors name only some); when it processed none, the status means what it always does.
-    partial_statuses: frozenset[int] = frozenset()
     # Objects only: values sent for fields a record leaves out (a note's type is "note").
     defaults: Mapping[str, Any] = field(default_factory=dict)
     # Objects only: fields every item must carry, whatever `match_on` (tickets' email: Planhat drops a
@@ -326,8 +325,12 @@ _ANALYTICS_TARGETS: dict[Endpoint, Target] = {
         one_of=(),
         max_items=None,
         max_body_bytes=SAFE_BODY_BYTES,
-        split_statuses=frozenset({413}),
         read_answer=read_analytics_answer,
+        # Planhat: on the analytics host, "200 means that we have successfully received the data for
+        # processing" (a data sink). Its body must carry `processed` to be Planhat's answer, but a count
+        # short of the items sent is still Planhat's receipt: those items are unconfirmed, not resent
+        # (a metric sent twice may be summed).
+        answer_counts_every_item=False,
         base_url_field="analytics_base_url",
         credential_fix=f"check `api_token`: it must be {WHERE_API_TOKEN}, allowed to write metrics",
     ),
@@ -343,8 +346,12 @@ _ANALYTICS_TARGETS: dict[Endpoint, Target] = {
         one_of=USER_ACTIVITY_IDENTITY_FIELDS,
         max_items=None,
         max_body_bytes=SAFE_BODY_BYTES,
-        split_statuses=frozenset({413}),
         read_answer=read_analytics_answer,
+        # Planhat: on the analytics host, "200 means that we have successfully received the data for
+        # processing" (a data sink). Its body must carry `processed` to be Planhat's answer, but a count
+        # short of the items sent is still Planhat's receipt: those items are unconfirmed, not resent
+        # (a metric sent twice may be summed).
+        answer_counts_every_item=False,
         base_url_field="analytics_base_url",
         credential_fix=f"check `tenant_uuid`: it must be {WHERE_TENANT_TOKEN}",
     ),
@@ -782,10 +789,8 @@ def _object_target(endpoint: Endpoint, spec: _Object) -> Target:
         one_of=(),
         max_items=MAX_UPSERT_ITEMS,
         max_body_bytes=SAFE_BODY_BYTES,
-        # A 400 is "a problem with the request payload": halves are sent until the refused items are
-        # alone (a 413 likewise).
-        split_statuses=frozenset({400, 413}),
         read_answer=read_upsert_answer,
+        answer_counts_every_item=True,  # an upsert's answer counts each item created, updated or refused
         base_url_field="api_base_url",
         credential_fix=(
             f"check `api_token`: it must be {WHERE_API_TOKEN}, and its Service Account needs the permission to "
@@ -793,9 +798,7 @@ def _object_target(endpoint: Endpoint, spec: _Object) -> Target:
         ),
         keyables=spec.keyables,
         references=spec.references,
-        answer_statuses=frozenset({400}),
         model=spec.model,
-        partial_statuses=frozenset({403}),
         defaults=spec.defaults,
         always_required=spec.always_required,
     )

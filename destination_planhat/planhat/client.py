@@ -23,7 +23,13 @@ from destination_planhat.planhat.api import (
     Host,
     endpoint_path,
 )
-from destination_planhat.planhat.errors import PlanhatHostNotFound, PlanhatTLSError, PlanhatUnavailable, RequestAborted
+from destination_planhat.planhat.errors import (
+    PlanhatHostNotFound,
+    PlanhatTLSError,
+    PlanhatUnacknowledged,
+    PlanhatUnavailable,
+    RequestAborted,
+)
 from destination_planhat.planhat.pacing import CallPacer
 from destination_planhat.planhat.retries import (
     DEFAULT_RETRY_POLICY,
@@ -35,6 +41,7 @@ from destination_planhat.planhat.retries import (
     parse_retry_after,
     tls_reason,
 )
+from destination_planhat.planhat.statuses import Meaning, meaning, rate_limited
 
 logger = logging.getLogger("airbyte")
 
@@ -153,12 +160,12 @@ class PlanhatClient:
                 status = response.status_code
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
                 self.pacer.observe(status, response.headers, retry_after, sent_at)
-                decision = judge_status(status, frozenset())
+                decision = judge_status(Host.MAIN, status, can_split=False)
                 if decision.verdict is Verdict.DONE:
                     return response.content
                 if decision.error is not None:
                     raise decision.error(
-                        _failure_text(status, quote(response.content), target.base_url_field),
+                        _failure_text(Host.MAIN, status, quote(response.content), target.base_url_field),
                         endpoint=endpoint,
                         status=status,
                         body=quote(response.content),
@@ -191,33 +198,45 @@ class PlanhatClient:
                 raise PlanhatHostNotFound(_not_found_text(url), endpoint=endpoint) from None
             raise PlanhatUnavailable(f"{type(exc).__name__} on GET {path.split('?')[0]}", endpoint=endpoint) from None
         status = response.status_code
-        if 200 <= status < 300:
+        decision = judge_status(Host.MAIN, status, can_split=False)
+        if decision.verdict is Verdict.DONE:
             return response.content
-        decision = judge_status(status, frozenset())
         error = decision.error or PlanhatUnavailable
         raise error(
-            _failure_text(status, quote(response.content), TARGETS[endpoint].base_url_field),
+            _failure_text(Host.MAIN, status, quote(response.content), TARGETS[endpoint].base_url_field),
             endpoint=endpoint,
             status=status,
             body=quote(response.content),
         )
 
-    def post(self, endpoint: Endpoint, body: bytes, *, context: str = "") -> PostResult:
-        """Send `body` to the target with retries. Raises a PlanhatError subclass when it cannot be delivered."""
+    def post(self, endpoint: Endpoint, body: bytes, *, context: str = "", items: Optional[int] = None) -> PostResult:
+        """Send `body` (`items` items, when known) to the target with retries. Returns Planhat's
+        acknowledgement; raises a PlanhatError subclass when none came.
+
+        An acknowledgement is an answer that says what was done (`PostResult.shortfall`): a 2xx
+        without Planhat's counts, or counting fewer items than were sent on the main API, is an
+        ambiguous failure, tried again like a connection reset. A rate limit (planhat/statuses.py: a
+        429, or no calls left) is a wait, not a failed attempt: it waits as Retry-After asks and uses
+        up no attempt; only `max_total_wait` bounds it."""
         target = TARGETS[endpoint]
         url, headers = self._urls[endpoint], self._headers(endpoint)
         paced = target.host is Host.MAIN
         waited = 0.0
         ambiguous = 0
-        attempt = 0
+        attempt = 1  # the attempt under way, as max_attempts counts them
         unresolved = False  # the last attempt failed because the host name does not exist (DNS)
+        tries = 0  # requests made, rate limited ones included
+        rate_waits = 0
         while True:
-            attempt += 1
-            self._check_aborted(endpoint, attempt)
+            tries += 1
+            self._check_aborted(endpoint, tries)
             retry_after: Optional[float] = None
             refused = ""  # Planhat's reasons, when a partial answer refused every item
+            limited = False
+            unacknowledged = False  # this try was answered without saying what was done
+            answer: Optional[PostResult] = None
             if paced and not self.pacer.wait():
-                self._check_aborted(endpoint, attempt)
+                self._check_aborted(endpoint, tries)
             sent_at = self.pacer.now()
             try:
                 # Redirects are not followed: a redirected request would carry the token (and the
@@ -248,52 +267,86 @@ class PlanhatClient:
                         logger.warning(
                             f"{context}{endpoint.label}: Planhat answered 429 (too many requests): calls to the main API "
                             f"now go at most {lowered:.0f} a minute (api_calls_per_minute is "
-                            f"{self.pacer.calls_per_minute}), back up slowly while Planhat accepts them"
+                            f"{self.pacer.calls_per_minute}), back to it within {self.pacer.recovery_seconds:.0f}s "
+                            "once Planhat accepts them again"
                         )
-                decision = judge_status(status, target.split_statuses)
-                if status in target.answer_statuses:
+                decision = judge_status(target.host, status)
+                what = meaning(target.host, status)
+                if what is Meaning.PAYLOAD_REFUSED:
                     # A 400 of the main API lists the refused items like a 206 does: the sender
                     # decides whether the batch is split further or its items are counted as refused.
                     result = target.read_answer(response.content)
                     if result.errors:
-                        result.attempts, result.ambiguous_failures, result.status = attempt, ambiguous, status
+                        result.attempts, result.ambiguous_failures, result.status = tries, ambiguous, status
                         return result
-                if status in target.partial_statuses:
+                if what is Meaning.PERMISSION:
                     # Planhat did some of the items and refused the others (e.g. a 403 for the items
                     # the Service Account may not create): those are refused, with Planhat's reason.
                     # A 403 that did nothing is the whole request refused: the sync fails below.
                     result = target.read_answer(response.content)
                     if result.processed:
-                        result.attempts, result.ambiguous_failures, result.status = attempt, ambiguous, status
-                        return result
-                    refused = _reasons(result)
-                if decision.verdict is Verdict.DONE:
-                    result = target.read_answer(response.content)
-                    result.attempts, result.ambiguous_failures, result.status = attempt, ambiguous, status
-                    return result
-                if decision.error is not None:
+                        answer = result
+                    else:
+                        refused = _reasons(result)
+                if answer is None and decision.verdict is Verdict.DONE:
+                    answer = target.read_answer(response.content)
+                if answer is not None:
+                    why = answer.shortfall(items, target.answer_counts_every_item)
+                    if not why:
+                        answer.attempts, answer.ambiguous_failures, answer.status = tries, ambiguous, status
+                        return answer
+                    # Not an acknowledgement: Planhat (or whatever answered) may have done all, some or
+                    # none of the items. Sent again like after a connection reset.
+                    unacknowledged, clean = True, False
+                    failure = f"HTTP {status} that does not say what was done ({why})"
+                elif decision.error is not None:
                     raise decision.error(
-                        _failure_text(status, quote(response.content), target.base_url_field),
+                        _failure_text(target.host, status, quote(response.content), target.base_url_field),
                         endpoint=endpoint,
                         status=status,
                         body=refused or quote(response.content),
                         ambiguous_failures=ambiguous,
                     )
-                clean = decision.verdict is Verdict.RETRY
-                failure = f"HTTP {status}" + (f" (Retry-After {retry_after:g}s)" if retry_after is not None else "")
-            delay = self._policy.delay(attempt, retry_after, waited)
-            if delay is None:
-                raise (PlanhatHostNotFound if unresolved else PlanhatUnavailable)(
-                    f"{failure} after {attempt} attempt(s) and {waited:.0f}s of waiting",
-                    endpoint=endpoint,
-                    ambiguous_failures=ambiguous,
+                else:
+                    clean = decision.verdict is Verdict.RETRY
+                    limited = rate_limited(target.host, status, response.headers)
+                    failure = f"HTTP {status}" + (f" (Retry-After {retry_after:g}s)" if retry_after is not None else "")
+            if limited:
+                rate_waits += 1
+                delay = self._policy.rate_limit_delay(rate_waits, retry_after, waited)
+                if delay is None:
+                    raise PlanhatUnavailable(
+                        f"{failure}: Planhat was still limiting requests after {tries} request(s) and {waited:.0f}s "
+                        f"of waiting (max_retry_seconds is {self._policy.max_total_wait:g})",
+                        endpoint=endpoint,
+                        ambiguous_failures=ambiguous,
+                    )
+                logger.warning(
+                    f"{context}{endpoint.label}: Planhat is limiting requests ({failure}); waiting {delay:.1f}s "
+                    f"(a rate limit uses up no attempt; {waited + delay:.0f}s of max_retry_seconds used)"
                 )
+            else:
+                delay = self._policy.delay(attempt, retry_after, waited)
+                if delay is None:
+                    error = (
+                        PlanhatUnacknowledged
+                        if unacknowledged
+                        else PlanhatHostNotFound
+                        if unresolved
+                        else PlanhatUnavailable
+                    )
+                    raise error(
+                        f"{failure} after {attempt} attempt(s) and {waited:.0f}s of waiting",
+                        endpoint=endpoint,
+                        ambiguous_failures=ambiguous,
+                    )
+                logger.warning(
+                    f"{context}{endpoint.label}: attempt {attempt}/{self._policy.max_attempts} failed with {failure}; "
+                    f"retrying in {delay:.1f}s"
+                )
+                attempt += 1
             if not clean:
                 ambiguous += 1
-            logger.warning(
-                f"{context}{endpoint.label}: attempt {attempt}/{self._policy.max_attempts} failed with {failure}; "
-                f"retrying in {delay:.1f}s"
-            )
             self._sleep(delay)
             waited += delay
 
@@ -308,8 +361,8 @@ def _not_found_text(url: str) -> str:
     return f"the host {urlsplit(url).hostname} was not found (DNS: no such name)"
 
 
-def _failure_text(status: int, text: str, base_url_field: str) -> str:
-    if 300 <= status < 400:
+def _failure_text(host: Host, status: int, text: str, base_url_field: str) -> str:
+    if meaning(host, status) is Meaning.REDIRECT:
         return (
             f"HTTP {status}: a redirect, which is not followed (requests carry credentials); "
             f"set `{base_url_field}` to the final address"

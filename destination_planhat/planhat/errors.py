@@ -12,6 +12,7 @@ from airbyte_cdk.models import FailureType
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 from destination_planhat.planhat.api import HOST_FIXES, TARGETS, Endpoint
+from destination_planhat.planhat.statuses import Meaning, meaning
 
 
 def config_error(message: str, internal_message: Optional[str] = None) -> AirbyteTracedException:
@@ -56,29 +57,36 @@ class PlanhatError(Exception):
         # Failed attempts before this one after which Planhat may have kept the items anyway.
         self.ambiguous_failures = ambiguous_failures
 
+    @property
+    def meaning(self) -> Optional[Meaning]:
+        """What the answer's status means (planhat/statuses.py); None when there was no answer."""
+        return None if self.status is None else meaning(TARGETS[self.endpoint].host, self.status)
+
     def user_message(self, where: str) -> str:
         """What the user reads: what happened at `where` (the target and its URL) and what to do."""
         return f"{where} failed: {self}"
 
 
 PERMISSION_ANSWER_CHARS = 300
+# Refusals whose answer says what was refused: quoted in the error.
+_SAYS_WHAT_IS_REFUSED = (Meaning.FORBIDDEN, Meaning.PERMISSION)
 
 
 class PlanhatAuthError(PlanhatError):
-    """401/403: the target's credential is wrong or not allowed."""
+    """The target's credential is wrong or not allowed (planhat/statuses.py: UNAUTHORIZED, FORBIDDEN, PERMISSION)."""
 
     failure_type = FailureType.config_error
 
     def user_message(self, where: str) -> str:
         message = f"{where} refused the credentials (HTTP {self.status}): {TARGETS[self.endpoint].credential_fix}."
-        if self.status == 403 and self.body:
+        if self.meaning in _SAYS_WHAT_IS_REFUSED and self.body:
             # Planhat's permissionErrors say which operation was refused (e.g. creating records).
             message += f" Planhat's answer: {self.body[:PERMISSION_ANSWER_CHARS]}"
         return message
 
 
 class PlanhatPayloadTooLarge(PlanhatError):
-    """413: the caller splits the batch; it only ends a sync if splitting is impossible."""
+    """413 (or the main API's 400): the caller splits the batch; it only ends a sync if splitting is impossible."""
 
 
 class PlanhatRejectedRequest(PlanhatError):
@@ -108,6 +116,22 @@ class PlanhatHostNotFound(PlanhatUnavailable):
 
     def user_message(self, where: str) -> str:
         return f"{where}: {self}. {HOST_FIXES[TARGETS[self.endpoint].host]}."
+
+
+class PlanhatUnacknowledged(PlanhatError):
+    """Every attempt was answered without saying what was done (a 2xx without Planhat's counts, or
+    counting fewer items than were sent): the items may or may not be in Planhat."""
+
+    failure_type = FailureType.transient_error
+
+    def user_message(self, where: str) -> str:
+        field = TARGETS[self.endpoint].base_url_field
+        return (
+            f"{where} answered without saying what was done with the records: {self}. They are not counted as "
+            "written and no state after them was emitted, so the next attempt of the sync sends them again. If "
+            f"this persists, check that `{field}` is Planhat's address (or a proxy that passes Planhat's answers "
+            "through unchanged)."
+        )
 
 
 class PlanhatTLSError(PlanhatError):

@@ -21,6 +21,7 @@ import requests
 from urllib3.exceptions import NewConnectionError
 from urllib3.util.retry import Retry
 
+from destination_planhat.planhat.api import Host
 from destination_planhat.planhat.errors import (
     PlanhatAuthError,
     PlanhatError,
@@ -28,11 +29,7 @@ from destination_planhat.planhat.errors import (
     PlanhatRejectedRequest,
     PlanhatTLSError,
 )
-
-RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
-# A 429 or 503 says "not now": the request was refused. Other failures may have happened after
-# Planhat processed the body, so a retry can duplicate its items.
-CLEAN_REFUSAL_STATUSES = frozenset({429, 503})
+from destination_planhat.planhat.statuses import Meaning, meaning
 
 
 class Verdict(str, Enum):
@@ -49,16 +46,23 @@ class Decision:
     error: Optional[type[PlanhatError]] = None  # with SPLIT and FAIL: the error to raise
 
 
-def judge_status(status: int, split_statuses: frozenset[int] = frozenset({413})) -> Decision:
-    """What to do after an HTTP answer with this status (a pure function: see its table in the tests)."""
-    if 200 <= status < 300:
+def judge_status(host: Host, status: int, *, can_split: bool = True) -> Decision:
+    """What to do after an HTTP answer with this status on this host (a pure function of the status
+    table, planhat/statuses.py: see its table in the tests). `can_split`: False for a request that
+    cannot be cut in halves (a GET): what would split it then fails it."""
+    what = meaning(host, status)
+    if what in (Meaning.ACKNOWLEDGED, Meaning.PARTIAL):
         return Decision(Verdict.DONE)
-    if status in split_statuses:
-        return Decision(Verdict.SPLIT, PlanhatPayloadTooLarge)
-    if status in (401, 403):
+    if what.splits:
+        return (
+            Decision(Verdict.SPLIT, PlanhatPayloadTooLarge)
+            if can_split
+            else Decision(Verdict.FAIL, PlanhatRejectedRequest)
+        )
+    if what.credentials:
         return Decision(Verdict.FAIL, PlanhatAuthError)
-    if status in RETRYABLE_STATUSES:
-        return Decision(Verdict.RETRY if status in CLEAN_REFUSAL_STATUSES else Verdict.RETRY_AMBIGUOUS)
+    if what.retried:
+        return Decision(Verdict.RETRY if what.nothing_kept else Verdict.RETRY_AMBIGUOUS)
     return Decision(Verdict.FAIL, PlanhatRejectedRequest)  # redirects (never followed) and other 4xx/5xx
 
 
@@ -94,6 +98,19 @@ class RetryPolicy:
         if waited + backoff > self.max_total_wait:
             return None
         return backoff
+
+    def rate_limit_delay(self, waits: int, retry_after: Optional[float], waited: float) -> Optional[float]:
+        """Seconds to wait after the `waits`-th rate limit answer of a request (a 429, or no calls left),
+        or None when `max_total_wait` is spent. A rate limit is a wait, not a failure: it uses up no
+        attempt. It waits what Retry-After asks (capped at `max_retry_after`); without it, or with
+        `Retry-After: 0` (which a storm of would otherwise make a busy loop), the backoff."""
+        if retry_after:
+            wait = min(retry_after, self.max_retry_after)
+        else:
+            wait = self.jitter(min(self.max_delay, self.base_delay * 2 ** (waits - 1)))
+        if waited + wait > self.max_total_wait:
+            return None
+        return wait
 
 
 DEFAULT_RETRY_POLICY = RetryPolicy()

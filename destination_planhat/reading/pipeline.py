@@ -47,6 +47,8 @@ logger = logging.getLogger("airbyte")
 READ_CHUNK_BYTES = 1 << 20
 # Pieces read ahead of the pipeline at most: bounds the memory of a fast source in front of a slow sync.
 READ_AHEAD_CHUNKS = 4
+# UTF-8's byte order mark: read as nothing at the start of the input (`without_byte_order_mark`).
+BYTE_ORDER_MARK = b"\xef\xbb\xbf"
 
 T = TypeVar("T")
 
@@ -213,7 +215,7 @@ def run_pipeline(
     decoding: Decoding = workers if workers is not None else InProcess(writer.parallel_plan())
     pipeline = Pipeline(decoding, writer)
     try:
-        for piece in with_idle_ticks(pieces, pipeline.on_idle):
+        for piece in with_idle_ticks(without_byte_order_mark(pieces), pipeline.on_idle):
             pipeline.add(piece)
             yield
         pipeline.finish()
@@ -271,6 +273,24 @@ def with_idle_ticks(
                 return
     finally:
         stopped.set()  # the consumer stopped early (a failed sync): let the pump thread end
+
+
+def without_byte_order_mark(pieces: Iterable[bytes]) -> Iterator[bytes]:
+    """`pieces`, without a UTF-8 byte order mark at the very start of the input: it is read as
+    nothing. Why: a file saved by an editor that writes one (or a tool that prepends it) would
+    otherwise make the first line unreadable, and that line (a valid record) would be skipped while
+    the state after it still goes out. The mark may arrive cut over the first pieces."""
+    start = b""
+    iterator = iter(pieces)
+    for piece in iterator:
+        start += piece
+        if len(start) >= len(BYTE_ORDER_MARK) or not BYTE_ORDER_MARK.startswith(start):
+            break
+    if start.startswith(BYTE_ORDER_MARK):
+        start = start[len(BYTE_ORDER_MARK) :]
+    if start:
+        yield start
+    yield from iterator
 
 
 def read_chunks(stream: InputStream, size: int = READ_CHUNK_BYTES) -> Iterator[bytes]:

@@ -51,9 +51,11 @@ class AnswerAccounting:
             self._store(batch, ordinal, batch.items()[0], PAYLOAD_TOO_LARGE_REASON)
         logger.warning(f"{label}: Planhat refused one item as too large (HTTP 413): {body}")
 
-    def refused_object(self, batch: ObjectBatch, label: str, status: Optional[int], body: str) -> None:
+    def refused_object(
+        self, batch: ObjectBatch, label: str, status: Optional[int], body: str, *, too_large: bool
+    ) -> None:
         """An object batch of one item that Planhat refused as a whole (a 413, or a 400 without per-item errors)."""
-        reason = PAYLOAD_TOO_LARGE_REASON if status == 413 else f"refused by Planhat (HTTP {status}): {body}"
+        reason = PAYLOAD_TOO_LARGE_REASON if too_large else f"refused by Planhat (HTTP {status}): {body}"
         self.object_answer(batch, label, PostResult(processed=0, errors=[], created=0, updated=0), [reason])
 
     def answer(self, batch: Batch, label: str, result: PostResult) -> None:

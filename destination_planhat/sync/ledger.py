@@ -9,7 +9,9 @@ Invariants, per stream (`books_balance`):
   read + extra_items = sent + rejected_locally + skipped + empty_records + not_sent + merged
   sent = processed + rejected_by_planhat + unconfirmed + not_acknowledged
 (without unpivot and without a failure: read = sent + rejected_locally + skipped). `unconfirmed`
-are items Planhat acknowledged without counting them (a 200 whose body has no counts).
+are items of an acknowledged request that Planhat's counts leave out (the analytics host's 200 is its
+receipt even when its counts fall short; docs/planhat.md, What counts as an acknowledgement): the sync
+then ends failed (sync/reporting.py, unconfirmed_error).
 `not_sent` and `not_acknowledged` are zero unless the sync failed: items still buffered, and items
 handed to a sender whose batch never got a 2xx answer. Items re-sent after an ambiguous failure
 (the server may have kept the first copy) are counted apart, as possible duplicates; they do not

@@ -15,6 +15,7 @@ from typing import Optional
 import orjson
 
 from destination_planhat.planhat.api import Endpoint
+from destination_planhat.planhat.errors import system_error
 from destination_planhat.sync.ledger import TOP_REASONS, Ledger, StreamStats
 
 logger = logging.getLogger("airbyte")
@@ -180,7 +181,7 @@ def summary_notes(streams: Sequence[StreamStats]) -> list[str]:
                 f"{_top(stats.source_changes)}"
             )
         if stats.unconfirmed:
-            notes.append(f"{where}: {stats.unconfirmed:,} acknowledged by Planhat without a processed count")
+            notes.append(f"{where}: {_unconfirmed(stats)}")
         if stats.retries:
             notes.append(f"{where}: {stats.requests:,} request(s) answered, after {stats.retries:,} retries")
         if stats.not_sent or stats.not_acknowledged:
@@ -194,6 +195,31 @@ def summary_notes(streams: Sequence[StreamStats]) -> list[str]:
                 "already have received them (possible duplicates)"
             )
     return notes
+
+
+def _unconfirmed(stats: StreamStats) -> str:
+    return (
+        f"{stats.unconfirmed:,} item(s) NOT CONFIRMED: Planhat received them (HTTP 200) but its answers counted "
+        "them neither as processed nor as rejected, so whether they were stored is unknown"
+    )
+
+
+def unconfirmed_error(streams: Iterable[StreamStats]) -> Optional[Exception]:
+    """The error that ends a sync whose records were all answered but not all confirmed (see
+    docs/planhat.md, What counts as an acknowledgement), or None.
+
+    Only the analytics host can leave items unconfirmed: its 200 with Planhat's counts is Planhat's
+    receipt, so their states went out and they are not sent again (a metric sent twice may be summed);
+    but the sync must not report success over records that may be lost."""
+    notes = [f"stream '{stats.stream}': {_unconfirmed(stats)}" for stats in streams if stats.unconfirmed]
+    if not notes:
+        return None
+    return system_error(
+        "Planhat did not confirm every record: "
+        + "; ".join(notes)
+        + ". Their states were emitted (Planhat's 200 means it received the data), so the next sync does not send "
+        "them again; look for them in Planhat (metrics: Data > Metrics, and Review > Failed Metrics)."
+    )
 
 
 def _top(reasons: Counter) -> str:

@@ -19,6 +19,7 @@ from typing import Optional, Protocol
 from destination_planhat.planhat.answers import PostResult
 from destination_planhat.planhat.api import Endpoint
 from destination_planhat.planhat.errors import PlanhatError, PlanhatPayloadTooLarge, RequestAborted
+from destination_planhat.planhat.statuses import Meaning, meaning
 from destination_planhat.rejected.records import RejectedRecords
 from destination_planhat.sync.answer_accounting import AnswerAccounting
 from destination_planhat.sync.batching import Batch
@@ -35,7 +36,9 @@ logger = logging.getLogger("airbyte")
 class Client(Protocol):
     """What a sender needs of PlanhatClient (tests pass fakes)."""
 
-    def post(self, endpoint: Endpoint, body: bytes, *, context: str = "") -> PostResult: ...
+    def post(
+        self, endpoint: Endpoint, body: bytes, *, context: str = "", items: Optional[int] = None
+    ) -> PostResult: ...
     def read(self, endpoint: Endpoint, query: str) -> bytes: ...
     def abort(self) -> None: ...
     def where(self, endpoint: Endpoint) -> str: ...
@@ -177,7 +180,7 @@ class ThreadedSender:
     def _deliver(self, batch: Batch, label: str) -> None:
         """Send one batch; when the target asks for it (413), split it and send the halves, down to single items."""
         try:
-            result = self._client.post(batch.endpoint, batch.body(), context=f"{label}: ")
+            result = self._client.post(batch.endpoint, batch.body(), context=f"{label}: ", items=len(batch))
         except PlanhatPayloadTooLarge as exc:
             self._accounting.resent(batch, exc.ambiguous_failures)
             if len(batch) == 1:
@@ -200,11 +203,13 @@ class ThreadedSender:
         """Send one object batch. A 400 or 413 splits it in halves until the items Planhat refuses are
         alone; a 400 whose errors cover every item, or one item's, counts those items as refused."""
         try:
-            result = self._client.post(batch.endpoint, batch.body(), context=f"{label}: ")
+            result = self._client.post(batch.endpoint, batch.body(), context=f"{label}: ", items=len(batch))
         except PlanhatPayloadTooLarge as exc:  # a 413, or a 400 without per-item errors
             self._accounting.resent(batch, exc.ambiguous_failures)
             if len(batch) == 1:
-                self._accounting.refused_object(batch, label, exc.status, exc.body)
+                self._accounting.refused_object(
+                    batch, label, exc.status, exc.body, too_large=exc.meaning is Meaning.TOO_LARGE
+                )
                 return
             logger.warning(f"{label}: Planhat answered {exc.status} for {len(batch)} items; sending them in two halves")
             self._deliver_halves(batch, label)
@@ -212,7 +217,8 @@ class ThreadedSender:
         except PlanhatError as exc:
             self._accounting.resent(batch, exc.ambiguous_failures)
             raise
-        if result.status == 400 and len(batch) > 1 and len(result.errors) < len(batch):
+        refused = meaning(batch.endpoint.target.host, result.status) is Meaning.PAYLOAD_REFUSED
+        if refused and len(batch) > 1 and len(result.errors) < len(batch):
             # Some items are refused (e.g. a duplicated key) and Planhat wrote nothing: isolate them.
             logger.warning(
                 f"{label}: Planhat answered 400 with {len(result.errors)} error(s) for {len(batch)} items; "

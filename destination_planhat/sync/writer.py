@@ -33,7 +33,7 @@ from destination_planhat.sync.ledger import Ledger, StreamStats
 from destination_planhat.sync.object_batching import ObjectBatch
 from destination_planhat.sync.outcome import SyncOutcome
 from destination_planhat.sync.progress_ticker import ProgressTicker
-from destination_planhat.sync.reporting import ProgressReporter, SyncReport
+from destination_planhat.sync.reporting import ProgressReporter, SyncReport, unconfirmed_error
 from destination_planhat.sync.sender import Client, ThreadedSender
 from destination_planhat.sync.sink_registry import Sinks
 from destination_planhat.sync.skipped_input import SkippedInput
@@ -126,6 +126,9 @@ class PlanhatWriter:
         try:
             self._outcome.check_error_share(final=True)
             self._store_rejected()  # those after the last state
+            unconfirmed = unconfirmed_error(self.ledger.all())
+            if unconfirmed is not None:
+                raise unconfirmed
         except BaseException as exc:
             self._outcome.failed(exc)  # so that the summary says the sync failed
             raise

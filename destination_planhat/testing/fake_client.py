@@ -28,16 +28,18 @@ class FakeClient:
         self.lists: dict[Endpoint, list[dict[str, Any]]] = {}  # what list reads answer, per object
         self.reads: list[tuple[Endpoint, str]] = []
 
-    def post(self, endpoint: Endpoint, body: bytes, *, context: str = "") -> PostResult:
-        items = orjson.loads(body)
+    def post(self, endpoint: Endpoint, body: bytes, *, context: str = "", items: Optional[int] = None) -> PostResult:
+        """`items`: how many items the sender says the body holds (checked against the body)."""
+        sent = orjson.loads(body)
+        assert items is None or items == len(sent), (items, len(sent))
         with self._lock:
             index = len(self.calls)
-            self.calls.append((endpoint, items))
+            self.calls.append((endpoint, sent))
             self.threads.add(threading.current_thread().name)
-        result = self._behaviour(index, endpoint, items) if self._behaviour else None
+        result = self._behaviour(index, endpoint, sent) if self._behaviour else None
         with self._lock:
-            self.acknowledged.extend(items)
-        return result or PostResult(processed=len(items))
+            self.acknowledged.extend(sent)
+        return result or PostResult(processed=len(sent))
 
     def read(self, endpoint: Endpoint, query: str) -> bytes:
         """A list read (`GET /{object}?{query}`): a page of the records in `lists[endpoint]`, as the

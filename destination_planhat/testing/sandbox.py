@@ -235,18 +235,43 @@ def _summary_key(endpoint: str, item: dict[str, Any]) -> str:
 # Faults
 # --------------------------------------------------------------------------------------------
 
-FAULT_KINDS = ("ok", "status", "reset_before", "reset_after", "delay", "bad_body", "bad_json")
-_FAULT_FIELDS = frozenset({"kind", "status", "retry_after", "body", "seconds", "process", "headers"})
+FAULT_KINDS = (
+    "ok",
+    "status",
+    "reset_before",
+    "reset_after",
+    "delay",
+    "bad_body",
+    "bad_json",
+    "no_counts",
+    "short_count",
+)
+_FAULT_FIELDS = frozenset({"kind", "status", "retry_after", "body", "seconds", "process", "headers", "items"})
+# Answers that do not say what was done (issue 19): a 2xx whose body lacks Planhat's counts. The
+# request may have been processed (`process`), as behind a proxy that answers for Planhat.
+NOT_ACKNOWLEDGING_FAULTS = ("bad_body", "bad_json", "no_counts")
+# The items of a short count: Planhat does all but the last `items` and counts only those it did.
+DEFAULT_SHORT_ITEMS = 1
 _RANDOM_KINDS = ("reset_before", "reset_after", "bad_body", "bad_json")
 _DEFAULT_FAULT_BODIES = {
     "bad_body": "<html><body><h1>502 Bad Gateway</h1></body></html>",
     "bad_json": '{"ok": true}',
+    "no_counts": '{"message": "Partial Content"}',
 }
+_DEFAULT_FAULT_STATUSES = {"no_counts": 206}
 
 
 @dataclass(frozen=True, slots=True)
 class Fault:
-    """One way to (mis)answer one data request; see `PlanhatSandbox.set_faults`."""
+    """One way to (mis)answer one data request; see `PlanhatSandbox.set_faults`.
+
+    Kinds: `ok`; `status` (answers `status`, with `retry_after`, `body` and `headers`, nothing done);
+    `reset_before` / `reset_after` (the connection is reset before or after Planhat processed it);
+    `delay` (`seconds` before the answer, processed or not); `bad_body` / `bad_json` (a 200 with an
+    HTML page or JSON without counts, processed or not); `no_counts` (`status`, 206 by default, with
+    `body`, `{"message": "Partial Content"}` by default: no counts, processed or not); `short_count`
+    (Planhat does all but the last `items` items and its answer counts only those it did).
+    """
 
     kind: str = "ok"
     status: int = 200
@@ -255,6 +280,7 @@ class Fault:
     seconds: float = 0.0
     process: bool = True
     headers: tuple[tuple[str, str], ...] = ()  # extra answer headers of a status fault, e.g. a Location
+    items: int = DEFAULT_SHORT_ITEMS  # short_count: the items at the end of the request left undone
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any]) -> Fault:
@@ -267,13 +293,16 @@ class Fault:
             raise ValueError(f"fault kind must be one of {', '.join(FAULT_KINDS)}, got {kind!r}")
         if kind == "status" and "status" not in spec:
             raise ValueError("a status fault needs a 'status'")
-        status = int(spec.get("status", 200))
+        status = int(spec.get("status", _DEFAULT_FAULT_STATUSES.get(kind, 200)))
         if not 100 <= status <= 599:
             raise ValueError(f"status must be an HTTP status (100-599), got {status}")
         seconds = float(spec.get("seconds", 0.0))
         if seconds < 0:
             raise ValueError(f"seconds must be >= 0, got {seconds}")
         retry_after = spec.get("retry_after")
+        items = int(spec.get("items", DEFAULT_SHORT_ITEMS))
+        if items < 1:
+            raise ValueError(f"items must be >= 1, got {items}")
         return cls(
             kind=kind,
             status=status,
@@ -282,6 +311,7 @@ class Fault:
             seconds=seconds,
             process=bool(spec.get("process", True)),
             headers=tuple((str(name), str(value)) for name, value in dict(spec.get("headers") or {}).items()),
+            items=items,
         )
 
     @classmethod
@@ -343,6 +373,22 @@ class _FaultPlan:
             if roll < threshold:
                 return fault
         return _NO_FAULT
+
+
+def _short_count(body: bytes, undone: int, process: Callable[[bytes], _Outcome]) -> tuple[_Outcome, list[Any]]:
+    """A short count: Planhat does every item of the request but the last `undone` and answers, with
+    its usual body, for those it did only. The request log counts every item sent (`items`), so that
+    the items nobody answered for are `items - processed - errors`; returns them too."""
+    try:
+        items = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return process(body), []
+    if not isinstance(items, list):
+        return process(body), []
+    kept = max(0, len(items) - undone)
+    outcome = process(orjson.dumps(items[:kept]))
+    counted = _Outcome(outcome.status, outcome.payload, len(items), outcome.processed, outcome.errors, outcome.headers)
+    return counted, items[kept:]
 
 
 # --------------------------------------------------------------------------------------------
@@ -691,8 +737,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
 
-        if fault.kind in ("bad_body", "bad_json") and not fault.process:
+        if fault.kind in NOT_ACKNOWLEDGING_FAULTS and not fault.process:
             outcome = _Outcome(HTTPStatus.OK, {})  # a broken proxy answered; Planhat never saw it
+        elif fault.kind == "short_count":
+            outcome, left_out = _short_count(body, fault.items, lambda done: process(done, authorization, number))
+            sandbox._record_left_out(api, endpoint, number, left_out)
         else:
             outcome = process(body, authorization, number)
         # processed, but the client gave up waiting
@@ -709,6 +758,10 @@ class _Handler(BaseHTTPRequestHandler):
             log(HTTPStatus.OK, fault, outcome, length)
             content_type = "text/html" if fault.kind == "bad_body" else "application/json"
             self._send(HTTPStatus.OK, (fault.body or "").encode(), content_type)
+        elif fault.kind == "no_counts":
+            log(fault.status, fault, outcome, length)
+            content_type = "application/json" if (fault.body or "").lstrip()[:1] in ("{", "[") else "text/html"
+            self._send(fault.status, (fault.body or "").encode(), content_type)
         else:
             log(outcome.status, fault, outcome, length)
             self._send(outcome.status, orjson.dumps(outcome.payload), "application/json", outcome.headers)
@@ -930,6 +983,7 @@ class PlanhatSandbox:
         self._main_request_count = 0
         self._received: list[tuple[str, Any, bool]] = []
         self._received_in: list[int] = []  # per received item, the number of its request
+        self._left_out: list[tuple[int, str, Any]] = []  # items a short count left undone (left_out())
         self._request_count = 0
         self._in_flight = 0
         self._idle = threading.Condition(self._lock)
@@ -1053,6 +1107,17 @@ class PlanhatSandbox:
         connector prints a state) to compare later with what the records before it needed."""
         with self._main_lock:
             return self._store.counts()
+
+    def left_out(self) -> list[tuple[int, str, Any]]:
+        """(request number, endpoint, item) of the items a `short_count` fault left undone, in arrival
+        order: sent, answered 2xx, and neither done nor named in the answer. Analytics requests only."""
+        with self._lock:
+            return list(self._left_out)
+
+    def _record_left_out(self, api: str, endpoint: str, number: int, items: list[Any]) -> None:
+        if api == ANALYTICS_API and items:
+            with self._lock:
+                self._left_out.extend((number, endpoint, item) for item in items)
 
     def requests_logged(self) -> int:
         """How many data requests are in the log now: a cheap checkpoint, e.g. when a client reports
@@ -1260,6 +1325,7 @@ class PlanhatSandbox:
             self._faults = _FaultPlan(latency_s=self.latency_s, max_body_bytes=self.max_body_bytes)
             self._received.clear()
             self._received_in.clear()
+            self._left_out.clear()
             self._requests.clear()
             self._stats = {endpoint: _EndpointStats() for endpoint in ENDPOINTS}
         with self._main_lock:

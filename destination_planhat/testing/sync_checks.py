@@ -31,7 +31,7 @@ import orjson
 from destination_planhat.sync.reporting import SUMMARY_JSON_PREFIX
 from destination_planhat.testing.cli import GIVE_UP_SECONDS, CliRun
 from destination_planhat.testing.harness import ACTIVITY_SCHEMA, METRIC_SCHEMA, catalog, configured_stream
-from destination_planhat.testing.sandbox import METRICS, USER_ACTIVITIES, PlanhatSandbox
+from destination_planhat.testing.sandbox import METRICS, NOT_ACKNOWLEDGING_FAULTS, USER_ACTIVITIES, PlanhatSandbox
 
 # Shaped like the real thing (Planhat's tenant token is a UUID), and unlike anything else in the
 # output, so that finding one in the output can only mean a leak.
@@ -266,20 +266,23 @@ def _check_endpoint(
         missing = set(must_arrive) - set(received)
         assert not missing, f"{endpoint}: {len(missing)} record(s) never arrived"
         requests = [r for r in sandbox.requests if r.endpoint == endpoint]
-        answered = [r for r in requests if r.status == 200 and r.fault not in ("bad_body", "bad_json")]
-        # Items Planhat processed whose answer the connector never got: exactly the duplicates.
-        unanswered = sum(r.items for r in requests if r.status is None)
+        answered = [r for r in requests if r.status == 200 and r.fault not in NOT_ACKNOWLEDGING_FAULTS]
+        # Items Planhat processed whose acknowledgement the connector never got (no answer, or one that
+        # did not say what was done): exactly the duplicates.
+        unanswered = sum(r.items for r in requests if r.status is None or r.fault in NOT_ACKNOWLEDGING_FAULTS)
         assert duplicates == unanswered, (endpoint, duplicates, unanswered)
         assert sum(s["processed"] for s in streams) == sum(r.processed for r in answered), endpoint
         too_large = sum(s["planhat_reasons"].get(PAYLOAD_TOO_LARGE_REASON, 0) for s in streams)
         assert sum(s["rejected_by_planhat"] for s in streams) - too_large == sum(r.errors for r in answered), endpoint
-        unconfirmed = sum(r.items for r in requests if r.fault in ("bad_body", "bad_json"))
+        # Items a short count left out of Planhat's answer (the analytics host's receipt all the same).
+        unconfirmed = sum(r.items - r.processed - r.errors for r in requests if r.fault == "short_count")
         assert sum(s["unconfirmed"] for s in streams) == unconfirmed, endpoint
         # Sent: the records that had to arrive, the invalid ones that did, and single items refused as too large.
         invalid_received = sum(1 for item in workload.items(endpoint, INVALID) if item_key(item) in received)
         assert sum(s["sent"] for s in streams) == len(must_arrive) + invalid_received + too_large, endpoint
         # Each batch (or half batch) the connector counts as answered got one 200, or one 413 for a single item.
-        assert sum(s["requests"] for s in streams) - too_large == sum(1 for r in requests if r.status == 200), endpoint
+        acknowledged = sum(1 for r in requests if r.status == 200 and r.fault not in NOT_ACKNOWLEDGING_FAULTS)
+        assert sum(s["requests"] for s in streams) - too_large == acknowledged, endpoint
     return duplicates
 
 
@@ -293,11 +296,18 @@ def _check_states(run: CliRun, workload: Workload, sandbox: PlanhatSandbox, *, c
     for state in run.states:
         assert state["destinationStats"]["recordCount"] >= 0
 
-    # For each item: the place in the request log of the first 2xx answer that covered it.
+    # For each item: the place in the request log of the first acknowledgement (a 2xx that says what
+    # was done) that covered it.
     requests = sandbox.requests
-    log_index = {r.number: i for i, r in enumerate(requests) if r.status is not None and 200 <= r.status < 300}
+    log_index = {
+        r.number: i
+        for i, r in enumerate(requests)
+        if r.status is not None and 200 <= r.status < 300 and r.fault not in NOT_ACKNOWLEDGING_FAULTS
+    }
     answered_at: dict[bytes, int] = {}
-    for number, _, item in sandbox.received_with_request_numbers():
+    # Items a short count left undone were acknowledged all the same (the analytics host's 200 is
+    # Planhat's receipt), by the request that carried them.
+    for number, _, item in [*sandbox.received_with_request_numbers(), *sandbox.left_out()]:
         if number in log_index:
             key = item_key(item)
             answered_at[key] = min(answered_at.get(key, log_index[number]), log_index[number])
@@ -340,8 +350,12 @@ def _check_credentials(sandbox: PlanhatSandbox) -> None:
 
 
 def retry_waits(run: CliRun) -> list[float]:
-    """The waits the connector announced in its retry log lines ("retrying in 1.2s")."""
+    """The waits the connector announced in its retry log lines ("retrying in 1.2s"), rate limits'
+    included ("Planhat is limiting requests (...); waiting 2.0s (...")."""
     waits = []
-    for line in run.log_lines("retrying in "):
-        waits.append(float(line.rsplit("retrying in ", 1)[1].rstrip("s")))
+    for line in run.logs:
+        if "retrying in " in line:
+            waits.append(float(line.rsplit("retrying in ", 1)[1].rstrip("s")))
+        elif "Planhat is limiting requests (" in line:
+            waits.append(float(line.split("; waiting ", 1)[1].split("s ", 1)[0]))
     return waits
