@@ -290,6 +290,8 @@ class PlanhatConfig(BaseModel):
     api_base_url: Optional[str] = None  # None: from `region`
     api_calls_per_minute: int = Field(default=DEFAULT_CALLS_PER_MINUTE, ge=1, le=10_000)
     max_in_flight_requests: int = Field(default=8, ge=1, le=32)
+    # After SIGTERM / SIGINT: how long the requests on their way may take (sync/cancellation.py).
+    shutdown_grace_seconds: float = Field(default=20.0, ge=0, le=600)
     request_timeout_seconds: float = Field(default=300.0, ge=1, le=3600)
     max_attempts: int = Field(default=8, ge=1, le=50)
     max_retry_seconds: float = Field(default=900.0, ge=0, le=86_400)

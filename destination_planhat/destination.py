@@ -6,14 +6,16 @@ import argparse
 import io
 import json
 import logging
+import os
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import resources
-from typing import Any, BinaryIO, Optional, cast
+from typing import Any, BinaryIO, NoReturn, Optional, cast
 
 import orjson
 from airbyte_cdk.destinations import Destination
@@ -32,6 +34,7 @@ from airbyte_cdk.models import (
 from airbyte_cdk.utils.airbyte_secrets_utils import filter_secrets, get_secrets, update_secrets
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
+from destination_planhat.cancel_signals import CancelOnSignal
 from destination_planhat.config import PlanhatConfig, S3ObjectStorage, parse_config, upgrade_config
 from destination_planhat.discover import discover
 from destination_planhat.mapping.routing import route_streams, settings_problems, streams_error
@@ -256,16 +259,22 @@ class DestinationPlanhat(Destination):
         )
         writer = self._start_writer(config, catalog, print_message)
         workers: Optional[ParseWorkers] = None
-        try:
-            workers = start_parse_workers(writer)
-            # The CDK wraps sys.stdin.buffer (a BufferedReader, whose read gives bytes); typeshed types
-            # a TextIOWrapper's buffer only as a protocol whose read gives any buffer.
-            read_input(cast(BinaryIO, input_stream.buffer), writer, workers)
-            writer.finish()
-        finally:
-            if workers is not None:
-                workers.close()
-            writer.close()
+        # SIGTERM / SIGINT: stop reading, let the requests on their way finish (cancel_signals.py).
+        with CancelOnSignal(writer.cancel, exit_now):
+            try:
+                workers = start_parse_workers(writer)
+                # The CDK wraps sys.stdin.buffer (a BufferedReader, whose read gives bytes); typeshed types
+                # a TextIOWrapper's buffer only as a protocol whose read gives any buffer.
+                read_input(cast(BinaryIO, input_stream.buffer), writer, workers)
+                writer.finish()
+            except BaseException:
+                if writer.cancelled:
+                    raise writer.end_cancelled(writer.config.shutdown_grace_seconds) from None
+                raise
+            finally:
+                if workers is not None:
+                    workers.close()
+                writer.close()
         return iter(())
 
     def _start_writer(
@@ -403,6 +412,31 @@ def report_failure(exc: AirbyteTracedException) -> None:
     if message.trace is not None and message.trace.error is not None and exc.failure_type == FailureType.config_error:
         message.trace.error.stack_trace = None
     print(filter_secrets(orjson.dumps(AirbyteMessageSerializer.dump(message)).decode()), flush=True)
+
+
+def exit_now(number: int, name: str) -> NoReturn:
+    """A second SIGTERM or SIGINT: say so in one last TRACE line and exit without waiting for anything.
+    Under the output lock (for at most a second), so that no line is left half written; a state
+    being printed is whole, and every state printed was safe when it was."""
+    message = {
+        "type": "TRACE",
+        "trace": {
+            "type": "ERROR",
+            "emitted_at": int(time.time() * 1000),
+            "error": {
+                "message": f"The sync was cancelled ({name}, twice): the connector exited without waiting for the "
+                "requests on their way. The next attempt sends the records after the last emitted state again.",
+                "internal_message": f"second {name}: exited at once",
+                "failure_type": "transient_error",
+            },
+        },
+    }
+    _stdout_lock.acquire(timeout=1.0)  # kept until the exit: nothing is printed after this line
+    try:
+        sys.stdout.write(json.dumps(message) + "\n")
+        sys.stdout.flush()
+    finally:
+        os._exit(128 + number)
 
 
 def print_message(message: dict[str, Any]) -> None:

@@ -139,10 +139,16 @@ def company_messages(records: int, state_every: int) -> list[dict[str, Any]]:
     return out
 
 
-def metrics_run(sandbox: PlanhatSandbox, tmp_path: Path, signals: Sequence[int] = (signal.SIGTERM,)) -> Cancelled:
-    """20,000 metrics, batches of 2,000, 2 requests in flight, each answered 3 s after Planhat processed it."""
-    sandbox.set_faults(latency_s=3.0)
-    config = sandbox_config(sandbox.url, batch_size=2_000, max_in_flight_requests=2, parse_workers=0)
+def metrics_run(
+    sandbox: PlanhatSandbox,
+    tmp_path: Path,
+    signals: Sequence[int] = (signal.SIGTERM,),
+    latency_s: float = 3.0,
+    **overrides: Any,
+) -> Cancelled:
+    """20,000 metrics, batches of 2,000, 2 requests in flight, each answered `latency_s` after Planhat processed it."""
+    sandbox.set_faults(latency_s=latency_s)
+    config = sandbox_config(sandbox.url, batch_size=2_000, max_in_flight_requests=2, parse_workers=0, **overrides)
     configured = catalog(configured_stream("metrics_stream", METRIC_SCHEMA))
     return cancel_mid_sync(
         tmp_path,
@@ -188,9 +194,11 @@ def assert_cancelled_cleanly(run: Cancelled) -> None:
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_cancelled_metrics_sync_emits_the_states_of_what_planhat_processed(sandbox, tmp_path, signum):
     run = metrics_run(sandbox, tmp_path, (signum,))
-    print(f"metrics: processed {run.processed} (at the signal {run.processed_at_signal}, "
-          f"{run.unanswered_at_signal} unanswered), "
-          f"states cover {run.covered}, duplicates on resume {run.duplicates_on_resume}")
+    print(
+        f"metrics: processed {run.processed} (at the signal {run.processed_at_signal}, "
+        f"{run.unanswered_at_signal} unanswered), "
+        f"states cover {run.covered}, duplicates on resume {run.duplicates_on_resume}"
+    )
     assert_cancelled_cleanly(run)
     assert run.covered >= run.processed_at_signal, "the states of the requests answered in the grace came out"
     assert run.duplicates_on_resume == 0
@@ -198,9 +206,11 @@ def test_a_cancelled_metrics_sync_emits_the_states_of_what_planhat_processed(san
 
 def test_a_cancelled_objects_sync_emits_the_states_of_what_planhat_processed(sandbox, tmp_path):
     run = objects_run(sandbox, tmp_path)
-    print(f"objects: processed {run.processed} (at the signal {run.processed_at_signal}, "
-          f"{run.unanswered_at_signal} unanswered), "
-          f"states cover {run.covered}, duplicates on resume {run.duplicates_on_resume}")
+    print(
+        f"objects: processed {run.processed} (at the signal {run.processed_at_signal}, "
+        f"{run.unanswered_at_signal} unanswered), "
+        f"states cover {run.covered}, duplicates on resume {run.duplicates_on_resume}"
+    )
     assert_cancelled_cleanly(run)
     assert run.covered >= run.processed_at_signal
     assert run.duplicates_on_resume == 0
@@ -212,3 +222,15 @@ def test_a_second_signal_exits_at_once_and_emits_nothing_unsafe(sandbox, tmp_pat
     assert run.covered <= run.processed, "no state ahead of what Planhat processed"
     for line in (json.dumps(m) for m in run.messages):
         assert line.startswith("{"), "every line printed is whole"
+
+
+def test_requests_unanswered_within_the_grace_are_given_up_and_no_state_goes_ahead_of_them(sandbox, tmp_path):
+    """Planhat answers after 60 s, the grace is 1 s: the connector stops after the grace (the wait is
+    bounded by the test's generous limit, not timed), says how many requests it gave up, and emits
+    no state for them."""
+    run = metrics_run(sandbox, tmp_path, latency_s=60.0, shutdown_grace_seconds=1)
+    assert run.returncode != 0
+    [error] = run.errors()
+    assert "2 request(s) on their way were still unanswered after the grace of 1 s" in error["message"], error
+    assert run.covered == 0, "no state for records whose requests were never answered"
+    assert run.duplicates_on_resume <= run.unanswered_at_signal

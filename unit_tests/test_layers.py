@@ -22,7 +22,7 @@ LAYERS: list[set[str]] = [
     {"rejected"},
     {"sync"},
     {"reading"},
-    {"destination", "discover", "run", "__init__"},
+    {"destination", "discover", "run", "cancel_signals", "__init__"},
     {"testing"},
 ]
 

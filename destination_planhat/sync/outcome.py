@@ -14,6 +14,7 @@ from typing import Optional, Union
 
 from destination_planhat.planhat.errors import PlanhatError, as_traced, config_error
 from destination_planhat.sync.batching import Batch
+from destination_planhat.sync.cancellation import SyncCancelled
 from destination_planhat.sync.dry_run import DryRunSender
 from destination_planhat.sync.ledger import Ledger, StreamStats
 from destination_planhat.sync.reporting import SyncReport
@@ -50,6 +51,8 @@ class SyncOutcome:
         failure = self._sender.failure
         if failure is None:
             return
+        if isinstance(failure, SyncCancelled):
+            raise failure  # its summary comes once the requests on their way are answered (end_cancelled)
         self.log_summary()
         if isinstance(failure, PlanhatError):
             raise as_traced(failure, self._sender.where(failure.endpoint)) from failure
@@ -108,4 +111,5 @@ class SyncOutcome:
                 for line in self._sender.summary_lines():
                     logger.info(line)
             return
-        self._report.log_summary(self._sender.failure is not None, buffered)
+        failure = self._sender.failure
+        self._report.log_summary(failure is not None, buffered, cancelled=isinstance(failure, SyncCancelled))

@@ -266,8 +266,9 @@ class SyncReport:
         emitted, waiting = self._states()
         return f"{line}; states emitted {emitted}, waiting {waiting}"
 
-    def log_summary(self, failed: bool, buffered: Mapping[str, int]) -> None:
-        """Once per sync. `buffered`: items never sent, per stream (they count as not sent)."""
+    def log_summary(self, failed: bool, buffered: Mapping[str, int], cancelled: bool = False) -> None:
+        """Once per sync. `buffered`: items never sent, per stream (they count as not sent). `cancelled`:
+        the failure was the platform's cancel (the JSON line's status says "cancelled")."""
         if self.summary_logged:
             return
         self.summary_logged = True
@@ -283,7 +284,7 @@ class SyncReport:
         emitted, waiting = self._states()
         logger.info(f"summary: {emitted} state message(s) emitted, {waiting} held back")
         summary = {
-            "status": "failed" if failed else "succeeded",
+            "status": "cancelled" if cancelled else "failed" if failed else "succeeded",
             "streams": self._ledger.snapshot(),
             "unreadable_lines_without_stream": self._ledger.unparseable_lines,
             "ignored_messages": self._ledger.ignored_messages,

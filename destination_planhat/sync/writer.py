@@ -28,6 +28,7 @@ from destination_planhat.mapping.routing import StreamKey, StreamRoute, stream_l
 from destination_planhat.planhat.api import Endpoint
 from destination_planhat.rejected.records import RejectedRecords, StoreFailed
 from destination_planhat.sync.batching import Batch
+from destination_planhat.sync.cancellation import SyncCancelled, cancelled_error, wait_for_answers
 from destination_planhat.sync.dry_run import DryRun, DryRunSender
 from destination_planhat.sync.ledger import Ledger, StreamStats
 from destination_planhat.sync.object_batching import ObjectBatch
@@ -146,6 +147,26 @@ class PlanhatWriter:
         self._sender.record_failure(error)
         self._outcome.raise_if_failed()
         raise error  # not reached: a failure is recorded by now
+
+    def cancel(self, signal_name: str) -> None:
+        """The platform cancels the sync (SIGTERM, SIGINT): from any thread. Nothing more is read or sent
+        and retries stop, as after a failed batch; the reading thread raises the cancel at its next
+        check (`flush_overdue`, at least every TICK_SECONDS) and ends it with `end_cancelled`."""
+        self._sender.record_failure(SyncCancelled(signal_name))
+
+    @property
+    def cancelled(self) -> bool:
+        """True when a cancel was the sync's first failure."""
+        return isinstance(self._sender.failure, SyncCancelled)
+
+    def end_cancelled(self, grace_seconds: float) -> BaseException:
+        """After a cancel: the requests on their way get up to `grace_seconds` to be answered (each answer
+        releases the states it makes safe), then the summary; the error to raise is returned."""
+        cancel = self._sender.failure
+        assert isinstance(cancel, SyncCancelled), "end_cancelled is for a cancelled sync"
+        unanswered = wait_for_answers(self.ledger, grace_seconds)
+        self._outcome.log_summary()
+        return cancelled_error(cancel, grace_seconds, unanswered)
 
     def close(self) -> None:
         """Stop the threads whatever happened; safe to call twice.
