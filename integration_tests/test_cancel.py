@@ -16,6 +16,7 @@ that a hung connector would hit.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import threading
@@ -26,20 +27,21 @@ from typing import Any
 
 import pytest
 
+from destination_planhat.testing.cli import GIVE_UP_SECONDS, start_cli
 from destination_planhat.testing.harness import (
-    GIVE_UP_SECONDS,
     METRIC_SCHEMA,
-    OutputLines,
     catalog,
     configured_stream,
     encode_lines,
     metric,
     record,
     sandbox_config,
-    start_write,
     stream_state,
 )
 from destination_planhat.testing.sandbox import PlanhatSandbox
+
+# Signals go to a process: every test here runs the connector as one.
+pytestmark = pytest.mark.process
 
 COMPANY_SCHEMA = {"type": "object", "properties": {"externalId": {"type": "string"}, "name": {"type": "string"}}}
 
@@ -81,43 +83,30 @@ def cancel_mid_sync(
     signals: Sequence[int] = (signal.SIGTERM,),
 ) -> Cancelled:
     """Run `write`, send `signals` once Planhat has processed `wait_for_items` items, read it all."""
-    process = start_write(tmp_path, config, configured)
-    assert process.stdin is not None and process.stdout is not None and process.stderr is not None
-    output = OutputLines(process.stdout)
-    stdin = process.stdin
+    with start_cli("write", tmp_path, config=config, catalog=configured) as cli:
 
-    def feed() -> None:
-        try:
-            stdin.write(encode_lines(messages))
-            stdin.flush()
-        except BrokenPipeError:  # the connector stopped reading: that is what is tested
-            pass
+        def feed() -> None:
+            with contextlib.suppress(BrokenPipeError):  # the connector stopped reading: what is tested
+                cli.send(encode_lines(messages))
 
-    feeder = threading.Thread(target=feed, daemon=True)
-    feeder.start()
-    try:
-        arrived = threading.Event()
+        threading.Thread(target=feed, daemon=True).start()
+        pause = threading.Event()
         for _ in range(GIVE_UP_SECONDS * 20):
-            if processed() >= wait_for_items or process.poll() is not None:
+            if processed() >= wait_for_items or not cli.running():
                 break
-            arrived.wait(0.05)
-        if process.poll() is not None:
-            ended = [json.dumps(m) for m in output.until_end() if m.get("type") in ("TRACE", "LOG")][-5:]
+            pause.wait(0.05)
+        if not cli.running():
+            ended = [json.dumps(m) for m in cli.finish().messages if m.get("type") in ("TRACE", "LOG")][-5:]
             raise AssertionError("the connector ended before the signal:\n" + "\n".join(ended))
         answered_at_signal, at_signal = answered(), processed()
         assert at_signal >= wait_for_items, f"Planhat processed only {at_signal} items"
         for number in signals:
-            process.send_signal(number)
-        returncode = process.wait(timeout=GIVE_UP_SECONDS)
-        seen = output.until_end()
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        stdin.close() if not stdin.closed else None
-    cursors = [m["state"]["stream"]["stream_state"]["cursor"] for m in seen if m.get("type") == "STATE"]
+            cli.process.send_signal(number)
+        cli.process.wait(timeout=GIVE_UP_SECONDS)
+        run = cli.finish()  # every line read, checked against the protocol and for secrets
+    cursors = [m["state"]["stream"]["stream_state"]["cursor"] for m in run.messages if m.get("type") == "STATE"]
     covered = max((int(cursor) for cursor in cursors), default=0)
-    return Cancelled(returncode, seen, at_signal, at_signal - answered_at_signal, covered, processed())
+    return Cancelled(run.returncode, run.messages, at_signal, at_signal - answered_at_signal, covered, processed())
 
 
 def metric_messages(records: int, state_every: int) -> list[dict[str, Any]]:
