@@ -67,30 +67,13 @@ from bench.run_benchmark import (  # noqa: E402
 )
 from destination_planhat.planhat.pacing import WINDOW_MARGIN_SECONDS, WINDOW_SECONDS  # noqa: E402
 from destination_planhat.testing.harness import API_TOKEN, catalog, configured_stream, record, stream_state  # noqa: E402
+from destination_planhat.testing.object_syncs import COMPANY_SCHEMA, ENDUSER_SCHEMA  # noqa: E402
 
 PACER_WINDOW_S = WINDOW_SECONDS + WINDOW_MARGIN_SECONDS  # the connector's sliding window
 MAX_ITEMS = 5_000  # Planhat's bulk upsert maximum, the connector's object batch
 RATIO_TARGET = 0.90
 RSS_TARGET_MB = 150
 COMPANIES, ENDUSERS = "accounts", "contacts"
-COMPANY_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "id": {"type": "string"},
-        "name": {"type": "string"},
-        "plan": {"type": "string"},
-        "seats": {"type": "integer"},
-    },
-}
-ENDUSER_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "externalId": {"type": "string"},
-        "email": {"type": "string"},
-        "firstName": {"type": "string"},
-        "companyExternalId": {"type": "string"},
-    },
-}
 STREAMS = [
     {
         "name": COMPANIES,

@@ -11,20 +11,11 @@ from destination_planhat.config import PlanhatConfig, parse_config
 from destination_planhat.mapping.analytics import Mapper, MappingPlan, build_mapper
 from destination_planhat.mapping.objects import ObjectMapper, ObjectPlan, build_object_mapper
 from destination_planhat.mapping.routing import StreamRoute, route_streams
+from destination_planhat.testing.harness import METRIC_SCHEMA
 
 TENANT = "unit-tenant-0001"
 API_TOKEN = "unit-api-token-secret"
 
-METRIC_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "dimensionId": {"type": "string"},
-        "value": {"type": "number"},
-        "externalId": {"type": "string"},
-        "model": {"type": "string"},
-        "date": {"type": "string"},
-    },
-}
 ACTIVITY_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {"email": {"type": "string"}, "action": {"type": "string"}, "count": {"type": "number"}},
