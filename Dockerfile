@@ -18,5 +18,5 @@ ENTRYPOINT ["python", "/airbyte/integration_code/main.py"]
 # as Airbyte's own Python connector images do.
 USER airbyte
 
-LABEL io.airbyte.version=0.2.1
+LABEL io.airbyte.version=0.3.0
 LABEL io.airbyte.name=airbyte/destination-planhat

@@ -28,7 +28,7 @@ TEST_REQUIREMENTS = [
 
 setup(
     name="destination-planhat",
-    version="0.2.1",
+    version="0.3.0",
     description=(
         "Airbyte destination for Planhat: Metrics, User Activities and Planhat's objects (companies, end users, "
         "...), with Airbyte data activation."
