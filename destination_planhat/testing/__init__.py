@@ -1,7 +1,10 @@
 """Test support, for the unit tests, the integration tests, the benchmarks and `make demo` alike.
 
-- `sandbox`, `sandbox_objects`: the Planhat sandbox, a real HTTP server on loopback (analytics and
-  main API), with fault injection.
+- `sandbox`: the Planhat sandbox, a real HTTP server on loopback (analytics and main API), with fault
+  injection; its parts: `sandbox_analytics` (the analytics host: item checks, what it received, the
+  request log, summaries), `sandbox_main_api` (the main API's settings, records and summaries),
+  `sandbox_objects` (the objects' rules), `sandbox_faults` (the faults and each API's plan),
+  `sandbox_server` (the server's life cycle and the handler's I/O).
 - `harness`: messages, catalogs, configs.
 - `cli`: the one way to run the connector's CLI in a test, in process or as a process; every run's
   output checked against the protocol schema and for secrets.

@@ -25,6 +25,11 @@ object rules as written up in the team notes planhat-objects.md; the rules thems
 As a process (demo, benchmark); control it through ``/_sandbox/*``::
 
     python -m destination_planhat.testing.sandbox --port 0
+
+Here: `PlanhatSandbox` (Planhat's answers on the main API), request routing, a data request's answer
+with its fault, the control endpoints. Its parts: `sandbox_analytics` (the analytics host's checks,
+records and reports), `sandbox_main_api` (the main API's settings, records and reports),
+`sandbox_faults` (the faults and each API's plan), `sandbox_server` (life cycle, the handler's I/O).
 """
 
 from __future__ import annotations
@@ -32,53 +37,74 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
-import contextlib
 import copy
 import enum
 import hmac
 import math
-import os
-import re
-import select
 import signal
-import socket
 import ssl
-import struct
 import sys
 import threading
 import time
-from collections import Counter, deque
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
-from functools import lru_cache
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from ipaddress import ip_address
-from random import Random
-from types import TracebackType
-from typing import IO, Any, Final
+from typing import Any, Final
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import orjson
 
+from destination_planhat.testing.sandbox_analytics import _DIMENSION_ID_PATTERN as _DIMENSION_ID_PATTERN  # unit_tests
+from destination_planhat.testing.sandbox_analytics import (
+    ENDPOINTS,
+    METRICS,
+    USER_ACTIVITIES,
+    AnalyticsHost,
+    RequestRecord,
+    utf8,
+    validate_metric,
+    validate_user_activity,
+)
+from destination_planhat.testing.sandbox_faults import (
+    ANALYTICS_API,
+    APIS,
+    DEFAULT_MAX_BODY_BYTES,
+    FAULT_KINDS,
+    MAIN_API,
+    NO_FAULT,
+    NOT_ACKNOWLEDGING_FAULTS,
+    Fault,
+    FaultPlans,
+    short_count,
+)
+from destination_planhat.testing.sandbox_faults import Outcome as _Outcome
+from destination_planhat.testing.sandbox_main_api import MainApiHost
 from destination_planhat.testing.sandbox_objects import (
     MAX_BULK_ITEMS,
     OBJECTS,
-    ObjectStore,
     empty_answer,
     normalize_custom_fields,
 )
+from destination_planhat.testing.sandbox_server import HandlerIO, SandboxHTTPServer, SandboxServer
 
-METRICS = "metrics"
-USER_ACTIVITIES = "user_activities"
-ENDPOINTS = (METRICS, USER_ACTIVITIES)
+# What other modules import from here (the sandbox's public names; the parts live in sandbox_*.py).
+__all__ = [
+    "ANALYTICS_API",
+    "APIS",
+    "ENDPOINTS",
+    "FAULT_KINDS",
+    "MAIN_API",
+    "METRICS",
+    "NOT_ACKNOWLEDGING_FAULTS",
+    "USER_ACTIVITIES",
+    "Fault",
+    "PlanhatSandbox",
+    "RequestRecord",
+    "main",
+    "validate_metric",
+    "validate_user_activity",
+]
 
-# The two APIs the sandbox serves; each has its own fault plan and request log, as the two hosts
-# (analytics.planhat.com and api.planhat.com) fail independently.
-ANALYTICS_API = "analytics"
-MAIN_API = "main"
-APIS = (ANALYTICS_API, MAIN_API)
 CUSTOM_FIELDS_PATH = "customfields"
 # `GET /{object}` paging; Planhat documents neither the default nor the maximum (unconfirmed).
 DEFAULT_LIST_LIMIT = 100
@@ -87,385 +113,10 @@ DEFAULT_RATE_WINDOW_S = 60.0
 
 DEFAULT_TENANT = "demo-tenant-0001"
 DEFAULT_API_TOKEN = "demo-api-token"
-# Planhat's documented hard limit per request body.
-DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
 
 # Path prefix of each data endpoint; the tenant token is the rest of the path.
 _DATA_ROUTES = (("/dimensiondata/", METRICS), ("/analytics/bulk/", USER_ACTIVITIES))
 _CONTROL_PREFIX = "/_sandbox/"
-_DRAIN_CHUNK_BYTES = 1024 * 1024
-_TOP_REASONS = 10
-_CLIENT_POLL_S = 0.05  # how often a delayed answer checks whether its client is still there
-
-
-# --------------------------------------------------------------------------------------------
-# Item validation: mirrors what Planhat reports in the "errors" list of its 200 answer.
-# Written as flat, type()-based checks because it runs once per item (a million per benchmark).
-# --------------------------------------------------------------------------------------------
-
-_DIMENSION_ID_PATTERN = re.compile(r"[A-Za-z0-9_.\-]+")
-_METRIC_MODELS = ("Company", "EndUser", "Asset", "Project")
-_METRIC_FIELDS = frozenset({"dimensionId", "value", "externalId", "model", "date"})
-_NOT_AN_OBJECT = "item must be a JSON object"
-_isfinite = math.isfinite
-
-
-def _is_number(value: object) -> bool:
-    """True for finite JSON numbers; bool is excluded on purpose (Python's bool is an int)."""
-    return type(value) is int or (type(value) is float and _isfinite(value))
-
-
-def _is_string(value: object) -> bool:
-    return type(value) is str
-
-
-def _is_object(value: object) -> bool:
-    return type(value) is dict
-
-
-# The two string checks below are memoised: a batch repeats a handful of dimensionIds and dates
-# thousands of times, and a cache hit costs a third of a regex match or a date parse.
-
-
-@lru_cache(maxsize=65536)
-def _dimension_id_ok(text: str) -> bool:
-    return _DIMENSION_ID_PATTERN.fullmatch(text) is not None
-
-
-@lru_cache(maxsize=65536)
-def _iso_text_ok(text: str) -> bool:
-    """ISO 8601 date or datetime, with a trailing Z accepted on every Python version."""
-    try:
-        datetime.fromisoformat(text)
-    except ValueError:
-        if not text.endswith(("Z", "z")):
-            return False
-        try:
-            datetime.fromisoformat(text[:-1] + "+00:00")
-        except ValueError:
-            return False
-    return True
-
-
-def _is_iso_date(value: object) -> bool:
-    return type(value) is str and _iso_text_ok(value)
-
-
-def validate_metric(item: object) -> str | None:
-    """Planhat's rejection reason for one Metrics item, or None when it would be accepted.
-
-    Optional fields must be valid when present: an explicit null ``model`` or ``date`` is an error,
-    so that a connector sending nulls is caught here rather than in a customer's Failed Metrics.
-    """
-    if type(item) is not dict:
-        return _NOT_AN_OBJECT
-    dimension_id = item.get("dimensionId")
-    if type(dimension_id) is not str or not dimension_id:
-        return "dimensionId must be specified"
-    if not _dimension_id_ok(dimension_id):
-        return "dimensionId contains invalid characters"
-    value = item.get("value")
-    if not (type(value) is int or (type(value) is float and _isfinite(value))):  # inlined _is_number: hot path
-        return "value must be a number"
-    external_id = item.get("externalId")
-    if type(external_id) is not str or not external_id:
-        return "externalId must be specified"
-    if len(item) == 3:  # required fields only
-        return None
-    model = item.get("model", "Company")
-    if type(model) is not str or model not in _METRIC_MODELS:
-        return "model must be one of Company, EndUser, Asset, Project"
-    if "date" in item:
-        date = item["date"]
-        if type(date) is not str or not _iso_text_ok(date):
-            return "date must be a valid ISO date"
-    if not item.keys() <= _METRIC_FIELDS:
-        return f"unknown field {next(key for key in item if key not in _METRIC_FIELDS)}"
-    return None
-
-
-# field -> (check, reason when the check fails), in Planhat's documented order.
-_ACTIVITY_CHECKS: dict[str, tuple[Callable[[object], bool], str]] = {
-    "email": (_is_string, "email must be a string"),
-    "euExtId": (_is_string, "euExtId must be a string"),
-    "action": (_is_string, "action must be a string"),
-    "count": (_is_number, "count must be a number"),
-    "companyExternalId": (_is_string, "companyExternalId must be a string"),
-    "weight": (_is_number, "weight must be a number"),
-    "date": (_is_iso_date, "date must be a valid ISO date"),
-    "info": (_is_object, "info must be an object"),
-    "name": (_is_string, "name must be a string"),
-}
-
-
-def validate_user_activity(item: object) -> str | None:
-    """Planhat's rejection reason for one User Activity item, or None when it would be accepted."""
-    if type(item) is not dict:
-        return _NOT_AN_OBJECT
-    email = item.get("email")
-    eu_ext_id = item.get("euExtId")
-    if not ((type(email) is str and email) or (type(eu_ext_id) is str and eu_ext_id)):
-        return "email or euExtId must be specified"
-    for key, value in item.items():
-        check = _ACTIVITY_CHECKS.get(key)
-        if check is None:
-            return f"unknown field {key}"
-        if not check[0](value):
-            return check[1]
-    return None
-
-
-_VALIDATORS: dict[str, Callable[[object], str | None]] = {
-    METRICS: validate_metric,
-    USER_ACTIVITIES: validate_user_activity,
-}
-
-
-_NOT_CHECKED = "(not checked)"
-
-
-def _summary_key(endpoint: str, item: dict[str, Any]) -> str:
-    """What the summary counts accepted items by: the metric's name, or the activity's action."""
-    if endpoint == METRICS:
-        return item["dimensionId"]
-    return item.get("action") or "(no action)"
-
-
-# --------------------------------------------------------------------------------------------
-# Faults
-# --------------------------------------------------------------------------------------------
-
-FAULT_KINDS = (
-    "ok",
-    "status",
-    "reset_before",
-    "reset_after",
-    "delay",
-    "bad_body",
-    "bad_json",
-    "no_counts",
-    "short_count",
-)
-_FAULT_FIELDS = frozenset({"kind", "status", "retry_after", "body", "seconds", "process", "headers", "items"})
-# Answers that do not say what was done (issue 19): a 2xx whose body lacks Planhat's counts. The
-# request may have been processed (`process`), as behind a proxy that answers for Planhat.
-NOT_ACKNOWLEDGING_FAULTS = ("bad_body", "bad_json", "no_counts")
-# The items of a short count: Planhat does all but the last `items` and counts only those it did.
-DEFAULT_SHORT_ITEMS = 1
-_RANDOM_KINDS = ("reset_before", "reset_after", "bad_body", "bad_json")
-_DEFAULT_FAULT_BODIES = {
-    "bad_body": "<html><body><h1>502 Bad Gateway</h1></body></html>",
-    "bad_json": '{"ok": true}',
-    "no_counts": '{"message": "Partial Content"}',
-}
-_DEFAULT_FAULT_STATUSES = {"no_counts": 206}
-
-
-@dataclass(frozen=True, slots=True)
-class Fault:
-    """One way to (mis)answer one data request; see `PlanhatSandbox.set_faults`.
-
-    Kinds: `ok`; `status` (answers `status`, with `retry_after`, `body` and `headers`, nothing done);
-    `reset_before` / `reset_after` (the connection is reset before or after Planhat processed it);
-    `delay` (`seconds` before the answer, processed or not); `bad_body` / `bad_json` (a 200 with an
-    HTML page or JSON without counts, processed or not); `no_counts` (`status`, 206 by default, with
-    `body`, `{"message": "Partial Content"}` by default: no counts, processed or not); `short_count`
-    (Planhat does all but the last `items` items and its answer counts only those it did).
-    """
-
-    kind: str = "ok"
-    status: int = 200
-    retry_after: str | None = None
-    body: str | None = None
-    seconds: float = 0.0
-    process: bool = True
-    headers: tuple[tuple[str, str], ...] = ()  # extra answer headers of a status fault, e.g. a Location
-    items: int = DEFAULT_SHORT_ITEMS  # short_count: the items at the end of the request left undone
-
-    @classmethod
-    def from_spec(cls, spec: Mapping[str, Any]) -> Fault:
-        """Build a fault from its dict form, rejecting typos early rather than silently ignoring them."""
-        unknown = set(spec) - _FAULT_FIELDS
-        if unknown:
-            raise ValueError(f"unknown fault field(s) {sorted(unknown)} in {dict(spec)!r}")
-        kind = spec.get("kind", "ok")
-        if kind not in FAULT_KINDS:
-            raise ValueError(f"fault kind must be one of {', '.join(FAULT_KINDS)}, got {kind!r}")
-        if kind == "status" and "status" not in spec:
-            raise ValueError("a status fault needs a 'status'")
-        status = int(spec.get("status", _DEFAULT_FAULT_STATUSES.get(kind, 200)))
-        if not 100 <= status <= 599:
-            raise ValueError(f"status must be an HTTP status (100-599), got {status}")
-        seconds = float(spec.get("seconds", 0.0))
-        if seconds < 0:
-            raise ValueError(f"seconds must be >= 0, got {seconds}")
-        retry_after = spec.get("retry_after")
-        items = int(spec.get("items", DEFAULT_SHORT_ITEMS))
-        if items < 1:
-            raise ValueError(f"items must be >= 1, got {items}")
-        return cls(
-            kind=kind,
-            status=status,
-            retry_after=None if retry_after is None else str(retry_after),
-            body=spec.get("body", _DEFAULT_FAULT_BODIES.get(kind)),
-            seconds=seconds,
-            process=bool(spec.get("process", True)),
-            headers=tuple((str(name), str(value)) for name, value in dict(spec.get("headers") or {}).items()),
-            items=items,
-        )
-
-    @classmethod
-    def from_random_key(cls, key: str) -> Fault:
-        """A fault named by a key of the ``random`` table: an HTTP status ("503") or a kind."""
-        if key.isdigit():
-            status = int(key)
-            return cls(kind="status", status=status, retry_after="0" if status == 429 else None)
-        if key in _RANDOM_KINDS:
-            return cls.from_spec({"kind": key})
-        raise ValueError(f"a random fault key is an HTTP status or one of {_RANDOM_KINDS}, not {key!r}")
-
-    @property
-    def label(self) -> str | None:
-        """How the request log names this fault; None for a normal answer."""
-        return None if self.kind == "ok" else self.kind
-
-
-_NO_FAULT = Fault()
-
-
-class _FaultPlan:
-    """The faults still to come. Not thread-safe by itself: the sandbox calls `draw` under its lock."""
-
-    def __init__(
-        self,
-        script: Sequence[Mapping[str, Any]] = (),
-        random: Mapping[str, float] | None = None,
-        seed: int = 0,
-        latency_s: float = 0.0,
-        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-    ) -> None:
-        self.script = deque(Fault.from_spec(spec) for spec in script)
-        self.table: list[tuple[float, Fault]] = []
-        cumulative = 0.0
-        for key, probability in (random or {}).items():
-            if not 0.0 <= float(probability) <= 1.0:
-                raise ValueError(f"probability of {key!r} must be within [0, 1], got {probability!r}")
-            cumulative += float(probability)
-            self.table.append((cumulative, Fault.from_random_key(str(key))))
-        if cumulative > 1.0 + 1e-9:
-            raise ValueError(f"random fault probabilities add up to {cumulative:.3f} > 1")
-        self.rng = Random(seed)
-        if latency_s < 0:
-            raise ValueError("latency_s must be >= 0")
-        self.latency_s = float(latency_s)
-        if max_body_bytes <= 0:
-            raise ValueError("max_body_bytes must be > 0")
-        self.max_body_bytes = int(max_body_bytes)
-
-    def draw(self) -> Fault:
-        """The fault for the next data request: the script first, then one random draw per request."""
-        if self.script:
-            return self.script.popleft()
-        if not self.table:
-            return _NO_FAULT
-        roll = self.rng.random()
-        for threshold, fault in self.table:
-            if roll < threshold:
-                return fault
-        return _NO_FAULT
-
-
-def _short_count(body: bytes, undone: int, process: Callable[[bytes], _Outcome]) -> tuple[_Outcome, list[Any]]:
-    """A short count: Planhat does every item of the request but the last `undone` and answers, with
-    its usual body, for those it did only. The request log counts every item sent (`items`), so that
-    the items nobody answered for are `items - processed - errors`; returns them too."""
-    try:
-        items = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return process(body), []
-    if not isinstance(items, list):
-        return process(body), []
-    kept = max(0, len(items) - undone)
-    outcome = process(orjson.dumps(items[:kept]))
-    counted = _Outcome(outcome.status, outcome.payload, len(items), outcome.processed, outcome.errors, outcome.headers)
-    return counted, items[kept:]
-
-
-# --------------------------------------------------------------------------------------------
-# Records and statistics
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class RequestRecord:
-    """What the sandbox saw and did for one data request (control requests are not logged).
-
-    Main API requests are logged apart (`PlanhatSandbox.main_api_requests`), with `endpoint` the
-    object's path (``companies``, ``customfields``), `tenant` empty, `items` the items of a bulk
-    upsert, `processed` those created or updated and `errors` those in createdErrors/updatedErrors/permissionErrors.
-    """
-
-    endpoint: str
-    tenant: str
-    authorization_present: bool
-    # The header equals "Bearer <api_token>": on User Activities this means the token leaked.
-    authorization_matched: bool
-    items: int  # items in the body; 0 when it was not parsed (refused, reset, bad JSON)
-    body_bytes: int
-    status: int | None  # None when no answer was sent (connection reset, client gone)
-    fault: str | None  # the injected fault's kind, None for a normal answer
-    processed: int  # items accepted (recorded as valid)
-    errors: int  # items rejected with a reason
-    at: float  # time.monotonic() when the request headers were read
-    duration_s: float
-    path: str = ""  # the request target as sent (path and query), to check what URLs carry
-    number: int = 0  # 1-based arrival number; `acknowledged()` uses it to tell answered items apart
-    method: str = "POST"
-
-
-@dataclass(frozen=True, slots=True)
-class _Outcome:
-    """Result of handing a body to Planhat's logic: the answer, and what was recorded."""
-
-    status: int
-    payload: Any
-    items: int = 0
-    processed: int = 0
-    errors: int = 0
-    headers: tuple[tuple[str, str], ...] = ()  # e.g. the main API's X-Rate-Limit-* and Retry-After
-
-
-class _EndpointStats:
-    """Running counts for one endpoint, so that the summary stays cheap with keep_items=False."""
-
-    def __init__(self) -> None:
-        self.requests = 0
-        self.items = 0
-        self.processed = 0
-        self.errors = 0
-        self.max_items_per_request = 0
-        self.authorization_sent = 0
-        self.error_reasons: Counter[str] = Counter()
-        self.accepted_by_key: Counter[str] = Counter()
-        self.statuses: Counter[str] = Counter()
-        self.faults: Counter[str] = Counter()
-
-    def as_dict(self, key_name: str, top: int) -> dict[str, Any]:
-        return {
-            "requests": self.requests,
-            "items": self.items,
-            "processed": self.processed,
-            "errors": self.errors,
-            "max_items_per_request": self.max_items_per_request,
-            "authorization_sent": self.authorization_sent,
-            "error_reasons": dict(self.error_reasons.most_common(_TOP_REASONS)),
-            key_name: dict(self.accepted_by_key.most_common(top)),
-            "statuses": dict(sorted(self.statuses.items())),
-            "faults": dict(sorted(self.faults.items())),
-        }
-
-
-_SUMMARY_KEY_NAMES = {METRICS: "by_dimension_id", USER_ACTIVITIES: "by_action"}
 
 
 class _Keep(enum.Enum):
@@ -479,13 +130,16 @@ _KEEP: Final = _Keep.KEEP
 
 
 # --------------------------------------------------------------------------------------------
-# HTTP
+# HTTP: the server, a data request's answer (faults included), the control endpoints, routing
 # --------------------------------------------------------------------------------------------
 
 
-def _utf8(text: str) -> bytes:
-    """Bytes for hmac.compare_digest, which refuses non-ASCII str (headers may carry anything)."""
-    return text.encode("utf-8", "surrogateescape")
+class _Server(SandboxHTTPServer):
+    """The server of one PlanhatSandbox: its handlers reach Planhat through `sandbox`."""
+
+    def __init__(self, address: tuple[str, int], sandbox: PlanhatSandbox) -> None:
+        self.sandbox = sandbox
+        super().__init__(address, _Handler, sandbox._stopping)
 
 
 def _phrase(status: int) -> str:
@@ -496,80 +150,215 @@ def _phrase(status: int) -> str:
         return f"HTTP {status}"
 
 
+class _DataRequestHandler(HandlerIO):
+    """How a routed data request of either API is answered: counted as in flight, then the body limit,
+    the injected fault and Planhat's logic (`process`), logged before the answer goes out."""
+
+    server: _Server
+
+    def _serve_api(
+        self,
+        api: str,
+        method: str,
+        endpoint: str,
+        tenant: str,
+        process: Callable[[bytes, str | None, int], _Outcome],
+        body_required: bool,
+    ) -> None:
+        sandbox = self.server.sandbox
+        sandbox._request_started()
+        try:
+            self._serve_data_request(sandbox, api, method, endpoint, tenant, process, body_required)
+        finally:
+            sandbox._request_finished()
+
+    def _serve_data_request(
+        self,
+        sandbox: PlanhatSandbox,
+        api: str,
+        method: str,
+        endpoint: str,
+        tenant: str,
+        process: Callable[[bytes, str | None, int], _Outcome],
+        body_required: bool,
+    ) -> None:
+        """One data request of either API: size limit, then the injected fault, then Planhat's logic."""
+        started = time.monotonic()
+        number = sandbox._new_request_number(api)
+        authorization = self.headers.get("Authorization")
+        if api == MAIN_API:
+            auth_matched = sandbox._main_authorized(authorization)
+        else:
+            auth_matched = authorization is not None and sandbox._bearer_matches(authorization)
+
+        def log(
+            status: int | None, fault: Fault = NO_FAULT, outcome: _Outcome | None = None, body_bytes: int = 0
+        ) -> None:
+            # Logged before answering, so a client that just got its answer always finds the record.
+            outcome = outcome or _Outcome(status or 0, {})
+            sandbox._log_request(
+                api,
+                RequestRecord(
+                    endpoint=endpoint,
+                    tenant=tenant,
+                    authorization_present=authorization is not None,
+                    authorization_matched=auth_matched,
+                    items=outcome.items,
+                    body_bytes=body_bytes,
+                    status=None if status is None else int(status),
+                    fault=fault.label,
+                    processed=outcome.processed,
+                    errors=outcome.errors,
+                    at=started,
+                    duration_s=time.monotonic() - started,
+                    path=self.path,
+                    number=number,
+                    method=method,
+                ),
+            )
+
+        length = self._content_length()
+        if length is None and not body_required and "Transfer-Encoding" not in self.headers:
+            length = 0  # a GET without a body
+        if length is None:
+            log(HTTPStatus.LENGTH_REQUIRED)
+            self.close_connection = True
+            self._send_json(HTTPStatus.LENGTH_REQUIRED, {"message": "Content-Length required"})
+            return
+        # Like a front proxy's body limit: checked before any fault, and it consumes none.
+        limit = sandbox._fault_plans.max_body_bytes(api)
+        if length > limit:
+            self._drain(length)  # so the client reads a clean 413 rather than a reset
+            log(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, body_bytes=length)
+            self._send_json(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                {"message": f"request body of {length} bytes exceeds the limit of {limit} bytes"},
+            )
+            return
+
+        fault = sandbox._fault_plans.draw(api)
+        if fault.kind == "reset_before":
+            log(None, fault, body_bytes=length)
+            self._abort()
+            return
+        body = self.rfile.read(length)
+        if len(body) < length:  # the client hung up mid-body
+            log(None, fault, body_bytes=len(body))
+            self.close_connection = True
+            return
+        if fault.kind == "status":
+            sandbox._sleep(sandbox._fault_plans.latency_s(api))
+            log(fault.status, fault, body_bytes=length)
+            if fault.body is None:
+                body_out, content_type = orjson.dumps({"message": _phrase(fault.status)}), "application/json"
+            else:
+                body_out = fault.body.encode()
+                content_type = "application/json" if fault.body.lstrip()[:1] in ("{", "[") else "text/plain"
+            headers = [("Retry-After", fault.retry_after)] if fault.retry_after is not None else []
+            headers.extend(fault.headers)
+            self._send(fault.status, body_out, content_type, headers)
+            return
+        # the client gave up: nothing is processed
+        if fault.kind == "delay" and not fault.process and self._wait_unless_client_leaves(fault.seconds):
+            log(None, fault, body_bytes=length)
+            self.close_connection = True
+            return
+
+        if fault.kind in NOT_ACKNOWLEDGING_FAULTS and not fault.process:
+            outcome = _Outcome(HTTPStatus.OK, {})  # a broken proxy answered; Planhat never saw it
+        elif fault.kind == "short_count":
+            outcome, left_out = short_count(body, fault.items, lambda done: process(done, authorization, number))
+            sandbox._record_left_out(api, endpoint, number, left_out)
+        else:
+            outcome = process(body, authorization, number)
+        # processed, but the client gave up waiting
+        if fault.kind == "delay" and fault.process and self._wait_unless_client_leaves(fault.seconds):
+            log(None, fault, outcome, length)
+            self.close_connection = True
+            return
+        sandbox._sleep(sandbox._fault_plans.latency_s(api))
+
+        if fault.kind == "reset_after":
+            log(None, fault, outcome, length)
+            self._abort()
+        elif fault.kind in ("bad_body", "bad_json"):
+            log(HTTPStatus.OK, fault, outcome, length)
+            content_type = "text/html" if fault.kind == "bad_body" else "application/json"
+            self._send(HTTPStatus.OK, (fault.body or "").encode(), content_type)
+        elif fault.kind == "no_counts":
+            log(fault.status, fault, outcome, length)
+            content_type = "application/json" if (fault.body or "").lstrip()[:1] in ("{", "[") else "text/html"
+            self._send(fault.status, (fault.body or "").encode(), content_type)
+        else:
+            log(outcome.status, fault, outcome, length)
+            self._send(outcome.status, orjson.dumps(outcome.payload), "application/json", outcome.headers)
+
+
+# The control endpoints (``/_sandbox/...``), for a sandbox run as a process (the demo, the benchmarks):
+# what each answers, as (status, JSON payload); the handler sends it.
+
+_NOT_FOUND = (HTTPStatus.NOT_FOUND, {"message": "Not Found"})
+
+
+def _answer_control_get(sandbox: PlanhatSandbox, name: str, query: Mapping[str, list[str]]) -> tuple[int, Any]:
+    """The answer to ``GET /_sandbox/{name}``: a report of what the sandbox holds."""
+    if name == "summary":
+        return HTTPStatus.OK, sandbox.summary()
+    if name == "requests":
+        api = query.get("api", [ANALYTICS_API])[0]
+        if api not in APIS:
+            return HTTPStatus.BAD_REQUEST, {"message": f"api must be one of {APIS}, got {api!r}"}
+        return HTTPStatus.OK, sandbox.requests if api == ANALYTICS_API else sandbox.main_api_requests
+    if name == "objects":
+        object_name = query.get("object", [None])[0]
+        try:
+            return HTTPStatus.OK, sandbox.all_objects() if object_name is None else sandbox.objects(object_name)
+        except ValueError as error:  # unknown object name
+            return HTTPStatus.BAD_REQUEST, {"message": str(error)}
+    if name == "main_api":
+        return HTTPStatus.OK, sandbox.main_api_summary()
+    if name == "received":
+        endpoint = query.get("endpoint", [None])[0]
+        try:
+            return HTTPStatus.OK, sandbox.received_records(endpoint)
+        except ValueError as error:  # unknown endpoint name
+            return HTTPStatus.BAD_REQUEST, {"message": str(error)}
+        except RuntimeError as error:  # keep_items=False
+            return HTTPStatus.CONFLICT, {"message": str(error)}
+    if name == "health":
+        return HTTPStatus.OK, {"ok": True, "url": sandbox.url, "tenant": sandbox.tenant}
+    return _NOT_FOUND
+
+
+def _answer_control_post(sandbox: PlanhatSandbox, name: str, body: bytes) -> tuple[int, Any]:
+    """The answer to ``POST /_sandbox/{name}``: reset, or new faults or main API settings from `body`."""
+    if name == "reset":
+        sandbox.reset()
+        return HTTPStatus.OK, {"ok": True}
+    if name not in ("faults", "main_api"):
+        return _NOT_FOUND
+    try:
+        config = orjson.loads(body or b"{}")
+        if not isinstance(config, dict):
+            raise ValueError(f"the {name} config must be a JSON object")
+        if name == "faults":
+            sandbox.set_faults(**config)
+        else:
+            sandbox.configure_main_api(**config)
+    except (orjson.JSONDecodeError, TypeError, ValueError) as error:
+        return HTTPStatus.BAD_REQUEST, {"message": str(error)}
+    return HTTPStatus.OK, {"ok": True}
+
+
 def _main_api_name(path: str) -> str | None:
     """``/companies`` or ``/companies/`` -> ``companies``; None for anything with more segments."""
     name = path.strip("/")
     return name if name and "/" not in name else None
 
 
-def _peer_closed(sock: socket.socket) -> bool:
-    """Whether the client has hung up (e.g. after its own timeout), without consuming any bytes."""
-    try:
-        readable, _, _ = select.select([sock], [], [], 0)
-        if not readable:
-            return False
-        return sock.recv(1, socket.MSG_PEEK) == b""
-    except (BlockingIOError, ValueError):  # ValueError: a TLS socket cannot peek
-        return False
-    except OSError:
-        return True
-
-
-class _Server(ThreadingHTTPServer):
-    """ThreadingHTTPServer that knows its sandbox and can cut its open keep-alive connections."""
-
-    daemon_threads = True
-
-    def __init__(self, address: tuple[str, int], sandbox: PlanhatSandbox) -> None:
-        self.sandbox = sandbox
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
-        super().__init__(address, _Handler)
-
-    def track(self, sock: socket.socket) -> None:
-        with self._connections_lock:
-            self._connections.add(sock)
-
-    def untrack(self, sock: socket.socket) -> None:
-        with self._connections_lock:
-            self._connections.discard(sock)
-
-    def close_connections(self) -> None:
-        """Wake handler threads parked on idle keep-alive connections, so stop() leaves none behind."""
-        with self._connections_lock:
-            connections = list(self._connections)
-        for sock in connections:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """Clients going away is part of the job (timeouts, fault tests); only report real bugs."""
-        error = sys.exc_info()[1]
-        if isinstance(error, (ConnectionError, TimeoutError)) or self.sandbox._stopping.is_set():
-            return
-        super().handle_error(request, client_address)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    """HTTP plumbing only; Planhat's behaviour and all state live in `PlanhatSandbox`."""
-
-    protocol_version = "HTTP/1.1"  # keep-alive, like the real host behind its load balancer
-    disable_nagle_algorithm = True  # headers and body go out as separate writes
-    timeout = 300  # drop a keep-alive connection idle this long
-    server: _Server
-
-    def setup(self) -> None:
-        super().setup()
-        self.server.track(self.connection)
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            self.server.untrack(self.connection)
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        """Silence the stdlib's one stderr line per request: it would swamp test and benchmark output."""
+class _Handler(_DataRequestHandler):
+    """Routes each request: data endpoints of either API, or the control endpoints. How a data request
+    is answered is `_DataRequestHandler`'s; the I/O is `HandlerIO`'s; Planhat is `PlanhatSandbox`."""
 
     # ---- dispatch -------------------------------------------------------------------------
 
@@ -629,261 +418,12 @@ class _Handler(BaseHTTPRequestHandler):
 
         self._serve_api(MAIN_API, method, name, "", answer, body_required=method != "GET")
 
-    def _serve_api(
-        self,
-        api: str,
-        method: str,
-        endpoint: str,
-        tenant: str,
-        process: Callable[[bytes, str | None, int], _Outcome],
-        body_required: bool,
-    ) -> None:
-        sandbox = self.server.sandbox
-        sandbox._request_started()
-        try:
-            self._serve_data_request(sandbox, api, method, endpoint, tenant, process, body_required)
-        finally:
-            sandbox._request_finished()
-
-    def _serve_data_request(
-        self,
-        sandbox: PlanhatSandbox,
-        api: str,
-        method: str,
-        endpoint: str,
-        tenant: str,
-        process: Callable[[bytes, str | None, int], _Outcome],
-        body_required: bool,
-    ) -> None:
-        """One data request of either API: size limit, then the injected fault, then Planhat's logic."""
-        started = time.monotonic()
-        number = sandbox._new_request_number(api)
-        authorization = self.headers.get("Authorization")
-        if api == MAIN_API:
-            auth_matched = sandbox._main_authorized(authorization)
-        else:
-            auth_matched = authorization is not None and sandbox._bearer_matches(authorization)
-
-        def log(
-            status: int | None, fault: Fault = _NO_FAULT, outcome: _Outcome | None = None, body_bytes: int = 0
-        ) -> None:
-            # Logged before answering, so a client that just got its answer always finds the record.
-            outcome = outcome or _Outcome(status or 0, {})
-            sandbox._log_request(
-                api,
-                RequestRecord(
-                    endpoint=endpoint,
-                    tenant=tenant,
-                    authorization_present=authorization is not None,
-                    authorization_matched=auth_matched,
-                    items=outcome.items,
-                    body_bytes=body_bytes,
-                    status=None if status is None else int(status),
-                    fault=fault.label,
-                    processed=outcome.processed,
-                    errors=outcome.errors,
-                    at=started,
-                    duration_s=time.monotonic() - started,
-                    path=self.path,
-                    number=number,
-                    method=method,
-                ),
-            )
-
-        length = self._content_length()
-        if length is None and not body_required and "Transfer-Encoding" not in self.headers:
-            length = 0  # a GET without a body
-        if length is None:
-            log(HTTPStatus.LENGTH_REQUIRED)
-            self.close_connection = True
-            self._send_json(HTTPStatus.LENGTH_REQUIRED, {"message": "Content-Length required"})
-            return
-        # Like a front proxy's body limit: checked before any fault, and it consumes none.
-        limit = sandbox._max_body_bytes(api)
-        if length > limit:
-            self._drain(length)  # so the client reads a clean 413 rather than a reset
-            log(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, body_bytes=length)
-            self._send_json(
-                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                {"message": f"request body of {length} bytes exceeds the limit of {limit} bytes"},
-            )
-            return
-
-        fault = sandbox._next_fault(api)
-        if fault.kind == "reset_before":
-            log(None, fault, body_bytes=length)
-            self._abort()
-            return
-        body = self.rfile.read(length)
-        if len(body) < length:  # the client hung up mid-body
-            log(None, fault, body_bytes=len(body))
-            self.close_connection = True
-            return
-        if fault.kind == "status":
-            sandbox._sleep(sandbox._latency_s(api))
-            log(fault.status, fault, body_bytes=length)
-            if fault.body is None:
-                body_out, content_type = orjson.dumps({"message": _phrase(fault.status)}), "application/json"
-            else:
-                body_out = fault.body.encode()
-                content_type = "application/json" if fault.body.lstrip()[:1] in ("{", "[") else "text/plain"
-            headers = [("Retry-After", fault.retry_after)] if fault.retry_after is not None else []
-            headers.extend(fault.headers)
-            self._send(fault.status, body_out, content_type, headers)
-            return
-        # the client gave up: nothing is processed
-        if fault.kind == "delay" and not fault.process and self._wait_unless_client_leaves(fault.seconds):
-            log(None, fault, body_bytes=length)
-            self.close_connection = True
-            return
-
-        if fault.kind in NOT_ACKNOWLEDGING_FAULTS and not fault.process:
-            outcome = _Outcome(HTTPStatus.OK, {})  # a broken proxy answered; Planhat never saw it
-        elif fault.kind == "short_count":
-            outcome, left_out = _short_count(body, fault.items, lambda done: process(done, authorization, number))
-            sandbox._record_left_out(api, endpoint, number, left_out)
-        else:
-            outcome = process(body, authorization, number)
-        # processed, but the client gave up waiting
-        if fault.kind == "delay" and fault.process and self._wait_unless_client_leaves(fault.seconds):
-            log(None, fault, outcome, length)
-            self.close_connection = True
-            return
-        sandbox._sleep(sandbox._latency_s(api))
-
-        if fault.kind == "reset_after":
-            log(None, fault, outcome, length)
-            self._abort()
-        elif fault.kind in ("bad_body", "bad_json"):
-            log(HTTPStatus.OK, fault, outcome, length)
-            content_type = "text/html" if fault.kind == "bad_body" else "application/json"
-            self._send(HTTPStatus.OK, (fault.body or "").encode(), content_type)
-        elif fault.kind == "no_counts":
-            log(fault.status, fault, outcome, length)
-            content_type = "application/json" if (fault.body or "").lstrip()[:1] in ("{", "[") else "text/html"
-            self._send(fault.status, (fault.body or "").encode(), content_type)
-        else:
-            log(outcome.status, fault, outcome, length)
-            self._send(outcome.status, orjson.dumps(outcome.payload), "application/json", outcome.headers)
-
-    def _wait_unless_client_leaves(self, seconds: float) -> bool:
-        """Sleep `seconds`, or less if the client hangs up (its read timeout); True when it did."""
-        sandbox = self.server.sandbox
-        deadline = time.monotonic() + seconds
-        while True:
-            if _peer_closed(self.connection):
-                return True
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or sandbox._stopping.is_set():
-                return _peer_closed(self.connection)
-            sandbox._sleep(min(remaining, _CLIENT_POLL_S))
-
-    # ---- control endpoints ----------------------------------------------------------------
-
     def _control_get(self, name: str, query: dict[str, list[str]]) -> None:
-        sandbox = self.server.sandbox
-        if name == "summary":
-            self._send_json(HTTPStatus.OK, sandbox.summary())
-        elif name == "requests":
-            api = query.get("api", [ANALYTICS_API])[0]
-            if api not in APIS:
-                self._send_json(HTTPStatus.BAD_REQUEST, {"message": f"api must be one of {APIS}, got {api!r}"})
-            else:
-                self._send_json(HTTPStatus.OK, sandbox.requests if api == ANALYTICS_API else sandbox.main_api_requests)
-        elif name == "objects":
-            object_name = query.get("object", [None])[0]
-            try:
-                payload: Any = sandbox.all_objects() if object_name is None else sandbox.objects(object_name)
-            except ValueError as error:  # unknown object name
-                self._send_json(HTTPStatus.BAD_REQUEST, {"message": str(error)})
-                return
-            self._send_json(HTTPStatus.OK, payload)
-        elif name == "main_api":
-            self._send_json(HTTPStatus.OK, sandbox.main_api_summary())
-        elif name == "received":
-            endpoint = query.get("endpoint", [None])[0]
-            try:
-                self._send_json(HTTPStatus.OK, sandbox.received_records(endpoint))
-            except ValueError as error:  # unknown endpoint name
-                self._send_json(HTTPStatus.BAD_REQUEST, {"message": str(error)})
-            except RuntimeError as error:  # keep_items=False
-                self._send_json(HTTPStatus.CONFLICT, {"message": str(error)})
-        elif name == "health":
-            self._send_json(HTTPStatus.OK, {"ok": True, "url": sandbox.url, "tenant": sandbox.tenant})
-        else:
-            self._send_json(HTTPStatus.NOT_FOUND, {"message": "Not Found"})
+        self._send_json(*_answer_control_get(self.server.sandbox, name, query))
 
     def _control_post(self, name: str) -> None:
-        sandbox = self.server.sandbox
         length = self._content_length() or 0
-        body = self.rfile.read(length)
-        if name == "reset":
-            sandbox.reset()
-            self._send_json(HTTPStatus.OK, {"ok": True})
-        elif name in ("faults", "main_api"):
-            try:
-                config = orjson.loads(body or b"{}")
-                if not isinstance(config, dict):
-                    raise ValueError(f"the {name} config must be a JSON object")
-                if name == "faults":
-                    sandbox.set_faults(**config)
-                else:
-                    sandbox.configure_main_api(**config)
-            except (orjson.JSONDecodeError, TypeError, ValueError) as error:
-                self._send_json(HTTPStatus.BAD_REQUEST, {"message": str(error)})
-                return
-            self._send_json(HTTPStatus.OK, {"ok": True})
-        else:
-            self._send_json(HTTPStatus.NOT_FOUND, {"message": "Not Found"})
-
-    # ---- I/O helpers ----------------------------------------------------------------------
-
-    def _content_length(self) -> int | None:
-        value = self.headers.get("Content-Length")
-        try:
-            length = int(value) if value is not None else None
-        except ValueError:
-            length = None
-        return length if length is not None and length >= 0 else None
-
-    def _drain(self, length: int) -> None:
-        """Read and discard a body, keeping the keep-alive connection usable."""
-        remaining = length
-        while remaining > 0:
-            chunk = self.rfile.read(min(remaining, _DRAIN_CHUNK_BYTES))
-            if not chunk:
-                self.close_connection = True
-                return
-            remaining -= len(chunk)
-
-    def _abort(self) -> None:
-        """Close with a TCP RST and no answer: SO_LINGER 0 turns close() into an abortive close."""
-        self.close_connection = True
-        sock = self.connection
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            # detach() + os.close() closes the descriptor now; a plain close() would wait for the
-            # handler's file objects, and socketserver's shutdown(SHUT_WR) would send a FIN first.
-            os.close(sock.detach())
-        except OSError:
-            pass
-
-    def _send_json(self, status: int, payload: Any) -> None:
-        self._send(status, orjson.dumps(payload), "application/json")
-
-    def _send(self, status: int, body: bytes, content_type: str, headers: Sequence[tuple[str, str]] = ()) -> None:
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            for name, value in headers:
-                self.send_header(name, value)
-            if self.close_connection:
-                self.send_header("Connection", "close")
-            self.end_headers()
-            self.wfile.write(body)
-        except OSError:  # the client is gone (timed out, reset): nobody to answer
-            self.close_connection = True
+        self._send_json(*_answer_control_post(self.server.sandbox, name, self.rfile.read(length)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -891,8 +431,12 @@ class _Handler(BaseHTTPRequestHandler):
 # --------------------------------------------------------------------------------------------
 
 
-class PlanhatSandbox:
+class PlanhatSandbox(AnalyticsHost, MainApiHost, SandboxServer):
     """Planhat's analytics host and main API on 127.0.0.1, recording what they receive and failing on demand.
+
+    The parts: `AnalyticsHost` (what the analytics host records and reports), `MainApiHost` (the main
+    API's settings, objects and reports), `SandboxServer` (the life cycle: start, stop, wait_idle) and
+    `FaultPlans` (the faults to come); here, Planhat's answers on the main API.
 
     Every public method is thread-safe: the server answers each request on its own thread while
     tests read `received()`, `requests`, `summary()`, `objects()` and `main_api_requests` from theirs.
@@ -942,294 +486,58 @@ class PlanhatSandbox:
         address = ip_address("127.0.0.1" if host == "localhost" else host)
         if address.version != 4 or not address.is_loopback:
             raise ValueError(f"the sandbox binds to an IPv4 loopback address only, not {host!r}")
-        self.tenant = tenant
-        self.api_token = api_token
-        self.host = str(address)
-        self.port = port
-        self.record_file = record_file
-        self.keep_items = keep_items
+        AnalyticsHost.__init__(self, tenant, api_token, record_file, keep_items, validate)
+        MainApiHost.__init__(
+            self,
+            permitted_objects,
+            rate_limit_per_minute,
+            rate_limit_window_s,
+            custom_fields,
+            main_api_latency_s,
+            rate_limit_headers,
+            update_only_objects,
+        )
+        SandboxServer.__init__(self, str(address), port, ssl_context)
         self.max_body_bytes = max_body_bytes
         self.latency_s = latency_s
-        self.ssl_context = ssl_context
-        self.validate = validate
-        self._expected_authorization = _utf8(f"Bearer {api_token}")
-        self._expected_basic = _utf8(f"{api_token}:")
-        self._lock = threading.Lock()
-        self._faults = _FaultPlan(latency_s=latency_s, max_body_bytes=max_body_bytes)
-        self.main_api_latency_s = main_api_latency_s
-        self.permitted_objects = None if permitted_objects is None else frozenset(permitted_objects)
-        self.rate_limit_per_minute = rate_limit_per_minute
-        self.rate_limit_window_s = rate_limit_window_s
-        self.rate_limit_headers = rate_limit_headers
-        self.update_only_objects = frozenset(update_only_objects)
-        self.custom_fields = normalize_custom_fields(custom_fields)
-        self._check_main_api_settings(self.permitted_objects, rate_limit_per_minute, rate_limit_window_s)
-        self._check_main_api_settings(self.update_only_objects, None, 1)
-        self._main_faults = _FaultPlan(latency_s=main_api_latency_s, max_body_bytes=max_body_bytes)
-        self._main_lock = threading.Lock()  # the object store and main API settings; never held with _lock
-        self._store = ObjectStore()
-        self._permitted = self.permitted_objects
-        self._rate_limit = rate_limit_per_minute
-        self._rate_window_s = rate_limit_window_s
-        self._rate_window_started: float | None = None
-        self._rate_calls = 0
-        self._rate_headers = rate_limit_headers
-        self._update_only = self.update_only_objects
-        # The rate limit's own lock: a call is counted when it arrives, not once the store (held by
-        # another request's upsert) is free. Taken inside _main_lock, never the other way round.
-        self._rate_lock = threading.Lock()
-        self._custom_fields = copy.deepcopy(self.custom_fields)
-        self._main_requests: list[RequestRecord] = []
-        self._main_request_count = 0
-        self._received: list[tuple[str, Any, bool]] = []
-        self._received_in: list[int] = []  # per received item, the number of its request
-        self._left_out: list[tuple[int, str, Any]] = []  # items a short count left undone (left_out())
-        self._request_count = 0
-        self._in_flight = 0
-        self._idle = threading.Condition(self._lock)
-        self._requests: list[RequestRecord] = []
-        self._stats = {endpoint: _EndpointStats() for endpoint in ENDPOINTS}
-        self._record_lock = threading.Lock()
-        self._record_fh: IO[bytes] | None = None
-        self._stopping = threading.Event()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
+        self._expected_basic = utf8(f"{api_token}:")
+        self._fault_plans = FaultPlans(latency_s, main_api_latency_s, max_body_bytes)
 
-    # ---- lifecycle ------------------------------------------------------------------------
-
-    def start(self) -> PlanhatSandbox:
-        """Bind (port 0 picks a free port) and serve on a background thread; returns self for chaining."""
-        if self._server is not None:
-            return self
-        self._stopping.clear()
-        if self.record_file is not None:
-            self._record_fh = open(self.record_file, "ab")  # noqa: SIM115 - closed in stop()
-        try:
-            server = _Server((self.host, self.port), self)
-            if self.ssl_context is not None:
-                server.socket = self.ssl_context.wrap_socket(server.socket, server_side=True)
-        except OSError:
-            with self._record_lock:
-                if self._record_fh is not None:
-                    self._record_fh.close()
-                    self._record_fh = None
-            raise
-        self.port = server.server_address[1]
-        self._server = server
-        # A short poll interval makes stop() (which waits for the loop to notice) take ~10 ms.
-        self._thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.01},
-            name=f"planhat-sandbox-{self.port}",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving, cut open connections, wake sleeping faults and join the server thread. Idempotent."""
-        server, self._server = self._server, None
-        if server is None:
-            return
-        self._stopping.set()
-        server.shutdown()
-        server.server_close()
-        server.close_connections()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-        with self._record_lock:
-            if self._record_fh is not None:
-                self._record_fh.close()
-                self._record_fh = None
-
-    def __enter__(self) -> PlanhatSandbox:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        """Base URL to configure the connector with, e.g. ``http://127.0.0.1:41234``."""
-        if self._server is None:
-            raise RuntimeError("the sandbox is not running; call start() first")
-        scheme = "https" if self.ssl_context is not None else "http"
-        return f"{scheme}://{self.host}:{self.port}"
-
-    # ---- inspection -----------------------------------------------------------------------
-
-    def received(self, endpoint: str | None = None, *, accepted_only: bool = False) -> list[Any]:
-        """Items as sent, in arrival order, rejected ones included unless `accepted_only`.
-
-        Only items of processed requests appear: a request answered with a fault status, or reset
-        before it was read, left no trace in Planhat either.
-        """
-        return [item for _, item, _ in self._select(endpoint, accepted_only)]
-
-    def received_records(self, endpoint: str | None = None) -> list[dict[str, Any]]:
-        """Like `received`, as ``{"endpoint", "item", "accepted"}`` dicts (the record-file shape)."""
-        return [{"endpoint": e, "item": item, "accepted": ok} for e, item, ok in self._select(endpoint, False)]
-
-    def _select(self, endpoint: str | None, accepted_only: bool) -> list[tuple[str, Any, bool]]:
-        if not self.keep_items:
-            raise RuntimeError("this sandbox was started with keep_items=False: it only counts items")
-        if endpoint is not None and endpoint not in ENDPOINTS:
-            raise ValueError(f"endpoint must be one of {ENDPOINTS}, got {endpoint!r}")
-        with self._lock:
-            entries = list(self._received)
-        return [e for e in entries if (endpoint is None or e[0] == endpoint) and (e[2] or not accepted_only)]
-
-    def acknowledged(self, endpoint: str | None = None) -> list[Any]:
-        """Items of requests answered with a 2xx, rejected ones included: what a client can know arrived.
-
-        Unlike `received`, this leaves out items processed by a request whose answer never reached
-        the client (reset after processing, client timed out): a client may not build on those.
-        """
-        if not self.keep_items:
-            raise RuntimeError("this sandbox was started with keep_items=False: it only counts items")
-        with self._lock:
-            answered = {r.number for r in self._requests if r.status is not None and 200 <= r.status < 300}
-            entries = list(zip(self._received, self._received_in))
-        return [item for (e, item, _), n in entries if n in answered and (endpoint is None or e == endpoint)]
-
-    def received_with_request_numbers(self) -> list[tuple[int, str, Any]]:
-        """(request number, endpoint, item) for every received item, in arrival order."""
-        if not self.keep_items:
-            raise RuntimeError("this sandbox was started with keep_items=False: it only counts items")
-        with self._lock:
-            return [(n, e, item) for (e, item, _), n in zip(self._received, self._received_in)]
-
-    def object_counts(self) -> dict[str, int]:
-        """How many records each main API object holds now: a cheap checkpoint (e.g. when the
-        connector prints a state) to compare later with what the records before it needed."""
-        with self._main_lock:
-            return self._store.counts()
-
-    def left_out(self) -> list[tuple[int, str, Any]]:
-        """(request number, endpoint, item) of the items a `short_count` fault left undone, in arrival
-        order: sent, answered 2xx, and neither done nor named in the answer. Analytics requests only."""
-        with self._lock:
-            return list(self._left_out)
-
-    def _record_left_out(self, api: str, endpoint: str, number: int, items: list[Any]) -> None:
-        if api == ANALYTICS_API and items:
-            with self._lock:
-                self._left_out.extend((number, endpoint, item) for item in items)
-
-    def requests_logged(self) -> int:
-        """How many data requests are in the log now: a cheap checkpoint, e.g. when a client reports
-        progress, to compare later with what had been answered by then (`requests[:n]`)."""
-        with self._lock:
-            return len(self._requests)
-
-    @property
-    def requests(self) -> list[RequestRecord]:
-        """A snapshot of the request log, oldest first (data endpoints only)."""
-        with self._lock:
-            return list(self._requests)
-
-    def summary(self, top: int = 50) -> dict[str, Any]:
-        """Per-endpoint counts; the `top` most frequent dimensionIds / actions of accepted items."""
-        with self._lock:
-            return {name: stats.as_dict(_SUMMARY_KEY_NAMES[name], top) for name, stats in self._stats.items()}
+    def _bind(self, address: tuple[str, int]) -> SandboxHTTPServer:
+        return _Server(address, self)
 
     def summary_text(self) -> str:
-        """`summary()` for humans, as printed by ``make demo`` and the CLI on exit."""
-        summary = self.summary(top=10)
-        lines = [f"Planhat sandbox summary (tenant {self.tenant})"]
-        for endpoint, stats in summary.items():
-            path = "/dimensiondata/" if endpoint == METRICS else "/analytics/bulk/"
-            lines.append(f"  {endpoint} (POST {path}{{tenant}})")
-            lines.append(
-                f"    requests {stats['requests']:,}  items {stats['items']:,}  processed {stats['processed']:,}"
-                f"  rejected {stats['errors']:,}  max items/request {stats['max_items_per_request']:,}"
-            )
-            if stats["statuses"]:
-                lines.append("    answers   " + ", ".join(f"{code} x{n:,}" for code, n in stats["statuses"].items()))
-            if stats["faults"]:
-                lines.append("    faults    " + ", ".join(f"{kind} x{n:,}" for kind, n in stats["faults"].items()))
-            if stats["authorization_sent"]:
-                lines.append(f"    requests carrying an Authorization header: {stats['authorization_sent']:,}")
-            counted_by = "dimensionId" if endpoint == METRICS else "action"
-            sections = (
-                ("top rejection reasons", stats["error_reasons"]),
-                (f"accepted items by {counted_by}", stats[_SUMMARY_KEY_NAMES[endpoint]]),
-            )
-            for title, counts in sections:
-                if counts:
-                    lines.append(f"    {title}:")
-                    lines.extend(f"      {n:>12,}  {key}" for key, n in counts.items())
-        main = self.main_api_summary()
-        if main["requests"] or main["objects"]:
-            lines.append("  main API (PUT /{object}, GET /{object}, GET /customfields)")
-            lines.append(f"    requests {main['requests']:,}")
-            if main["statuses"]:
-                lines.append("    answers   " + ", ".join(f"{code} x{n:,}" for code, n in main["statuses"].items()))
-            if main["faults"]:
-                lines.append("    faults    " + ", ".join(f"{kind} x{n:,}" for kind, n in main["faults"].items()))
-            for name, counts in main["objects"].items():
-                lines.append(
-                    f"    {name:<14} records {counts['records']:,}  created {counts['created']:,}"
-                    f"  updated {counts['updated']:,}  item errors {counts['errors']:,}"
-                )
-        return "\n".join(lines)
+        """`summary()` and `main_api_summary()` for humans, as printed by ``make demo`` and the CLI on exit."""
+        return "\n".join(self._analytics_summary_lines() + self._main_summary_lines())
 
-    # ---- main API: inspection and settings --------------------------------------------------
+    def set_faults(
+        self,
+        *,
+        script: Sequence[Mapping[str, Any]] = (),
+        random: Mapping[str, float] | None = None,
+        seed: int = 0,
+        latency_s: float | None = None,
+        max_body_bytes: int | None = None,
+        api: str = ANALYTICS_API,
+    ) -> None:
+        """Replace the fault configuration of one API (it is not merged with the previous one).
 
-    def objects(self, name: str) -> list[dict[str, Any]]:
-        """The records the main API holds for one object (``companies``, ``endusers``, ...), oldest
-        first, as deep copies; company references are stored as Planhat ids. ValueError for an
-        unknown object name (see `OBJECTS`)."""
-        with self._main_lock:
-            return self._store.records(name)
+        `script`: faults for the next data requests, one each, in order (see `Fault`, `FAULT_KINDS`).
+        `random`: then, per request, e.g. ``{"503": 0.1, "429": 0.05, "reset_before": 0.02}``, drawn
+        from ``Random(seed)`` so a run is reproducible; a random 429 carries ``Retry-After: 0``.
+        `latency_s` / `max_body_bytes`: None keeps the constructor's values.
+        `api`: ``"analytics"`` (the metrics and activities endpoints, the default) or ``"main"``
+        (every main API request, GETs included); each API keeps its own plan.
+        Raises ValueError on an unknown kind, field or api, before changing anything.
+        """
+        self._fault_plans.replace(api, script, random, seed, latency_s, max_body_bytes)
 
-    def all_objects(self) -> dict[str, list[dict[str, Any]]]:
-        """`objects()` of every object, empty ones included."""
-        with self._main_lock:
-            return {name: self._store.records(name) for name in OBJECTS}
-
-    def seed(self, name: str, items: Sequence[Any]) -> dict[str, Any]:
-        """Bulk upsert `items` into `name` without HTTP (no auth, permission, rate limit, fault or log):
-        to give a test or the demo existing records. Returns Planhat's answer body."""
-        if name not in OBJECTS:
-            raise ValueError(f"unknown Planhat object {name!r}; known: {', '.join(OBJECTS)}")
-        with self._main_lock:
-            return self._store.bulk_upsert(name, list(items)).body
-
-    @property
-    def main_api_requests(self) -> list[RequestRecord]:
-        """A snapshot of the main API's request log, oldest first (kept apart from `requests`)."""
-        with self._main_lock:
-            return list(self._main_requests)
-
-    def main_api_summary(self) -> dict[str, Any]:
-        """Requests, answers and faults of the main API; per object with records or activity, counts."""
-        with self._main_lock:
-            statuses = Counter("no response" if r.status is None else str(r.status) for r in self._main_requests)
-            faults = Counter(r.fault for r in self._main_requests if r.fault is not None)
-            counts = self._store.counts()
-            objects = {
-                name: {
-                    "records": counts[name],
-                    "created": stats.created,
-                    "updated": stats.updated,
-                    "errors": stats.errors,
-                }
-                for name, stats in self._store.stats.items()
-                if counts[name] or stats.created or stats.updated or stats.errors
-            }
-            return {
-                "requests": len(self._main_requests),
-                "statuses": dict(sorted(statuses.items())),
-                "faults": dict(sorted(faults.items())),
-                "objects": objects,
-                "permitted_objects": None if self._permitted is None else sorted(self._permitted),
-                "rate_limit_per_minute": self._rate_limit,
-                "custom_fields": len(self._custom_fields),
-            }
+    def reset(self) -> None:
+        """Forget received items, records of every object, both request logs, statistics and faults;
+        the main API's settings return to the constructor's (the record file is kept)."""
+        self._fault_plans.reset()
+        self._reset_analytics()
+        self._reset_main_api()
 
     def configure_main_api(
         self,
@@ -1268,125 +576,14 @@ class PlanhatSandbox:
                     self._rate_headers = bool(rate_limit_headers)
             self._custom_fields = fields
 
-    @staticmethod
-    def _check_main_api_settings(permitted: frozenset[str] | None, limit: object, window: object) -> None:
-        """Raises ValueError for a setting the sandbox cannot serve. Any value is checked, whatever its
-        type: the control endpoint (POST /_sandbox/main_api) hands over the JSON it was sent."""
-        if permitted is not None and not permitted <= OBJECTS.keys():
-            raise ValueError(f"unknown object(s) {sorted(permitted - OBJECTS.keys())}; known: {', '.join(OBJECTS)}")
-        if limit is not None and (type(limit) is not int or limit < 1):
-            raise ValueError(f"rate_limit_per_minute must be a positive integer or None, got {limit!r}")
-        if not (type(window) is int or type(window) is float) or window <= 0:
-            raise ValueError(f"rate_limit_window_s must be > 0, got {window!r}")
-
-    # ---- faults -----------------------------------------------------------------------------
-
-    def set_faults(
-        self,
-        *,
-        script: Sequence[Mapping[str, Any]] = (),
-        random: Mapping[str, float] | None = None,
-        seed: int = 0,
-        latency_s: float | None = None,
-        max_body_bytes: int | None = None,
-        api: str = ANALYTICS_API,
-    ) -> None:
-        """Replace the fault configuration of one API (it is not merged with the previous one).
-
-        `script`: faults for the next data requests, one each, in order (see `Fault`, `FAULT_KINDS`).
-        `random`: then, per request, e.g. ``{"503": 0.1, "429": 0.05, "reset_before": 0.02}``, drawn
-        from ``Random(seed)`` so a run is reproducible; a random 429 carries ``Retry-After: 0``.
-        `latency_s` / `max_body_bytes`: None keeps the constructor's values.
-        `api`: ``"analytics"`` (the metrics and activities endpoints, the default) or ``"main"``
-        (every main API request, GETs included); each API keeps its own plan.
-        Raises ValueError on an unknown kind, field or api, before changing anything.
-        """
-        if api not in APIS:
-            raise ValueError(f"api must be one of {', '.join(APIS)}, got {api!r}")
-        baseline_latency = self.latency_s if api == ANALYTICS_API else self.main_api_latency_s
-        plan = _FaultPlan(
-            script=script,
-            random=random,
-            seed=seed,
-            latency_s=baseline_latency if latency_s is None else latency_s,
-            max_body_bytes=self.max_body_bytes if max_body_bytes is None else max_body_bytes,
-        )
-        if api == ANALYTICS_API:
-            with self._lock:
-                self._faults = plan
-        else:
-            with self._main_lock:
-                self._main_faults = plan
-
-    def reset(self) -> None:
-        """Forget received items, records of every object, both request logs, statistics and faults;
-        the main API's settings return to the constructor's (the record file is kept)."""
-        with self._lock:
-            self._faults = _FaultPlan(latency_s=self.latency_s, max_body_bytes=self.max_body_bytes)
-            self._received.clear()
-            self._received_in.clear()
-            self._left_out.clear()
-            self._requests.clear()
-            self._stats = {endpoint: _EndpointStats() for endpoint in ENDPOINTS}
-        with self._main_lock:
-            self._main_faults = _FaultPlan(latency_s=self.main_api_latency_s, max_body_bytes=self.max_body_bytes)
-            self._store = ObjectStore()
-            self._main_requests.clear()
-            self._permitted = self.permitted_objects
-            self._update_only = self.update_only_objects
-            with self._rate_lock:
-                self._rate_limit = self.rate_limit_per_minute
-                self._rate_window_s = self.rate_limit_window_s
-                self._rate_window_started, self._rate_calls = None, 0
-                self._rate_headers = self.rate_limit_headers
-            self._custom_fields = copy.deepcopy(self.custom_fields)
-
-    # ---- used by the request handler ------------------------------------------------------
-
-    def _next_fault(self, api: str = ANALYTICS_API) -> Fault:
-        if api == MAIN_API:
-            with self._main_lock:
-                return self._main_faults.draw()
-        with self._lock:
-            return self._faults.draw()
-
-    def _latency_s(self, api: str = ANALYTICS_API) -> float:
-        return (self._main_faults if api == MAIN_API else self._faults).latency_s
-
-    def _max_body_bytes(self, api: str = ANALYTICS_API) -> int:
-        return (self._main_faults if api == MAIN_API else self._faults).max_body_bytes
-
-    def _sleep(self, seconds: float) -> None:
-        """Sleep on the request's own thread; stop() cuts it short."""
-        if seconds > 0:
-            self._stopping.wait(seconds)
-
-    def _bearer_matches(self, authorization: str) -> bool:
-        return hmac.compare_digest(_utf8(authorization), self._expected_authorization)
-
-    def wait_idle(self, timeout: float = 30.0) -> bool:
-        """Wait until no data request is being handled (a client that timed out leaves its request
-        running here for a moment); True when idle. Call before reading `requests` after a sync."""
-        with self._idle:
-            return self._idle.wait_for(lambda: self._in_flight == 0, timeout)
-
-    def _request_started(self) -> None:
-        with self._lock:
-            self._in_flight += 1
-
-    def _request_finished(self) -> None:
-        with self._idle:
-            self._in_flight -= 1
-            self._idle.notify_all()
-
     def _new_request_number(self, api: str = ANALYTICS_API) -> int:
+        return self._new_main_request_number() if api == MAIN_API else self._new_analytics_request_number()
+
+    def _log_request(self, api: str, record: RequestRecord) -> None:
         if api == MAIN_API:
-            with self._main_lock:
-                self._main_request_count += 1
-                return self._main_request_count
-        with self._lock:
-            self._request_count += 1
-            return self._request_count
+            self._log_main_request(record)
+        else:
+            self._log_analytics_request(record)
 
     def _main_authorized(self, authorization: str | None) -> bool:
         """Planhat takes the token as ``Bearer <token>`` or as basic auth with user ``<token>:``."""
@@ -1478,81 +675,6 @@ class PlanhatSandbox:
         select = [field for value in query.get("select", []) for field in value.split(",") if field]
         with self._main_lock:
             return _Outcome(HTTPStatus.OK, self._store.page(name, limit, offset, select), headers=headers)
-
-    def _ingest(self, endpoint: str, tenant: str, authorization: str | None, body: bytes, number: int = 0) -> _Outcome:
-        """Planhat's side of a data request: tenant and token, then parse, validate and record."""
-        unauthorized = _Outcome(HTTPStatus.UNAUTHORIZED, {"message": "Unauthorized"})
-        if not hmac.compare_digest(_utf8(tenant), _utf8(self.tenant)):
-            return unauthorized
-        if endpoint == METRICS and (authorization is None or not self._bearer_matches(authorization)):
-            return unauthorized
-        try:
-            payload = orjson.loads(body)
-        except orjson.JSONDecodeError as error:
-            return _Outcome(HTTPStatus.BAD_REQUEST, {"message": f"request body is not valid JSON: {error}"})
-        if isinstance(payload, dict):
-            items: list[Any] = [payload]
-        elif isinstance(payload, list):
-            items = payload
-        else:
-            return _Outcome(HTTPStatus.BAD_REQUEST, {"message": "request body must be a JSON array of items"})
-
-        if not self.validate:  # counted, not checked (see __init__)
-            verdicts: list[str | None] = [None] * len(items)
-            self._record_items(endpoint, items, verdicts, [_NOT_CHECKED] * len(items), [], number)
-            return _Outcome(HTTPStatus.OK, {"processed": len(items), "errors": []}, len(items), len(items), 0)
-        validate = _VALIDATORS[endpoint]
-        verdicts = [validate(item) for item in items]
-        errors = [{"item": item, "error": reason} for item, reason in zip(items, verdicts) if reason is not None]
-        accepted_keys = [_summary_key(endpoint, item) for item, reason in zip(items, verdicts) if reason is None]
-        self._record_items(endpoint, items, verdicts, accepted_keys, errors, number)
-        processed = len(accepted_keys)
-        return _Outcome(HTTPStatus.OK, {"processed": processed, "errors": errors}, len(items), processed, len(errors))
-
-    def _record_items(
-        self,
-        endpoint: str,
-        items: list[Any],
-        verdicts: list[str | None],
-        accepted_keys: list[str],
-        errors: list[dict[str, Any]],
-        number: int = 0,
-    ) -> None:
-        if self._record_fh is not None:
-            lines = b"".join(
-                orjson.dumps({"endpoint": endpoint, "item": item, "accepted": reason is None}) + b"\n"
-                for item, reason in zip(items, verdicts)
-            )
-            with self._record_lock:
-                if self._record_fh is not None:
-                    self._record_fh.write(lines)
-                    self._record_fh.flush()
-        with self._lock:
-            if self.keep_items:
-                self._received.extend((endpoint, item, reason is None) for item, reason in zip(items, verdicts))
-                self._received_in.extend([number] * len(items))
-            stats = self._stats[endpoint]
-            stats.items += len(items)
-            stats.processed += len(accepted_keys)
-            stats.errors += len(errors)
-            stats.max_items_per_request = max(stats.max_items_per_request, len(items))
-            stats.accepted_by_key.update(accepted_keys)
-            stats.error_reasons.update(error["error"] for error in errors)
-
-    def _log_request(self, api: str, record: RequestRecord) -> None:
-        if api == MAIN_API:
-            with self._main_lock:
-                self._main_requests.append(record)
-            return
-        with self._lock:
-            self._requests.append(record)
-            stats = self._stats[record.endpoint]
-            stats.requests += 1
-            stats.statuses["no response" if record.status is None else str(int(record.status))] += 1
-            if record.fault is not None:
-                stats.faults[record.fault] += 1
-            if record.authorization_present:
-                stats.authorization_sent += 1
 
 
 # --------------------------------------------------------------------------------------------
