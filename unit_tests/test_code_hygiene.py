@@ -8,6 +8,7 @@ cannot go stale and hide a new one.
 
 from __future__ import annotations
 
+import ast
 import io
 import re
 import subprocess
@@ -116,3 +117,18 @@ def test_the_package_passes_the_type_checker():
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Success: no issues found" in result.stdout, result.stdout
+
+
+MAX_CLASS_LINES = 300
+
+
+def test_no_class_is_over_300_lines():
+    """A class that long holds several jobs: give them to the objects that own them (issue 18)."""
+    long = []
+    for path in python_files():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef) and node.end_lineno is not None:
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_CLASS_LINES:
+                    long.append(f"{path.relative_to(REPO).as_posix()}:{node.lineno}: {node.name} ({lines} lines)")
+    assert not long, f"classes over {MAX_CLASS_LINES} lines:\n" + "\n".join(long)

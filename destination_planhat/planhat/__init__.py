@@ -6,6 +6,7 @@
 - `errors`: the errors of a request, each with its Airbyte failure type and the user's fix.
 - `retries`: when a request is tried again, and how long to wait.
 - `pacing`: the main API's calls-per-minute budget.
+- `addresses`: where each target is (its URL, masked for logs) and what a request carries (headers).
 - `client`: the only module that speaks HTTP.
 - `custom_fields`: a tenant's custom fields, read for `discover`.
 

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Optional
 from urllib.parse import urlsplit
 
 import requests
 
+from destination_planhat.planhat.addresses import Addresses
 from destination_planhat.planhat.answers import PostResult, quote
 from destination_planhat.planhat.api import (
     CUSTOM_FIELDS_PATH,
@@ -21,7 +22,6 @@ from destination_planhat.planhat.api import (
     TARGETS,
     Endpoint,
     Host,
-    endpoint_path,
 )
 from destination_planhat.planhat.errors import (
     PlanhatHostNotFound,
@@ -69,14 +69,7 @@ class PlanhatClient:
         """`base_url`: the analytics host's; `main_base_url`: the main API's (objects), paced at
         `calls_per_minute` (planhat/pacing.py). `tenant`: None when no stream goes to the analytics host.
         `sleep`: how to wait between attempts; by default a wait that `abort()` cuts short."""
-        self._base_urls: Mapping[Host, str] = {Host.ANALYTICS: base_url, Host.MAIN: main_base_url or ""}
-        self._urls = {
-            endpoint: self._base_urls[t.host]
-            + (t.path if "{tenant}" not in t.path else endpoint_path(endpoint, tenant or ""))
-            for endpoint, t in TARGETS.items()
-            if "{tenant}" not in t.path or tenant
-        }
-        self._api_token = api_token
+        self.addresses = Addresses(base_url, tenant, api_token, main_base_url)
         self._policy = retry_policy
         self._timeout = (connect_timeout, read_timeout)
         self._aborted = threading.Event()
@@ -105,22 +98,13 @@ class PlanhatClient:
             raise RequestAborted(f"not sent: the sync was stopped (attempt {attempt})", endpoint=endpoint)
 
     def url_for_logs(self, endpoint: Endpoint) -> str:
-        """The target's URL with the tenant token masked."""
-        target = TARGETS[endpoint]
-        return self._base_urls[target.host] + target.path.format(tenant="***")
+        return self.addresses.url_for_logs(endpoint)
 
     def main_api_url_for_logs(self) -> str:
-        return self._base_urls[Host.MAIN]
+        return self.addresses.base_url(Host.MAIN)
 
     def where(self, endpoint: Endpoint) -> str:
-        """The target as error messages name it: its label and its URL (secrets masked)."""
-        return f"Planhat {endpoint.label} ({self.url_for_logs(endpoint)})"
-
-    def _headers(self, endpoint: Endpoint) -> dict[str, str]:
-        headers = {"Content-Type": "application/json"}
-        if TARGETS[endpoint].needs_api_token and self._api_token:
-            headers["Authorization"] = f"Bearer {self._api_token}"
-        return headers
+        return self.addresses.where(endpoint)
 
     def verify_main_api(self) -> None:
         """`GET /companies?limit=1`: a read that writes nothing, to check the token on the main API
@@ -139,8 +123,8 @@ class PlanhatClient:
         bulk upserts and retried like them (a read changes nothing, so every retry is safe). Returns
         the body of the answer; raises a PlanhatError naming the object when it cannot be read."""
         target = TARGETS[endpoint]
-        url = f"{self._base_urls[Host.MAIN]}{target.path}?{query}"
-        headers = self._headers(endpoint)
+        url = f"{self.addresses.base_url(Host.MAIN)}{target.path}?{query}"
+        headers = self.addresses.headers(endpoint)
         waited = 0.0
         attempt = 0
         while True:
@@ -185,11 +169,11 @@ class PlanhatClient:
             waited += delay
 
     def _get_main(self, path: str, endpoint: Endpoint) -> bytes:
-        url = self._base_urls[Host.MAIN] + path
+        url = self.addresses.base_url(Host.MAIN) + path
         self.pacer.wait()
         try:
             response = self._session.get(
-                url, headers=self._headers(endpoint), timeout=self._timeout, allow_redirects=False
+                url, headers=self.addresses.headers(endpoint), timeout=self._timeout, allow_redirects=False
             )
         except requests.exceptions.SSLError as exc:
             raise PlanhatTLSError(f"the TLS connection failed ({tls_reason(exc)})", endpoint=endpoint) from None
@@ -219,7 +203,7 @@ class PlanhatClient:
         429, or no calls left) is a wait, not a failed attempt: it waits as Retry-After asks and uses
         up no attempt; only `max_total_wait` bounds it."""
         target = TARGETS[endpoint]
-        url, headers = self._urls[endpoint], self._headers(endpoint)
+        url, headers = self.addresses.url(endpoint), self.addresses.headers(endpoint)
         paced = target.host is Host.MAIN
         waited = 0.0
         ambiguous = 0

@@ -308,37 +308,14 @@ class _ObjectStats:
     errors: int = 0
 
 
-class ObjectStore:
-    """The records of every object, with key indexes. Not thread-safe: the sandbox holds a lock."""
+class _References:
+    """How a record names its company and its other parents: references resolved to Planhat ids, as
+    Planhat resolves them (a Planhat id, `extid-...`, `srcid-...`, or a company found by email domain),
+    and what a parent gives its child (its company, the fields a product fills). Part of ObjectStore."""
 
-    def __init__(self) -> None:
-        self._records: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in OBJECTS}
-        # (object, keyable) -> key text -> record ids holding it, oldest first
-        self._index: dict[tuple[str, str], dict[str, list[str]]] = {}
-        self._next_id = 0
-        self.stats: dict[str, _ObjectStats] = {name: _ObjectStats() for name in OBJECTS}
-
-    # ---- reading -------------------------------------------------------------------------
-
-    def records(self, name: str) -> list[dict[str, Any]]:
-        """Deep copies of the object's records, in creation order."""
-        return copy.deepcopy(list(self._spec_records(name).values()))
-
-    def counts(self) -> dict[str, int]:
-        return {name: len(records) for name, records in self._records.items()}
-
-    def page(self, name: str, limit: int, offset: int, select: Sequence[str] = ()) -> list[dict[str, Any]]:
-        """One page of a list read; with `select`, only those fields of each record (and its _id)."""
-        records = list(self._spec_records(name).values())[offset : offset + limit]
-        if select:
-            fields = {"_id", *select}
-            records = [{k: v for k, v in record.items() if k in fields} for record in records]
-        return copy.deepcopy(records)
-
-    def _spec_records(self, name: str) -> dict[str, dict[str, Any]]:
-        if name not in OBJECTS:
-            raise ValueError(f"unknown Planhat object {name!r}; known: {', '.join(OBJECTS)}")
-        return self._records[name]
+    _records: dict[str, dict[str, dict[str, Any]]]
+    # (object, keyable) -> key text -> record ids holding it, oldest first
+    _index: dict[tuple[str, str], dict[str, list[str]]]
 
     def resolve_company(self, reference: object) -> str | None:
         """A company reference (Planhat id, ``extid-…``, ``srcid-…``) -> the company's Planhat id."""
@@ -377,6 +354,105 @@ class ObjectStore:
             if isinstance(domains, list) and domain in (str(d).lower() for d in domains):
                 return company_id
         return None
+
+    def _resolve_item_company(self, spec: ObjectSpec, item: dict[str, Any], plan: _Plan) -> tuple[bool, dict | None]:
+        """Resolve the item's company reference(s) into `plan`; (whether one was given, its error)."""
+        if spec.company_field is None:
+            return False, None
+        if spec.company_is_list:
+            references = item.get(spec.company_field)
+            if references is None:
+                return False, None
+            if not isinstance(references, list):
+                return True, _error(item, COMPANY_NOT_FOUND, f"{spec.company_field} must be an array of company ids")
+            resolved = [self.resolve_company(ref) for ref in references]
+            unknown = [ref for ref, rid in zip(references, resolved) if rid is None]
+            if unknown:
+                return True, _error(item, COMPANY_NOT_FOUND, f"no company matches {unknown[0]!r}")
+            plan.companies = [rid for rid in resolved if rid is not None]
+            return True, None
+        reference = item.get(spec.company_field)
+        if _present(reference):
+            plan.company = self.resolve_company(reference)
+            if plan.company is None:
+                return True, _error(item, COMPANY_NOT_FOUND, f"no company matches {spec.company_field} {reference!r}")
+            return True, None
+        if spec.company_external_id_field is not None and _present(item.get(spec.company_external_id_field)):
+            external_id = item[spec.company_external_id_field]
+            plan.company = self.resolve_company(EXTID_PREFIX + str(external_id))
+            if plan.company is None:
+                return True, _error(item, COMPANY_NOT_FOUND, f"no company has externalId {external_id!r}")
+            return True, None
+        return False, None
+
+    def _resolve_links(self, spec: ObjectSpec, item: dict[str, Any], plan: _Plan) -> dict[str, Any] | None:
+        """Check the item's parents that are not companies (only Planhat ids are taken); note the
+        company they carry and the values they fill. Returns the item's error, if any."""
+        for link in spec.links:
+            reference = item.get(link.field)
+            if not _present(reference):
+                continue
+            parent = self._records[link.parent].get(reference) if isinstance(reference, str) else None
+            if parent is None:
+                return _error(
+                    item,
+                    PARENT_NOT_FOUND,
+                    f"no {link.parent} record has _id {reference!r} ({link.field} takes a Planhat id)",
+                    field=link.field,
+                )
+            if link.company:
+                plan.company = self._company_of(OBJECTS[link.parent], parent)
+            if link.fills:
+                plan.fills = {name: _copy(parent[name]) for name in link.fills if name in parent}
+        return None
+
+    def _apply_company(self, spec: ObjectSpec, record: dict[str, Any], plan: _Plan) -> None:
+        """Store company references as Planhat ids, and the company's name where Planhat adds one."""
+        field_name = spec.company_field
+        if field_name is None:  # companies and users: no company reference
+            return
+        if spec.company_is_list:
+            if plan.companies is not None:
+                record[field_name] = list(plan.companies)
+            return
+        if plan.company is None:
+            return
+        record[field_name] = plan.company
+        name_field = "cName" if field_name == "cId" else "companyName"
+        record[name_field] = self._records["companies"][plan.company].get("name")
+
+
+class ObjectStore(_References):
+    """The records of every object, with key indexes. Not thread-safe: the sandbox holds a lock."""
+
+    def __init__(self) -> None:
+        self._records: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in OBJECTS}
+        # (object, keyable) -> key text -> record ids holding it, oldest first
+        self._index: dict[tuple[str, str], dict[str, list[str]]] = {}
+        self._next_id = 0
+        self.stats: dict[str, _ObjectStats] = {name: _ObjectStats() for name in OBJECTS}
+
+    # ---- reading -------------------------------------------------------------------------
+
+    def records(self, name: str) -> list[dict[str, Any]]:
+        """Deep copies of the object's records, in creation order."""
+        return copy.deepcopy(list(self._spec_records(name).values()))
+
+    def counts(self) -> dict[str, int]:
+        return {name: len(records) for name, records in self._records.items()}
+
+    def page(self, name: str, limit: int, offset: int, select: Sequence[str] = ()) -> list[dict[str, Any]]:
+        """One page of a list read; with `select`, only those fields of each record (and its _id)."""
+        records = list(self._spec_records(name).values())[offset : offset + limit]
+        if select:
+            fields = {"_id", *select}
+            records = [{k: v for k, v in record.items() if k in fields} for record in records]
+        return copy.deepcopy(records)
+
+    def _spec_records(self, name: str) -> dict[str, dict[str, Any]]:
+        if name not in OBJECTS:
+            raise ValueError(f"unknown Planhat object {name!r}; known: {', '.join(OBJECTS)}")
+        return self._records[name]
 
     # ---- writing -------------------------------------------------------------------------
 
@@ -469,57 +545,6 @@ class ObjectStore:
             plan.error = self._create_error(spec, item, plan, company_given)
         return plan
 
-    def _resolve_item_company(self, spec: ObjectSpec, item: dict[str, Any], plan: _Plan) -> tuple[bool, dict | None]:
-        """Resolve the item's company reference(s) into `plan`; (whether one was given, its error)."""
-        if spec.company_field is None:
-            return False, None
-        if spec.company_is_list:
-            references = item.get(spec.company_field)
-            if references is None:
-                return False, None
-            if not isinstance(references, list):
-                return True, _error(item, COMPANY_NOT_FOUND, f"{spec.company_field} must be an array of company ids")
-            resolved = [self.resolve_company(ref) for ref in references]
-            unknown = [ref for ref, rid in zip(references, resolved) if rid is None]
-            if unknown:
-                return True, _error(item, COMPANY_NOT_FOUND, f"no company matches {unknown[0]!r}")
-            plan.companies = [rid for rid in resolved if rid is not None]
-            return True, None
-        reference = item.get(spec.company_field)
-        if _present(reference):
-            plan.company = self.resolve_company(reference)
-            if plan.company is None:
-                return True, _error(item, COMPANY_NOT_FOUND, f"no company matches {spec.company_field} {reference!r}")
-            return True, None
-        if spec.company_external_id_field is not None and _present(item.get(spec.company_external_id_field)):
-            external_id = item[spec.company_external_id_field]
-            plan.company = self.resolve_company(EXTID_PREFIX + str(external_id))
-            if plan.company is None:
-                return True, _error(item, COMPANY_NOT_FOUND, f"no company has externalId {external_id!r}")
-            return True, None
-        return False, None
-
-    def _resolve_links(self, spec: ObjectSpec, item: dict[str, Any], plan: _Plan) -> dict[str, Any] | None:
-        """Check the item's parents that are not companies (only Planhat ids are taken); note the
-        company they carry and the values they fill. Returns the item's error, if any."""
-        for link in spec.links:
-            reference = item.get(link.field)
-            if not _present(reference):
-                continue
-            parent = self._records[link.parent].get(reference) if isinstance(reference, str) else None
-            if parent is None:
-                return _error(
-                    item,
-                    PARENT_NOT_FOUND,
-                    f"no {link.parent} record has _id {reference!r} ({link.field} takes a Planhat id)",
-                    field=link.field,
-                )
-            if link.company:
-                plan.company = self._company_of(OBJECTS[link.parent], parent)
-            if link.fills:
-                plan.fills = {name: _copy(parent[name]) for name in link.fills if name in parent}
-        return None
-
     def _match(self, spec: ObjectSpec, item: dict[str, Any], company: str | None) -> str | None:
         """The record the item updates, by the first keyable that matches; LookupError for an `_id`
         that matches nothing (Planhat ids are made by Planhat, so that cannot be a create)."""
@@ -606,21 +631,6 @@ class ObjectStore:
         self._apply_company(spec, record, plan)
         self._reindex(spec, record["_id"], before, record)
         return record != before
-
-    def _apply_company(self, spec: ObjectSpec, record: dict[str, Any], plan: _Plan) -> None:
-        """Store company references as Planhat ids, and the company's name where Planhat adds one."""
-        field_name = spec.company_field
-        if field_name is None:  # companies and users: no company reference
-            return
-        if spec.company_is_list:
-            if plan.companies is not None:
-                record[field_name] = list(plan.companies)
-            return
-        if plan.company is None:
-            return
-        record[field_name] = plan.company
-        name_field = "cName" if field_name == "cId" else "companyName"
-        record[name_field] = self._records["companies"][plan.company].get("name")
 
     def _reindex(self, spec: ObjectSpec, record_id: str, before: Mapping[str, Any], after: Mapping[str, Any]) -> None:
         for key in spec.keyables:
