@@ -24,6 +24,7 @@ from destination_planhat.planhat.api import (
     WHERE_TENANT_TOKEN,
     Endpoint,
     MatchOn,
+    Operation,
     main_api_base_url,
 )
 from destination_planhat.planhat.errors import config_error
@@ -90,10 +91,19 @@ class StreamSettings(BaseModel):
     unpivot_columns: tuple[Union[str, UnpivotColumn], ...] = ()
     match_on: Optional[MatchOn] = None  # objects only; None: externalId
     unmapped_columns: Optional[UnmappedColumns] = None  # objects only; None: ignore
+    # Objects only: what the stream does (None: upsert); a mapped stream's sync mode sets it.
+    operation: Optional[Operation] = None
+    archive: bool = False  # a delete sets `archived: true` instead (objects with the flag)
 
     @property
     def effective_match_on(self) -> MatchOn:
         return self.match_on or MatchOn.EXTERNAL_ID
+
+    @property
+    def effective_operation(self) -> Operation:
+        """What the stream does; a delete with `archive: true` archives."""
+        operation = self.operation or Operation.UPSERT
+        return Operation.ARCHIVE if operation is Operation.DELETE and self.archive else operation
 
     @property
     def unpivot_pairs(self) -> tuple[tuple[str, str], ...]:
@@ -120,6 +130,14 @@ class StreamSettings(BaseModel):
         for number, (column, _) in enumerate(self.unpivot_pairs, start=1):
             if not column.strip():
                 problems.append(f"stream '{self.name}', unpivot_columns entry {number}: must not be empty")
+        if self.operation is Operation.ARCHIVE:
+            problems.append(
+                f"stream '{self.name}': `operation` archive is a delete: set `operation: delete, archive: true`"
+            )
+        if self.archive and self.operation is not Operation.DELETE:
+            problems.append(
+                f"stream '{self.name}': `archive: true` applies to deletes only: set `operation: delete` too"
+            )
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -188,6 +188,8 @@ EXPECTED_FORM = """
           Dimension ID
       Match on (objects)
       Unmapped columns (objects)
+      Operation (objects)
+      Archive instead of delete
   (optional fields, folded)
     Invalid records
     Max error percent

@@ -302,14 +302,18 @@ def data_activation(sandbox: PlanhatSandbox, tmp_path: Path, config: dict[str, A
     heading("discover (what the Airbyte UI can map onto)")
     discovered = run_cli("discover", tmp_path, config=settings)
     [message] = discovered.of_type("DESTINATION_CATALOG")
-    operations = {op["object_name"]: op for op in message["destination_catalog"]["operations"]}
+    operations: dict[str, dict[str, Any]] = {}
+    modes: dict[str, list[str]] = {}
+    for op in message["destination_catalog"]["operations"]:
+        operations.setdefault(op["object_name"], op)
+        modes.setdefault(op["object_name"], []).append(op["sync_mode"])
     for name, op in operations.items():
         keys = (
             " matching keys " + ", ".join("/".join(key) for key in op["matching_keys"])
             if op.get("matching_keys")
             else ""
         )
-        print(f"  {name:16} {op['sync_mode']:7} {len(op['json_schema']['properties']):3} fields{keys}")
+        print(f"  {name:16} {'/'.join(modes[name]):36} {len(op['json_schema']['properties']):3} fields{keys}")
     custom = [field for field in operations["companies"]["json_schema"]["properties"] if field.startswith("custom.")]
     print("  companies' custom fields offered: " + ", ".join(custom) + " (the formula field 'Health' is left out)")
     heading("write with data activation: stream 'crm_accounts' mapped onto companies in the UI")
@@ -321,7 +325,7 @@ def data_activation(sandbox: PlanhatSandbox, tmp_path: Path, config: dict[str, A
             {
                 "stream": {"name": "crm_accounts", "json_schema": schema, "supported_sync_modes": ["full_refresh"]},
                 "sync_mode": "full_refresh",
-                "destination_sync_mode": "update",
+                "destination_sync_mode": "append_dedup",
                 "destination_object_name": "companies",
                 "primary_key": [["externalId"]],
             }
