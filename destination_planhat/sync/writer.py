@@ -32,6 +32,7 @@ from destination_planhat.sync.dry_run import DryRun, DryRunSender
 from destination_planhat.sync.ledger import Ledger, StreamStats
 from destination_planhat.sync.object_batching import ObjectBatch
 from destination_planhat.sync.outcome import SyncOutcome
+from destination_planhat.sync.planhat_keys import PlanhatKeys
 from destination_planhat.sync.progress_ticker import ProgressTicker
 from destination_planhat.sync.reporting import ProgressReporter, SyncReport
 from destination_planhat.sync.sender import Client, ThreadedSender
@@ -88,6 +89,7 @@ class PlanhatWriter:
             submit=self._submit,
             judge_errors=self._judge_errors_during_sync,
             rejected=rejected,
+            planhat_keys=None if isinstance(client, DryRun) else PlanhatKeys(client.read),
         )
         self._skipped = SkippedInput(self._sinks, self.ledger, self._counts, rejected)
         endpoints = [endpoint for endpoint in Endpoint if any(r.endpoint is endpoint for r in routes.values())]

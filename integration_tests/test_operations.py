@@ -1,0 +1,130 @@
+"""Update, insert and delete through the CLI against the sandbox (issue 20): each mode as the Airbyte UI
+maps it (its sync mode) and as a `streams` entry's `operation` says it; what reaches Planhat, what
+is counted, and that a re-run changes nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+from destination_planhat.testing.harness import catalog, configured_stream, encode_lines, record, stream_state
+from destination_planhat.testing.sandbox import PlanhatSandbox
+from destination_planhat.testing.sync_checks import assert_books_balance, connector_config, run_connector, sync_summary
+
+SCHEMA = {"type": "object", "properties": {"externalId": {"type": "string"}, "name": {"type": "string"}}}
+
+
+def ui_stream(name: str, mode: str, primary_key: Optional[tuple[str, ...]] = ("externalId",)) -> dict[str, Any]:
+    """A stream mapped onto companies in the Airbyte UI, in one sync mode."""
+    stream: dict[str, Any] = {
+        "stream": {"name": name, "json_schema": SCHEMA, "supported_sync_modes": ["full_refresh"]},
+        "sync_mode": "full_refresh",
+        "destination_sync_mode": mode,
+        "destination_object_name": "companies",
+    }
+    if primary_key:
+        stream["primary_key"] = [[key] for key in primary_key]
+    return stream
+
+
+def write(
+    tmp_path: Path, planhat: PlanhatSandbox, stream: dict[str, Any], rows: list[dict[str, Any]], **overrides: Any
+) -> Any:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    name = stream["stream"]["name"]
+    messages = [record(name, row) for row in rows] + [stream_state(name, len(rows))]
+    config = connector_config(
+        planhat,
+        api_base_url=planhat.url,
+        object_storage_config={"storage_type": "Local", "local_path": str(tmp_path / "rejected")},
+        **overrides,
+    )
+    return run_connector(
+        "write", tmp_path, config=config, catalog=catalog(stream), stdin=encode_lines(messages), sandbox=planhat
+    )
+
+
+def companies(planhat: PlanhatSandbox) -> dict[str, str]:
+    return {c["externalId"]: c["name"] for c in planhat.objects("companies") if c.get("externalId")}
+
+
+def puts(planhat: PlanhatSandbox) -> list[int]:
+    """The items of each bulk upsert (PUT) Planhat received, in order."""
+    return [r.items for r in planhat.main_api_requests if r.method == "PUT"]
+
+
+def stored_rejections(tmp_path: Path) -> list[str]:
+    return [
+        line
+        for path in sorted((tmp_path / "rejected").rglob("*"))
+        if path.is_file()
+        for line in path.read_text().splitlines()
+    ]
+
+
+def test_update_never_creates_and_rejects_the_unknown_keys_with_the_reason(
+    tmp_path: Path, planhat: PlanhatSandbox
+) -> None:
+    planhat.seed("companies", [{"externalId": "a", "name": "A"}, {"externalId": "b", "name": "B"}])
+    rows = [{"externalId": "a", "name": "A2"}, {"externalId": "x", "name": "X"}, {"externalId": "b", "name": "B2"}]
+    run = write(tmp_path, planhat, ui_stream("accounts", "update"), rows)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert companies(planhat) == {"a": "A2", "b": "B2"}  # x was not created
+    assert puts(planhat) == [2]  # a and b only
+    [state] = run.states
+    assert (state["destinationStats"]["recordCount"], state["destinationStats"]["rejectedRecordCount"]) == (2.0, 1.0)
+    summary = sync_summary(run)
+    stats = summary["streams"]["accounts"]
+    assert (stats["not_found"], stats["updated"], stats["created"]) == (1, 2, 0)
+    assert "no company with externalId 'x' (update never creates)" in stats["local_reasons"]
+    assert_books_balance(summary)
+    stored = stored_rejections(tmp_path)
+    assert len(stored) == 1 and "no company with externalId 'x'" in stored[0]
+    # The keys were read once, before anything was written, with select and paging.
+    gets = [r for r in planhat.main_api_requests if r.method == "GET"]
+    assert gets and all("select=_id,externalId" in r.path for r in gets)
+    # A re-run changes nothing: the same records updated, x still rejected, nothing created.
+    again = write(tmp_path / "again", planhat, ui_stream("accounts", "update"), rows)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert companies(planhat) == {"a": "A2", "b": "B2"}
+
+
+def test_insert_never_duplicates_and_counts_the_keys_already_present(tmp_path: Path, planhat: PlanhatSandbox) -> None:
+    planhat.seed("companies", [{"externalId": "a", "name": "A"}])
+    rows = [
+        {"externalId": "a", "name": "A changed"},  # present: not sent, not changed
+        {"externalId": "n", "name": "N"},
+        {"externalId": "n", "name": "N again"},  # inserted by this sync already: present, not sent
+    ]
+    stream = configured_stream("accounts", SCHEMA, destination_sync_mode="append")
+    settings = [{"name": "accounts", "endpoint": "companies", "operation": "insert"}]
+    run = write(tmp_path, planhat, stream, rows, streams=settings)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert companies(planhat) == {"a": "A", "n": "N"}
+    [state] = run.states
+    assert (state["destinationStats"]["recordCount"], state["destinationStats"]["rejectedRecordCount"]) == (3.0, 0.0)
+    summary = sync_summary(run)
+    stats = summary["streams"]["accounts"]
+    assert (stats["already_present"], stats["created"]) == (2, 1)
+    assert_books_balance(summary)
+    # A re-run creates nothing: every key is present now, and no PUT is sent.
+    before = len(puts(planhat))
+    again = write(tmp_path / "again", planhat, stream, rows, streams=settings)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert len(puts(planhat)) == before
+    assert sync_summary(again)["streams"]["accounts"]["already_present"] == 3
+    assert companies(planhat) == {"a": "A", "n": "N"}
+
+
+def test_insert_mapped_in_the_ui_without_a_primary_key_checks_the_mapped_key(
+    tmp_path: Path, planhat: PlanhatSandbox
+) -> None:
+    planhat.seed("companies", [{"externalId": "a", "name": "A"}])
+    run = write(
+        tmp_path,
+        planhat,
+        ui_stream("accounts", "append", None),
+        [{"externalId": "a", "name": "A2"}, {"externalId": "b", "name": "B"}],
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert companies(planhat) == {"a": "A", "b": "B"}
