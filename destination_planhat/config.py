@@ -33,6 +33,7 @@ TENANT_PATTERN = TENANT_TOKEN_PATTERN
 # The smallest request body limit that still fits any sensible item, so a typo cannot make every
 # record "too large".
 MIN_REQUEST_BODY_BYTES = 1024
+DEFAULT_MAX_DELETES = 1_000
 LOOPBACK_NAMES = ("localhost",)
 
 
@@ -314,6 +315,8 @@ class PlanhatConfig(BaseModel):
     progress_interval_seconds: float = Field(default=30.0, ge=1, le=3600)
     invalid_records: InvalidRecords = InvalidRecords.REJECT
     max_error_percent: float = Field(default=100.0, ge=0, le=100)
+    # The most deletes (and archives) one sync sends; 0: none (the guard: sync/deletes.py).
+    max_deletes: int = Field(default=DEFAULT_MAX_DELETES, ge=0)
     dry_run: bool = False
     retry_initial_delay_seconds: float = Field(default=1.0, ge=0, le=60)
     max_request_body_bytes: int = Field(default=SAFE_BODY_BYTES, ge=MIN_REQUEST_BODY_BYTES, le=SAFE_BODY_BYTES)

@@ -128,3 +128,86 @@ def test_insert_mapped_in_the_ui_without_a_primary_key_checks_the_mapped_key(
     )
     assert run.returncode == 0, run.stderr[-2000:]
     assert companies(planhat) == {"a": "A", "b": "B"}
+
+
+def deletes_sent(planhat: PlanhatSandbox) -> list[str]:
+    return [r.path for r in planhat.main_api_requests if r.method == "DELETE"]
+
+
+def test_soft_delete_removes_exactly_the_records_named_and_a_rerun_finds_them_absent(
+    tmp_path: Path, planhat: PlanhatSandbox
+) -> None:
+    planhat.seed("companies", [{"externalId": k, "name": k.upper()} for k in ("a", "b", "c")])
+    ids = {c["externalId"]: c["_id"] for c in planhat.objects("companies")}
+    rows = [{"externalId": "a"}, {"externalId": "zz"}, {"externalId": "c"}]
+    run = write(tmp_path, planhat, ui_stream("gone", "soft_delete"), rows)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert companies(planhat) == {"b": "B"}
+    assert deletes_sent(planhat) == [f"/companies/{ids['a']}", f"/companies/{ids['c']}"]  # by Planhat id, in order
+    [state] = run.states
+    assert (state["destinationStats"]["recordCount"], state["destinationStats"]["rejectedRecordCount"]) == (3.0, 0.0)
+    summary = sync_summary(run)
+    stats = summary["streams"]["gone"]
+    assert (stats["deleted"], stats["already_absent"]) == (2, 1)
+    assert_books_balance(summary)
+    # The state came after both deletes were answered: its line follows the log line of the last one.
+    assert run.stdout.index("deleted the Company 'c'") < run.stdout.index('"type":"STATE"')
+    again = write(tmp_path / "again", planhat, ui_stream("gone", "soft_delete"), rows)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert len(deletes_sent(planhat)) == 2  # nothing more to delete
+    assert sync_summary(again)["streams"]["gone"]["already_absent"] == 3
+    assert companies(planhat) == {"b": "B"}
+
+
+def test_delete_with_archive_sets_archived_on_end_users(tmp_path: Path, planhat: PlanhatSandbox) -> None:
+    planhat.seed("companies", [{"externalId": "co", "name": "Co", "domains": ["a.example"]}])
+    planhat.seed(
+        "endusers", [{"externalId": "u1", "email": "u1@a.example"}, {"externalId": "u2", "email": "u2@a.example"}]
+    )
+    schema = {"type": "object", "properties": {"externalId": {"type": "string"}}}
+    stream = configured_stream("left", schema, destination_sync_mode="append")
+    settings = [{"name": "left", "endpoint": "endusers", "operation": "delete", "archive": True}]
+    run = write(tmp_path, planhat, stream, [{"externalId": "u1"}], streams=settings)
+    assert run.returncode == 0, run.stderr[-2000:]
+    users = {u["externalId"]: u for u in planhat.objects("endusers")}
+    assert users["u1"].get("archived") is True and not users["u2"].get("archived")
+    assert deletes_sent(planhat) == []
+    assert sync_summary(run)["streams"]["left"]["archived"] == 1
+
+
+def test_archive_on_an_object_without_the_flag_is_a_config_error(tmp_path: Path, planhat: PlanhatSandbox) -> None:
+    stream = configured_stream("left", SCHEMA, destination_sync_mode="append")
+    settings = [{"name": "left", "endpoint": "companies", "operation": "delete", "archive": True}]
+    run = write(tmp_path, planhat, stream, [{"externalId": "a"}], streams=settings)
+    assert run.returncode != 0
+    [error] = run.errors
+    assert error["failure_type"] == "config_error" and "Companies have no archived flag" in error["message"]
+
+
+def test_the_guard_stops_the_sync_at_max_deletes_and_says_how_to_raise_it(
+    tmp_path: Path, planhat: PlanhatSandbox
+) -> None:
+    planhat.seed("companies", [{"externalId": f"c{i}", "name": f"C{i}"} for i in range(5)])
+    rows = [{"externalId": f"c{i}"} for i in range(5)]
+    run = write(tmp_path, planhat, ui_stream("gone", "soft_delete"), rows, max_deletes=3)
+    assert run.returncode != 0
+    [error] = run.errors
+    assert error["failure_type"] == "config_error"
+    assert "more than `max_deletes` (3)" in error["message"] and "delete number 4 was not" in error["message"]
+    assert "raise `max_deletes`" in error["message"]
+    assert len(deletes_sent(planhat)) == 3 and sorted(companies(planhat)) == ["c3", "c4"]
+    assert run.states == []  # the state after the records never came: the sync failed before it
+    # Raised, the re-run finishes the job: the three deleted are already absent.
+    again = write(tmp_path / "again", planhat, ui_stream("gone", "soft_delete"), rows, max_deletes=10)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert companies(planhat) == {}
+    stats = sync_summary(again)["streams"]["gone"]
+    assert (stats["deleted"], stats["already_absent"]) == (2, 3)
+
+
+def test_max_deletes_zero_turns_deletes_off(tmp_path: Path, planhat: PlanhatSandbox) -> None:
+    planhat.seed("companies", [{"externalId": "a", "name": "A"}])
+    run = write(tmp_path, planhat, ui_stream("gone", "soft_delete"), [{"externalId": "a"}], max_deletes=0)
+    assert run.returncode != 0
+    assert "`max_deletes` is 0, which turns deletes off" in run.errors[0]["message"]
+    assert companies(planhat) == {"a": "A"} and deletes_sent(planhat) == []

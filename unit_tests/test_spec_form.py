@@ -195,6 +195,7 @@ EXPECTED_FORM = """
     Max error percent
     Dry run
     Batch size
+    Max deletes per sync
 [Rejected records]
   (optional fields, folded)
     Rejected records storage: one of None | S3 | Local, shown first: None

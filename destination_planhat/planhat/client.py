@@ -7,6 +7,7 @@ description (planhat.TARGETS); this module only carries them out.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Callable, Mapping
 from typing import Optional
@@ -18,9 +19,11 @@ from destination_planhat.planhat.answers import PostResult, quote
 from destination_planhat.planhat.api import (
     CUSTOM_FIELDS_PATH,
     DEFAULT_CALLS_PER_MINUTE,
+    PLANHAT_ID_PATTERN,
     TARGETS,
     Endpoint,
     Host,
+    Operation,
     endpoint_path,
 )
 from destination_planhat.planhat.errors import PlanhatHostNotFound, PlanhatTLSError, PlanhatUnavailable, RequestAborted
@@ -39,6 +42,7 @@ from destination_planhat.planhat.retries import (
 logger = logging.getLogger("airbyte")
 
 USER_AGENT = "airbyte-destination-planhat"
+_PLANHAT_ID_OK = re.compile(PLANHAT_ID_PATTERN).fullmatch
 
 
 class PlanhatClient:
@@ -172,6 +176,64 @@ class PlanhatClient:
                 )
             logger.warning(
                 f"reading {endpoint.label}: attempt {attempt}/{self._policy.max_attempts} failed with {failure}; "
+                f"retrying in {delay:.1f}s"
+            )
+            self._sleep(delay)
+            waited += delay
+
+    def delete(self, endpoint: Endpoint, planhat_id: str) -> bool:
+        """`DELETE /{object}/{id}` on the main API (the target's Operation.DELETE call), paced with every
+        other call and retried like them (deleting twice deletes once). True when Planhat deleted the
+        record, False when it has no record with that id (404: already absent). Raises a PlanhatError
+        naming the object when the delete is refused or Planhat cannot be reached."""
+        target = TARGETS[endpoint]
+        call = target.operations[Operation.DELETE]
+        if _PLANHAT_ID_OK(planhat_id) is None:  # goes into the URL path: nothing else may
+            raise ValueError(f"not a Planhat id: {planhat_id!r}")
+        url = self._base_urls[Host.MAIN] + call.path.format(id=planhat_id)
+        headers = self._headers(endpoint)
+        waited = 0.0
+        attempt = 0
+        while True:
+            attempt += 1
+            self._check_aborted(endpoint, attempt)
+            if not self.pacer.wait():
+                self._check_aborted(endpoint, attempt)
+            sent_at = self.pacer.now()
+            retry_after: Optional[float] = None
+            try:
+                response = self._session.request(
+                    call.method, url, headers=headers, timeout=self._timeout, allow_redirects=False
+                )
+            except requests.RequestException as exc:
+                if judge_exception(exc).verdict is Verdict.FAIL:
+                    raise PlanhatTLSError(f"the TLS connection failed ({tls_reason(exc)})", endpoint=endpoint) from None
+                failure = type(exc).__name__
+            else:
+                status = response.status_code
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                self.pacer.observe(status, response.headers, retry_after, sent_at)
+                if status == 404:
+                    return False
+                decision = judge_status(status, frozenset())
+                if decision.verdict is Verdict.DONE:
+                    return True
+                if decision.error is not None:
+                    raise decision.error(
+                        _failure_text(status, quote(response.content), target.base_url_field),
+                        endpoint=endpoint,
+                        status=status,
+                        body=quote(response.content),
+                    )
+                failure = f"HTTP {status}"
+            delay = self._policy.delay(attempt, retry_after, waited)
+            if delay is None:
+                raise PlanhatUnavailable(
+                    f"{call.method} {target.path}/<id>: {failure} after {attempt} attempt(s) and {waited:.0f}s of waiting",
+                    endpoint=endpoint,
+                )
+            logger.warning(
+                f"deleting from {endpoint.label}: attempt {attempt}/{self._policy.max_attempts} failed with {failure}; "
                 f"retrying in {delay:.1f}s"
             )
             self._sleep(delay)

@@ -6,24 +6,31 @@ The stream's operation (config.StreamSettings.operation) decides which items go,
 has (sync/planhat_keys.py, read on the stream's first record): an update sends only items whose key
 Planhat has, and rejects the others (`no company with externalId 'x'`: stored with the rejected
 records, counted on states); an insert sends only items whose key Planhat lacks, and counts the
-others as already present (not sent, never duplicated); an upsert sends every item."""
+others as already present (not sent, never duplicated); an upsert sends every item; a delete (or an
+archive) deletes each record's Planhat record by its key, one call each (sync/deletes.py)."""
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from collections.abc import Callable
+from typing import Any, NoReturn, Optional
 
 import orjson
+from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 from destination_planhat.mapping.analytics import Invalid, RecordRejected
 from destination_planhat.mapping.objects import ObjectMapper, ObjectPlan
 from destination_planhat.planhat.api import Operation
+from destination_planhat.planhat.errors import PlanhatError
 from destination_planhat.sync.batching import ItemTooLarge
+from destination_planhat.sync.deletes import ALREADY_ABSENT, Deletes
 from destination_planhat.sync.object_batching import ObjectBuffer
 from destination_planhat.sync.planhat_keys import KnownKeys, PlanhatKeys
 from destination_planhat.sync.sink import SAMPLE_CHARS, Sink
 
 # Why an insert's record was not sent: Planhat has its key already.
 ALREADY_PRESENT = "already present in Planhat (insert): not sent again"
+DRY_RUN_DELETE = "dry run: would be deleted (nothing is read or deleted in a dry run)"
+DELETING = frozenset({Operation.DELETE, Operation.ARCHIVE})
 
 
 class ObjectSink(Sink[ObjectMapper, ObjectBuffer]):
@@ -31,7 +38,14 @@ class ObjectSink(Sink[ObjectMapper, ObjectBuffer]):
     into an earlier item of the same key (ObjectBuffer.add)."""
 
     planhat_keys: Optional[PlanhatKeys] = None  # set by the registry where the operation needs them
+    deletes: Optional[Deletes] = None  # set by the writer (None in a dry run)
+    fail: Optional[Callable[[BaseException], NoReturn]] = None  # the writer's: ends the sync
     _known: Optional[KnownKeys] = None
+
+    def _failed(self, error: BaseException) -> NoReturn:
+        if self.fail is None:
+            raise error
+        self.fail(error)
 
     @property
     def operation(self) -> Operation:
@@ -42,8 +56,36 @@ class ObjectSink(Sink[ObjectMapper, ObjectBuffer]):
         """The keys Planhat has for this stream's key field: read on first need (None without a key)."""
         plan = self.route.plan
         if self._known is None and self.planhat_keys is not None and isinstance(plan, ObjectPlan) and plan.key_field:
-            self._known = self.planhat_keys.of(self.route.endpoint, plan.key_field, self.stats.stream)
+            try:
+                self._known = self.planhat_keys.of(
+                    self.route.endpoint, plan.key_field, self.stats.stream, with_ids=self.operation in DELETING
+                )
+            except PlanhatError as exc:
+                self._failed(exc)
         return self._known
+
+    def _delete(self, key: Any) -> None:
+        """The record's Planhat record deleted (or archived) by its key; a key Planhat lacks is already absent."""
+        stream = self.stats.stream
+        self.buffer.skip_record()
+        if self.deletes is None:  # a dry run
+            self._ledger.settled(stream, DRY_RUN_DELETE)
+            return
+        known = self._keys()
+        value = key[0]
+        planhat_id = known.planhat_id(value) if known is not None else ""
+        if not planhat_id:
+            self.stats.already_absent += 1
+            self._ledger.settled(stream, ALREADY_ABSENT)
+            return
+        try:
+            self.deletes.delete(
+                stream, self.route.endpoint, planhat_id, value, archive=self.operation is Operation.ARCHIVE
+            )
+        except (PlanhatError, AirbyteTracedException) as exc:
+            self._failed(exc)
+        if known is not None:
+            known.removed(value)
 
     def _by_planhat_keys(self, data: Any, key: Any) -> bool:
         """Whether the item goes, by the stream's operation and the keys Planhat has; counts those that do not."""
@@ -84,6 +126,9 @@ class ObjectSink(Sink[ObjectMapper, ObjectBuffer]):
             item, key = self.mapper(data)
         except RecordRejected as rejected:
             self.reject(rejected.reason, repr(data)[:SAMPLE_CHARS], record=data)
+            return
+        if key is not None and self.operation in DELETING:
+            self._delete(key)  # only the key counts: the other fields are not checked
             return
         if isinstance(item, Invalid):
             sent = self._invalid_to_send(item)

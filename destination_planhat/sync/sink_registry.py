@@ -29,7 +29,9 @@ from destination_planhat.sync.state_stats import StateCounts
 
 AnySink = Union[AnalyticsSink, ObjectSink]
 # The object operations this version carries out; the others are refused before anything is sent.
-WRITTEN_OPERATIONS = frozenset({Operation.UPSERT, Operation.UPDATE, Operation.INSERT})
+WRITTEN_OPERATIONS = frozenset(
+    {Operation.UPSERT, Operation.UPDATE, Operation.INSERT, Operation.DELETE, Operation.ARCHIVE}
+)
 # The operations that need the keys Planhat has (sync/planhat_keys.py).
 KEYED_OPERATIONS = frozenset({Operation.UPDATE, Operation.INSERT, Operation.DELETE, Operation.ARCHIVE})
 
