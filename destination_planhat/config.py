@@ -51,6 +51,14 @@ class UnmappedColumns(str, Enum):
     CUSTOM = "custom"  # sent as the custom field of the column's name
 
 
+class SourceDelete(str, Enum):
+    """What an upsert stream does with a record deleted at the source (`_ab_cdc_deleted_at` set)."""
+
+    IGNORE = "ignore"  # not sent, nothing deleted; counted and named in the summary
+    DELETE = "delete"  # the Planhat record with its key is deleted
+    ARCHIVE = "archive"  # the Planhat record with its key gets archived: true (objects with the flag)
+
+
 class UnpivotColumn(BaseModel):
     """An `unpivot_columns` entry: a column, and the dimensionId its values are sent as when that is not
     the column's name (a column named e.g. `active users`)."""
@@ -95,10 +103,20 @@ class StreamSettings(BaseModel):
     # Objects only: what the stream does (None: upsert); a mapped stream's sync mode sets it.
     operation: Optional[Operation] = None
     archive: bool = False  # a delete sets `archived: true` instead (objects with the flag)
+    on_source_delete: Optional[SourceDelete] = None  # objects only; None: ignore
 
     @property
     def effective_match_on(self) -> MatchOn:
         return self.match_on or MatchOn.EXTERNAL_ID
+
+    @property
+    def source_delete(self) -> Optional[Operation]:
+        """What a record deleted at the source becomes: a delete, an archive, or None (ignored)."""
+        if self.on_source_delete is SourceDelete.DELETE:
+            return Operation.DELETE
+        if self.on_source_delete is SourceDelete.ARCHIVE:
+            return Operation.ARCHIVE
+        return None
 
     @property
     def effective_operation(self) -> Operation:
@@ -134,6 +152,11 @@ class StreamSettings(BaseModel):
         if self.operation is Operation.ARCHIVE:
             problems.append(
                 f"stream '{self.name}': `operation` archive is a delete: set `operation: delete, archive: true`"
+            )
+        if self.on_source_delete not in (None, SourceDelete.IGNORE) and self.operation not in (None, Operation.UPSERT):
+            problems.append(
+                f"stream '{self.name}': `on_source_delete` applies to upsert streams only (operation is "
+                f"{self.operation.value if self.operation else 'upsert'}): remove it"
             )
         if self.archive and self.operation is not Operation.DELETE:
             problems.append(

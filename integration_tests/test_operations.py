@@ -211,3 +211,58 @@ def test_max_deletes_zero_turns_deletes_off(tmp_path: Path, planhat: PlanhatSand
     assert run.returncode != 0
     assert "`max_deletes` is 0, which turns deletes off" in run.errors[0]["message"]
     assert companies(planhat) == {"a": "A"} and deletes_sent(planhat) == []
+
+
+CDC_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "externalId": {"type": "string"},
+        "name": {"type": "string"},
+        "_ab_cdc_deleted_at": {"type": ["null", "string"]},
+    },
+}
+DELETED = "2026-12-01T00:00:00Z"
+
+
+def cdc_stream() -> dict[str, Any]:
+    return configured_stream("accounts", CDC_SCHEMA, destination_sync_mode="append_dedup") | {
+        "primary_key": [["externalId"]]
+    }
+
+
+def test_source_deletes_are_ignored_by_default_counted_and_named(tmp_path: Path, planhat: PlanhatSandbox) -> None:
+    planhat.seed("companies", [{"externalId": "a", "name": "A"}])
+    rows = [{"externalId": "a", "name": "A", "_ab_cdc_deleted_at": DELETED}, {"externalId": "b", "name": "B"}]
+    run = write(tmp_path, planhat, cdc_stream(), rows, streams=[{"name": "accounts", "endpoint": "companies"}])
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert companies(planhat) == {"a": "A", "b": "B"} and deletes_sent(planhat) == []
+    summary = sync_summary(run)
+    assert summary["streams"]["accounts"]["source_deletes_ignored"] == 1
+    assert_books_balance(summary)
+    assert run.log_lines("on_source_delete: ignore")
+
+
+def test_source_deletes_delete_exactly_their_keys_in_the_order_read(tmp_path: Path, planhat: PlanhatSandbox) -> None:
+    planhat.seed("companies", [{"externalId": k, "name": k.upper()} for k in ("s", "t")])
+    rows = [
+        {"externalId": "n", "name": "N"},  # created, then deleted in the same sync: absent at the end
+        {"externalId": "x", "name": "X"},
+        {"externalId": "s", "name": "S", "_ab_cdc_deleted_at": DELETED},
+        {"externalId": "n", "_ab_cdc_deleted_at": DELETED},
+        {"externalId": "x", "_ab_cdc_deleted_at": DELETED},
+        {"externalId": "x", "name": "X again"},  # deleted, then created again: present at the end
+        {"externalId": "gone", "_ab_cdc_deleted_at": DELETED},  # Planhat never had it: already absent
+    ]
+    settings = [{"name": "accounts", "endpoint": "companies", "on_source_delete": "delete"}]
+    run = write(tmp_path, planhat, cdc_stream(), rows, streams=settings)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert companies(planhat) == {"t": "T", "x": "X again"}
+    stats = sync_summary(run)["streams"]["accounts"]
+    assert (stats["deleted"], stats["already_absent"]) == (3, 1)
+    assert_books_balance(sync_summary(run))
+    [state] = run.states
+    assert (state["destinationStats"]["recordCount"], state["destinationStats"]["rejectedRecordCount"]) == (7.0, 0.0)
+    # A re-run ends the same: n, s and gone absent, x deleted and created again.
+    again = write(tmp_path / "again", planhat, cdc_stream(), rows, streams=settings)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert companies(planhat) == {"t": "T", "x": "X again"}

@@ -190,6 +190,7 @@ EXPECTED_FORM = """
       Unmapped columns (objects)
       Operation (objects)
       Archive instead of delete
+      Deletes at the source (objects)
   (optional fields, folded)
     Invalid records
     Max error percent

@@ -203,6 +203,7 @@ def compile_stream(
             ("unmapped_columns", settings.unmapped_columns),
             ("operation", settings.operation),
             ("archive", settings.archive or None),
+            ("on_source_delete", settings.on_source_delete),
         ):
             if value is not None:
                 problems.append(f"stream '{label}' ({endpoint.label}): `{name}` only applies to objects; remove it")
@@ -221,7 +222,17 @@ def _operation_problems(label: str, endpoint: Endpoint, settings: Optional[Strea
             f"finds Planhat's records by their key, but match_on is none: set `match_on` to one of "
             f"{', '.join(target.keyables)}"
         ]
-    if operation is Operation.ARCHIVE and not target.can_archive:
+    if settings.source_delete is not None and operation is not Operation.UPSERT:
+        return [
+            f"stream '{label}' ({endpoint.label}): `on_source_delete` applies to upsert streams only (this one's "
+            f"operation is {operation.value}): remove it, or choose the sync mode append_dedup (Upsert)"
+        ]
+    if settings.source_delete is not None and settings.match_on is MatchOn.NONE:
+        return [
+            f"stream '{label}' ({endpoint.label}): `on_source_delete` finds Planhat's records by their key, but "
+            f"match_on is none: set `match_on` to one of {', '.join(target.keyables)}"
+        ]
+    if Operation.ARCHIVE in (operation, settings.source_delete) and not target.can_archive:
         archivable = ", ".join(t.label for t in TARGETS.values() if t.can_archive)
         return [
             f"stream '{label}' ({endpoint.label}): `archive: true`, but {endpoint.label} have no archived flag "

@@ -72,6 +72,10 @@ class Deletes:
             "records already deleted count as already absent then)"
         )
 
+    def settle(self, endpoint: Endpoint) -> None:
+        """What was read for `endpoint` so far is sent and answered (before its keys are looked at)."""
+        self._settle(endpoint)
+
     def delete(self, stream: str, endpoint: Endpoint, planhat_id: str, key: str, *, archive: bool) -> bool:
         """Delete (or archive) the record `planhat_id`; False when Planhat no longer has it."""
         self._guard(stream, endpoint, archive)

@@ -64,6 +64,7 @@ class StreamStats:
     not_found: int = 0
     deleted: int = 0
     archived: int = 0
+    source_deletes_ignored: int = 0  # records deleted at the source, on_source_delete: ignore (also settled)
     settled_reasons: Counter = field(default_factory=Counter)
     planhat_reasons: Counter = field(default_factory=Counter)
     local_reasons: Counter = field(default_factory=Counter)
@@ -119,6 +120,7 @@ class StreamStats:
             "already_absent": self.already_absent,
             "not_found": self.not_found,
             "already_present": self.already_present,
+            "source_deletes_ignored": self.source_deletes_ignored,
             "settled": self.settled,
             "settled_reasons": dict(self.settled_reasons.most_common(10)),
             "sent_invalid": self.sent_invalid,

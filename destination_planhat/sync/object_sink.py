@@ -30,6 +30,11 @@ from destination_planhat.sync.sink import SAMPLE_CHARS, Sink
 # Why an insert's record was not sent: Planhat has its key already.
 ALREADY_PRESENT = "already present in Planhat (insert): not sent again"
 DRY_RUN_DELETE = "dry run: would be deleted (nothing is read or deleted in a dry run)"
+# Airbyte's column for a row deleted at the source (CDC sources): set, the record is a delete of its key.
+CDC_DELETED_AT = "_ab_cdc_deleted_at"
+SOURCE_DELETE_IGNORED = (
+    "deleted at the source (_ab_cdc_deleted_at), on_source_delete: ignore: not sent, nothing deleted in Planhat"
+)
 DELETING = frozenset({Operation.DELETE, Operation.ARCHIVE})
 
 
@@ -41,6 +46,7 @@ class ObjectSink(Sink[ObjectMapper, ObjectBuffer]):
     deletes: Optional[Deletes] = None  # set by the writer (None in a dry run)
     fail: Optional[Callable[[BaseException], NoReturn]] = None  # the writer's: ends the sync
     _known: Optional[KnownKeys] = None
+    _upserted_since_read = False  # items handed on since the keys were read: their ids are not known
 
     def _failed(self, error: BaseException) -> NoReturn:
         if self.fail is None:
@@ -52,40 +58,65 @@ class ObjectSink(Sink[ObjectMapper, ObjectBuffer]):
         settings = self.route.settings
         return settings.effective_operation if settings is not None else Operation.UPSERT
 
-    def _keys(self) -> Optional[KnownKeys]:
+    @property
+    def _source_delete(self) -> Optional[Operation]:
+        settings = self.route.settings
+        return settings.source_delete if settings is not None else None
+
+    def _keys(self, *, fresh: bool = False) -> Optional[KnownKeys]:
         """The keys Planhat has for this stream's key field: read on first need (None without a key)."""
         plan = self.route.plan
-        if self._known is None and self.planhat_keys is not None and isinstance(plan, ObjectPlan) and plan.key_field:
+        if (
+            (self._known is None or fresh)
+            and self.planhat_keys is not None
+            and isinstance(plan, ObjectPlan)
+            and plan.key_field
+        ):
+            with_ids = self.operation in DELETING or self._source_delete is not None
             try:
                 self._known = self.planhat_keys.of(
-                    self.route.endpoint, plan.key_field, self.stats.stream, with_ids=self.operation in DELETING
+                    self.route.endpoint, plan.key_field, self.stats.stream, with_ids=with_ids, fresh=fresh
                 )
             except PlanhatError as exc:
                 self._failed(exc)
+            self._upserted_since_read = False
         return self._known
 
-    def _delete(self, key: Any) -> None:
-        """The record's Planhat record deleted (or archived) by its key; a key Planhat lacks is already absent."""
+    def _delete(self, key: Any, *, archive: bool) -> None:
+        """The record's Planhat record deleted (or archived) by its key; a key Planhat lacks is already absent.
+        What was read for the object before it is sent and answered first (Deletes.settle)."""
         stream = self.stats.stream
         self.buffer.skip_record()
-        if self.deletes is None:  # a dry run
+        deletes = self.deletes
+        if deletes is None:  # a dry run
             self._ledger.settled(stream, DRY_RUN_DELETE)
             return
-        known = self._keys()
         value = key[0]
-        planhat_id = known.planhat_id(value) if known is not None else ""
-        if not planhat_id:
-            self.stats.already_absent += 1
-            self._ledger.settled(stream, ALREADY_ABSENT)
-            return
         try:
-            self.deletes.delete(
-                stream, self.route.endpoint, planhat_id, value, archive=self.operation is Operation.ARCHIVE
-            )
+            deletes.settle(self.route.endpoint)
+            known = self._keys()
+            if known is not None and value not in known and self._upserted_since_read:
+                known = self._keys(fresh=True)  # created by this stream since the keys were read
+            planhat_id = known.planhat_id(value) if known is not None else ""
+            if not planhat_id:
+                self.stats.already_absent += 1
+                self._ledger.settled(stream, ALREADY_ABSENT)
+                return
+            deletes.delete(stream, self.route.endpoint, planhat_id, value, archive=archive)
         except (PlanhatError, AirbyteTracedException) as exc:
             self._failed(exc)
         if known is not None:
             known.removed(value)
+
+    def _deleted_at_source(self, key: Any) -> None:
+        """A record of an upsert stream that the source deleted: a delete of its key, by on_source_delete."""
+        action = self._source_delete
+        if action is None or key is None:
+            self.buffer.skip_record()
+            self.stats.source_deletes_ignored += 1
+            self._ledger.settled(self.stats.stream, SOURCE_DELETE_IGNORED)
+            return
+        self._delete(key, archive=action is Operation.ARCHIVE)
 
     def _by_planhat_keys(self, data: Any, key: Any) -> bool:
         """Whether the item goes, by the stream's operation and the keys Planhat has; counts those that do not."""
@@ -127,8 +158,12 @@ class ObjectSink(Sink[ObjectMapper, ObjectBuffer]):
         except RecordRejected as rejected:
             self.reject(rejected.reason, repr(data)[:SAMPLE_CHARS], record=data)
             return
-        if key is not None and self.operation in DELETING:
-            self._delete(key)  # only the key counts: the other fields are not checked
+        operation = self.operation
+        if key is not None and operation in DELETING:
+            self._delete(key, archive=operation is Operation.ARCHIVE)  # only the key counts: no other field is checked
+            return
+        if operation is Operation.UPSERT and data.get(CDC_DELETED_AT) is not None:
+            self._deleted_at_source(key)
             return
         if isinstance(item, Invalid):
             sent = self._invalid_to_send(item)
@@ -145,6 +180,7 @@ class ObjectSink(Sink[ObjectMapper, ObjectBuffer]):
         except orjson.JSONEncodeError as exc:
             self._unencodable(item, exc)
             return
+        self._upserted_since_read = True
         if merged:
             stats.merged += 1
         if ready is not None:

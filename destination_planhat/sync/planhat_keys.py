@@ -122,11 +122,14 @@ class PlanhatKeys:
         self._lock = threading.Lock()
         self.calls = 0
 
-    def of(self, endpoint: Endpoint, field: str, label: str, *, with_ids: bool = False) -> KnownKeys:
-        """The values of `field` Planhat has for `endpoint` (read now, the first time they are asked for)."""
+    def of(
+        self, endpoint: Endpoint, field: str, label: str, *, with_ids: bool = False, fresh: bool = False
+    ) -> KnownKeys:
+        """The values of `field` Planhat has for `endpoint` (read now, the first time they are asked for,
+        or again with `fresh`: a stream that upserts and deletes needs the ids of what it created)."""
         with self._lock:
             known = self._known.get((endpoint, field, with_ids))
-            if known is not None:
+            if known is not None and not fresh:
                 return known
             fields = ("_id",) if field == "_id" else ("_id", field)
             read = ListRead(self._read, endpoint, fields, f"that stream '{label}' needs")

@@ -124,6 +124,7 @@ OPERATION_COLUMNS: tuple[tuple[str, str], ...] = (
     ("already_absent", "already absent"),
     ("not_found", "not found"),
     ("already_present", "already present"),
+    ("source_deletes_ignored", "source deletes ignored"),
 )
 
 

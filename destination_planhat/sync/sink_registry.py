@@ -85,7 +85,8 @@ class Sinks:
                     judge_errors=judge_errors,
                     rejected=rejected,
                 )
-                if object_sink.operation in KEYED_OPERATIONS:
+                settings = route.settings
+                if object_sink.operation in KEYED_OPERATIONS or (settings and settings.source_delete):
                     object_sink.planhat_keys = planhat_keys
                 self.by_key[key] = object_sink
                 continue
