@@ -145,7 +145,7 @@ class PlanhatKeys:
             self.calls += read.calls
             logger.info(
                 f"stream '{label}': read the {field} keys of the {endpoint.label.lower()} in Planhat "
-                f"({read.records:,} record(s), {len(keys):,} with a {field}, {read.calls} call(s))"
+                f"({read.records:,} record(s), {len(keys):,} with {field}, {read.calls} call(s))"
             )
             known = self._known[(endpoint, field, with_ids)] = KnownKeys(keys, ids)
             return known

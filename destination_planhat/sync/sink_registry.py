@@ -17,7 +17,6 @@ from destination_planhat.mapping.analytics import MappingPlan, build_mapper, fas
 from destination_planhat.mapping.objects import ObjectPlan, build_object_mapper
 from destination_planhat.mapping.routing import StreamKey, StreamRoute
 from destination_planhat.planhat.api import Endpoint, Operation
-from destination_planhat.planhat.errors import config_error
 from destination_planhat.rejected.records import RejectedRecords
 from destination_planhat.sync.analytics_sink import AnalyticsSink
 from destination_planhat.sync.batching import Batch, StreamBuffer
@@ -28,10 +27,6 @@ from destination_planhat.sync.planhat_keys import PlanhatKeys
 from destination_planhat.sync.state_stats import StateCounts
 
 AnySink = Union[AnalyticsSink, ObjectSink]
-# The object operations this version carries out; the others are refused before anything is sent.
-WRITTEN_OPERATIONS = frozenset(
-    {Operation.UPSERT, Operation.UPDATE, Operation.INSERT, Operation.DELETE, Operation.ARCHIVE}
-)
 # The operations that need the keys Planhat has (sync/planhat_keys.py).
 KEYED_OPERATIONS = frozenset({Operation.UPDATE, Operation.INSERT, Operation.DELETE, Operation.ARCHIVE})
 
@@ -58,18 +53,6 @@ class Sinks:
         is ready; `judge_errors`: fails the sync when too many of a stream's records are rejected."""
         self._max_body_bytes = max_body_bytes
         self.by_key: dict[StreamKey, AnySink] = {}
-        not_yet = [
-            f"stream '{route.name}': operation {route.settings.effective_operation.value}"
-            for route in routes.values()
-            if route.settings is not None
-            and route.endpoint.is_object
-            and route.settings.effective_operation not in WRITTEN_OPERATIONS
-        ]
-        if not_yet:
-            raise config_error(
-                "This version writes objects by upsert only: " + "; ".join(not_yet) + ". Choose the sync mode "
-                "'append_dedup' (Upsert) in the Airbyte UI, or remove `operation` from the `streams` entry"
-            )
         for key, route in routes.items():
             stats = ledger.stats(route.name, route.endpoint.value)
             if isinstance(route.plan, ObjectPlan):  # the plan routing compiled, once per sync

@@ -220,7 +220,14 @@ def main() -> int:
             )
         revenue_ok = revenue_model(sandbox, tmp_path, objects_config)
         activation_ok = data_activation(sandbox, tmp_path, config)
-        ok = revenue_ok and activation_ok and objects_run.returncode == 0 and len(sandbox.objects("endusers")) == 3
+        operations_ok = update_and_delete(sandbox, tmp_path, config)
+        ok = (
+            revenue_ok
+            and activation_ok
+            and operations_ok
+            and objects_run.returncode == 0
+            and len(sandbox.objects("endusers")) == 3
+        )
         status = check.connection_status
         ok = ok and run.returncode == 0 and status is not None and status["status"] == "SUCCEEDED"
         print("\ndemo " + ("succeeded" if ok else "FAILED"))
@@ -355,6 +362,44 @@ def data_activation(sandbox: PlanhatSandbox, tmp_path: Path, config: dict[str, A
         for line in path.read_text(encoding="utf-8").splitlines():
             print(f"    {line}")
     return run.returncode == 0 and len(stored) == 1 and len(operations) == len(TARGETS)
+
+
+def update_and_delete(sandbox: PlanhatSandbox, tmp_path: Path, config: dict[str, Any]) -> bool:
+    """Two streams mapped onto companies in the UI: one in the sync mode Update (nothing is created),
+    one in Soft delete (each record's company deleted by its key, within max_deletes)."""
+    settings = dict(config, api_base_url=sandbox.url)
+    settings.pop("streams", None)
+    schema = {"type": "object", "properties": {"externalId": {}, "name": {}}}
+
+    def mapped(name: str, mode: str) -> dict[str, Any]:
+        return {
+            "stream": {"name": name, "json_schema": schema, "supported_sync_modes": ["full_refresh"]},
+            "sync_mode": "full_refresh",
+            "destination_sync_mode": mode,
+            "destination_object_name": "companies",
+            "primary_key": [["externalId"]],
+        }
+
+    before = {str(c.get("externalId")) for c in sandbox.objects("companies")}
+    heading("write with the sync mode Update: 'crm_renames' (acct-0 is in Planhat, acct-404 is not)")
+    rows = [{"externalId": "acct-0", "name": "Acme Corporation"}, {"externalId": "acct-404", "name": "Never created"}]
+    messages = [{"type": "RECORD", "record": {"stream": "crm_renames", "emitted_at": 0, "data": row}} for row in rows]
+    messages.append(stream_state("crm_renames", "end"))
+    catalog = {"streams": [mapped("crm_renames", "update")]}
+    updated = run_cli("write", tmp_path, config=settings, catalog=catalog, stdin=encode_lines(messages))
+    show_logs(updated, prefixes=("summary", "stream 'crm_renames'"))
+    heading("write with the sync mode Soft delete: 'crm_closed' deletes acct-9 (acct-405 is already absent)")
+    rows = [{"externalId": "acct-9"}, {"externalId": "acct-405"}]
+    messages = [{"type": "RECORD", "record": {"stream": "crm_closed", "emitted_at": 0, "data": row}} for row in rows]
+    messages.append(stream_state("crm_closed", "end"))
+    catalog = {"streams": [mapped("crm_closed", "soft_delete")]}
+    deleted = run_cli("write", tmp_path, config=settings, catalog=catalog, stdin=encode_lines(messages))
+    show_logs(deleted, prefixes=("summary", "stream 'crm_closed'"))
+    after = {str(c.get("externalId")) for c in sandbox.objects("companies")}
+    print(f"  companies before: {len(before)}, after: {len(after)}; removed: {sorted(before - after)}")
+    return (
+        updated.returncode == 0 and deleted.returncode == 0 and before - after == {"acct-9"} and "acct-404" not in after
+    )
 
 
 if __name__ == "__main__":
