@@ -105,8 +105,9 @@ class ParentIds:
         for record in read:
             for prefix, field in key_fields:
                 value = key_text(record.get(field)) if field else ""
-                if value:
-                    found.setdefault(prefix + value, []).append(record["_id"])
+                ids = found.setdefault(prefix + value, []) if value else None
+                if ids is not None and record["_id"] not in ids:  # a record a shifting offset brought twice
+                    ids.append(record["_id"])
         seen, calls = read.records, read.calls
         self.reads += 1
         self.calls += calls

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Optional
 
 import orjson
 
@@ -42,23 +42,30 @@ class ListRead:
         self.records = 0
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        """Every record once (by its `_id`), read until a page is empty or brings nothing new (an
-        offset Planhat does not honour would otherwise read the first page forever)."""
-        seen: set[str] = set()
+        """Every record with an `_id`, read until a page is empty or brings nothing the page before did not
+        (an offset Planhat does not honour would otherwise read the first page forever). Only the last
+        page's ids are kept: a set of every id read would double what 500,000 keys cost. A record that
+        a shifting offset brings twice is yielded twice (a set of keys takes it once)."""
+        offset = 0
+        previous: set[str] = set()
         while True:
-            body = self._read(self.endpoint, list_query(self.fields, len(seen)))
+            body = self._read(self.endpoint, list_query(self.fields, offset))
             self.calls += 1
-            new = 0
-            for record in self._page(body):
+            page = self._page(body)
+            offset += len(page)
+            ids: set[str] = set()
+            for record in page:
                 planhat_id = record.get("_id")
-                if type(planhat_id) is not str or not planhat_id or planhat_id in seen:
+                if type(planhat_id) is not str or not planhat_id or planhat_id in ids:
                     continue
-                seen.add(planhat_id)
-                new += 1
+                ids.add(planhat_id)
+                if planhat_id in previous:
+                    continue
+                self.records += 1
                 yield record
-            self.records = len(seen)
-            if not new:
+            if not ids or ids <= previous:
                 return
+            previous = ids
 
     def _page(self, body: bytes) -> list[dict[str, Any]]:
         """A page: a JSON array of records (objects). Anything else ends the sync: what Planhat has is
@@ -84,33 +91,36 @@ def key_text(value: Any) -> str:
 
 
 class KnownKeys:
-    """The values of one key field that Planhat has for one object (and, for deletes, their Planhat ids)."""
+    """The values of one key field that Planhat has for one object: a set of strings, or, where deletes
+    need them, a dict of each value to its Planhat id (then the dict alone: no set beside it)."""
 
-    def __init__(self, keys: set[str], ids: dict[str, str]) -> None:
+    def __init__(self, keys: set[str], ids: Optional[dict[str, str]] = None) -> None:
         self._keys = keys
-        self._ids = ids  # empty unless read with ids
+        self._ids = ids
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
-        return len(self._keys)
+        return len(self._ids) if self._ids is not None else len(self._keys)
 
     def __contains__(self, key: str) -> bool:
-        return key in self._keys
+        return key in (self._ids if self._ids is not None else self._keys)
 
     def planhat_id(self, key: str) -> str:
-        """The Planhat id of the record with this key ("" when Planhat has none)."""
-        return self._ids.get(key, "")
+        """The Planhat id of the record with this key ("" when Planhat has none, or the ids were not read)."""
+        return self._ids.get(key, "") if self._ids is not None else ""
 
     def added(self, key: str) -> None:
-        """A record with this key was created by this sync."""
+        """A record with this key was created by this sync (its id is not known: a delete reads again)."""
         with self._lock:
-            self._keys.add(key)
+            if self._ids is None:
+                self._keys.add(key)
 
     def removed(self, key: str) -> None:
         """The record with this key was deleted by this sync."""
         with self._lock:
             self._keys.discard(key)
-            self._ids.pop(key, None)
+            if self._ids is not None:
+                self._ids.pop(key, None)
 
 
 class PlanhatKeys:
@@ -134,18 +144,19 @@ class PlanhatKeys:
             fields = ("_id",) if field == "_id" else ("_id", field)
             read = ListRead(self._read, endpoint, fields, f"that stream '{label}' needs")
             keys: set[str] = set()
-            ids: dict[str, str] = {}
+            ids: Optional[dict[str, str]] = {} if with_ids else None
             for record in read:
                 value = key_text(record.get(field))
                 if not value:
                     continue
-                keys.add(value)
-                if with_ids:
+                if ids is not None:
                     ids[value] = str(record["_id"])
+                else:
+                    keys.add(value)
             self.calls += read.calls
             logger.info(
                 f"stream '{label}': read the {field} keys of the {endpoint.label.lower()} in Planhat "
-                f"({read.records:,} record(s), {len(keys):,} with {field}, {read.calls} call(s))"
+                f"({read.records:,} record(s), {len(ids if ids is not None else keys):,} with {field}, {read.calls} call(s))"
             )
             known = self._known[(endpoint, field, with_ids)] = KnownKeys(keys, ids)
             return known
