@@ -104,6 +104,7 @@ class StreamSettings(BaseModel):
     operation: Optional[Operation] = None
     archive: bool = False  # a delete sets `archived: true` instead (objects with the flag)
     on_source_delete: Optional[SourceDelete] = None  # objects only; None: ignore
+    skip_unchanged: bool = False  # objects (upsert, update): an item equal to what Planhat has is not sent
 
     @property
     def effective_match_on(self) -> MatchOn:
@@ -158,6 +159,8 @@ class StreamSettings(BaseModel):
                 f"stream '{self.name}': `on_source_delete` applies to upsert streams only (operation is "
                 f"{self.operation.value if self.operation else 'upsert'}): remove it"
             )
+        if self.skip_unchanged and self.operation not in (None, Operation.UPSERT, Operation.UPDATE):
+            problems.append(f"stream '{self.name}': `skip_unchanged` applies to upserts and updates only: remove it")
         if self.archive and self.operation is not Operation.DELETE:
             problems.append(
                 f"stream '{self.name}': `archive: true` applies to deletes only: set `operation: delete` too"

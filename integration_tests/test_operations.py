@@ -266,3 +266,25 @@ def test_source_deletes_delete_exactly_their_keys_in_the_order_read(tmp_path: Pa
     again = write(tmp_path / "again", planhat, cdc_stream(), rows, streams=settings)
     assert again.returncode == 0, again.stderr[-2000:]
     assert companies(planhat) == {"t": "T", "x": "X again"}
+
+
+def test_skip_unchanged_sends_only_what_differs_and_a_rerun_sends_nothing(
+    tmp_path: Path, planhat: PlanhatSandbox
+) -> None:
+    planhat.seed("companies", [{"externalId": "a", "name": "A"}, {"externalId": "b", "name": "B"}])
+    rows = [{"externalId": "a", "name": "A"}, {"externalId": "b", "name": "B2"}, {"externalId": "c", "name": "C"}]
+    settings = [{"name": "accounts", "endpoint": "companies", "skip_unchanged": True}]
+    stream = configured_stream("accounts", SCHEMA, destination_sync_mode="append")
+    run = write(tmp_path, planhat, stream, rows, streams=settings)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert companies(planhat) == {"a": "A", "b": "B2", "c": "C"}
+    assert puts(planhat) == [2]  # b and c: a is as Planhat has it
+    summary = sync_summary(run)
+    assert summary["streams"]["accounts"]["skipped_unchanged"] == 1
+    assert_books_balance(summary)
+    [state] = run.states
+    assert (state["destinationStats"]["recordCount"], state["destinationStats"]["rejectedRecordCount"]) == (3.0, 0.0)
+    again = write(tmp_path / "again", planhat, stream, rows, streams=settings)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert puts(planhat) == [2]  # the re-run sends nothing
+    assert sync_summary(again)["streams"]["accounts"]["skipped_unchanged"] == 3

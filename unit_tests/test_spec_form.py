@@ -191,6 +191,7 @@ EXPECTED_FORM = """
       Operation (objects)
       Archive instead of delete
       Deletes at the source (objects)
+      Skip unchanged records (objects)
   (optional fields, folded)
     Invalid records
     Max error percent

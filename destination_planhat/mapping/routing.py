@@ -204,6 +204,7 @@ def compile_stream(
             ("operation", settings.operation),
             ("archive", settings.archive or None),
             ("on_source_delete", settings.on_source_delete),
+            ("skip_unchanged", settings.skip_unchanged or None),
         ):
             if value is not None:
                 problems.append(f"stream '{label}' ({endpoint.label}): `{name}` only applies to objects; remove it")
@@ -226,6 +227,11 @@ def _operation_problems(label: str, endpoint: Endpoint, settings: Optional[Strea
         return [
             f"stream '{label}' ({endpoint.label}): `on_source_delete` applies to upsert streams only (this one's "
             f"operation is {operation.value}): remove it, or choose the sync mode append_dedup (Upsert)"
+        ]
+    if settings.skip_unchanged and settings.match_on is MatchOn.NONE:
+        return [
+            f"stream '{label}' ({endpoint.label}): `skip_unchanged` compares each item with the Planhat record of "
+            f"its key, but match_on is none: set `match_on` to one of {', '.join(target.keyables)}"
         ]
     if settings.source_delete is not None and settings.match_on is MatchOn.NONE:
         return [

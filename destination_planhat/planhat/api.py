@@ -356,6 +356,18 @@ class Target:
         return Operation.ARCHIVE in self.operations
 
     @property
+    def comparable_fields(self) -> tuple[str, ...]:
+        """The fields `GET /{object}` returns as they are sent (not keys, references or custom, which come
+        back in another form): what skip_unchanged compares an item with."""
+        keys = set(self.keyables.values()) | {"_id"}
+        references = {reference.field for reference in self.references}
+        return tuple(
+            name
+            for name, kind in self.fields.items()
+            if kind is not FieldKind.OBJECT and name not in keys and name not in references
+        )
+
+    @property
     def matching_keys(self) -> list[list[str]]:
         """The item fields an object's upsert can match on, one key each (externalId, sourceId, _id)."""
         return [[field] for field in self.keyables.values()]

@@ -65,6 +65,7 @@ class StreamStats:
     deleted: int = 0
     archived: int = 0
     source_deletes_ignored: int = 0  # records deleted at the source, on_source_delete: ignore (also settled)
+    skipped_unchanged: int = 0  # skip_unchanged: items equal to what Planhat has, not sent (also settled)
     settled_reasons: Counter = field(default_factory=Counter)
     planhat_reasons: Counter = field(default_factory=Counter)
     local_reasons: Counter = field(default_factory=Counter)
@@ -121,6 +122,7 @@ class StreamStats:
             "not_found": self.not_found,
             "already_present": self.already_present,
             "source_deletes_ignored": self.source_deletes_ignored,
+            "skipped_unchanged": self.skipped_unchanged,
             "settled": self.settled,
             "settled_reasons": dict(self.settled_reasons.most_common(10)),
             "sent_invalid": self.sent_invalid,

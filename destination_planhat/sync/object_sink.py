@@ -24,7 +24,7 @@ from destination_planhat.planhat.errors import PlanhatError
 from destination_planhat.sync.batching import ItemTooLarge
 from destination_planhat.sync.deletes import ALREADY_ABSENT, Deletes
 from destination_planhat.sync.object_batching import ObjectBuffer
-from destination_planhat.sync.planhat_keys import KnownKeys, PlanhatKeys
+from destination_planhat.sync.planhat_keys import KnownKeys, PlanhatKeys, fingerprint
 from destination_planhat.sync.sink import SAMPLE_CHARS, Sink
 
 # Why an insert's record was not sent: Planhat has its key already.
@@ -36,6 +36,7 @@ SOURCE_DELETE_IGNORED = (
     "deleted at the source (_ab_cdc_deleted_at), on_source_delete: ignore: not sent, nothing deleted in Planhat"
 )
 DELETING = frozenset({Operation.DELETE, Operation.ARCHIVE})
+UNCHANGED = "unchanged: Planhat has these values already (skip_unchanged): not sent"
 
 
 class ObjectSink(Sink[ObjectMapper, ObjectBuffer]):
@@ -47,6 +48,43 @@ class ObjectSink(Sink[ObjectMapper, ObjectBuffer]):
     fail: Optional[Callable[[BaseException], NoReturn]] = None  # the writer's: ends the sync
     _known: Optional[KnownKeys] = None
     _upserted_since_read = False  # items handed on since the keys were read: their ids are not known
+    _current: Optional[dict[str, int]] = None  # skip_unchanged: key -> fingerprint of what Planhat has
+    _compared: Optional[tuple[str, ...]] = None  # skip_unchanged: the fields compared (those the stream sends)
+
+    def _unchanged(self, item: dict[str, Any], key: Any) -> bool:
+        """skip_unchanged: whether Planhat has exactly the item's values. An item with a field Planhat returns
+        in another form (custom, a reference) cannot be judged, and is sent."""
+        settings = self.route.settings
+        plan = self.route.plan
+        if (
+            key is None
+            or settings is None
+            or not settings.skip_unchanged
+            or self.planhat_keys is None
+            or not isinstance(plan, ObjectPlan)
+            or not plan.key_field
+        ):
+            return False
+        fields = self._compared
+        if fields is None:
+            target = self.route.endpoint.target
+            mapped = {field.target for field in plan.fields} | set(plan.constants) | set(target.defaults)
+            fields = self._compared = tuple(name for name in target.comparable_fields if name in mapped)
+        if self._current is None:
+            try:
+                self._current = self.planhat_keys.values_of(
+                    self.route.endpoint, plan.key_field, fields, self.stats.stream
+                )
+            except PlanhatError as exc:
+                self._failed(exc)
+        if any(name not in fields and name != plan.key_field for name in item):
+            self._current.pop(key[0], None)  # sent: what Planhat will have is not known here
+            return False
+        mine = fingerprint([item.get(name) for name in fields])
+        if self._current.get(key[0]) == mine:
+            return True
+        self._current[key[0]] = mine  # sent: Planhat will have these values
+        return False
 
     def _failed(self, error: BaseException) -> NoReturn:
         if self.fail is None:
@@ -171,6 +209,11 @@ class ObjectSink(Sink[ObjectMapper, ObjectBuffer]):
                 return
             item = sent
         if not self._by_planhat_keys(data, key):
+            return
+        if self._unchanged(item, key):
+            stats.skipped_unchanged += 1
+            self._ledger.settled(stats.stream, UNCHANGED)
+            self.buffer.skip_record()
             return
         try:
             ready, merged = self.buffer.add(item, key, stats.read - 1)

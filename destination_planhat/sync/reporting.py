@@ -125,6 +125,7 @@ OPERATION_COLUMNS: tuple[tuple[str, str], ...] = (
     ("not_found", "not found"),
     ("already_present", "already present"),
     ("source_deletes_ignored", "source deletes ignored"),
+    ("skipped_unchanged", "unchanged, not sent"),
 )
 
 

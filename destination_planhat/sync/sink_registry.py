@@ -69,7 +69,9 @@ class Sinks:
                     rejected=rejected,
                 )
                 settings = route.settings
-                if object_sink.operation in KEYED_OPERATIONS or (settings and settings.source_delete):
+                if object_sink.operation in KEYED_OPERATIONS or (
+                    settings and (settings.source_delete or settings.skip_unchanged)
+                ):
                     object_sink.planhat_keys = planhat_keys
                 self.by_key[key] = object_sink
                 continue
