@@ -180,6 +180,7 @@ BASE_CONFIG = {"api_token": "t", "api_base_url": "http://127.0.0.1:9"}
         ({"operation": "archive"}, "`operation` archive is a delete: set `operation: delete, archive: true`"),
         ({"archive": True}, "`archive: true` applies to deletes only"),
         ({"operation": "update", "on_source_delete": "delete"}, "`on_source_delete` applies to upsert streams only"),
+        ({"operation": "insert", "skip_unchanged": True}, "`skip_unchanged` applies to upserts and updates only"),
     ],
 )
 def test_settings_that_cannot_work_together_are_config_errors(entry: dict[str, Any], expected: str) -> None:
@@ -195,6 +196,7 @@ def test_settings_that_cannot_work_together_are_config_errors(entry: dict[str, A
         ({"on_source_delete": "archive"}, "Companies have no archived flag"),
         ({"operation": "update", "match_on": "none"}, "finds Planhat's records by their key, but match_on is none"),
         ({"operation": "delete", "endpoint": "metrics"}, "`operation` only applies to objects"),
+        ({"skip_unchanged": True, "match_on": "none"}, "`skip_unchanged` compares each item"),
     ],
 )
 def test_operations_that_do_not_fit_the_target_are_named_before_anything_is_sent(
