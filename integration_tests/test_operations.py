@@ -76,7 +76,7 @@ def test_update_never_creates_and_rejects_the_unknown_keys_with_the_reason(
     summary = sync_summary(run)
     stats = summary["streams"]["accounts"]
     assert (stats["not_found"], stats["updated"], stats["created"]) == (1, 2, 0)
-    assert "no company with externalId 'x' (update never creates)" in stats["local_reasons"]
+    assert stats["local_reasons"] == {"no company with this externalId in Planhat (update never creates)": 1}
     assert_books_balance(summary)
     stored = stored_rejections(tmp_path)
     assert len(stored) == 1 and "no company with externalId 'x'" in stored[0]

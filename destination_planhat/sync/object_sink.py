@@ -11,6 +11,7 @@ archive) deletes each record's Planhat record by its key, one call each (sync/de
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any, NoReturn, Optional
 
@@ -170,11 +171,14 @@ class ObjectSink(Sink[ObjectMapper, ObjectBuffer]):
                 return True
             plan = self.route.plan
             field = plan.key_field if isinstance(plan, ObjectPlan) else "key"
+            thing = _words(self.route.endpoint.target.model)
             self.stats.not_found += 1
+            # Counted (and logged) under one reason; stored with the record's own key.
             self.reject(
-                f"no {self.route.endpoint.target.model.lower()} with {field} {value!r} (update never creates)",
-                repr(data)[:SAMPLE_CHARS],
+                f"no {thing} with this {field} in Planhat (update never creates)",
+                f"{field} {value!r}",
                 record=data,
+                stored_reason=f"no {thing} with {field} {value!r} (update never creates)",
             )
             return False
         if value in known:
@@ -233,3 +237,8 @@ class ObjectSink(Sink[ObjectMapper, ObjectBuffer]):
         raise RuntimeError(
             f"stream '{self.stats.stream}' goes to an object: its records are not mapped by parse workers"
         )
+
+
+def _words(model: str) -> str:
+    """Planhat's model name as words: EndUser -> end user."""
+    return re.sub(r"(?<!^)(?=[A-Z])", " ", model).lower()
