@@ -77,6 +77,7 @@ bench: setup
 # Objects under Planhat's calls-per-minute limit (120 a minute, 300 ms per request): about 4 minutes.
 bench-objects: setup
 	$(BIN)/python bench/objects_benchmark.py
+	$(BIN)/python bench/operations_benchmark.py
 
 clean:
 	rm -rf $(VENV) $(PYAIRBYTE_VENV) $(FAKER_VENV) build *.egg-info .pytest_cache

@@ -25,6 +25,7 @@ from destination_planhat.planhat.api import (
     WHERE_TENANT_TOKEN,
     Endpoint,
     MatchOn,
+    Operation,
     main_api_base_url,
 )
 from destination_planhat.planhat.errors import config_error
@@ -33,6 +34,7 @@ TENANT_PATTERN = TENANT_TOKEN_PATTERN
 # The smallest request body limit that still fits any sensible item, so a typo cannot make every
 # record "too large".
 MIN_REQUEST_BODY_BYTES = 1024
+DEFAULT_MAX_DELETES = 1_000
 LOOPBACK_NAMES = ("localhost",)
 
 
@@ -48,6 +50,14 @@ class UnmappedColumns(str, Enum):
 
     IGNORE = "ignore"  # not sent
     CUSTOM = "custom"  # sent as the custom field of the column's name
+
+
+class SourceDelete(str, Enum):
+    """What an upsert stream does with a record deleted at the source (`_ab_cdc_deleted_at` set)."""
+
+    IGNORE = "ignore"  # not sent, nothing deleted; counted and named in the summary
+    DELETE = "delete"  # the Planhat record with its key is deleted
+    ARCHIVE = "archive"  # the Planhat record with its key gets archived: true (objects with the flag)
 
 
 class UnpivotColumn(BaseModel):
@@ -91,10 +101,30 @@ class StreamSettings(BaseModel):
     unpivot_columns: tuple[Union[str, UnpivotColumn], ...] = ()
     match_on: Optional[MatchOn] = None  # objects only; None: externalId
     unmapped_columns: Optional[UnmappedColumns] = None  # objects only; None: ignore
+    # Objects only: what the stream does (None: upsert); a mapped stream's sync mode sets it.
+    operation: Optional[Operation] = None
+    archive: bool = False  # a delete sets `archived: true` instead (objects with the flag)
+    on_source_delete: Optional[SourceDelete] = None  # objects only; None: ignore
+    skip_unchanged: bool = False  # objects (upsert, update): an item equal to what Planhat has is not sent
 
     @property
     def effective_match_on(self) -> MatchOn:
         return self.match_on or MatchOn.EXTERNAL_ID
+
+    @property
+    def source_delete(self) -> Optional[Operation]:
+        """What a record deleted at the source becomes: a delete, an archive, or None (ignored)."""
+        if self.on_source_delete is SourceDelete.DELETE:
+            return Operation.DELETE
+        if self.on_source_delete is SourceDelete.ARCHIVE:
+            return Operation.ARCHIVE
+        return None
+
+    @property
+    def effective_operation(self) -> Operation:
+        """What the stream does; a delete with `archive: true` archives."""
+        operation = self.operation or Operation.UPSERT
+        return Operation.ARCHIVE if operation is Operation.DELETE and self.archive else operation
 
     @property
     def unpivot_pairs(self) -> tuple[tuple[str, str], ...]:
@@ -121,6 +151,21 @@ class StreamSettings(BaseModel):
         for number, (column, _) in enumerate(self.unpivot_pairs, start=1):
             if not column.strip():
                 problems.append(f"stream '{self.name}', unpivot_columns entry {number}: must not be empty")
+        if self.operation is Operation.ARCHIVE:
+            problems.append(
+                f"stream '{self.name}': `operation` archive is a delete: set `operation: delete, archive: true`"
+            )
+        if self.on_source_delete not in (None, SourceDelete.IGNORE) and self.operation not in (None, Operation.UPSERT):
+            problems.append(
+                f"stream '{self.name}': `on_source_delete` applies to upsert streams only (operation is "
+                f"{self.operation.value if self.operation else 'upsert'}): remove it"
+            )
+        if self.skip_unchanged and self.operation not in (None, Operation.UPSERT, Operation.UPDATE):
+            problems.append(f"stream '{self.name}': `skip_unchanged` applies to upserts and updates only: remove it")
+        if self.archive and self.operation is not Operation.DELETE:
+            problems.append(
+                f"stream '{self.name}': `archive: true` applies to deletes only: set `operation: delete` too"
+            )
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -299,6 +344,8 @@ class PlanhatConfig(BaseModel):
     progress_interval_seconds: float = Field(default=30.0, ge=1, le=3600)
     invalid_records: InvalidRecords = InvalidRecords.REJECT
     max_error_percent: float = Field(default=100.0, ge=0, le=100)
+    # The most deletes (and archives) one sync sends; 0: none (the guard: sync/deletes.py).
+    max_deletes: int = Field(default=DEFAULT_MAX_DELETES, ge=0)
     dry_run: bool = False
     retry_initial_delay_seconds: float = Field(default=1.0, ge=0, le=60)
     max_request_body_bytes: int = Field(default=SAFE_BODY_BYTES, ge=MIN_REQUEST_BODY_BYTES, le=SAFE_BODY_BYTES)

@@ -5,9 +5,12 @@ here lists fields): `object_name` is the target's `endpoint` value (what a confi
 `destination_object_name` then names), `json_schema` its fields with their kinds as JSON schema,
 `required` what Planhat requires, and for objects `matching_keys` from their keyables.
 
-Sync modes: Metrics and User Activities `append` (data points are only ever added); every object
-`update` (Planhat's bulk upsert: a record with the key is updated, else created). No object is
-create-only, so no object is offered with `append`.
+Sync modes (planhat.Target.sync_modes): Metrics and User Activities `append` (data points are only
+ever added); every object four, one operation each: `append_dedup` (Upsert: Planhat's bulk upsert, a
+record with the key is updated, else created) and `update` (Update: only records whose key Planhat
+has), both with the matching keys; `append` (Insert: only records whose key Planhat lacks, or every
+record without a key), without; `soft_delete` (Soft delete: each record's object deleted by its key),
+with the matching keys.
 
 How the Airbyte platform checks a connection against this catalog (airbyte-commons-server
 ConnectionsHandler.validateCatalogWithDestinationCatalog): each stream's destination_object_name
@@ -25,6 +28,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Optional
 
 from destination_planhat.planhat.api import (
+    APPEND,
     DATE_FORMAT_NOTE,
     DIMENSION_ID_PATTERN,
     EXTID_PREFIX,
@@ -32,6 +36,7 @@ from destination_planhat.planhat.api import (
     TARGETS,
     FieldKind,
     MatchOn,
+    Operation,
     Reference,
     Target,
 )
@@ -75,8 +80,31 @@ def _alias_description(reference: Reference, prefix: str) -> str:
     return f'The parent\'s own id, sent as {field}: "{prefix}<value>"{also} (instead of mapping {field})'
 
 
-def operation(target: Target, custom: Mapping[str, JsonSchema]) -> dict[str, Any]:
-    """The DestinationOperation of one target."""
+# What each operation of an object does, in the schema's description (the UI shows it).
+OPERATION_NOTES: Mapping[Operation, str] = {
+    Operation.UPSERT: (
+        "Upsert: matches on the stream's primary key, which must be one of the matching keys (a record with that "
+        "key is updated, one without a match is created)."
+    ),
+    Operation.UPDATE: (
+        "Update: matches on the stream's primary key, one of the matching keys; a record whose key Planhat does "
+        "not have is not created but rejected (stored with the rejected records)."
+    ),
+    Operation.INSERT: (
+        "Insert: creates records; a record whose key (externalId, or the key set in `streams`) Planhat already "
+        "has is not sent again; a record without a key is always created."
+    ),
+    Operation.DELETE: (
+        "Soft delete: deletes the Planhat record with each record's key (the stream's primary key, one of the "
+        "matching keys); a key Planhat does not have counts as already absent. At most `max_deletes` per sync."
+    ),
+}
+
+
+def operation(target: Target, custom: Mapping[str, JsonSchema], mode: str = "") -> dict[str, Any]:
+    """The DestinationOperation of one target in one sync mode (by default its first)."""
+    mode = mode or next(iter(target.sync_modes))
+    meaning = target.sync_modes[mode]
     properties: dict[str, JsonSchema] = {name: kind_schema(kind) for name, kind in target.fields.items()}
     aliases = _aliases(target)
     for reference in target.references:
@@ -112,24 +140,22 @@ def operation(target: Target, custom: Mapping[str, JsonSchema]) -> dict[str, Any
             "without it without saying so; the connector refuses it instead)."
         )
     if target.endpoint.is_object:
-        notes.append(
-            "update: upserts on the stream's primary key, which must be one of the matching keys "
-            "(a record with that key is updated, one without a match is created)."
-        )
+        notes.append(OPERATION_NOTES[meaning])
     schema: dict[str, Any] = {
         "type": "object",
         "description": " ".join(notes),
         "additionalProperties": False,
         "properties": properties,
     }
-    if required:
+    if required and meaning in (Operation.UPSERT, Operation.INSERT):
+        # An update or a delete of an existing record needs nothing but its key.
         schema["required"] = required
     result: dict[str, Any] = {
         "object_name": target.endpoint.value,
-        "sync_mode": target.sync_mode,
+        "sync_mode": mode,
         "json_schema": schema,
     }
-    if target.keyables:
+    if target.keyables and mode != APPEND:
         result["matching_keys"] = target.matching_keys
     return result
 
@@ -137,7 +163,11 @@ def operation(target: Target, custom: Mapping[str, JsonSchema]) -> dict[str, Any
 def destination_catalog(custom: CustomFields = NONE_READ) -> dict[str, Any]:
     """The `destination_catalog` of the DESTINATION_CATALOG message: every target, in TARGETS' order."""
     return {
-        "operations": [operation(target, custom.by_endpoint.get(endpoint, {})) for endpoint, target in TARGETS.items()]
+        "operations": [
+            operation(target, custom.by_endpoint.get(endpoint, {}), mode)
+            for endpoint, target in TARGETS.items()
+            for mode in target.sync_modes
+        ]
     }
 
 
@@ -153,6 +183,6 @@ def discover(token: Optional[str], read: Callable[[], bytes], where: str) -> dic
     catalog = destination_catalog(custom)
     logger.info(
         f"discover: {len(catalog['operations'])} operations: "
-        + ", ".join(f"{op['object_name']} ({op['sync_mode']})" for op in catalog["operations"])
+        + ", ".join(f"{endpoint.value} ({', '.join(target.sync_modes)})" for endpoint, target in TARGETS.items())
     )
     return catalog

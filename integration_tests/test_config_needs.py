@@ -32,7 +32,7 @@ def companies_stream(name: str) -> dict[str, Any]:
             "supported_sync_modes": ["full_refresh"],
         },
         "sync_mode": "full_refresh",
-        "destination_sync_mode": "update",
+        "destination_sync_mode": "append_dedup",
         "destination_object_name": "companies",
         "primary_key": [["externalId"]],
     }

@@ -38,7 +38,10 @@ def discover(tmp_path: Path, sandbox: PlanhatSandbox, **overrides: Any) -> Any:
 
 def operations(run: Any) -> dict[str, dict[str, Any]]:
     [message] = run.of_type("DESTINATION_CATALOG")
-    return {op["object_name"]: op for op in message["destination_catalog"]["operations"]}
+    ops: dict[str, dict[str, Any]] = {}
+    for op in message["destination_catalog"]["operations"]:
+        ops.setdefault(op["object_name"], op)  # each object's first: append_dedup (upsert)
+    return ops
 
 
 def warnings(run: Any) -> list[str]:
@@ -277,7 +280,7 @@ def test_streams_that_do_not_fit_their_object_fail_before_anything_is_sent(
     )
     assert "stream 'team' (destination_object_name 'users'" in message and "is not a Planhat target" in message
     assert "stream 'accounts_by_name'" in message and "[['name']] is not a matching key of Companies" in message
-    assert "stream 'accounts_no_key'" in message and "update needs a primary key" in message
+    assert "stream 'accounts_no_key'" in message and "append_dedup needs a primary key" in message
     assert "stream 'contacts'" in message and "sends it to companies" in message
     assert planhat.received() == [] and planhat.main_api_requests == []
     assert run.states == []

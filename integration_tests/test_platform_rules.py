@@ -16,12 +16,15 @@ from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 from destination_planhat.config import parse_config
 from destination_planhat.discover import destination_catalog
 from destination_planhat.mapping.routing import route_streams
+from destination_planhat.planhat.api import Operation
 from destination_planhat.planhat.custom_fields import group_custom_fields
 from destination_planhat.testing.platform_rules import platform_problems
 
 CUSTOM = group_custom_fields([{"name": "Tier", "type": "text", "parent": "Company"}])
 CATALOG = destination_catalog(CUSTOM)
-OPERATIONS = {op["object_name"]: op for op in CATALOG["operations"]}
+OPERATIONS: dict[str, dict[str, Any]] = {}
+for _op in CATALOG["operations"]:
+    OPERATIONS.setdefault(_op["object_name"], _op)  # each object's first: append_dedup (upsert)
 CONFIG = parse_config(
     {
         "tenant_uuid": "t-1",
@@ -64,13 +67,27 @@ def routed(configured: dict[str, Any]) -> dict[Any, Any]:
 
 
 def test_a_catalog_built_from_discover_passes_the_platform_and_the_connector() -> None:
-    configured = {"streams": [mapped(op) for op in CATALOG["operations"]]}
+    # One stream per operation: every object in each of its four sync modes, analytics in append.
+    streams = [mapped(op, f"src_{op['object_name']}_{op['sync_mode']}") for op in CATALOG["operations"]]
+    configured = {"streams": streams}
     assert platform_problems(configured, CATALOG) == []
     routes = routed(configured)
     assert {route.endpoint.value for route in routes.values()} == set(OPERATIONS)
-    companies = routes[(None, "src_companies")]
+    companies = routes[(None, "src_companies_append_dedup")]
     assert companies.settings is not None and companies.settings.effective_match_on.value == "externalId"
     assert [m.planhat_field for m in companies.settings.field_mappings] == ["custom.Tier"]
+    operations = {}
+    for (_, name), route in routes.items():
+        if route.endpoint.is_object:
+            assert route.settings is not None
+            operations[name.rsplit("_", 1)[0] if name.endswith("_append") else name] = (
+                route.settings.effective_operation
+            )
+    assert operations["src_companies_append_dedup"] is Operation.UPSERT
+    assert operations["src_companies_update"] is Operation.UPDATE
+    assert operations["src_companies"] is Operation.INSERT
+    assert operations["src_companies_soft_delete"] is Operation.DELETE
+    assert len(operations) == 4 * len([op for op in OPERATIONS.values() if op.get("matching_keys")])
 
 
 def _unknown_object(stream: dict[str, Any]) -> None:
@@ -78,7 +95,7 @@ def _unknown_object(stream: dict[str, Any]) -> None:
 
 
 def _wrong_mode(stream: dict[str, Any]) -> None:
-    stream["destination_sync_mode"] = "append"
+    stream["destination_sync_mode"] = "overwrite"  # append is Insert: offered
 
 
 def _wrong_key(stream: dict[str, Any]) -> None:
@@ -100,14 +117,14 @@ def _unknown_field(stream: dict[str, Any]) -> None:
 @pytest.mark.parametrize(
     "break_it, platform_says, connector_says",
     [
-        (_unknown_object, "no operation 'users' with sync mode 'update'", "'users' is not a Planhat target"),
+        (_unknown_object, "no operation 'users' with sync mode 'append_dedup'", "'users' is not a Planhat target"),
         (
             _wrong_mode,
-            "no operation 'companies' with sync mode 'append'",
-            "the sync mode 'append' does not fit Companies",
+            "no operation 'companies' with sync mode 'overwrite'",
+            "the sync mode 'overwrite' does not fit Companies",
         ),
         (_wrong_key, "primary key [['name']] is none of the matching keys", "is not a matching key of Companies"),
-        (_no_key, "no primary key, but 'companies' has matching keys", "update needs a primary key"),
+        (_no_key, "no primary key, but 'companies' has matching keys", "append_dedup needs a primary key"),
         # The connector upserts: an update of an existing record needs no `name`, so only the
         # platform insists on the required field; the connector writes what it is given.
         (_missing_required, "required field 'name' of 'companies' is not mapped", None),

@@ -237,11 +237,13 @@ def test_discover_offers_every_new_object_with_its_fields_keys_and_custom_fields
     config = connector_config(planhat, tenant_uuid=None, api_base_url=planhat.url)
     run = run_cli("discover", tmp_path, config=config)
     [message] = run.of_type("DESTINATION_CATALOG")
-    operations = {op["object_name"]: op for op in message["destination_catalog"]["operations"]}
+    operations: dict[str, Any] = {}
+    for op in message["destination_catalog"]["operations"]:
+        operations.setdefault(op["object_name"], op)  # each object's first: append_dedup (upsert)
     assert set(NEW_OBJECTS) <= set(operations)
     for name in NEW_OBJECTS:
         op = operations[name]
-        assert op["sync_mode"] == "update" and op["matching_keys"], name
+        assert op["sync_mode"] == "append_dedup" and op["matching_keys"], name
         assert all(key in op["json_schema"]["properties"] for [key] in op["matching_keys"]), name
     lines = operations["lineitems"]["json_schema"]["properties"]
     assert {"dealExternalId", "productExternalId", "fromDate", "mrr"} <= set(lines)

@@ -9,7 +9,7 @@ import pytest
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 from destination_planhat.mapping.routing import route_streams
-from destination_planhat.planhat.api import Endpoint, MatchOn
+from destination_planhat.planhat.api import Endpoint, MatchOn, Operation
 from destination_planhat.testing.builders import METRIC_SCHEMA, catalog, config, mapper_of, object_mapper_of
 
 
@@ -51,6 +51,25 @@ def test_update_matches_on_the_primary_key(object_name: str, primary_key: list[l
     route = route_of(mapped("s", object_name, [primary_key[0][0]], "update", primary_key))
     assert route.endpoint is Endpoint(object_name)
     assert route.settings is not None and route.settings.effective_match_on is match_on
+
+
+@pytest.mark.parametrize(
+    "mode, primary_key, operation, match_on",
+    [
+        ("append_dedup", [["externalId"]], Operation.UPSERT, MatchOn.EXTERNAL_ID),
+        ("update", [["sourceId"]], Operation.UPDATE, MatchOn.SOURCE_ID),
+        ("append", None, Operation.INSERT, MatchOn.EXTERNAL_ID),  # no key: the default key is checked
+        ("append", [["sourceId"]], Operation.INSERT, MatchOn.SOURCE_ID),
+        ("soft_delete", [["externalId"]], Operation.DELETE, MatchOn.EXTERNAL_ID),
+    ],
+)
+def test_each_offered_sync_mode_is_an_operation(
+    mode: str, primary_key: Optional[list[list[str]]], operation: Operation, match_on: MatchOn
+) -> None:
+    route = route_of(mapped("s", "companies", ["externalId", "sourceId", "name"], mode, primary_key))
+    assert route.settings is not None
+    assert route.settings.effective_operation is operation
+    assert route.settings.effective_match_on is match_on
 
 
 def test_destination_object_name_wins_over_the_schema_rules() -> None:
@@ -105,12 +124,19 @@ def test_records_carry_planhat_names_so_they_map_to_themselves() -> None:
         (
             mapped("s", "metrics", ["value"], "update"),
             [],
-            "the sync mode 'update' does not fit Metrics, which is offered with 'append' only",
+            "the sync mode 'update' does not fit Metrics, which is offered with 'append';",
         ),
         (
-            mapped("s", "companies", ["name"], "append_dedup", [["externalId"]]),
+            mapped("s", "companies", ["name"], "overwrite", [["externalId"]]),
             [],
-            "the sync mode 'append_dedup' does not fit Companies",
+            "the sync mode 'overwrite' does not fit Companies, which is offered with 'append_dedup' or 'update' or "
+            "'append' or 'soft_delete'",
+        ),
+        (mapped("s", "companies", ["name"], "soft_delete"), [], "soft_delete needs a primary key"),
+        (
+            mapped("s", "companies", ["externalId"], "update", [["externalId"]]),
+            [{"name": "s", "endpoint": "companies", "operation": "delete"}],
+            "its `streams` entry says operation 'delete', but the sync mode 'update' means 'update'",
         ),
         (mapped("s", "companies", ["name"], "update"), [], "update needs a primary key"),
         (
@@ -137,7 +163,9 @@ def test_records_carry_planhat_names_so_they_map_to_themselves() -> None:
     ids=[
         "unknown",
         "metrics-update",
-        "object-dedup",
+        "object-overwrite",
+        "delete-no-key",
+        "operation-differs",
         "no-key",
         "composite-key",
         "not-a-keyable",

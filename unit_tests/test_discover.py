@@ -42,24 +42,41 @@ def test_every_field_kind_has_a_schema() -> None:
         assert kind_schema(kind)["type"] in ("string", "number", "object", "boolean", "array")
 
 
-@pytest.mark.parametrize("endpoint", list(TARGETS), ids=lambda e: e.value)
-def test_each_target_is_one_operation_built_from_its_description(endpoint: Endpoint) -> None:
+OFFERED = [(endpoint, mode) for endpoint, target in TARGETS.items() for mode in target.sync_modes]
+
+
+@pytest.mark.parametrize("endpoint, mode", OFFERED, ids=[f"{e.value}-{m}" for e, m in OFFERED])
+def test_each_target_is_one_operation_per_sync_mode_built_from_its_description(endpoint: Endpoint, mode: str) -> None:
     target = TARGETS[endpoint]
-    op = operation(target, {})
+    op = operation(target, {}, mode)
     schema = op["json_schema"]
     assert op["object_name"] == endpoint.value
-    assert op["sync_mode"] == ("update" if endpoint.is_object else "append")
+    assert op["sync_mode"] == mode
     assert set(target.fields) <= set(schema["properties"])
     aliases = {alias for reference in target.references for alias, _ in reference.aliases}
     assert aliases <= set(schema["properties"])
     standing_in = {reference.field for reference in target.references}  # an alias may stand in
     filled = set(target.defaults)  # the connector sends a default
-    assert schema.get("required", []) == [name for name in target.required if name not in standing_in | filled]
+    creates = mode in ("append", "append_dedup")  # an update or a delete needs only the key
+    expected = [name for name in target.required if name not in standing_in | filled] if creates else []
+    assert schema.get("required", []) == expected
     assert schema["additionalProperties"] is False
-    if endpoint.is_object:
+    if endpoint.is_object and mode != "append":
         assert op["matching_keys"] == [[field] for field in target.keyables.values()]
     else:
         assert "matching_keys" not in op
+
+
+def test_objects_are_offered_in_four_modes_and_analytics_in_append() -> None:
+    catalog = destination_catalog()
+    modes: dict[str, list[str]] = {}
+    for op in catalog["operations"]:
+        modes.setdefault(op["object_name"], []).append(op["sync_mode"])
+    for endpoint in TARGETS:
+        expected = ["append_dedup", "update", "append", "soft_delete"] if endpoint.is_object else ["append"]
+        assert modes[endpoint.value] == expected, endpoint
+    assert "Update:" in operation(TARGETS[Endpoint.COMPANIES], {}, "update")["json_schema"]["description"]
+    assert "Soft delete:" in operation(TARGETS[Endpoint.COMPANIES], {}, "soft_delete")["json_schema"]["description"]
 
 
 @pytest.mark.parametrize(

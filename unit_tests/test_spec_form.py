@@ -188,11 +188,16 @@ EXPECTED_FORM = """
           Dimension ID
       Match on (objects)
       Unmapped columns (objects)
+      Operation (objects)
+      Archive instead of delete
+      Deletes at the source (objects)
+      Skip unchanged records (objects)
   (optional fields, folded)
     Invalid records
     Max error percent
     Dry run
     Batch size
+    Max deletes per sync
 [Rejected records]
   (optional fields, folded)
     Rejected records storage: one of None | S3 | Local, shown first: None

@@ -7,6 +7,10 @@ field names as their keys (`custom.<Field name>` for custom fields, `companyExte
 parent), the stream's json_schema lists those names, and its primary key is the chosen matching
 key under its Planhat name. So such a stream is mapped as if every column were mapped to itself.
 
+The sync mode says what the stream does (planhat.Target.sync_modes): an object's `append_dedup`
+upserts, `update` only updates, `append` only inserts, `soft_delete` deletes; it becomes the
+settings' `operation`, as if a `streams` entry had said it.
+
 Precedence: `destination_object_name` decides the target, whatever the schema rules say. A
 `streams` entry for the same stream with another endpoint is a config problem naming both; an
 entry with the same endpoint adds its settings (field_mappings, unpivot_columns, unmapped_columns)
@@ -22,7 +26,7 @@ from airbyte_cdk.models import ConfiguredAirbyteStream
 
 from destination_planhat.config import FieldMapping, StreamSettings
 from destination_planhat.mapping.analytics import declared_properties
-from destination_planhat.planhat.api import CUSTOM_PREFIX, Endpoint, MatchOn
+from destination_planhat.planhat.api import APPEND, CUSTOM_PREFIX, Endpoint, MatchOn, Operation
 
 OBJECT_NAMES = {endpoint.value: endpoint for endpoint in Endpoint}
 
@@ -51,16 +55,23 @@ def activation_settings(
             f"{where}: its `streams` entry '{entry.name}' sends it to {entry.endpoint.value}; remove that entry, or "
             f"set its endpoint to {endpoint.value} (destination_object_name decides the target)"
         )
-    mode = getattr(configured.destination_sync_mode, "value", configured.destination_sync_mode)
-    expected = endpoint.target.sync_mode
-    if mode != expected:
+    mode = str(getattr(configured.destination_sync_mode, "value", configured.destination_sync_mode))
+    offered = endpoint.target.sync_modes
+    operation = offered.get(mode)
+    if operation is None:
+        choices = " or ".join(f"'{one}'" for one in offered)
         problems.append(
-            f"{where}: the sync mode '{mode}' does not fit {endpoint.label}, which is offered with '{expected}' only; "
-            f"choose '{expected}' for this stream"
+            f"{where}: the sync mode '{mode}' does not fit {endpoint.label}, which is offered with {choices}; "
+            f"choose one of them for this stream"
+        )
+    elif endpoint.is_object and entry is not None and entry.operation is not None and entry.operation is not operation:
+        problems.append(
+            f"{where}: its `streams` entry says operation '{entry.operation.value}', but the sync mode '{mode}' means "
+            f"'{operation.value}'; remove operation from the entry"
         )
     match_on: Optional[MatchOn] = None
-    if endpoint.is_object:
-        match_on, problem = _match_on(where, endpoint, configured)
+    if endpoint.is_object and operation is not None:
+        match_on, problem = _match_on(where, endpoint, configured, mode)
         if problem:
             problems.append(problem)
         elif (
@@ -72,21 +83,29 @@ def activation_settings(
             )
     if problems:
         return None, None, problems
-    return endpoint, _settings(label, configured, endpoint, entry, match_on), []
+    return endpoint, _settings(label, configured, endpoint, entry, match_on, operation), []
 
 
 def _match_on(
-    where: str, endpoint: Endpoint, configured: ConfiguredAirbyteStream
+    where: str, endpoint: Endpoint, configured: ConfiguredAirbyteStream, mode: str
 ) -> tuple[Optional[MatchOn], Optional[str]]:
-    """`update` upserts on the stream's primary key: it must be one of the object's matching keys."""
+    """Upsert, update and soft delete match on the stream's primary key: it must be one of the object's
+    matching keys. Insert (`append`) may have none: it then checks the first key the stream maps (none:
+    every record is created)."""
     keys = endpoint.target.matching_keys
     choices = " or ".join(str(key) for key in keys)
     primary_key = configured.primary_key or []
     flat = [str(part) for path in primary_key for part in path]
     if not flat:
+        if mode == APPEND:  # Insert without a primary key: the first key the stream maps, else none
+            columns = _columns(configured.stream.json_schema)
+            for keyable, field in endpoint.target.keyables.items():
+                if field in columns:
+                    return MatchOn(keyable), None
+            return MatchOn.NONE, None
         return (
             None,
-            f"{where}: update needs a primary key to match records on; choose one of the matching keys {choices}",
+            f"{where}: {mode} needs a primary key to match records on; choose one of the matching keys {choices}",
         )
     for keyable, field in endpoint.target.keyables.items():
         if sorted(flat) == [field]:
@@ -102,6 +121,7 @@ def _settings(
     endpoint: Endpoint,
     entry: Optional[StreamSettings],
     match_on: Optional[MatchOn],
+    operation: Optional[Operation],
 ) -> Optional[StreamSettings]:
     """The stream's settings: its columns are Planhat fields already, so analytics streams need none
     (their mapper takes same-named columns), and objects need their custom.<name> columns mapped to
@@ -124,8 +144,16 @@ def _settings(
         unpivot_columns=(),
         match_on=None,
         unmapped_columns=None,
+        operation=None,
+        archive=False,
     )
-    return base.model_copy(update={"field_mappings": tuple(base.field_mappings) + tuple(custom), "match_on": match_on})
+    return base.model_copy(
+        update={
+            "field_mappings": tuple(base.field_mappings) + tuple(custom),
+            "match_on": match_on or base.match_on,
+            "operation": operation,
+        }
+    )
 
 
 def _columns(json_schema: Optional[Mapping[str, Any]]) -> Sequence[str]:

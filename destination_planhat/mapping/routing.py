@@ -22,11 +22,13 @@ from destination_planhat.mapping.objects import ObjectPlan, compile_object
 from destination_planhat.planhat.api import (
     ENDPOINT_NEEDS_API_TOKEN,
     METRIC_REQUIRED_FIELDS,
+    TARGETS,
     USER_ACTIVITY_IDENTITY_FIELDS,
     WHERE_API_TOKEN,
     WHERE_TENANT_TOKEN,
     Endpoint,
     MatchOn,
+    Operation,
 )
 from destination_planhat.planhat.errors import config_error
 
@@ -192,13 +194,57 @@ def compile_stream(
     """One stream's compiled mapping and every problem of its settings, by its kind of target
     (analytics or object). With `json_schema=None` (no catalog) the checks against the schema are left out."""
     if endpoint.is_object:
-        return compile_object(label, endpoint.target, settings, json_schema)
+        object_plan, object_problems = compile_object(label, endpoint.target, settings, json_schema)
+        return object_plan, object_problems + _operation_problems(label, endpoint, settings)
     plan, problems = compile_mapping(label, endpoint, settings, json_schema)
     if settings is not None:
-        for name, value in (("match_on", settings.match_on), ("unmapped_columns", settings.unmapped_columns)):
+        for name, value in (
+            ("match_on", settings.match_on),
+            ("unmapped_columns", settings.unmapped_columns),
+            ("operation", settings.operation),
+            ("archive", settings.archive or None),
+            ("on_source_delete", settings.on_source_delete),
+            ("skip_unchanged", settings.skip_unchanged or None),
+        ):
             if value is not None:
                 problems.append(f"stream '{label}' ({endpoint.label}): `{name}` only applies to objects; remove it")
     return plan, problems
+
+
+def _operation_problems(label: str, endpoint: Endpoint, settings: Optional[StreamSettings]) -> list[str]:
+    """An update or a delete finds Planhat's records by their key: it needs one; an archive needs the flag."""
+    if settings is None:
+        return []
+    operation = settings.effective_operation
+    target = endpoint.target
+    if operation in (Operation.UPDATE, Operation.DELETE, Operation.ARCHIVE) and settings.match_on is MatchOn.NONE:
+        return [
+            f"stream '{label}' ({endpoint.label}): operation {settings.operation.value if settings.operation else ''} "
+            f"finds Planhat's records by their key, but match_on is none: set `match_on` to one of "
+            f"{', '.join(target.keyables)}"
+        ]
+    if settings.source_delete is not None and operation is not Operation.UPSERT:
+        return [
+            f"stream '{label}' ({endpoint.label}): `on_source_delete` applies to upsert streams only (this one's "
+            f"operation is {operation.value}): remove it, or choose the sync mode append_dedup (Upsert)"
+        ]
+    if settings.skip_unchanged and settings.match_on is MatchOn.NONE:
+        return [
+            f"stream '{label}' ({endpoint.label}): `skip_unchanged` compares each item with the Planhat record of "
+            f"its key, but match_on is none: set `match_on` to one of {', '.join(target.keyables)}"
+        ]
+    if settings.source_delete is not None and settings.match_on is MatchOn.NONE:
+        return [
+            f"stream '{label}' ({endpoint.label}): `on_source_delete` finds Planhat's records by their key, but "
+            f"match_on is none: set `match_on` to one of {', '.join(target.keyables)}"
+        ]
+    if Operation.ARCHIVE in (operation, settings.source_delete) and not target.can_archive:
+        archivable = ", ".join(t.label for t in TARGETS.values() if t.can_archive)
+        return [
+            f"stream '{label}' ({endpoint.label}): `archive: true`, but {endpoint.label} have no archived flag "
+            f"(only {archivable} do): remove `archive` to delete them"
+        ]
+    return []
 
 
 def _primary_key_problem(route: StreamRoute, configured: ConfiguredAirbyteStream) -> Optional[str]:

@@ -35,7 +35,9 @@ CUSTOM_FIELDS_PATH = "/customfields"
 
 # Airbyte's sync modes (DestinationSyncMode values) a target is offered with.
 APPEND = "append"
+APPEND_DEDUP = "append_dedup"
 UPDATE = "update"
+SOFT_DELETE = "soft_delete"
 # A custom field of an object is addressed as `custom.<Field name as shown in Planhat>`: the name a
 # `field_mappings` entry and discover's schemas use; the item carries it as `custom: {name: value}`.
 CUSTOM_PREFIX = "custom."
@@ -269,6 +271,43 @@ def list_query(fields: tuple[str, ...], offset: int) -> str:
     return f"select={','.join(fields)}&limit={LIST_PAGE_LIMIT}&offset={offset}"
 
 
+class Operation(str, Enum):
+    """What a stream does to its target's records: a `streams` entry's `operation` (archive is a
+    delete's `archive: true`), or what the Airbyte UI's sync mode of a mapped stream means."""
+
+    UPSERT = "upsert"  # a record with the key is updated, one without is created (the bulk upsert)
+    UPDATE = "update"  # only records whose key Planhat has are sent: nothing is created
+    INSERT = "insert"  # only records whose key Planhat lacks are sent: nothing is updated or duplicated
+    DELETE = "delete"  # each record's object is deleted, by its key (DELETE /{object}/{id})
+    ARCHIVE = "archive"  # each record's object gets `archived: true` (objects with the flag)
+
+
+# What the Airbyte UI's sync mode of a mapped object stream means (airbyte-protocol DestinationSyncMode;
+# the data-activation UI calls them Upsert, Update, Insert and Soft delete).
+OBJECT_SYNC_MODES: Mapping[str, Operation] = {
+    APPEND_DEDUP: Operation.UPSERT,
+    UPDATE: Operation.UPDATE,
+    APPEND: Operation.INSERT,
+    SOFT_DELETE: Operation.DELETE,
+}
+# The flag an object is archived with (end users, conversations, issues: their pages list it).
+ARCHIVED_FIELD = "archived"
+# `{id}` in a call's path: one record's Planhat id (an ObjectId, 24 hexadecimal digits).
+PLANHAT_ID_PATTERN = r"^[0-9a-fA-F]{24}$"
+
+
+@dataclass(frozen=True)
+class Call:
+    """How one operation of a target is carried out: the request's method and path (below the host's
+    base URL; `{id}` is one record's Planhat id, filled in per call), and how a 2xx answer is read
+    (None: the status alone says it was done)."""
+
+    method: str
+    path: str
+    read_answer: Optional[Callable[[bytes], PostResult]] = None
+    per_record: bool = False  # one call per record (a delete), else one call per batch
+
+
 @dataclass(frozen=True)
 class Target:
     """One place in Planhat a stream can be written to: everything the connector needs to know of it."""
@@ -299,12 +338,33 @@ class Target:
     # Objects only: fields every item must carry, whatever `match_on` (tickets' email: Planhat drops a
     # ticket without one and says nothing, so it is refused here, where it is counted).
     always_required: tuple[str, ...] = ()
+    # The operations the target has, each with its call; reading the keys Planhat has is `read_keys`.
+    operations: Mapping[Operation, Call] = field(default_factory=dict)
+    read_keys: Optional[Call] = None  # GET /{object}?select=...: the keys update, insert and delete need
 
     @property
-    def sync_mode(self) -> str:
-        """The one sync mode discover offers for this target (and the one a mapped stream must use):
-        `update` for an object (Planhat's bulk upsert), `append` for Metrics and User Activities."""
-        return UPDATE if self.endpoint.is_object else APPEND
+    def sync_modes(self) -> Mapping[str, Operation]:
+        """The sync modes discover offers for this target, and the operation each means: an object's
+        four (Upsert, Update, Insert, Soft delete); `append` for Metrics and User Activities."""
+        if not self.endpoint.is_object:
+            return {APPEND: Operation.INSERT}
+        return {mode: operation for mode, operation in OBJECT_SYNC_MODES.items() if operation in self.operations}
+
+    @property
+    def can_archive(self) -> bool:
+        return Operation.ARCHIVE in self.operations
+
+    @property
+    def comparable_fields(self) -> tuple[str, ...]:
+        """The fields `GET /{object}` returns as they are sent (not keys, references or custom, which come
+        back in another form): what skip_unchanged compares an item with."""
+        keys = set(self.keyables.values()) | {"_id"}
+        references = {reference.field for reference in self.references}
+        return tuple(
+            name
+            for name, kind in self.fields.items()
+            if kind is not FieldKind.OBJECT and name not in keys and name not in references
+        )
 
     @property
     def matching_keys(self) -> list[list[str]]:
@@ -333,6 +393,7 @@ _ANALYTICS_TARGETS: dict[Endpoint, Target] = {
         answer_counts_every_item=False,
         base_url_field="analytics_base_url",
         credential_fix=f"check `api_token`: it must be {WHERE_API_TOKEN}, allowed to write metrics",
+        operations={Operation.INSERT: Call("POST", "/dimensiondata/{tenant}", read_analytics_answer)},
     ),
     Endpoint.USER_ACTIVITIES: Target(
         endpoint=Endpoint.USER_ACTIVITIES,
@@ -354,6 +415,7 @@ _ANALYTICS_TARGETS: dict[Endpoint, Target] = {
         answer_counts_every_item=False,
         base_url_field="analytics_base_url",
         credential_fix=f"check `tenant_uuid`: it must be {WHERE_TENANT_TOKEN}",
+        operations={Operation.INSERT: Call("POST", "/analytics/bulk/{tenant}", read_analytics_answer)},
     ),
 }
 
@@ -776,13 +838,30 @@ OBJECTS: Mapping[Endpoint, _Object] = {
 }
 
 
+def _object_operations(path: str, spec: _Object) -> dict[Operation, Call]:
+    """An object's operations: update-only and insert-only are the bulk upsert given only the items
+    whose key Planhat has (lacks); a delete is one call per record, by Planhat id; an archive is the
+    bulk upsert of `{key, archived: true}`, for objects with the flag."""
+    upsert = Call("PUT", path, read_upsert_answer)
+    operations = {
+        Operation.UPSERT: upsert,
+        Operation.UPDATE: upsert,
+        Operation.INSERT: upsert,
+        Operation.DELETE: Call("DELETE", path + "/{id}", per_record=True),
+    }
+    if spec.fields.get(ARCHIVED_FIELD) is FieldKind.BOOLEAN:
+        operations[Operation.ARCHIVE] = upsert
+    return operations
+
+
 def _object_target(endpoint: Endpoint, spec: _Object) -> Target:
+    path = "/" + endpoint.value
     return Target(
         endpoint=endpoint,
         label=spec.label,
         host=Host.MAIN,
         method="PUT",
-        path="/" + endpoint.value,
+        path=path,
         needs_api_token=True,
         fields=spec.fields,
         required=spec.required,
@@ -801,6 +880,8 @@ def _object_target(endpoint: Endpoint, spec: _Object) -> Target:
         model=spec.model,
         defaults=spec.defaults,
         always_required=spec.always_required,
+        operations=_object_operations(path, spec),
+        read_keys=Call("GET", path),
     )
 
 

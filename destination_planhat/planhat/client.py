@@ -7,6 +7,7 @@ description (planhat.TARGETS); this module only carries them out.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Callable
 from typing import Optional
@@ -19,9 +20,11 @@ from destination_planhat.planhat.answers import PostResult, quote
 from destination_planhat.planhat.api import (
     CUSTOM_FIELDS_PATH,
     DEFAULT_CALLS_PER_MINUTE,
+    PLANHAT_ID_PATTERN,
     TARGETS,
     Endpoint,
     Host,
+    Operation,
 )
 from destination_planhat.planhat.errors import (
     PlanhatHostNotFound,
@@ -46,9 +49,153 @@ from destination_planhat.planhat.statuses import Meaning, meaning, rate_limited
 logger = logging.getLogger("airbyte")
 
 USER_AGENT = "airbyte-destination-planhat"
+_PLANHAT_ID_OK = re.compile(PLANHAT_ID_PATTERN).fullmatch
 
 
-class PlanhatClient:
+class _MainApiCalls:
+    """The main API's calls that may be sent again safely: reads (check's one company, discover's custom
+    fields, the list reads of keys) and deletes. Part of PlanhatClient, which owns the session, the
+    pacer and the retry policy; the bulk upserts and the analytics posts are PlanhatClient.post."""
+
+    addresses: Addresses
+    pacer: CallPacer
+    _session: requests.Session
+    _policy: RetryPolicy
+    _timeout: tuple[float, float]
+    _sleep: Callable[[float], object]
+    _aborted: threading.Event
+
+    def _check_aborted(self, endpoint: Endpoint, attempt: int) -> None:
+        if self._aborted.is_set():
+            raise RequestAborted(f"not sent: the sync was stopped (attempt {attempt})", endpoint=endpoint)
+
+    def verify_main_api(self) -> None:
+        """`GET /companies?limit=1`: a read that writes nothing, to check the token on the main API
+        (for `check`). Raises a PlanhatError naming Companies when it is refused."""
+        self._get_main("/companies?limit=1", Endpoint.COMPANIES)
+
+    def read_custom_fields(self) -> bytes:
+        """`GET /customfields` on the main API (for `discover`): the body of the answer, as it came.
+
+        One attempt, no retries: discover must answer quickly and falls back to the standard fields.
+        Raises a PlanhatError (named after Companies, whose credential fix applies) when it fails."""
+        return self._get_main(CUSTOM_FIELDS_PATH, Endpoint.COMPANIES)
+
+    def read(self, endpoint: Endpoint, query: str) -> bytes:
+        """`GET /{object}?{query}` on the main API (a list read: planhat.list_query), paced with the
+        bulk upserts and retried like them (a read changes nothing, so every retry is safe). Returns
+        the body of the answer; raises a PlanhatError naming the object when it cannot be read."""
+        path = TARGETS[endpoint].path
+        url = f"{self.addresses.base_url(Host.MAIN)}{path}?{query}"
+        response = self._repeatable_call(endpoint, "GET", url, f"reading {endpoint.label}", f"GET {path}")
+        assert response is not None, "a read is never answered as absent"
+        return response.content
+
+    def delete(self, endpoint: Endpoint, planhat_id: str) -> bool:
+        """`DELETE /{object}/{id}` on the main API (the target's Operation.DELETE call), paced with every
+        other call and retried like them (deleting twice deletes once). True when Planhat deleted the
+        record, False when it has no record with that id (404: already absent). Raises a PlanhatError
+        naming the object when the delete is refused or Planhat cannot be reached."""
+        target = TARGETS[endpoint]
+        call = target.operations[Operation.DELETE]
+        if _PLANHAT_ID_OK(planhat_id) is None:  # goes into the URL path: nothing else may
+            raise ValueError(f"not a Planhat id: {planhat_id!r}")
+        url = self.addresses.base_url(Host.MAIN) + call.path.format(id=planhat_id)
+        what = f"{call.method} {target.path}/<id>"
+        response = self._repeatable_call(
+            endpoint, call.method, url, f"deleting from {endpoint.label}", what, absent_on_404=True
+        )
+        return response is not None
+
+    def _repeatable_call(
+        self, endpoint: Endpoint, method: str, url: str, doing: str, what: str, *, absent_on_404: bool = False
+    ) -> Optional[requests.Response]:
+        """One main API call that may be sent again safely (a read, a delete), paced like every call:
+        retried on 5xx, timeouts and connection errors within `max_attempts`; a rate limit is a wait
+        that uses up no attempt (as for the upserts). The 2xx answer, or None for a 404 when
+        `absent_on_404`. Raises a PlanhatError naming the object when it fails for good."""
+        target = TARGETS[endpoint]
+        headers = self.addresses.headers(endpoint)
+        waited = 0.0
+        attempt = 1
+        rate_waits = 0
+        while True:
+            self._check_aborted(endpoint, attempt)
+            if not self.pacer.wait():
+                self._check_aborted(endpoint, attempt)
+            sent_at = self.pacer.now()
+            retry_after: Optional[float] = None
+            limited = False
+            try:
+                response = self._session.request(
+                    method, url, headers=headers, timeout=self._timeout, allow_redirects=False
+                )
+            except requests.RequestException as exc:
+                if judge_exception(exc).verdict is Verdict.FAIL:
+                    raise PlanhatTLSError(f"the TLS connection failed ({tls_reason(exc)})", endpoint=endpoint) from None
+                failure = type(exc).__name__
+            else:
+                status = response.status_code
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                self.pacer.observe(status, response.headers, retry_after, sent_at)
+                if absent_on_404 and status == 404:
+                    return None
+                decision = judge_status(Host.MAIN, status, can_split=False)
+                if decision.verdict is Verdict.DONE:
+                    return response
+                if decision.error is not None:
+                    raise decision.error(
+                        _failure_text(Host.MAIN, status, quote(response.content), target.base_url_field),
+                        endpoint=endpoint,
+                        status=status,
+                        body=quote(response.content),
+                    )
+                limited = rate_limited(Host.MAIN, status, response.headers)
+                failure = f"HTTP {status}"
+            if limited:
+                rate_waits += 1
+                delay = self._policy.rate_limit_delay(rate_waits, retry_after, waited)
+            else:
+                delay = self._policy.delay(attempt, retry_after, waited)
+            if delay is None:
+                raise PlanhatUnavailable(
+                    f"{what}: {failure} after {attempt} attempt(s) and {waited:.0f}s of waiting", endpoint=endpoint
+                )
+            logger.warning(
+                f"{doing}: attempt {attempt}/{self._policy.max_attempts} failed with {failure}; retrying in {delay:.1f}s"
+            )
+            self._sleep(delay)
+            waited += delay
+            if not limited:
+                attempt += 1
+
+    def _get_main(self, path: str, endpoint: Endpoint) -> bytes:
+        url = self.addresses.base_url(Host.MAIN) + path
+        self.pacer.wait()
+        try:
+            response = self._session.get(
+                url, headers=self.addresses.headers(endpoint), timeout=self._timeout, allow_redirects=False
+            )
+        except requests.exceptions.SSLError as exc:
+            raise PlanhatTLSError(f"the TLS connection failed ({tls_reason(exc)})", endpoint=endpoint) from None
+        except requests.RequestException as exc:
+            if host_not_found(exc):
+                raise PlanhatHostNotFound(_not_found_text(url), endpoint=endpoint) from None
+            raise PlanhatUnavailable(f"{type(exc).__name__} on GET {path.split('?')[0]}", endpoint=endpoint) from None
+        status = response.status_code
+        decision = judge_status(Host.MAIN, status, can_split=False)
+        if decision.verdict is Verdict.DONE:
+            return response.content
+        error = decision.error or PlanhatUnavailable
+        raise error(
+            _failure_text(Host.MAIN, status, quote(response.content), TARGETS[endpoint].base_url_field),
+            endpoint=endpoint,
+            status=status,
+            body=quote(response.content),
+        )
+
+
+class PlanhatClient(_MainApiCalls):
     """Sends JSON bodies to Planhat's targets. Thread-safe for concurrent requests."""
 
     def __init__(
@@ -93,10 +240,6 @@ class PlanhatClient:
         self._aborted.set()
         self.pacer.abort()
 
-    def _check_aborted(self, endpoint: Endpoint, attempt: int) -> None:
-        if self._aborted.is_set():
-            raise RequestAborted(f"not sent: the sync was stopped (attempt {attempt})", endpoint=endpoint)
-
     def url_for_logs(self, endpoint: Endpoint) -> str:
         return self.addresses.url_for_logs(endpoint)
 
@@ -105,93 +248,6 @@ class PlanhatClient:
 
     def where(self, endpoint: Endpoint) -> str:
         return self.addresses.where(endpoint)
-
-    def verify_main_api(self) -> None:
-        """`GET /companies?limit=1`: a read that writes nothing, to check the token on the main API
-        (for `check`). Raises a PlanhatError naming Companies when it is refused."""
-        self._get_main("/companies?limit=1", Endpoint.COMPANIES)
-
-    def read_custom_fields(self) -> bytes:
-        """`GET /customfields` on the main API (for `discover`): the body of the answer, as it came.
-
-        One attempt, no retries: discover must answer quickly and falls back to the standard fields.
-        Raises a PlanhatError (named after Companies, whose credential fix applies) when it fails."""
-        return self._get_main(CUSTOM_FIELDS_PATH, Endpoint.COMPANIES)
-
-    def read(self, endpoint: Endpoint, query: str) -> bytes:
-        """`GET /{object}?{query}` on the main API (a list read: planhat.list_query), paced with the
-        bulk upserts and retried like them (a read changes nothing, so every retry is safe). Returns
-        the body of the answer; raises a PlanhatError naming the object when it cannot be read."""
-        target = TARGETS[endpoint]
-        url = f"{self.addresses.base_url(Host.MAIN)}{target.path}?{query}"
-        headers = self.addresses.headers(endpoint)
-        waited = 0.0
-        attempt = 0
-        while True:
-            attempt += 1
-            self._check_aborted(endpoint, attempt)
-            if not self.pacer.wait():
-                self._check_aborted(endpoint, attempt)
-            sent_at = self.pacer.now()
-            retry_after: Optional[float] = None
-            try:
-                response = self._session.get(url, headers=headers, timeout=self._timeout, allow_redirects=False)
-            except requests.RequestException as exc:
-                if judge_exception(exc).verdict is Verdict.FAIL:
-                    raise PlanhatTLSError(f"the TLS connection failed ({tls_reason(exc)})", endpoint=endpoint) from None
-                failure = type(exc).__name__
-            else:
-                status = response.status_code
-                retry_after = parse_retry_after(response.headers.get("Retry-After"))
-                self.pacer.observe(status, response.headers, retry_after, sent_at)
-                decision = judge_status(Host.MAIN, status, can_split=False)
-                if decision.verdict is Verdict.DONE:
-                    return response.content
-                if decision.error is not None:
-                    raise decision.error(
-                        _failure_text(Host.MAIN, status, quote(response.content), target.base_url_field),
-                        endpoint=endpoint,
-                        status=status,
-                        body=quote(response.content),
-                    )
-                failure = f"HTTP {status}"
-            delay = self._policy.delay(attempt, retry_after, waited)
-            if delay is None:
-                raise PlanhatUnavailable(
-                    f"GET {target.path}: {failure} after {attempt} attempt(s) and {waited:.0f}s of waiting",
-                    endpoint=endpoint,
-                )
-            logger.warning(
-                f"reading {endpoint.label}: attempt {attempt}/{self._policy.max_attempts} failed with {failure}; "
-                f"retrying in {delay:.1f}s"
-            )
-            self._sleep(delay)
-            waited += delay
-
-    def _get_main(self, path: str, endpoint: Endpoint) -> bytes:
-        url = self.addresses.base_url(Host.MAIN) + path
-        self.pacer.wait()
-        try:
-            response = self._session.get(
-                url, headers=self.addresses.headers(endpoint), timeout=self._timeout, allow_redirects=False
-            )
-        except requests.exceptions.SSLError as exc:
-            raise PlanhatTLSError(f"the TLS connection failed ({tls_reason(exc)})", endpoint=endpoint) from None
-        except requests.RequestException as exc:
-            if host_not_found(exc):
-                raise PlanhatHostNotFound(_not_found_text(url), endpoint=endpoint) from None
-            raise PlanhatUnavailable(f"{type(exc).__name__} on GET {path.split('?')[0]}", endpoint=endpoint) from None
-        status = response.status_code
-        decision = judge_status(Host.MAIN, status, can_split=False)
-        if decision.verdict is Verdict.DONE:
-            return response.content
-        error = decision.error or PlanhatUnavailable
-        raise error(
-            _failure_text(Host.MAIN, status, quote(response.content), TARGETS[endpoint].base_url_field),
-            endpoint=endpoint,
-            status=status,
-            body=quote(response.content),
-        )
 
     def post(self, endpoint: Endpoint, body: bytes, *, context: str = "", items: Optional[int] = None) -> PostResult:
         """Send `body` (`items` items, when known) to the target with retries. Returns Planhat's

@@ -57,6 +57,18 @@ class StreamStats:
     created: int = 0
     updated: int = 0
     unchanged: int = 0
+    # By the stream's operation (config.StreamSettings.operation): records Planhat already is as asked
+    # for (`settled`: not sent), of which already present (insert) and already absent (delete); updates
+    # whose key Planhat lacks (`not_found`, also rejected locally); deletes and archives acknowledged.
+    settled: int = 0
+    already_present: int = 0
+    already_absent: int = 0
+    not_found: int = 0
+    deleted: int = 0
+    archived: int = 0
+    source_deletes_ignored: int = 0  # records deleted at the source, on_source_delete: ignore (also settled)
+    skipped_unchanged: int = 0  # skip_unchanged: items equal to what Planhat has, not sent (also settled)
+    settled_reasons: Counter = field(default_factory=Counter)
     planhat_reasons: Counter = field(default_factory=Counter)
     local_reasons: Counter = field(default_factory=Counter)
     sent_invalid_reasons: Counter = field(default_factory=Counter)
@@ -70,7 +82,13 @@ class StreamStats:
         """Every record read is accounted for: sent, rejected here, skipped, or left behind by a failure."""
         return (
             self.read + self.extra_items
-            == self.sent + self.rejected_locally + self.skipped + self.empty_records + self.not_sent + self.merged
+            == self.sent
+            + self.rejected_locally
+            + self.skipped
+            + self.empty_records
+            + self.not_sent
+            + self.merged
+            + self.settled
         )
 
     def answers_add_up(self) -> bool:
@@ -100,6 +118,15 @@ class StreamStats:
             "created": self.created,
             "updated": self.updated,
             "unchanged": self.unchanged,
+            "deleted": self.deleted,
+            "archived": self.archived,
+            "already_absent": self.already_absent,
+            "not_found": self.not_found,
+            "already_present": self.already_present,
+            "source_deletes_ignored": self.source_deletes_ignored,
+            "skipped_unchanged": self.skipped_unchanged,
+            "settled": self.settled,
+            "settled_reasons": dict(self.settled_reasons.most_common(10)),
             "sent_invalid": self.sent_invalid,
             "resent_after_ambiguous_failure": self.resent_after_ambiguous_failure,
             "requests": self.requests,
@@ -167,6 +194,14 @@ class Ledger:
             stats.read += records
             stats.skipped += records
             stats.skip_reasons[reason] += records
+
+    def settled(self, stream: str, reason: str) -> None:
+        """A record read and not sent because Planhat already is as it asks (a key an insert finds present,
+        one a delete finds absent): done, and counted as written on states."""
+        with self._lock:
+            stats = self._streams[stream]
+            stats.settled += 1
+            stats.settled_reasons[reason] += 1
 
     def read_of(self, stream: str) -> int:
         """Records of the stream read so far (0 for a stream never seen)."""

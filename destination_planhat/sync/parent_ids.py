@@ -8,7 +8,8 @@ lane that sends the line items replaces it just before sending, once the deals r
 acknowledged (sync/parents.py): by then Planhat has every one of them.
 
 How an id is found: the parent's keys are read from Planhat (`GET /deals?select=_id,externalId,sourceId`,
-page after page until one comes back empty, paced with every other call) and kept. A batch whose
+page after page until one comes back empty, paced with every other call: sync/planhat_keys.py's
+ListRead, the one list read) and kept. A batch whose
 keys are all known costs no call; a batch with a key not known reads the list again (the parent was
 written since, or it does not exist). A key that matches exactly one record becomes that record's
 id. A key that matches none, or several (an externalId is unique per company only), is sent as it
@@ -25,27 +26,21 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-import orjson
-
-from destination_planhat.planhat.answers import quote
 from destination_planhat.planhat.api import (
     EXTID_PREFIX,
     SRCID_PREFIX,
     Endpoint,
     by_id_references,
-    list_query,
     reference_keys,
 )
-from destination_planhat.planhat.errors import PlanhatError
 from destination_planhat.sync.object_batching import ObjectBatch
+from destination_planhat.sync.planhat_keys import ListRead, Read, key_text
 
 logger = logging.getLogger("airbyte")
 
-# read(parent, query) -> the body of `GET /{parent}?{query}` (PlanhatClient.read)
-Read = Callable[[Endpoint, str], bytes]
 _PREFIXES = (EXTID_PREFIX, SRCID_PREFIX)
 _SHOWN = 3  # unresolved keys named in the log line
 
@@ -106,30 +101,18 @@ class ParentIds:
         ]
         fields = ("_id", *(field for _, field in key_fields if field))
         found: dict[str, list[str]] = {}
-        seen: set[str] = set()
-        calls = 0
-        while True:
-            body = self._read(parent, list_query(fields, len(seen)))
-            calls += 1
-            page = _records(body, parent)
-            new = 0
-            for record in page:
-                planhat_id = record.get("_id")
-                if type(planhat_id) is not str or not planhat_id or planhat_id in seen:
-                    continue
-                seen.add(planhat_id)
-                new += 1
-                for prefix, field in key_fields:
-                    value = record.get(field) if field else None
-                    if value is None or value == "" or type(value) in (dict, list, bool):
-                        continue
-                    found.setdefault(prefix + str(value), []).append(planhat_id)
-            if not new:  # an empty page (or one with nothing new: an offset that is not honoured)
-                break
+        read = ListRead(self._read, parent, fields, "to send their Planhat ids")
+        for record in read:
+            for prefix, field in key_fields:
+                value = key_text(record.get(field)) if field else ""
+                ids = found.setdefault(prefix + value, []) if value else None
+                if ids is not None and record["_id"] not in ids:  # a record a shifting offset brought twice
+                    ids.append(record["_id"])
+        seen, calls = read.records, read.calls
         self.reads += 1
         self.calls += calls
         logger.info(
-            f"{label}: read the keys of the {target.label.lower()} in Planhat ({len(seen):,} record(s), "
+            f"{label}: read the keys of the {target.label.lower()} in Planhat ({seen:,} record(s), "
             f"{calls} call(s)) to send their Planhat ids"
         )
         return {key: tuple(ids) for key, ids in found.items()}
@@ -161,19 +144,3 @@ def _with_ids(
         return ids[0]
     unresolved[(field, value, len(ids))] += 1
     return value
-
-
-def _records(body: bytes, parent: Endpoint) -> list[dict[str, Any]]:
-    """A list read's answer: a JSON array of records (objects). Anything else ends the sync: the
-    references could not be looked up, and sending them unresolved would have Planhat refuse them all."""
-    try:
-        page = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        page = None
-    if type(page) is not list:
-        raise PlanhatError(
-            f"reading the keys of {parent.label.lower()} (GET {parent.target.path}) to send their Planhat ids: "
-            f"the answer is not a JSON list of records: {quote(body)}",
-            endpoint=parent,
-        )
-    return [record for record in page if type(record) is dict]

@@ -118,6 +118,16 @@ OBJECT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("unchanged", "unchanged"),
     ("merged", "merged duplicates"),
 )
+# Added when a stream counts any of them (an update, insert or delete stream: see config's `operation`).
+OPERATION_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("deleted", "deleted"),
+    ("archived", "archived"),
+    ("already_absent", "already absent"),
+    ("not_found", "not found"),
+    ("already_present", "already present"),
+    ("source_deletes_ignored", "source deletes ignored"),
+    ("skipped_unchanged", "unchanged, not sent"),
+)
 
 
 def _is_object(stats: StreamStats) -> bool:
@@ -135,6 +145,7 @@ def summary_table(streams: Sequence[StreamStats]) -> list[str]:
     names = [_clip(stats.stream) for stats in streams]
     endpoints = [_endpoint_label(stats.endpoint) for stats in streams]
     columns = SUMMARY_COLUMNS + (OBJECT_COLUMNS if any(_is_object(stats) for stats in streams) else ())
+    columns += tuple(column for column in OPERATION_COLUMNS if any(getattr(stats, column[0]) for stats in streams))
     rows = [
         [name, endpoint, *(f"{getattr(stats, attribute):,}" for attribute, _ in columns)]
         for name, endpoint, stats in zip(names, endpoints, streams)
@@ -162,6 +173,8 @@ def summary_notes(streams: Sequence[StreamStats]) -> list[str]:
             notes.append(f"{where}: rejected locally (not sent): {_top(stats.local_reasons)}")
         if stats.skip_reasons:
             notes.append(f"{where}: skipped: {_top(stats.skip_reasons)}")
+        if stats.settled_reasons:
+            notes.append(f"{where}: not sent, Planhat already is as asked: {_top(stats.settled_reasons)}")
         if stats.extra_items or stats.empty_records:
             records = stats.read - stats.skipped
             items = records + stats.extra_items - stats.empty_records

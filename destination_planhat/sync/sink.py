@@ -89,9 +89,12 @@ class Sink(Generic[MapperT, BufferT]):
             )
         logger.warning(f"stream '{stats.stream}': input line {line_number} skipped: {why} (starts with: {preview!r})")
 
-    def reject(self, reason: str, example: str, *, record: Any = MISSING, item: Any = MISSING) -> None:
+    def reject(
+        self, reason: str, example: str, *, record: Any = MISSING, item: Any = MISSING, stored_reason: str = ""
+    ) -> None:
         """A record (or, while unpivot adds a record's items, one item) that will not be sent. `record`
-        (the data as read) or `item` (as it would have been sent) is what a store of rejected records keeps."""
+        (the data as read) or `item` (as it would have been sent) is what a store of rejected records keeps,
+        with `stored_reason` when the record's own reason says more than the one it is counted under."""
         stats = self.stats
         several = self.buffer.record_of_items
         if several is None:  # the whole record
@@ -102,7 +105,12 @@ class Sink(Generic[MapperT, BufferT]):
         if self._rejected is not None:
             ordinal = stats.read - 1 if several is None else several
             self._rejected.add_by_connector(
-                self.route.key, self.route.endpoint.value, ordinal + 1, reason, record=record, item=item
+                self.route.key,
+                self.route.endpoint.value,
+                ordinal + 1,
+                stored_reason or reason,
+                record=record,
+                item=item,
             )
         seen = self._ledger.reject_locally(stats.stream, reason)
         if seen <= EXAMPLES_PER_REASON:

@@ -16,16 +16,19 @@ from typing import Any, Optional, Union
 from destination_planhat.mapping.analytics import MappingPlan, build_mapper, fast_plan
 from destination_planhat.mapping.objects import ObjectPlan, build_object_mapper
 from destination_planhat.mapping.routing import StreamKey, StreamRoute
-from destination_planhat.planhat.api import Endpoint
+from destination_planhat.planhat.api import Endpoint, Operation
 from destination_planhat.rejected.records import RejectedRecords
 from destination_planhat.sync.analytics_sink import AnalyticsSink
 from destination_planhat.sync.batching import Batch, StreamBuffer
 from destination_planhat.sync.ledger import Ledger, StreamStats
 from destination_planhat.sync.object_batching import ObjectBatch, ObjectBuffer
 from destination_planhat.sync.object_sink import ObjectSink
+from destination_planhat.sync.planhat_keys import PlanhatKeys
 from destination_planhat.sync.state_stats import StateCounts
 
 AnySink = Union[AnalyticsSink, ObjectSink]
+# The operations that need the keys Planhat has (sync/planhat_keys.py).
+KEYED_OPERATIONS = frozenset({Operation.UPDATE, Operation.INSERT, Operation.DELETE, Operation.ARCHIVE})
 
 
 class Sinks:
@@ -43,15 +46,17 @@ class Sinks:
         submit: Callable[[Optional[Batch]], None],
         judge_errors: Callable[[StreamStats], None],
         rejected: Optional[RejectedRecords] = None,
+        planhat_keys: Optional[PlanhatKeys] = None,
     ) -> None:
-        """`open_batch`: the state barrier's (each batch's id); `submit`: where a sink hands a batch that
+        """`planhat_keys`: what Planhat has, for the streams whose operation depends on it (None in a dry
+        run: every item counts as sent). `open_batch`: the state barrier's (each batch's id); `submit`: where a sink hands a batch that
         is ready; `judge_errors`: fails the sync when too many of a stream's records are rejected."""
         self._max_body_bytes = max_body_bytes
         self.by_key: dict[StreamKey, AnySink] = {}
         for key, route in routes.items():
             stats = ledger.stats(route.name, route.endpoint.value)
             if isinstance(route.plan, ObjectPlan):  # the plan routing compiled, once per sync
-                self.by_key[key] = ObjectSink(
+                object_sink = ObjectSink(
                     route,
                     build_object_mapper(route.plan),
                     ObjectBuffer(route, batch_size, max_body_bytes, open_batch, clock, stats),
@@ -63,6 +68,12 @@ class Sinks:
                     judge_errors=judge_errors,
                     rejected=rejected,
                 )
+                settings = route.settings
+                if object_sink.operation in KEYED_OPERATIONS or (
+                    settings and (settings.source_delete or settings.skip_unchanged)
+                ):
+                    object_sink.planhat_keys = planhat_keys
+                self.by_key[key] = object_sink
                 continue
             self.by_key[key] = AnalyticsSink(
                 route,

@@ -29,10 +29,13 @@ from destination_planhat.planhat.api import Endpoint
 from destination_planhat.rejected.records import RejectedRecords, StoreFailed
 from destination_planhat.sync.batching import Batch
 from destination_planhat.sync.cancellation import SyncCancelled, cancelled_error, wait_for_answers
+from destination_planhat.sync.deletes import DeleteClient, Deletes
 from destination_planhat.sync.dry_run import DryRun, DryRunSender
 from destination_planhat.sync.ledger import Ledger, StreamStats
 from destination_planhat.sync.object_batching import ObjectBatch
+from destination_planhat.sync.object_sink import ObjectSink
 from destination_planhat.sync.outcome import SyncOutcome
+from destination_planhat.sync.planhat_keys import PlanhatKeys
 from destination_planhat.sync.progress_ticker import ProgressTicker
 from destination_planhat.sync.reporting import ProgressReporter, SyncReport, unconfirmed_error
 from destination_planhat.sync.sender import Client, ThreadedSender
@@ -89,7 +92,16 @@ class PlanhatWriter:
             submit=self._submit,
             judge_errors=self._judge_errors_during_sync,
             rejected=rejected,
+            planhat_keys=None if isinstance(client, DryRun) else PlanhatKeys(client.read),
         )
+        deletes = (
+            Deletes(client, self.ledger, config.max_deletes, self._settle)
+            if isinstance(client, DeleteClient) and not isinstance(client, DryRun)
+            else None
+        )
+        for sink in self._sinks:
+            if isinstance(sink, ObjectSink):
+                sink.deletes, sink.fail = deletes, self.fail
         self._skipped = SkippedInput(self._sinks, self.ledger, self._counts, rejected)
         endpoints = [endpoint for endpoint in Endpoint if any(r.endpoint is endpoint for r in routes.values())]
         report = SyncReport(
@@ -296,6 +308,15 @@ class PlanhatWriter:
         self._outcome.raise_if_failed()
         self._outcome.handing_over.remove(batch)
         self._sender.send(batch)
+
+    def _settle(self, endpoint: Endpoint) -> None:
+        """Before a delete of `endpoint`: what every stream read for it so far is sent and answered, so
+        that a key's upserts and deletes reach Planhat in the order read (sync/deletes.py)."""
+        for sink in self._sinks:
+            if sink.route.endpoint is endpoint:
+                self._submit(sink.take())
+        self._sender.wait_idle()
+        self._outcome.raise_if_failed()
 
     def _release_state(self, pending: PendingState) -> None:
         """Called by the barrier, in input order, once every record before the state is acknowledged.

@@ -226,7 +226,14 @@ def main() -> int:
             )
         revenue_ok = revenue_model(sandbox, tmp_path, objects_config)
         activation_ok = data_activation(sandbox, tmp_path, config)
-        ok = revenue_ok and activation_ok and objects_run.returncode == 0 and len(sandbox.objects("endusers")) == 3
+        operations_ok = update_and_delete(sandbox, tmp_path, config)
+        ok = (
+            revenue_ok
+            and activation_ok
+            and operations_ok
+            and objects_run.returncode == 0
+            and len(sandbox.objects("endusers")) == 3
+        )
         status = check.connection_status
         ok = ok and run.returncode == 0 and status is not None and status["status"] == "SUCCEEDED"
         print("\ndemo " + ("succeeded" if ok else "FAILED"))
@@ -308,14 +315,18 @@ def data_activation(sandbox: PlanhatSandbox, tmp_path: Path, config: dict[str, A
     heading("discover (what the Airbyte UI can map onto)")
     discovered = run_cli("discover", tmp_path, config=settings, process=True)
     [message] = discovered.of_type("DESTINATION_CATALOG")
-    operations = {op["object_name"]: op for op in message["destination_catalog"]["operations"]}
+    operations: dict[str, dict[str, Any]] = {}
+    modes: dict[str, list[str]] = {}
+    for op in message["destination_catalog"]["operations"]:
+        operations.setdefault(op["object_name"], op)
+        modes.setdefault(op["object_name"], []).append(op["sync_mode"])
     for name, op in operations.items():
         keys = (
             " matching keys " + ", ".join("/".join(key) for key in op["matching_keys"])
             if op.get("matching_keys")
             else ""
         )
-        print(f"  {name:16} {op['sync_mode']:7} {len(op['json_schema']['properties']):3} fields{keys}")
+        print(f"  {name:16} {'/'.join(modes[name]):36} {len(op['json_schema']['properties']):3} fields{keys}")
     custom = [field for field in operations["companies"]["json_schema"]["properties"] if field.startswith("custom.")]
     print("  companies' custom fields offered: " + ", ".join(custom) + " (the formula field 'Health' is left out)")
     heading("write with data activation: stream 'crm_accounts' mapped onto companies in the UI")
@@ -327,7 +338,7 @@ def data_activation(sandbox: PlanhatSandbox, tmp_path: Path, config: dict[str, A
             {
                 "stream": {"name": "crm_accounts", "json_schema": schema, "supported_sync_modes": ["full_refresh"]},
                 "sync_mode": "full_refresh",
-                "destination_sync_mode": "update",
+                "destination_sync_mode": "append_dedup",
                 "destination_object_name": "companies",
                 "primary_key": [["externalId"]],
             }
@@ -357,6 +368,44 @@ def data_activation(sandbox: PlanhatSandbox, tmp_path: Path, config: dict[str, A
         for line in path.read_text(encoding="utf-8").splitlines():
             print(f"    {line}")
     return run.returncode == 0 and len(stored) == 1 and len(operations) == len(TARGETS)
+
+
+def update_and_delete(sandbox: PlanhatSandbox, tmp_path: Path, config: dict[str, Any]) -> bool:
+    """Two streams mapped onto companies in the UI: one in the sync mode Update (nothing is created),
+    one in Soft delete (each record's company deleted by its key, within max_deletes)."""
+    settings = dict(config, api_base_url=sandbox.url)
+    settings.pop("streams", None)
+    schema = {"type": "object", "properties": {"externalId": {}, "name": {}}}
+
+    def mapped(name: str, mode: str) -> dict[str, Any]:
+        return {
+            "stream": {"name": name, "json_schema": schema, "supported_sync_modes": ["full_refresh"]},
+            "sync_mode": "full_refresh",
+            "destination_sync_mode": mode,
+            "destination_object_name": "companies",
+            "primary_key": [["externalId"]],
+        }
+
+    before = {str(c.get("externalId")) for c in sandbox.objects("companies")}
+    heading("write with the sync mode Update: 'crm_renames' (acct-0 is in Planhat, acct-404 is not)")
+    rows = [{"externalId": "acct-0", "name": "Acme Corporation"}, {"externalId": "acct-404", "name": "Never created"}]
+    messages = [{"type": "RECORD", "record": {"stream": "crm_renames", "emitted_at": 0, "data": row}} for row in rows]
+    messages.append(stream_state("crm_renames", "end"))
+    catalog = {"streams": [mapped("crm_renames", "update")]}
+    updated = run_cli("write", tmp_path, config=settings, catalog=catalog, stdin=encode_lines(messages))
+    show_logs(updated, prefixes=("summary", "stream 'crm_renames'"))
+    heading("write with the sync mode Soft delete: 'crm_closed' deletes acct-9 (acct-405 is already absent)")
+    rows = [{"externalId": "acct-9"}, {"externalId": "acct-405"}]
+    messages = [{"type": "RECORD", "record": {"stream": "crm_closed", "emitted_at": 0, "data": row}} for row in rows]
+    messages.append(stream_state("crm_closed", "end"))
+    catalog = {"streams": [mapped("crm_closed", "soft_delete")]}
+    deleted = run_cli("write", tmp_path, config=settings, catalog=catalog, stdin=encode_lines(messages))
+    show_logs(deleted, prefixes=("summary", "stream 'crm_closed'"))
+    after = {str(c.get("externalId")) for c in sandbox.objects("companies")}
+    print(f"  companies before: {len(before)}, after: {len(after)}; removed: {sorted(before - after)}")
+    return (
+        updated.returncode == 0 and deleted.returncode == 0 and before - after == {"acct-9"} and "acct-404" not in after
+    )
 
 
 if __name__ == "__main__":

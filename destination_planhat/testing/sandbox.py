@@ -384,6 +384,15 @@ class _Handler(_DataRequestHandler):
             self._drain(length)
         self._send_json(HTTPStatus.NOT_FOUND, {"message": "Not Found"})
 
+    def do_DELETE(self) -> None:
+        """`DELETE /{object}/{id}`: one record deleted (the main API's only delete)."""
+        url = urlsplit(self.path)
+        name, _, record_id = url.path.strip("/").partition("/")
+        if name in OBJECTS and record_id and "/" not in record_id:
+            self._serve_main("DELETE", name, parse_qs(url.query), record_id)
+            return
+        self._send_json(HTTPStatus.NOT_FOUND, {"message": "Not Found"})
+
     def do_POST(self) -> None:
         path = urlsplit(self.path).path
         if path.startswith(_CONTROL_PREFIX):
@@ -410,13 +419,13 @@ class _Handler(_DataRequestHandler):
 
         self._serve_api(ANALYTICS_API, "POST", endpoint, tenant, ingest, body_required=True)
 
-    def _serve_main(self, method: str, name: str, query: dict[str, list[str]]) -> None:
+    def _serve_main(self, method: str, name: str, query: dict[str, list[str]], record_id: str = "") -> None:
         sandbox = self.server.sandbox
 
         def answer(body: bytes, authorization: str | None, number: int) -> _Outcome:
-            return sandbox._main_api(method, name, query, authorization, body)
+            return sandbox._main_api(method, name, query, authorization, body, record_id)
 
-        self._serve_api(MAIN_API, method, name, "", answer, body_required=method != "GET")
+        self._serve_api(MAIN_API, method, name, "", answer, body_required=method not in ("GET", "DELETE"))
 
     def _control_get(self, name: str, query: dict[str, list[str]]) -> None:
         self._send_json(*_answer_control_get(self.server.sandbox, name, query))
@@ -623,7 +632,13 @@ class PlanhatSandbox(AnalyticsHost, MainApiHost, SandboxServer):
             return None, (("X-Rate-Limit-Limit", str(limit)), ("X-Rate-Limit-Remaining", str(limit - self._rate_calls)))
 
     def _main_api(
-        self, method: str, name: str, query: Mapping[str, list[str]], authorization: str | None, body: bytes
+        self,
+        method: str,
+        name: str,
+        query: Mapping[str, list[str]],
+        authorization: str | None,
+        body: bytes,
+        record_id: str = "",
     ) -> _Outcome:
         """Planhat's side of a main API request: token, rate limit, permission, then the object's rules."""
         if not self._main_authorized(authorization):
@@ -644,6 +659,14 @@ class PlanhatSandbox(AnalyticsHost, MainApiHost, SandboxServer):
             return _Outcome(HTTPStatus.FORBIDDEN, payload, headers=headers)
         if method == "GET":
             return self._list_records(name, query, headers)
+        if method == "DELETE":
+            with self._main_lock:
+                deleted = self._store.delete(name, record_id)
+            if not deleted:
+                return _Outcome(
+                    HTTPStatus.NOT_FOUND, {"message": f"no {name} record with id {record_id}"}, headers=headers
+                )
+            return _Outcome(HTTPStatus.OK, {"_id": record_id}, 1, 1, headers=headers)
         try:
             items = orjson.loads(body)
         except orjson.JSONDecodeError as error:

@@ -449,6 +449,18 @@ class ObjectStore(_References):
             records = [{k: v for k, v in record.items() if k in fields} for record in records]
         return copy.deepcopy(records)
 
+    def delete(self, name: str, record_id: str) -> bool:
+        """`DELETE /{object}/{id}`: the record removed, and its keys with it. False when there is none
+        (Planhat answers 404 then). What else a delete does in Planhat (a company's end users, licenses)
+        is not documented: the sandbox removes the one record only."""
+        records = self._spec_records(name)
+        record = records.pop(record_id, None)
+        if record is None:
+            return False
+        spec = OBJECTS[name]
+        self._reindex(spec, record_id, record, {})
+        return True
+
     def _spec_records(self, name: str) -> dict[str, dict[str, Any]]:
         if name not in OBJECTS:
             raise ValueError(f"unknown Planhat object {name!r}; known: {', '.join(OBJECTS)}")
