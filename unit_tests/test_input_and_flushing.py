@@ -31,9 +31,9 @@ from destination_planhat.testing.builders import (
     config,
     configured_stream,
     state_cursor,
-    stream_state,
 )
 from destination_planhat.testing.fake_client import FakeClient, wait_until
+from destination_planhat.testing.harness import stream_state
 from destination_planhat.testing.recording_target import RecordingTarget
 
 CATALOG = catalog(configured_stream("m", METRIC_SCHEMA), configured_stream("u", ACTIVITY_SCHEMA))

@@ -32,16 +32,9 @@ from destination_planhat.rejected.records import (
 from destination_planhat.sync.state_barrier import PendingState, StateBarrier
 from destination_planhat.sync.state_stats import StateCut, pair_rejected
 from destination_planhat.sync.writer import PlanhatWriter
-from destination_planhat.testing.builders import (
-    MIXED_CATALOG,
-    MIXED_STREAMS,
-    config,
-    global_state,
-    state_counts,
-    state_cursor,
-    stream_state,
-)
+from destination_planhat.testing.builders import MIXED_CATALOG, MIXED_STREAMS, config, state_counts, state_cursor
 from destination_planhat.testing.fake_client import FakeClient
+from destination_planhat.testing.harness import global_state, stream_state
 
 STARTED = datetime(2026, 12, 1, 23, 10, 5, 123000, tzinfo=timezone.utc)
 STARTED_MS = 1796166605123

@@ -21,17 +21,9 @@ from destination_planhat.planhat.api import Endpoint
 from destination_planhat.sync.batching import Batch
 from destination_planhat.sync.state_stats import StateCounts, match_rejected
 from destination_planhat.sync.writer import PlanhatWriter
-from destination_planhat.testing.builders import (
-    MIXED_CATALOG,
-    MIXED_STREAMS,
-    config,
-    global_state,
-    route,
-    state_counts,
-    state_cursor,
-    stream_state,
-)
+from destination_planhat.testing.builders import MIXED_CATALOG, MIXED_STREAMS, config, route, state_counts, state_cursor
 from destination_planhat.testing.fake_client import FakeClient
+from destination_planhat.testing.harness import global_state, stream_state
 
 CATALOG, STREAMS = MIXED_CATALOG, MIXED_STREAMS
 PLANHAT_REFUSES = 666  # the fake Planhat rejects every item with this value

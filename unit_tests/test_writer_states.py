@@ -31,13 +31,12 @@ from destination_planhat.testing.builders import (
     catalog,
     config,
     configured_stream,
-    global_state,
     legacy_state,
     state_counts,
     state_cursor,
-    stream_state,
 )
 from destination_planhat.testing.fake_client import FakeClient, wait_until
+from destination_planhat.testing.harness import global_state, stream_state
 
 # Streams "m" (Metrics) and "u" (User Activities); "x" is not in the catalog.
 CATALOG = catalog(configured_stream("m", METRIC_SCHEMA), configured_stream("u", ACTIVITY_SCHEMA))

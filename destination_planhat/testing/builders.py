@@ -79,24 +79,6 @@ def object_mapper_of(route: StreamRoute) -> ObjectMapper:
     return build_object_mapper(route.plan)
 
 
-def stream_state(name: str, cursor: Any, namespace: Optional[str] = None) -> dict[str, Any]:
-    """A STREAM state as the platform sends it (the writer takes messages as parsed from JSON)."""
-    descriptor: dict[str, Any] = {"name": name}
-    if namespace:
-        descriptor["namespace"] = namespace
-    return {
-        "type": "STATE",
-        "state": {"type": "STREAM", "stream": {"stream_descriptor": descriptor, "stream_state": {"cursor": cursor}}},
-    }
-
-
-def global_state(cursor: Any) -> dict[str, Any]:
-    return {
-        "type": "STATE",
-        "state": {"type": "GLOBAL", "global": {"shared_state": {"cursor": cursor}, "stream_states": []}},
-    }
-
-
 def legacy_state(cursor: Any) -> dict[str, Any]:
     return {"type": "STATE", "state": {"type": "LEGACY", "data": {"cursor": cursor}}}
 
