@@ -147,7 +147,24 @@ def _materialize(faults: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-@pytest.mark.parametrize("case", RECOVERS.values(), ids=RECOVERS.keys())
+# Cases that spend seconds waiting on purpose (Retry-After, answers slower than the read timeout): `slow`,
+# so that `make fast` leaves them to `make test`.
+WAITS_ON_PURPOSE = {
+    "more 429s in a row than attempts (a rate limit is a wait, not a failed attempt)",
+    "an answer slower than the read timeout (not processed)",
+    "an answer slower than the read timeout (processed)",
+    "answers slower than the read timeout, on every attempt",
+}
+
+
+def cases(table: dict[str, Any]) -> list[Any]:
+    return [
+        pytest.param(case, id=name, marks=[pytest.mark.slow] if name in WAITS_ON_PURPOSE else [])
+        for name, case in table.items()
+    ]
+
+
+@pytest.mark.parametrize("case", cases(RECOVERS))
 def test_the_sync_recovers(case: Recovers, planhat, tmp_path):
     planhat.set_faults(script=MID_SYNC + _materialize(case.faults))
     workload = mixed_workload()
@@ -250,7 +267,7 @@ FAILS = {
 }
 
 
-@pytest.mark.parametrize("case", FAILS.values(), ids=FAILS.keys())
+@pytest.mark.parametrize("case", cases(FAILS))
 def test_the_sync_fails_cleanly(case: Fails, planhat, tmp_path):
     planhat.set_faults(script=MID_SYNC + case.faults)
     workload = Workload().stream("only", case.endpoint).records("only", 500, state_every=50)

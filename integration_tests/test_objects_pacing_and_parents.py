@@ -115,6 +115,7 @@ def test_end_users_waiting_for_their_companies_never_hold_back_the_companies(
     assert all(u["companyId"] in companies for u in main_api.objects("endusers"))
 
 
+@pytest.mark.slow  # waits out the Retry-After of each 429 on purpose
 def test_a_storm_of_429s_is_waited_out_without_using_up_attempts(tmp_path: Path, main_api: PlanhatSandbox) -> None:
     """Twelve 429s in a row, each with Retry-After: 1, for a batch allowed 3 attempts (issue 19): each is
     waited out as asked and none uses up an attempt, so the sync completes; the run of refusals lowers

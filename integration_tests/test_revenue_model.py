@@ -162,6 +162,7 @@ def test_ten_thousand_line_items_across_a_thousand_deals_land_once_with_their_pa
     }
 
 
+@pytest.mark.slow  # a slow Planhat on purpose, so that children wait for their parents
 @pytest.mark.parametrize("max_in_flight", [1, 2, 8])
 def test_line_items_waiting_for_deals_and_companies_never_hold_back_their_parents(
     tmp_path: Path, planhat: PlanhatSandbox, max_in_flight: int
