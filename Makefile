@@ -30,7 +30,7 @@ lint: setup
 	$(BIN)/ruff format --check .
 
 # The tiers (markers in conftest.py). `make fast`: lint, the unit tests and the integration tests that
-# run the connector in process; 70 to 90 s here. It leaves out the tests marked `process`
+# run the connector in process; about a minute here (58 s quiet). It leaves out the tests marked `process`
 # (the connector as a process: exit codes, pipes, stderr, parse worker processes, the console script,
 # packaging) and `slow` (tens of seconds each, or seconds spent waiting on purpose).
 FAST_TESTS := not process and not slow and not image_tests
