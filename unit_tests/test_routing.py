@@ -95,14 +95,19 @@ def test_an_empty_catalog_routes_nothing():
         ([configured_stream("plain", UNROUTABLE_SCHEMA, namespace="ns")], {}, ["'ns.plain'"], ["`streams`"]),
         ([configured_stream("m", METRIC_SCHEMA)], {"api_token": None}, ["'m'"], ["`api_token`"]),
         ([configured_stream("m", METRIC_SCHEMA)], {"api_token": "  "}, ["'m'"], ["`api_token`"]),
-        ([configured_stream("u", ACTIVITY_SCHEMA, mode="overwrite")], {}, ["'u'", "overwrite"], ["append"]),
+        (
+            [configured_stream("u", ACTIVITY_SCHEMA, destination_sync_mode="overwrite")],
+            {},
+            ["'u'", "overwrite"],
+            ["append"],
+        ),
         (
             [
                 configured_stream("ok", ACTIVITY_SCHEMA),
                 configured_stream("plain", UNROUTABLE_SCHEMA),
                 configured_stream("m", METRIC_SCHEMA),
                 configured_stream("forced", ACTIVITY_SCHEMA),
-                configured_stream("dedup", METRIC_SCHEMA, mode="append_dedup"),
+                configured_stream("dedup", METRIC_SCHEMA, destination_sync_mode="append_dedup"),
             ],
             {"api_token": None, "streams": [{"name": "forced", "endpoint": "metrics"}]},
             ["'plain'", "'m'", "'forced'", "'dedup'"],
@@ -130,7 +135,7 @@ def test_modes_other_than_append_are_refused_with_the_fix_for_the_ui_and_pyairby
     # PyAirbyte's default strategy asks for append_dedup on streams with a primary key: the error says
     # how to ask for append instead, since Planhat cannot deduplicate (re-sent rows inflate totals).
     with pytest.raises(AirbyteTracedException) as raised:
-        route_streams(config(), catalog(configured_stream("u", ACTIVITY_SCHEMA, mode=mode)))
+        route_streams(config(), catalog(configured_stream("u", ACTIVITY_SCHEMA, destination_sync_mode=mode)))
     assert raised.value.failure_type == FailureType.config_error
     for text in ("'u'", f"'{mode}'", "choose 'append'", "write_strategy='append'"):
         assert text in raised.value.message

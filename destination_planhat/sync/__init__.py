@@ -19,6 +19,9 @@
 - `ledger`: what happened to every record, per stream.
 - `reporting`: the progress lines and the final summary.
 - `dry_run`: the same path with a sender that sends nothing.
+- `cancellation`: a cancelled sync (SIGTERM, SIGINT): the requests on their way get the grace.
+- `planhat_keys`: the keys Planhat has for an object, read once, for update, insert and delete.
+- `deletes`: deletes and archives by key, one paced call each, within `max_deletes`.
 
 May import: `planhat`, `config`, `mapping`, `rejected`. Imported by `reading` and the entry points.
 """

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Optional
+from typing import Any
 
 from airbyte_cdk.models import ConfiguredAirbyteCatalogSerializer
 
@@ -11,7 +11,7 @@ from destination_planhat.config import PlanhatConfig, parse_config
 from destination_planhat.mapping.analytics import Mapper, MappingPlan, build_mapper
 from destination_planhat.mapping.objects import ObjectMapper, ObjectPlan, build_object_mapper
 from destination_planhat.mapping.routing import StreamRoute, route_streams
-from destination_planhat.testing.harness import METRIC_SCHEMA
+from destination_planhat.testing.harness import METRIC_SCHEMA, configured_stream
 
 TENANT = "unit-tenant-0001"
 API_TOKEN = "unit-api-token-secret"
@@ -27,19 +27,6 @@ def config(**overrides: Any) -> PlanhatConfig:
     raw: dict[str, Any] = {"tenant_uuid": TENANT, "api_token": API_TOKEN, "analytics_base_url": "http://127.0.0.1:9"}
     raw.update(overrides)
     return parse_config({k: v for k, v in raw.items() if v is not None})
-
-
-def configured_stream(
-    name: str, schema: Mapping[str, Any], namespace: Optional[str] = None, mode: str = "append"
-) -> dict[str, Any]:
-    stream: dict[str, Any] = {
-        "name": name,
-        "json_schema": dict(schema),
-        "supported_sync_modes": ["full_refresh", "incremental"],
-    }
-    if namespace:
-        stream["namespace"] = namespace
-    return {"stream": stream, "sync_mode": "incremental", "destination_sync_mode": mode}
 
 
 def catalog(*streams: dict[str, Any]):
